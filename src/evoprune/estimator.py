@@ -101,7 +101,7 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         self.encoding_ = enc
         self.best_mask_ = self.search_.best.astype(np.uint8)
         self.best_fitness_ = float(self.search_.best_fitness)
-        self.history_ = [dict(r.__dict__) for r in self.search_.history]
+        self.history_ = [r.as_row() for r in self.search_.history]
         self.masks_ = enc.decode(self.best_mask_)
         t0 = time.perf_counter()
         self.head_ = train_head(X, y_idx, self.masks_, len(self.classes_), self.trainer,

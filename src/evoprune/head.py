@@ -83,7 +83,9 @@ class CompactHead(nn.Module):
         self.register_buffer("shift", shift.reshape(k))
         self.register_buffer("scale", scale.reshape(k))
         sizes = (k,) + tuple(int(h) for h in hidden_sizes) + (int(n_classes),)
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        # Uninitialised: build_head() draws the weights, loading fills them from a file.
+        self.layers = nn.ModuleList(nn.utils.skip_init(nn.Linear, a, b)
+                                    for a, b in zip(sizes[:-1], sizes[1:]))
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -118,14 +120,10 @@ def dense_sizes(n_features: int, hidden: tuple[int, ...], n_classes: int) -> tup
     return params, macs
 
 
-def _glorot_(layer: nn.Linear, gen: torch.Generator) -> None:
-    """Keras' default initialisation: Glorot-uniform weights, zero biases."""
-    fan_in, fan_out = layer.in_features, layer.out_features
-    with torch.no_grad():
-        if layer.weight.numel():
-            bound = math.sqrt(6.0 / (fan_in + fan_out))
-            layer.weight.uniform_(-bound, bound, generator=gen)
-        layer.bias.zero_()
+def _glorot(fan_out: int, fan_in: int, gen: torch.Generator) -> torch.Tensor:
+    """Keras' default initialisation of a (fan_out, fan_in) weight: Glorot-uniform."""
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    return torch.empty(fan_out, fan_in).uniform_(-bound, bound, generator=gen)
 
 
 def build_head(masks: HeadMasks, n_classes: int, *, mean: np.ndarray | None = None,
@@ -145,13 +143,11 @@ def build_head(masks: HeadMasks, n_classes: int, *, mean: np.ndarray | None = No
     head = CompactHead(full_sizes[0], feature_index, tuple(len(k) for k in keep[1:-1]), n_classes,
                        sel_mean, sel_std)
     for i, layer in enumerate(head.layers):
-        full = nn.Linear(full_sizes[i], full_sizes[i + 1])
-        _glorot_(full, gen)
-        rows = torch.as_tensor(keep[i + 1])
-        cols = torch.as_tensor(keep[i])
+        full = _glorot(full_sizes[i + 1], full_sizes[i], gen)
+        rows, cols = torch.as_tensor(keep[i + 1]), torch.as_tensor(keep[i])
         with torch.no_grad():
-            layer.weight.copy_(full.weight[rows][:, cols])
-            layer.bias.copy_(full.bias[rows])
+            layer.weight.copy_(full[rows][:, cols])
+            layer.bias.zero_()
     return head
 
 

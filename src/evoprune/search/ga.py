@@ -32,6 +32,11 @@ class EvaluationRecord:
     active_fraction: float
     best_fitness: float
     best_active_fraction: float
+    chromosome: np.ndarray = field(repr=False, compare=False, default=None)
+
+    def as_row(self) -> dict:
+        """The record without its chromosome (for tables)."""
+        return {k: v for k, v in self.__dict__.items() if k != "chromosome"}
 
 
 @dataclass
@@ -84,14 +89,12 @@ class SteadyStateGA:
         rng = np.random.default_rng(self.seed)
         memory: dict[bytes, float] = {}
         history: list[EvaluationRecord] = []
-        evaluated: list[np.ndarray] = []  # chromosome of each history record
         best = 0  # index into history of the best so far
         hits = 0
 
         def record(chrom: np.ndarray, fitness: float, iteration: int) -> None:
             nonlocal best
             active = int(chrom.sum())
-            evaluated.append(chrom.copy())
             if not history or rank_key(fitness, active) < rank_key(
                     history[best].fitness, history[best].active_genes):
                 best = len(history)
@@ -101,7 +104,7 @@ class SteadyStateGA:
             rec = EvaluationRecord(
                 index=len(history) + 1, iteration=iteration, fitness=fitness, active_genes=active,
                 active_fraction=active / chrom.size, best_fitness=best_fit,
-                best_active_fraction=best_active / chrom.size)
+                best_active_fraction=best_active / chrom.size, chromosome=chrom.copy())
             history.append(rec)
             if on_evaluation is not None:
                 on_evaluation(rec)
@@ -153,6 +156,6 @@ class SteadyStateGA:
                             "population has converged (%d of %d evaluations used)",
                             self.max_stale_iterations, len(history), self.evaluations)
                 break
-        return GAResult(best=evaluated[best], best_fitness=history[best].fitness, history=history,
+        return GAResult(best=history[best].chromosome, best_fitness=history[best].fitness, history=history,
                         population=pop, fitness=fit, evaluations=len(history),
                         iterations=iteration, memory_hits=hits, stopped_early=stopped_early)

@@ -99,7 +99,7 @@ def replace_worst(population: np.ndarray, fitness: np.ndarray, children: np.ndar
     order = sorted(range(len(pop)), key=lambda i: rank_key(fit[i], pop[i].sum()))
     worst = order[-k:]
     pool = [(children[j], float(child_fitness[j]), 0) for j in range(k)]
-    pool += [(pop[i], float(fit[i]), 1) for i in worst]
+    pool += [(pop[i].copy(), float(fit[i]), 1) for i in worst]
     pool.sort(key=lambda item: rank_key(item[1], item[0].sum()) + (item[2],))
     for slot, (chrom, f, _) in zip(worst, pool[:k]):
         pop[slot] = chrom

@@ -1,0 +1,194 @@
+"""The ``evoprune`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from .errors import EvoPruneError
+
+log = logging.getLogger("evoprune")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    from .encodings import ENCODINGS
+    from .head import TRAINERS
+    from .search import INIT_CHOICES
+
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default="elpv", metavar="PATH|elpv|elpv2",
+                   help="a folder of class folders, a folder with train/ and test/, a folder of "
+                        "k partitions each with train/ and test/, a CSV manifest (path,label"
+                        "[,split]), or a built-in set (see 'evoprune datasets'). Default: elpv")
+    g.add_argument("--test-fraction", type=float, default=0.2,
+                   help="held-out test fraction when the data has no test set (stratified, "
+                        "seeded). Default: 0.2")
+    g.add_argument("--fold", type=int, default=0,
+                   help="which partition to use for the k-partition layout. Default: 0")
+    g.add_argument("--skip-bad-images", action="store_true",
+                   help="skip unreadable images with a warning instead of stopping")
+    g.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="use a stratified sample of N images (quick trials)")
+    g = p.add_argument_group("model")
+    g.add_argument("--backbone", default="efficientnet-lite0",
+                   help="frozen feature extractor (see 'evoprune backbones'). "
+                        "Default: efficientnet-lite0")
+    g.add_argument("--encoding", default="fs", choices=list(ENCODINGS),
+                   help="what one gene switches: " + "; ".join(f"{k}: {v}" for k, v in
+                                                               ENCODINGS.items()))
+    g.add_argument("--hidden-size", type=int, default=512,
+                   help="neurons per hidden layer. Default: 512")
+    g.add_argument("--trainer", default="fast", choices=list(TRAINERS),
+                   help="fast (default; Adam on standardised features, few epochs) or paper "
+                        "(SGD 1e-3, Nesterov, batch 32, <= 600 epochs, early stopping)")
+    g = p.add_argument_group("search")
+    g.add_argument("--population", type=int, default=30, help="GA population. Default: 30")
+    g.add_argument("--evaluations", type=int, default=None,
+                   help="budget of fitness evaluations, initial population included. "
+                        "Default: 200 (300 for --encoding both)")
+    g.add_argument("--fitness-split", default="validation", choices=["validation", "cv", "test"],
+                   help="where fitness is measured: validation (default; a stratified part of "
+                        "the training data), cv (k-fold inside the training data), or test (the "
+                        "paper's protocol; leaks the test set, result marked leaked)")
+    g.add_argument("--val-fraction", type=float, default=0.2,
+                   help="validation fraction of the training data. Default: 0.2")
+    g.add_argument("--cv-folds", type=int, default=5, help="folds for --fitness-split cv. Default: 5")
+    g.add_argument("--init", default="random", metavar="|".join(INIT_CHOICES),
+                   help="initial densities: random (U(0,1), the paper's), a fixed density, or "
+                        "a range a-b. Default: random")
+    g.add_argument("--mutation-prob", type=float, default=0.07,
+                   help="probability that a child gets one gene flipped. Default: 0.07")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seed for every random choice (splits, search, training). Default: 0")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", default=None, metavar="DIR",
+                   help="results folder. Default: runs/<data>_<encoding>_<backbone>_<trainer>_"
+                        "<fitness split>_s<seed>; rerunning the same command resumes it")
+    g.add_argument("--cache-dir", default=None,
+                   help="feature cache folder. Default: $EVOPRUNE_CACHE_DIR or "
+                        "~/.cache/evoprune/features")
+    g.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _config_from_args(args: argparse.Namespace):
+    from .experiment import RunConfig
+
+    return RunConfig(
+        data=args.data, encoding=args.encoding, backbone=args.backbone,
+        hidden_size=args.hidden_size, population=args.population, evaluations=args.evaluations,
+        trainer=args.trainer, fitness_split=args.fitness_split, val_fraction=args.val_fraction,
+        cv_folds=args.cv_folds, test_fraction=args.test_fraction, fold=args.fold, init=args.init,
+        mutation_prob=args.mutation_prob, seed=args.seed, skip_bad_images=args.skip_bad_images,
+        limit=args.limit)
+
+
+def format_run_table(result: dict) -> str:
+    """A short table: evolved head vs not-pruned head on the held-out test set."""
+    leak = "  (LEAKED: fitness was measured on this test set)" if result["leaked_test_set"] else ""
+    rows = [
+        ("head", "test acc", "% active", "params"),
+        ("evoprune (" + result["encoding"] + ")", f"{result['test_accuracy']:.4f}",
+         f"{100 * result['active_fraction']:.1f}", f"{result['head_params']:,}"),
+        ("not pruned", f"{result['reference_test_accuracy']:.4f}", "100.0",
+         f"{result['reference_head_params']:,}"),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
+                       enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    t = result["timings"]
+    lines.append("")
+    lines.append(f"{result['dataset']}: {result['n_train']} training / {result['n_test']} held-out "
+                 f"images, {result['n_classes']} classes, backbone {result['backbone']}{leak}")
+    lines.append(f"fitness ({result['fitness_split']}) of the best mask: {result['fitness']:.4f}; "
+                 f"{result['evaluations']} evaluations")
+    lines.append(f"seconds: features {t['features']:.1f}"
+                 f"{' (cached)' if result['features_cached'] else ''}, search {t['search']:.1f}, "
+                 f"final training {t['final_training']:.1f}, total {result['wall_seconds']:.1f}")
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .experiment import default_out_dir, run_experiment
+
+    cfg = _config_from_args(args)
+    out = args.out or default_out_dir(cfg.resolved())
+    try:
+        result = run_experiment(cfg, out, progress=not args.no_progress, cache_dir=args.cache_dir)
+    except KeyboardInterrupt:
+        log.warning("interrupted: the evaluations so far are in %s/history.csv; run the same "
+                    "command again to resume", out)
+        return 130
+    sys.stdout.write(format_run_table(result) + f"\nresults: {out}\n")
+    return 0
+
+
+def cmd_backbones(args: argparse.Namespace) -> int:
+    from .backbones import list_backbones
+
+    rows = [("name", "features", "input", "available", "source")]
+    for b in list_backbones():
+        rows.append((b.name, str(b.feature_dim), f"{b.image_size}px",
+                     "yes" if b.available else "no", b.source))
+    sys.stdout.write(_table(rows))
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from .data import list_datasets
+
+    rows = [("name", "description")] + [tuple(r) for r in list_datasets()]
+    sys.stdout.write(_table(rows))
+    sys.stdout.write("\nOr pass --data PATH: a folder of class folders, train/ + test/, "
+                     "k partitions, or a CSV manifest.\n")
+    return 0
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n" for r in rows)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evoprune",
+        description="Evolve which neurons or input features of a transfer-learning classifier's "
+                    "head to keep (EvoPruneDeepTL), with honest held-out evaluation.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("run", help="evolve a pruned head on one dataset and write a results folder",
+                       description="Evolve a pruned head: features once (cached), a GA search on "
+                                   "a fitness split inside the training data, the best mask "
+                                   "retrained and scored on the held-out test set next to the "
+                                   "not-pruned head.")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("backbones", help="list the feature extractors")
+    p.set_defaults(func=cmd_backbones)
+    p = sub.add_parser("datasets", help="list the built-in datasets")
+    p.set_defaults(func=cmd_datasets)
+    return parser
+
+
+def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("evoprune").setLevel(level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    try:
+        return int(args.func(args) or 0)
+    except EvoPruneError as exc:
+        log.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

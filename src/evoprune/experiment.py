@@ -1,0 +1,314 @@
+"""One EvoPruneDeepTL run from images to a results folder: the protocol, honest by default.
+
+images -> held-out test split -> cached features -> GA search on a fitness split inside the
+training data -> best mask retrained on all training data -> scored on the test set next to the
+not-pruned head trained the same way. Every evaluation is appended to ``history.csv`` as it
+happens, so an interrupted run resumes where it stopped when started again with the same
+configuration.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import ConfigError
+from .estimator import EvoPruneClassifier, default_evaluations
+from .head import CompactHead, accuracy, dense_sizes, feature_stats, train_head
+from .io import atomic_write, atomic_write_json
+from .search import EvaluationRecord
+
+log = logging.getLogger(__name__)
+
+HISTORY_FIELDS = ["index", "iteration", "fitness", "active_genes", "active_fraction",
+                  "best_fitness", "best_active_fraction", "mask"]
+
+
+@dataclass
+class RunConfig:
+    """Everything that decides a run's result (``out`` and ``progress`` aside)."""
+
+    data: str = "elpv"
+    encoding: str = "fs"
+    backbone: str = "efficientnet-lite0"
+    hidden_size: int = 512
+    population: int = 30
+    evaluations: int | None = None
+    trainer: str = "fast"
+    fitness_split: str = "validation"
+    val_fraction: float = 0.2
+    cv_folds: int = 5
+    test_fraction: float = 0.2
+    fold: int = 0
+    init: str = "random"
+    mutation_prob: float = 0.07
+    seed: int = 0
+    skip_bad_images: bool = False
+    limit: int | None = None
+
+    def resolved(self) -> "RunConfig":
+        """A copy with defaults that depend on other fields filled in."""
+        evaluations = self.evaluations or default_evaluations(self.encoding)
+        return dataclasses.replace(self, evaluations=int(evaluations))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def default_out_dir(cfg: RunConfig) -> Path:
+    """``runs/<data>_<encoding>_<backbone>_<trainer>_<fitness split>_s<seed>``."""
+    data = Path(cfg.data).name or "data"
+    return Path("runs") / f"{data}_{cfg.encoding}_{cfg.backbone}_{cfg.trainer}_{cfg.fitness_split}_s{cfg.seed}"
+
+
+def mask_to_hex(mask: np.ndarray) -> str:
+    return np.packbits(np.asarray(mask, dtype=np.uint8)).tobytes().hex()
+
+
+def hex_to_mask(text: str, n_genes: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8))[:n_genes]
+
+
+def load_history(out: Path, cfg: RunConfig, n_genes: int) -> dict[bytes, float]:
+    """Fitness of chromosomes already evaluated by an interrupted run of the same config."""
+    cfg_file, hist = out / "config.json", out / "history.csv"
+    if not (cfg_file.exists() and hist.exists()):
+        return {}
+    try:
+        saved = json.loads(cfg_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    if saved.get("run") != cfg.to_dict():
+        log.info("%s holds a run of another configuration; starting afresh", out)
+        return {}
+    known: dict[bytes, float] = {}
+    with hist.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            try:
+                known[hex_to_mask(row["mask"], n_genes).tobytes()] = float(row["fitness"])
+            except (KeyError, TypeError, ValueError):
+                continue  # a row cut short by an interruption
+    if known:
+        log.info("resuming: %d evaluations are already in %s", len(known), hist)
+    return known
+
+
+def _split_indices(dataset, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, str]:
+    """(train, test) indices into the dataset and how the test set was chosen."""
+    from .data import stratified_split
+
+    if dataset.folds:
+        if not 0 <= cfg.fold < len(dataset.folds):
+            raise ConfigError(f"fold={cfg.fold} is out of range: {cfg.data} has "
+                              f"{len(dataset.folds)} partitions (0..{len(dataset.folds) - 1})")
+        train, test = dataset.folds[cfg.fold]
+        return np.asarray(train), np.asarray(test), f"partition {cfg.fold} of {len(dataset.folds)}"
+    if dataset.test_idx is not None and len(dataset.test_idx):
+        test = np.asarray(dataset.test_idx)
+        train = np.setdiff1d(np.arange(len(dataset.paths)), test)
+        return train, test, "given test set"
+    train, test = stratified_split(dataset.labels, cfg.test_fraction, cfg.seed)
+    return train, test, f"stratified {cfg.test_fraction:.0%} held out (seed {cfg.seed})"
+
+
+def _limit(dataset, cfg: RunConfig) -> np.ndarray:
+    """Indices of the images used: all, or a stratified ``limit`` of them (quick trials)."""
+    from .data import stratified_split
+
+    n = len(dataset.paths)
+    if not cfg.limit or cfg.limit >= n:
+        return np.arange(n)
+    _, keep = stratified_split(dataset.labels, cfg.limit / n, cfg.seed)
+    return keep
+
+
+def save_head(head: CompactHead, path: Path) -> None:
+    """The head's weights as safetensors (never a pickle), written atomically."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous() for k, v in head.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+
+
+def run_experiment(cfg: RunConfig, out: str | Path | None = None, *, progress: bool = True,
+                   cache_dir: str | Path | None = None) -> dict:
+    """Run ``cfg`` and write its results folder; returns the ``result.json`` contents."""
+    from .backbones import get_backbone
+    from .data import load_dataset
+    from .features import extract_features
+    from .report import plot_convergence
+
+    t_start = time.perf_counter()
+    cfg = cfg.resolved()
+    if cfg.fitness_split not in ("validation", "cv", "test"):
+        raise ConfigError(f"fitness_split={cfg.fitness_split!r} is unknown; choose validation, "
+                          "cv or test")
+    out = Path(out) if out is not None else default_out_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    backbone = get_backbone(cfg.backbone)
+    dataset = load_dataset(cfg.data, skip_bad=cfg.skip_bad_images)
+    used = _limit(dataset, cfg)
+    paths = [dataset.paths[i] for i in used]
+    labels = dataset.labels[used]
+    sub = dataclasses.replace(dataset, paths=paths, labels=labels,
+                              test_idx=_reindex(dataset.test_idx, used),
+                              folds=None if dataset.folds is None else [
+                                  (_reindex(a, used), _reindex(b, used)) for a, b in dataset.folds])
+    train_idx, test_idx, test_origin = _split_indices(sub, cfg)
+    log.info("%s: %d images, %d classes; %d for training, %d held out (%s)", dataset.name,
+             len(paths), dataset.n_classes, len(train_idx), len(test_idx), test_origin)
+
+    feats = extract_features(backbone, paths, cache_dir=cache_dir, progress=progress)
+    X, y = feats.X, labels
+    X_train, y_train, X_test, y_test = X[train_idx], y[train_idx], X[test_idx], y[test_idx]
+
+    leaked = cfg.fitness_split == "test"
+    if leaked:
+        log.warning("fitness_split='test': the search scores candidates on the test set, as the "
+                    "paper did; the reported test accuracy is optimistic (marked leaked)")
+    clf = EvoPruneClassifier(
+        encoding=cfg.encoding, hidden_size=cfg.hidden_size, population=cfg.population,
+        evaluations=cfg.evaluations, trainer=cfg.trainer, fitness_split=cfg.fitness_split,
+        val_fraction=cfg.val_fraction, cv_folds=cfg.cv_folds, init=cfg.init,
+        mutation_prob=cfg.mutation_prob, random_state=cfg.seed)
+    n_genes = (X.shape[1] if cfg.encoding == "fs" else
+               cfg.hidden_size * (2 if cfg.encoding == "both" else 1))
+    config_doc = {"run": cfg.to_dict(), "evoprune_version": __version__,
+                  "trainer_settings": _trainer_settings(cfg.trainer)}
+    known = load_history(out, cfg, n_genes)
+    atomic_write_json(out / "config.json", config_doc)
+    history_path = out / "history.csv"
+    with _HistoryWriter(history_path, cfg.evaluations, progress) as writer:
+        clf.fit(X_train, y_train, eval_set=(X_test, y_test) if leaked else None,
+                on_evaluation=writer.add, known_fitness=known)
+    history = clf.search_.history
+    write_history(history_path, history)
+
+    t0 = time.perf_counter()
+    n_classes = dataset.n_classes
+    reference = train_head(X_train, y_train, clf.encoding_.decode(clf.encoding_.full()),
+                           n_classes, cfg.trainer, seed=cfg.seed,
+                           stats=feature_stats(X_train)).head
+    reference_seconds = time.perf_counter() - t0
+    test_acc = accuracy(clf.head_, X_test, y_test)
+    ref_acc = accuracy(reference, X_test, y_test)
+    save_head(clf.head_, out / "head.safetensors")
+    save_head(reference, out / "reference_head.safetensors")
+    ref_params, ref_macs = dense_sizes(X.shape[1], clf.encoding_.hidden, n_classes)
+    sizes = clf.masks_.sizes
+    layer_names = clf.encoding_.layer_names()
+    result = {
+        "dataset": dataset.name,
+        "data": cfg.data,
+        "backbone": cfg.backbone,
+        "feature_dim": int(X.shape[1]),
+        "encoding": cfg.encoding,
+        "trainer": cfg.trainer,
+        "fitness_split": cfg.fitness_split,
+        "leaked_test_set": leaked,
+        "seed": cfg.seed,
+        "classes": list(dataset.classes),
+        "n_classes": n_classes,
+        "n_images": len(paths),
+        "n_train": int(len(train_idx)),
+        "n_test": int(len(test_idx)),
+        "test_set": test_origin,
+        "skipped_images": list(dataset.skipped),
+        "genes": int(clf.encoding_.n_genes),
+        "active_genes": int(clf.best_mask_.sum()),
+        "active_fraction": float(clf.best_mask_.mean()),
+        "active_units": dict(zip(layer_names, sizes)),
+        "total_units": dict(zip(layer_names, (X.shape[1],) + clf.encoding_.hidden)),
+        "fitness": clf.best_fitness_,
+        "test_accuracy": test_acc,
+        "reference_test_accuracy": ref_acc,
+        "head_params": clf.head_.n_params(),
+        "reference_head_params": int(ref_params),
+        "head_macs": clf.head_.n_macs(),
+        "reference_head_macs": int(ref_macs),
+        "evaluations": clf.search_.evaluations,
+        "iterations": clf.search_.iterations,
+        "memory_hits": clf.search_.memory_hits,
+        "resumed_evaluations": sum(1 for _ in known),
+        "features_cached": bool(feats.cached),
+        "feature_cache_key": feats.key,
+        "timings": {"features": feats.seconds, "search": clf.search_seconds_,
+                    "final_training": clf.final_train_seconds_ + reference_seconds},
+        "wall_seconds": time.perf_counter() - t_start,
+        "evoprune_version": __version__,
+        "best_mask": clf.best_mask_.astype(int).tolist(),
+    }
+    plot_convergence(history, out / "convergence.png",
+                     title=f"{dataset.name} · {cfg.encoding} · {cfg.backbone} · seed {cfg.seed}")
+    atomic_write_json(out / "result.json", result)
+    log.info("results written to %s", out)
+    return result
+
+
+def _reindex(idx, used: np.ndarray):
+    """Positions in ``used`` of the original indices ``idx`` that were kept."""
+    if idx is None:
+        return None
+    pos = {int(v): k for k, v in enumerate(used)}
+    return np.array([pos[int(i)] for i in idx if int(i) in pos], dtype=np.int64)
+
+
+def _trainer_settings(trainer: str) -> dict:
+    from .head import get_trainer
+
+    return get_trainer(trainer).describe()
+
+
+class _HistoryWriter:
+    """Appends each evaluation to history.csv as it happens and drives the progress bar."""
+
+    def __init__(self, path: Path, total: int, progress: bool):
+        self.path = path
+        self.total = total
+        self.progress = progress
+
+    def __enter__(self) -> "_HistoryWriter":
+        from tqdm.auto import tqdm
+
+        self.fh = self.path.open("w", newline="")
+        self.writer = csv.DictWriter(self.fh, fieldnames=HISTORY_FIELDS)
+        self.writer.writeheader()
+        self.bar = tqdm(total=self.total, desc="search", unit="eval", disable=not self.progress,
+                        dynamic_ncols=True)
+        return self
+
+    def add(self, rec: EvaluationRecord) -> None:
+        self.writer.writerow(history_row(rec))
+        self.fh.flush()
+        self.bar.set_postfix(best=f"{rec.best_fitness:.4f}",
+                             density=f"{rec.best_active_fraction:.2f}", refresh=False)
+        self.bar.update(1)
+
+    def __exit__(self, *exc) -> bool:
+        self.bar.close()
+        self.fh.close()
+        return False
+
+
+def history_row(rec: EvaluationRecord) -> dict:
+    row = rec.as_row()
+    row["mask"] = mask_to_hex(rec.chromosome)
+    return row
+
+
+def write_history(path: Path, history: list[EvaluationRecord]) -> None:
+    """The complete history, written atomically over the one appended during the search."""
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=HISTORY_FIELDS)
+            writer.writeheader()
+            writer.writerows(history_row(r) for r in history)
+    atomic_write(path, write)

@@ -1,0 +1,111 @@
+"""Encodings decode to the right units; compact heads equal masked dense ones; trainers."""
+
+import numpy as np
+import pytest
+import torch
+
+from evoprune.encodings import HeadMasks, make_encoding
+from evoprune.errors import ConfigError
+from evoprune.head import (TRAINERS, accuracy, build_head, dense_sizes, feature_stats,
+                           predict_proba, train_head)
+
+
+@pytest.mark.parametrize("name,genes,layers", [("fs", 64, 1), ("fc", 16, 1), ("fc1", 16, 2),
+                                               ("fc2", 16, 2), ("both", 32, 2)])
+def test_encoding_sizes(name, genes, layers):
+    enc = make_encoding(name, 64, hidden_size=16)
+    assert enc.n_genes == genes and len(enc.hidden) == layers
+
+
+def test_encodings_decode_to_the_right_units():
+    chrom16 = np.zeros(16, dtype=np.uint8)
+    chrom16[[1, 5, 9]] = 1
+    fs = make_encoding("fs", 16, 8).decode(chrom16)
+    assert np.flatnonzero(fs.features).tolist() == [1, 5, 9] and fs.hidden[0].all()
+    fc = make_encoding("fc", 30, 16).decode(chrom16)
+    assert fc.features.all() and np.flatnonzero(fc.hidden[0]).tolist() == [1, 5, 9]
+    fc1 = make_encoding("fc1", 30, 16).decode(chrom16)
+    assert np.flatnonzero(fc1.hidden[0]).tolist() == [1, 5, 9] and fc1.hidden[1].all()
+    fc2 = make_encoding("fc2", 30, 16).decode(chrom16)
+    assert fc2.hidden[0].all() and np.flatnonzero(fc2.hidden[1]).tolist() == [1, 5, 9]
+    both = np.zeros(32, dtype=np.uint8)
+    both[[0, 15, 16, 31]] = 1
+    m = make_encoding("both", 30, 16).decode(both)
+    assert np.flatnonzero(m.hidden[0]).tolist() == [0, 15]
+    assert np.flatnonzero(m.hidden[1]).tolist() == [0, 15]
+    assert m.sizes == (30, 2, 2)
+
+
+def test_encoding_errors_name_the_argument():
+    with pytest.raises(ConfigError, match="encoding='fc3'"):
+        make_encoding("fc3", 10)
+    with pytest.raises(ConfigError, match="genes"):
+        make_encoding("fs", 10).decode(np.ones(9))
+
+
+def _masked_dense_forward(dense, masks, x):
+    """The paper's formulation: full-size weights, pruned units multiplied by zero."""
+    h = (x - dense.shift) * dense.scale * torch.as_tensor(masks.features, dtype=torch.float32)
+    for layer, m in zip(dense.layers[:-1], masks.hidden):
+        h = torch.relu(layer(h)) * torch.as_tensor(m, dtype=torch.float32)
+    return dense.layers[-1](h)
+
+
+@pytest.mark.parametrize("name", ["fs", "fc", "fc1", "fc2", "both"])
+def test_compact_head_equals_masked_dense_head(name):
+    g = np.random.default_rng(0)
+    enc = make_encoding(name, 40, hidden_size=24)
+    chrom = (g.random(enc.n_genes) < 0.5).astype(np.uint8)
+    masks = enc.decode(chrom)
+    mean, std = g.normal(size=40).astype(np.float32), g.uniform(0.5, 2, 40).astype(np.float32)
+    compact = build_head(masks, 5, mean=mean, std=std, seed=7)
+    full_masks = enc.decode(enc.full())
+    dense = build_head(full_masks, 5, mean=mean, std=std, seed=7)
+    x = torch.as_tensor(g.normal(size=(12, 40)).astype(np.float32))
+    with torch.no_grad():
+        assert torch.allclose(compact(x), _masked_dense_forward(dense, masks, x), atol=1e-5)
+    # physically smaller: parameters and multiply-adds follow the active units
+    k = masks.sizes
+    sizes = (k[0],) + k[1:] + (5,)
+    assert compact.n_macs() == sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    assert compact.n_params() == compact.n_macs() + sum(sizes[1:])
+    assert compact.n_params() < dense.n_params() == dense_sizes(40, enc.hidden, 5)[0]
+
+
+def _blobs(n=300, d=20, c=3, seed=0):
+    g = np.random.default_rng(seed)
+    centers = g.normal(scale=3, size=(c, d))
+    y = g.integers(0, c, n)
+    X = (centers[y] + g.normal(size=(n, d))).astype(np.float32)
+    return X, y
+
+
+@pytest.mark.parametrize("trainer", ["fast", "paper"])
+def test_trainers_learn_and_are_deterministic(trainer):
+    X, y = _blobs()
+    masks = make_encoding("fc", 20, 16).decode(np.ones(16))
+    a = train_head(X, y, masks, 3, trainer, seed=3)
+    b = train_head(X, y, masks, 3, trainer, seed=3)
+    assert accuracy(a.head, X, y) > 0.9
+    assert np.array_equal(predict_proba(a.head, X), predict_proba(b.head, X))
+    assert a.epochs <= TRAINERS[trainer].max_epochs
+
+
+def test_paper_trainer_settings_are_the_papers():
+    p = TRAINERS["paper"]
+    assert (p.optimizer, p.lr, p.momentum, p.batch_size, p.max_epochs, p.early_stop_patience,
+            p.min_delta, p.lr_decay) == ("sgd", 1e-3, 0.9, 32, 600, 10, 1e-5, 1e-6)
+
+
+def test_empty_feature_selection_still_predicts():
+    X, y = _blobs()
+    masks = HeadMasks(features=np.zeros(20, bool), hidden=(np.ones(8, bool),))
+    trained = train_head(X, y, masks, 3, "fast", seed=0)
+    proba = predict_proba(trained.head, X)
+    assert proba.shape == (300, 3) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
+
+
+def test_feature_stats_guard_constant_features():
+    X = np.ones((10, 3), dtype=np.float32)
+    mean, std = feature_stats(X)
+    assert (std == 1).all() and (mean == 1).all()
