@@ -19,7 +19,8 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _EXIF_ORIENTATION = 0x0112
 # JPEGs are checked at 1/8 scale: libjpeg still reads every byte of the entropy-coded data, so a
-# truncated or corrupt file still fails, but the inverse DCT and colour conversion cost ~64x less.
+# truncated or corrupt file still fails, but it skips most of the inverse DCT and colour work
+# (200 2048x1536 JPEGs: 0.38 s instead of 1.0 s on 2 cores).
 _CHECK_DRAFT_SIZE = (1, 1)
 
 
