@@ -1,0 +1,287 @@
+"""Image features from a frozen backbone, with a progress bar and a content-addressed disk cache.
+
+The cache key covers the backbone (name, weights, preprocessing) and the bytes of every image in
+order, so the same images hit the cache wherever they lie, and any change to one misses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from sklearn.base import BaseEstimator, TransformerMixin
+from tqdm.auto import tqdm
+
+from evoprune.backbones import DEFAULT_BACKBONE, Backbone, get_backbone
+from evoprune.backbones.base import preprocess_image
+from evoprune.data import open_rgb
+from evoprune.errors import ConfigError, DataError
+
+__all__ = [
+    "FeatureResult",
+    "ImageFeatures",
+    "cache_key",
+    "default_cache_dir",
+    "extract_features",
+]
+
+logger = logging.getLogger(__name__)
+
+_KEY_FORMAT = "evoprune-features-v1"
+
+
+@dataclass
+class FeatureResult:
+    """Features of a list of images, and how they were obtained."""
+
+    X: np.ndarray  # float32 (n_images, feature_dim), rows in the order of the paths
+    cached: bool  # True when no CNN forward pass was needed
+    key: str  # the cache key
+    seconds: float
+
+
+def default_cache_dir() -> Path:
+    """``$EVOPRUNE_CACHE_DIR`` if set, else ``~/.cache/evoprune/features``."""
+    env = os.environ.get("EVOPRUNE_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "evoprune" / "features"
+
+
+def _file_sha256(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").digest()
+    except OSError as exc:
+        raise DataError(f"Cannot read image file {path}: {exc}") from exc
+
+
+def cache_key(backbone: Backbone, paths: Sequence[str]) -> str:
+    """sha256 over the backbone (name, weights, preprocessing) and each image's bytes, in order."""
+    digest = hashlib.sha256()
+    header = (_KEY_FORMAT, backbone.name, backbone.weights_id, backbone.preprocess_id, len(paths))
+    for part in header:
+        digest.update(f"{part}\0".encode())
+    for path in paths:
+        digest.update(_file_sha256(os.fspath(path)))
+    return digest.hexdigest()
+
+
+class _ImageFiles(torch.utils.data.Dataset):
+    """Image paths -> preprocessed CHW arrays; picklable for DataLoader worker processes."""
+
+    def __init__(self, paths: Sequence[str], backbone: Backbone) -> None:
+        self.paths = list(paths)
+        self.size, self.mean, self.std = backbone.image_size, backbone.mean, backbone.std
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return preprocess_image(open_rgb(self.paths[index]), self.size, self.mean, self.std)
+
+    def batch(self, start: int, stop: int) -> np.ndarray:
+        return np.stack([self[i] for i in range(start, stop)])
+
+
+def _batches(images: _ImageFiles, batch_size: int, num_workers: int) -> Iterator[np.ndarray]:
+    """Preprocessed batches in order, decoded here or in ``num_workers`` worker processes.
+
+    No background decoding thread: on 2 cores it measured slower (50 vs 63 img/s for
+    EfficientNet-Lite0 on ELPV), since the CNN already keeps both cores busy.
+    """
+    if num_workers > 0:
+        yield from torch.utils.data.DataLoader(
+            images,
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=num_workers,
+            collate_fn=np.stack,
+        )
+        return
+    n = len(images)
+    for start in range(0, n, batch_size):
+        yield images.batch(start, min(start + batch_size, n))
+
+
+def _compute(
+    backbone: Backbone, paths: list[str], batch_size: int, progress: bool, num_workers: int
+) -> np.ndarray:
+    X = np.empty((len(paths), backbone.feature_dim), dtype=np.float32)
+    images = _ImageFiles(paths, backbone)
+    done = 0
+    with tqdm(
+        total=len(paths), unit="img", desc=f"{backbone.name} features", disable=not progress
+    ) as bar:
+        for batch in _batches(images, batch_size, num_workers):
+            X[done : done + len(batch)] = backbone.features(batch)
+            done += len(batch)
+            bar.update(len(batch))
+    return X
+
+
+def _read_cache(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
+    """The cached matrix, or None when absent, unreadable or of the wrong shape (logged)."""
+    if not path.is_file():
+        return None
+    try:
+        X = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        logger.warning("Feature cache file %s is unreadable (%s); recomputing", path, exc)
+        return None
+    if X.shape != shape or X.dtype != np.float32:
+        logger.warning(
+            "Feature cache file %s holds %s %s, expected float32 %s; recomputing",
+            path, X.dtype, X.shape, shape,
+        )
+        return None
+    return X
+
+
+def _write_cache(path: Path, X: np.ndarray) -> None:
+    """Write atomically (temporary file in the same folder, then os.replace); log failures."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            np.save(handle, X)
+        os.replace(tmp, path)
+        tmp = None
+        logger.debug("Wrote feature cache %s", path)
+    except OSError as exc:
+        logger.warning("Cannot write feature cache %s (%s); features are not cached", path, exc)
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _check_paths(paths: Sequence[str]) -> list[str]:
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        raise ConfigError("paths must be a sequence of image paths, not a single path")
+    return [os.fspath(p) for p in paths]
+
+
+def _check_positive(name: str, value: int, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def extract_features(
+    backbone: Backbone | str,
+    paths: Sequence[str],
+    *,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    batch_size: int = 32,
+    progress: bool = True,
+    num_workers: int = 0,
+) -> FeatureResult:
+    """Features of the images at ``paths`` (rows in order), from the disk cache when possible.
+
+    ``batch_size`` images are decoded at a time (the CNN runs them in passes of
+    ``backbone.forward_batch``); ``num_workers`` > 0 decodes in that many worker processes.
+    """
+    start = time.perf_counter()
+    _check_positive("batch_size", batch_size, 1)
+    _check_positive("num_workers", num_workers, 0)
+    if isinstance(backbone, str):
+        backbone = get_backbone(backbone)
+    paths = _check_paths(paths)
+    key = cache_key(backbone, paths)
+    cache_file = Path(cache_dir if cache_dir is not None else default_cache_dir()) / f"{key}.npy"
+    shape = (len(paths), backbone.feature_dim)
+    if use_cache:
+        X = _read_cache(cache_file, shape)
+        if X is not None:
+            logger.info(
+                "Feature cache hit: %d images, %s (%s)", len(paths), backbone.name, cache_file
+            )
+            return FeatureResult(X, cached=True, key=key, seconds=time.perf_counter() - start)
+        logger.info(
+            "Feature cache miss: computing %s features of %d images", backbone.name, len(paths)
+        )
+    X = _compute(backbone, paths, batch_size, progress, num_workers)
+    if use_cache:
+        _write_cache(cache_file, X)
+    seconds = time.perf_counter() - start
+    logger.info("Computed %d %s features in %.1f s", len(paths), backbone.name, seconds)
+    return FeatureResult(X, cached=False, key=key, seconds=seconds)
+
+
+def _as_pil(item: Any) -> Image.Image:
+    if isinstance(item, Image.Image):
+        return item
+    array = np.asarray(item)
+    if array.dtype != np.uint8 or not (
+        array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))
+    ):
+        raise ConfigError(
+            "ImageFeatures.transform takes image paths, PIL images or HxWx3 uint8 arrays; "
+            f"got an array of dtype {array.dtype} and shape {array.shape}"
+        )
+    return Image.fromarray(array)
+
+
+class ImageFeatures(TransformerMixin, BaseEstimator):
+    """scikit-learn transformer: images -> frozen-backbone features.
+
+    Paths go through the disk cache; PIL images and HxWx3 uint8 arrays are computed directly.
+    Stateless: ``fit`` only records the feature size.
+    """
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        cache_dir: str | Path | None = None,
+        use_cache: bool = True,
+        batch_size: int = 32,
+        progress: bool = False,
+    ) -> None:
+        self.backbone = backbone
+        self.cache_dir = cache_dir
+        self.use_cache = use_cache
+        self.batch_size = batch_size
+        self.progress = progress
+
+    def fit(self, X: Sequence[Any], y: Any = None) -> ImageFeatures:
+        """No learning; sets ``n_features_out_`` and ``feature_dim_``."""
+        self.feature_dim_ = get_backbone(self.backbone).feature_dim
+        self.n_features_out_ = self.feature_dim_
+        return self
+
+    def transform(self, X: Sequence[Any]) -> np.ndarray:
+        """float32 (n_images, feature_dim) features of image paths, PIL images or uint8 arrays."""
+        backbone = get_backbone(self.backbone)
+        items = list(X)
+        if all(isinstance(item, (str, os.PathLike)) for item in items):
+            return extract_features(
+                backbone,
+                items,
+                cache_dir=self.cache_dir,
+                use_cache=self.use_cache,
+                batch_size=self.batch_size,
+                progress=self.progress,
+            ).X
+        _check_positive("batch_size", self.batch_size, 1)
+        X_out = np.empty((len(items), backbone.feature_dim), dtype=np.float32)
+        for start in range(0, len(items), self.batch_size):
+            chunk = items[start : start + self.batch_size]
+            batch = np.stack([backbone.preprocess(_as_pil(item)) for item in chunk])
+            X_out[start : start + len(chunk)] = backbone.features(batch)
+        return X_out
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """``<backbone>_0`` ... ``<backbone>_<feature_dim - 1>``."""
+        dim = get_backbone(self.backbone).feature_dim
+        return np.asarray([f"{self.backbone}_{i}" for i in range(dim)], dtype=object)
