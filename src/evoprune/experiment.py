@@ -138,21 +138,51 @@ def save_head(head: CompactHead, path: Path) -> None:
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
 
 
-def run_experiment(cfg: RunConfig, out: str | Path | None = None, *, progress: bool = True,
-                   cache_dir: str | Path | None = None) -> dict:
-    """Run ``cfg`` and write its results folder; returns the ``result.json`` contents."""
+@dataclass
+class PreparedData:
+    """A dataset split into training and held-out test features, ready for heads."""
+
+    name: str
+    classes: list[str]
+    paths: list[str]
+    labels: np.ndarray
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    test_origin: str
+    skipped: list[str]
+    X: np.ndarray
+    features_cached: bool
+    feature_key: str
+    feature_seconds: float
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def X_train(self) -> np.ndarray:
+        return self.X[self.train_idx]
+
+    @property
+    def y_train(self) -> np.ndarray:
+        return self.labels[self.train_idx]
+
+    @property
+    def X_test(self) -> np.ndarray:
+        return self.X[self.test_idx]
+
+    @property
+    def y_test(self) -> np.ndarray:
+        return self.labels[self.test_idx]
+
+
+def prepare_data(cfg: RunConfig, *, progress: bool = True,
+                 cache_dir: str | Path | None = None) -> PreparedData:
+    """Load ``cfg.data``, choose the held-out test set and compute (or load) its features."""
     from .backbones import get_backbone
     from .data import load_dataset
     from .features import extract_features
-    from .report import plot_convergence
 
-    t_start = time.perf_counter()
-    cfg = cfg.resolved()
-    if cfg.fitness_split not in ("validation", "cv", "test"):
-        raise ConfigError(f"fitness_split={cfg.fitness_split!r} is unknown; choose validation, "
-                          "cv or test")
-    out = Path(out) if out is not None else default_out_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
     backbone = get_backbone(cfg.backbone)
     dataset = load_dataset(cfg.data, skip_bad=cfg.skip_bad_images)
     used = _limit(dataset, cfg)
@@ -165,10 +195,34 @@ def run_experiment(cfg: RunConfig, out: str | Path | None = None, *, progress: b
     train_idx, test_idx, test_origin = _split_indices(sub, cfg)
     log.info("%s: %d images, %d classes; %d for training, %d held out (%s)", dataset.name,
              len(paths), dataset.n_classes, len(train_idx), len(test_idx), test_origin)
-
     feats = extract_features(backbone, paths, cache_dir=cache_dir, progress=progress)
-    X, y = feats.X, labels
-    X_train, y_train, X_test, y_test = X[train_idx], y[train_idx], X[test_idx], y[test_idx]
+    return PreparedData(name=dataset.name, classes=list(dataset.classes), paths=paths,
+                        labels=np.asarray(labels), train_idx=np.asarray(train_idx),
+                        test_idx=np.asarray(test_idx), test_origin=test_origin,
+                        skipped=list(dataset.skipped), X=feats.X, features_cached=feats.cached,
+                        feature_key=feats.key, feature_seconds=feats.seconds)
+
+
+def run_experiment(cfg: RunConfig, out: str | Path | None = None, *, progress: bool = True,
+                   cache_dir: str | Path | None = None,
+                   prepared: PreparedData | None = None) -> dict:
+    """Run ``cfg`` and write its results folder; returns the ``result.json`` contents.
+
+    ``prepared`` reuses data already loaded by :func:`prepare_data` for the same data settings.
+    """
+    from .report import plot_convergence
+
+    t_start = time.perf_counter()
+    cfg = cfg.resolved()
+    if cfg.fitness_split not in ("validation", "cv", "test"):
+        raise ConfigError(f"fitness_split={cfg.fitness_split!r} is unknown; choose validation, "
+                          "cv or test")
+    out = Path(out) if out is not None else default_out_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    data = prepared if prepared is not None else prepare_data(cfg, progress=progress,
+                                                              cache_dir=cache_dir)
+    X = data.X
+    X_train, y_train, X_test, y_test = data.X_train, data.y_train, data.X_test, data.y_test
 
     leaked = cfg.fitness_split == "test"
     if leaked:
@@ -193,7 +247,7 @@ def run_experiment(cfg: RunConfig, out: str | Path | None = None, *, progress: b
     write_history(history_path, history)
 
     t0 = time.perf_counter()
-    n_classes = dataset.n_classes
+    n_classes = data.n_classes
     reference = train_head(X_train, y_train, clf.encoding_.decode(clf.encoding_.full()),
                            n_classes, cfg.trainer, seed=cfg.seed,
                            stats=feature_stats(X_train)).head
@@ -206,22 +260,23 @@ def run_experiment(cfg: RunConfig, out: str | Path | None = None, *, progress: b
     sizes = clf.masks_.sizes
     layer_names = clf.encoding_.layer_names()
     result = {
-        "dataset": dataset.name,
+        "dataset": data.name,
         "data": cfg.data,
         "backbone": cfg.backbone,
         "feature_dim": int(X.shape[1]),
         "encoding": cfg.encoding,
+        "hidden_size": cfg.hidden_size,
         "trainer": cfg.trainer,
         "fitness_split": cfg.fitness_split,
         "leaked_test_set": leaked,
         "seed": cfg.seed,
-        "classes": list(dataset.classes),
+        "classes": data.classes,
         "n_classes": n_classes,
-        "n_images": len(paths),
-        "n_train": int(len(train_idx)),
-        "n_test": int(len(test_idx)),
-        "test_set": test_origin,
-        "skipped_images": list(dataset.skipped),
+        "n_images": len(data.paths),
+        "n_train": int(len(data.train_idx)),
+        "n_test": int(len(data.test_idx)),
+        "test_set": data.test_origin,
+        "skipped_images": data.skipped,
         "genes": int(clf.encoding_.n_genes),
         "active_genes": int(clf.best_mask_.sum()),
         "active_fraction": float(clf.best_mask_.mean()),
@@ -238,16 +293,16 @@ def run_experiment(cfg: RunConfig, out: str | Path | None = None, *, progress: b
         "iterations": clf.search_.iterations,
         "memory_hits": clf.search_.memory_hits,
         "resumed_evaluations": sum(1 for _ in known),
-        "features_cached": bool(feats.cached),
-        "feature_cache_key": feats.key,
-        "timings": {"features": feats.seconds, "search": clf.search_seconds_,
+        "features_cached": bool(data.features_cached),
+        "feature_cache_key": data.feature_key,
+        "timings": {"features": data.feature_seconds, "search": clf.search_seconds_,
                     "final_training": clf.final_train_seconds_ + reference_seconds},
         "wall_seconds": time.perf_counter() - t_start,
         "evoprune_version": __version__,
         "best_mask": clf.best_mask_.astype(int).tolist(),
     }
     plot_convergence(history, out / "convergence.png",
-                     title=f"{dataset.name} · {cfg.encoding} · {cfg.backbone} · seed {cfg.seed}")
+                     title=f"{data.name} · {cfg.encoding} · {cfg.backbone} · seed {cfg.seed}")
     atomic_write_json(out / "result.json", result)
     log.info("results written to %s", out)
     return result

@@ -1,0 +1,44 @@
+"""Shared fixtures: a feature cache per test session and a tiny real run on ELPV images."""
+
+import json
+import logging
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def feature_cache(tmp_path_factory):
+    """A feature cache folder shared by the session's tests (not the user's cache)."""
+    return tmp_path_factory.mktemp("feature-cache")
+
+
+@pytest.fixture(scope="session")
+def faces_folder(tmp_path_factory):
+    """scikit-image's 200 real face / non-face crops as a folder of two class folders."""
+    import numpy as np
+    from PIL import Image
+    from skimage.data import lfw_subset
+
+    root = tmp_path_factory.mktemp("faces")
+    images = (lfw_subset() * 255).round().astype(np.uint8)
+    for i, img in enumerate(images):  # the first 100 are faces, the rest are not
+        folder = root / ("face" if i < 100 else "not_face")
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(img).save(folder / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, feature_cache, faces_folder):
+    """A complete `evoprune run` on 200 real images (faces vs not), small budget.
+
+    Returns (run folder, result dict). Shared: tests must not modify the folder.
+    """
+    from evoprune.experiment import RunConfig, run_experiment
+
+    logging.getLogger("evoprune").setLevel(logging.WARNING)
+    out = tmp_path_factory.mktemp("tiny-run")
+    cfg = RunConfig(data=str(faces_folder), encoding="fs", population=6, evaluations=12, seed=1)
+    result = run_experiment(cfg, out, progress=False, cache_dir=feature_cache)
+    assert json.loads((out / "result.json").read_text()) == result
+    return out, result, cfg

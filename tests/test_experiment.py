@@ -1,0 +1,85 @@
+"""End to end on real images: `evoprune run` through the CLI and the results folder."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from evoprune.cli import main
+from evoprune.experiment import hex_to_mask, mask_to_hex, run_experiment
+
+REQUIRED = ["dataset", "backbone", "encoding", "trainer", "fitness_split", "seed", "n_classes",
+            "genes", "active_genes", "active_fraction", "fitness", "test_accuracy",
+            "reference_test_accuracy", "head_params", "reference_head_params", "evaluations",
+            "features_cached", "timings", "wall_seconds", "best_mask"]
+
+
+def test_tiny_run_writes_a_complete_results_folder(tiny_run):
+    out, r, _ = tiny_run
+    for key in REQUIRED:
+        assert key in r, key
+    assert r["n_classes"] == 2 and r["genes"] == 1280 and len(r["best_mask"]) == 1280
+    assert r["active_genes"] == sum(r["best_mask"])
+    assert r["active_fraction"] == pytest.approx(r["active_genes"] / 1280)
+    assert r["evaluations"] == 12 and not r["leaked_test_set"]
+    assert r["n_train"] + r["n_test"] == 200 and r["n_test"] == 40
+    # the compact head is smaller in proportion to the features kept
+    assert r["head_params"] == r["active_genes"] * 512 + 512 + 512 * 2 + 2
+    assert r["reference_head_params"] == 1280 * 512 + 512 + 512 * 2 + 2
+    # 2 balanced classes: chance is 0.5; real ImageNet features do far better
+    assert r["test_accuracy"] > 0.8 and r["reference_test_accuracy"] > 0.8
+    assert set(r["timings"]) == {"features", "search", "final_training"}
+    for name in ["config.json", "history.csv", "convergence.png", "head.safetensors",
+                 "reference_head.safetensors"]:
+        assert (out / name).stat().st_size > 0, name
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    assert [int(x["index"]) for x in rows] == list(range(1, 13))
+    best = max(float(x["fitness"]) for x in rows)
+    assert float(rows[-1]["best_fitness"]) == pytest.approx(best) == pytest.approx(r["fitness"])
+    assert json.loads((out / "config.json").read_text())["run"]["seed"] == 1
+
+
+def test_mask_hex_round_trip():
+    m = (np.random.default_rng(0).random(1281) < 0.4).astype(np.uint8)
+    assert (hex_to_mask(mask_to_hex(m), 1281) == m).all()
+
+
+def test_second_run_uses_cached_features_and_resumes(tiny_run, feature_cache, tmp_path):
+    out, first, cfg = tiny_run
+    # copy the interrupted state: config and the first 7 history rows
+    (tmp_path / "config.json").write_text((out / "config.json").read_text())
+    lines = (out / "history.csv").read_text().splitlines()
+    (tmp_path / "history.csv").write_text("\n".join(lines[:8] + [lines[8][:20]]) + "\n")
+    again = run_experiment(cfg, tmp_path, progress=False, cache_dir=feature_cache)
+    assert again["features_cached"] is True
+    assert again["resumed_evaluations"] == 7
+    assert again["best_mask"] == first["best_mask"]
+    assert again["test_accuracy"] == first["test_accuracy"]
+
+
+def test_cli_run_prints_table_and_leak_warning(tmp_path, feature_cache, capsys, caplog):
+    code = main(["run", "--data", "elpv2", "--limit", "120", "--population", "4",
+                 "--evaluations", "5", "--fitness-split", "test", "--out", str(tmp_path),
+                 "--cache-dir", str(feature_cache), "--no-progress", "--encoding", "fc"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "not pruned" in text and "LEAKED" in text
+    assert "leak" in caplog.text.lower()
+    r = json.loads((tmp_path / "result.json").read_text())
+    assert r["leaked_test_set"] is True and r["genes"] == 512
+
+
+def test_cli_bad_data_is_one_clear_error(tmp_path, capsys, caplog):
+    code = main(["run", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "nowhere" in caplog.text and "Traceback" not in caplog.text
+
+
+def test_cli_lists_backbones_and_datasets(capsys):
+    assert main(["backbones"]) == 0
+    out = capsys.readouterr().out
+    assert "efficientnet-lite0" in out and "resnet50" in out
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    assert "elpv" in out and "elpv2" in out
