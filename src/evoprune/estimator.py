@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -39,6 +40,10 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
     Learned attributes: ``classes_``, ``n_features_in_``, ``best_mask_`` (0/1 chromosome),
     ``best_fitness_``, ``history_`` (one dict per evaluation), ``masks_`` (decoded unit masks),
     ``head_`` (the trained compact torch head), ``search_`` (the GA result).
+
+    When it knows its backbone (``backbone_``, set by :func:`evoprune.load`), ``predict``,
+    ``predict_proba`` and ``score`` also take images: a list of paths or PIL images, a 4-d uint8
+    array of HxWxC images, or a 4-d float array of preprocessed (N, 3, H, W) inputs.
     """
 
     def __init__(self, encoding: str = "fs", hidden_size: int = 512, population: int = 30,
@@ -132,10 +137,27 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
 
     def _features(self, X) -> np.ndarray:
         check_is_fitted(self, "head_")
+        if _looks_like_images(X):
+            X = self._image_features(X)
         X = np.asarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ConfigError(f"X has shape {X.shape}; expected (n, {self.n_features_in_})")
         return X
+
+    def _image_features(self, X) -> np.ndarray:
+        """Features of images computed with the backbone the head was trained on."""
+        from .backbones import get_backbone
+        from .features import ImageFeatures
+
+        backbone = getattr(self, "backbone_", None)
+        if backbone is None:
+            raise ConfigError("X looks like images, but this classifier was fitted on feature "
+                              "matrices and knows no backbone; pass features (for example from "
+                              "evoprune.features.ImageFeatures) or a classifier from "
+                              "evoprune.load(RUN_DIR)")
+        if getattr(X, "ndim", None) == 4 and np.asarray(X).dtype != np.uint8:
+            return get_backbone(backbone).features(np.asarray(X, dtype=np.float32))
+        return ImageFeatures(backbone, use_cache=False).transform(list(X))
 
     def predict_proba(self, X) -> np.ndarray:
         return predict_proba(self.head_, self._features(X))
@@ -147,6 +169,15 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
     def active_fraction_(self) -> float:
         check_is_fitted(self, "best_mask_")
         return float(self.best_mask_.mean())
+
+
+def _looks_like_images(X) -> bool:
+    """A non-empty list/tuple of paths or PIL images, or a 4-d array (a batch of images)."""
+    if isinstance(X, (list, tuple)):
+        from PIL import Image
+
+        return bool(X) and all(isinstance(x, (str, os.PathLike, Image.Image)) for x in X)
+    return getattr(X, "ndim", None) == 4
 
 
 def _with_known(problem: Callable[[np.ndarray], np.ndarray], known: dict[bytes, float]):

@@ -87,6 +87,35 @@ class CompactHead(nn.Module):
         self.layers = nn.ModuleList(nn.utils.skip_init(nn.Linear, a, b)
                                     for a, b in zip(sizes[:-1], sizes[1:]))
 
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor],
+                        n_inputs: int | None = None) -> "CompactHead":
+        """A head rebuilt from a saved state dict, its layer sizes read from the weight shapes.
+
+        ``n_inputs`` is the backbone's feature size (not stored in the state dict); by default
+        the smallest size that holds every selected feature.
+        """
+        n_layers = sum(1 for k in state if k.startswith("layers.") and k.endswith(".weight"))
+        try:
+            index = state["feature_index"]
+            weights = [state[f"layers.{i}.weight"] for i in range(n_layers)]
+        except KeyError as exc:
+            raise ConfigError(f"not a CompactHead state dict: {exc} is missing") from None
+        if not weights:
+            raise ConfigError("not a CompactHead state dict: it has no layers")
+        if n_inputs is None:
+            n_inputs = int(index.max()) + 1 if index.numel() else 0
+        elif index.numel() and int(index.max()) >= n_inputs:
+            raise ConfigError(f"the head selects feature {int(index.max())} but the features "
+                              f"have only {n_inputs} values")
+        head = cls(n_inputs, index.numpy(), tuple(w.shape[0] for w in weights[:-1]),
+                   weights[-1].shape[0])
+        try:
+            head.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ConfigError(f"inconsistent CompactHead state dict: {exc}") from None
+        return head.eval()
+
     @property
     def sizes(self) -> tuple[int, ...]:
         return (self.layers[0].in_features,) + tuple(layer.out_features for layer in self.layers)

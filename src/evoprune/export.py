@@ -1,0 +1,221 @@
+"""The deployable model: frozen backbone + feature selection + compact head + softmax, one file.
+
+The exported model maps a preprocessed image batch (N, 3, H, W) to class probabilities. Pruned
+units are physically absent (the head is the :class:`CompactHead` of the run, not a masked dense
+one). What the model needs around it (class names, how to preprocess images) is written beside it
+as ``FILE.json`` and, for ONNX, also inside it as ``metadata_props``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import __version__
+from .errors import ConfigError
+from .head import CompactHead
+from .io import atomic_write, atomic_write_json
+from .rundir import RunFolder, open_run
+
+log = logging.getLogger(__name__)
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+ONNX_OPSET = 17
+#: Name of the metadata JSON stored inside TorchScript files (``_extra_files``).
+TORCHSCRIPT_METADATA = "evoprune.json"
+#: ONNX metadata_props key that holds the whole metadata as JSON.
+ONNX_METADATA_KEY = "evoprune"
+
+
+class ImageClassifier(nn.Module):
+    """(N, 3, H, W) preprocessed images -> (N, C) class probabilities."""
+
+    def __init__(self, features: nn.Module, head: CompactHead):
+        super().__init__()
+        self.features = features
+        self.head = head
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.head(self.features(images)), dim=1)
+
+
+class HeadClassifier(nn.Module):
+    """(N, feature_dim) backbone features -> (N, C) class probabilities (the head alone)."""
+
+    def __init__(self, head: CompactHead):
+        super().__init__()
+        self.head = head
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.head(features), dim=1)
+
+
+@dataclass
+class ExportedModel:
+    path: Path
+    metadata_path: Path
+    metadata: dict
+
+
+def default_export_path(run_dir: str | Path, format: str = "onnx", reference: bool = False,
+                        head_only: bool = False) -> Path:
+    """``RUN_DIR/[reference_]model.onnx`` (``..._head.onnx`` for the head alone; ``.pt``)."""
+    stem = ("reference_" if reference else "") + ("head_model" if head_only else "model")
+    return Path(run_dir) / (stem + _suffix(format))
+
+
+def _suffix(format: str) -> str:
+    if format not in FORMATS:
+        raise ConfigError(f"format={format!r} is unknown; choose one of {', '.join(FORMATS)}")
+    return FORMATS[format]
+
+
+def build_model(run: RunFolder, reference: bool = False,
+                head_only: bool = False) -> tuple[nn.Module, dict]:
+    """The run's deployable torch module (eval mode) and the metadata that goes with it."""
+    from .backbones import get_backbone
+
+    head = run.head(reference=reference)
+    backbone = get_backbone(run.result["backbone"])
+    module = HeadClassifier(head) if head_only else ImageClassifier(backbone.feature_extractor(),
+                                                                   head)
+    return module.eval(), model_metadata(run, backbone, head, reference, head_only)
+
+
+def model_metadata(run: RunFolder, backbone, head: CompactHead, reference: bool,
+                   head_only: bool) -> dict:
+    """What a user of the exported file needs: its input, classes and preprocessing."""
+    r = run.result
+    size = backbone.image_size
+    if head_only:
+        inputs = {"name": "features", "shape": ["batch", backbone.feature_dim],
+                  "description": f"pooled {backbone.name} features (float32)"}
+    else:
+        inputs = {"name": "images", "shape": ["batch", 3, size, size],
+                  "description": "preprocessed RGB images (float32), see preprocessing"}
+    return {
+        "format": "evoprune-model-v1",
+        "input": inputs,
+        "output": {"name": "probabilities", "shape": ["batch", len(r["classes"])],
+                   "description": "softmax class probabilities, in the order of classes"},
+        "classes": [str(c) for c in r["classes"]],
+        "preprocessing": {
+            "image_size": [size, size],
+            "resize": "whole image resized to image_size, bilinear, no crop",
+            "color": "RGB (grey repeated over 3 channels, transparency on white)",
+            "scale": "pixel / 255",
+            "mean": list(backbone.mean),
+            "std": list(backbone.std),
+            "normalize": "(pixel / 255 - mean) / std per channel",
+            "layout": "NCHW",
+        },
+        "backbone": backbone.name,
+        "head": "not pruned" if reference else "pruned",
+        "head_sizes": list(head.sizes),
+        "head_params": head.n_params(),
+        "head_macs": head.n_macs(),
+        "encoding": r["encoding"],
+        "dataset": r.get("dataset"),
+        "test_accuracy": r.get("reference_test_accuracy" if reference else "test_accuracy"),
+        "leaked_test_set": bool(r.get("leaked_test_set", False)),
+        "run": str(run.path),
+        "evoprune_version": __version__,
+    }
+
+
+def export_model(run_dir: str | Path, out: str | Path | None = None, format: str = "onnx",
+                 reference: bool = False, head_only: bool = False) -> ExportedModel:
+    """Write the run's model as ONNX or TorchScript, with its metadata as ``out + '.json'``.
+
+    ``reference=True`` exports the not-pruned head instead of the evolved one; ``head_only=True``
+    leaves the backbone out (input: features instead of images).
+    """
+    suffix = _suffix(format)
+    run = open_run(run_dir)
+    out = Path(out) if out is not None else default_export_path(run.path, format, reference,
+                                                               head_only)
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a file name such as {out / ('model' + suffix)}")
+    module, metadata = build_model(run, reference, head_only)
+    if head_only:
+        example = torch.zeros(2, run.result.get("feature_dim", module.head.n_inputs))
+    else:
+        size = metadata["preprocessing"]["image_size"]
+        example = torch.zeros(2, 3, *size)
+    if format == "onnx":
+        _write_onnx(module, example, out, metadata)
+    else:
+        _write_torchscript(module, example, out, metadata)
+    meta_path = atomic_write_json(Path(str(out) + ".json"), metadata)
+    log.info("exported %s (%s head, %s) to %s", format, metadata["head"],
+             "head only" if head_only else "with backbone", out)
+    return ExportedModel(path=out, metadata_path=meta_path, metadata=metadata)
+
+
+def _write_onnx(module: nn.Module, example: torch.Tensor, out: Path, metadata: dict) -> None:
+    import onnx
+
+    in_name = metadata["input"]["name"]
+
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings():
+            # The legacy (TorchScript-based) exporter is chosen on purpose: the dynamo exporter
+            # needs onnxscript, which evoprune does not depend on.
+            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export",
+                                    category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+            # The backbone's static padding gives Slice ops with step -1 that the exporter does
+            # not fold; onnxruntime folds them when it loads the model.
+            warnings.filterwarnings("ignore", message="Constant folding - Only steps=1",
+                                    category=UserWarning)
+            torch.onnx.export(module, (example,), str(tmp), dynamo=False, opset_version=ONNX_OPSET,
+                              input_names=[in_name], output_names=["probabilities"],
+                              dynamic_axes={in_name: {0: "batch"}, "probabilities": {0: "batch"}})
+        model = onnx.load(str(tmp))
+        del model.metadata_props[:]
+        # One key per item for people reading the file; "evoprune" holds all of it as JSON.
+        items = list(metadata.items()) + [(ONNX_METADATA_KEY, metadata)]
+        for key, value in items:
+            entry = model.metadata_props.add()
+            entry.key = key
+            entry.value = value if isinstance(value, str) else json.dumps(value)
+        model.producer_name = "evoprune"
+        model.producer_version = __version__
+        onnx.save(model, str(tmp))
+
+    atomic_write(out, write)
+
+
+def _write_torchscript(module: nn.Module, example: torch.Tensor, out: Path,
+                       metadata: dict) -> None:
+    # Traced, not scripted: CompactHead has Python-only helpers that TorchScript cannot compile,
+    # and tracing records the same operations for any batch size. torch.jit is deprecated in
+    # torch 2.13 but is still the single-file format that loads without the defining code.
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit")
+        traced = torch.jit.trace(module, (example,), check_trace=False)
+    extra = {TORCHSCRIPT_METADATA: json.dumps(metadata, indent=2)}
+
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit")
+            torch.jit.save(traced, str(tmp), _extra_files=extra)
+
+    atomic_write(out, write)
+
+
+def read_onnx_metadata(path: str | Path) -> dict:
+    """The evoprune metadata stored inside an exported ONNX file (values JSON-decoded)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    props = {prop.key: prop.value for prop in model.metadata_props}
+    if ONNX_METADATA_KEY not in props:
+        raise ConfigError(f"{path} holds no evoprune metadata; was it exported by evoprune?")
+    return json.loads(props[ONNX_METADATA_KEY])
