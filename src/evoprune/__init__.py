@@ -12,3 +12,23 @@ def load(run_dir):
     from .rundir import load as _load
 
     return _load(run_dir)
+
+
+_LAZY = {
+    "EvoPruneClassifier": ("evoprune.estimator", "EvoPruneClassifier"),
+    "ImageFeatures": ("evoprune.features", "ImageFeatures"),
+    "RunConfig": ("evoprune.experiment", "RunConfig"),
+    "run_experiment": ("evoprune.experiment", "run_experiment"),
+}
+
+__all__ = ["__version__", "load", *_LAZY]
+
+
+def __getattr__(name):
+    """The public classes, imported on first use (torch is heavy to import)."""
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'evoprune' has no attribute {name!r}")
