@@ -1,0 +1,109 @@
+"""EvoPruneClassifier: the scikit-learn contract, fitness splits, determinism, pipelines."""
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.pipeline import Pipeline
+
+from evoprune import EvoPruneClassifier, ImageFeatures
+from evoprune.errors import ConfigError
+from evoprune.fitness import HeadFitness, make_folds
+from evoprune.encodings import make_encoding
+
+
+def _data(n=240, d=24, seed=0):
+    g = np.random.default_rng(seed)
+    y = g.integers(0, 3, n)
+    X = g.normal(size=(n, d)).astype(np.float32)
+    X[:, :4] += 2.5 * np.eye(3)[y] @ g.normal(size=(3, 4))  # only 4 informative features
+    return X, np.array(["cat", "dog", "owl"])[y]
+
+
+def _small(**kw):
+    return EvoPruneClassifier(hidden_size=16, population=6, evaluations=14, **kw)
+
+
+def test_fit_predict_score_and_learned_attributes():
+    X, y = _data()
+    clf = _small(encoding="fs", random_state=2).fit(X[:180], y[:180])
+    assert list(clf.classes_) == ["cat", "dog", "owl"] and clf.n_features_in_ == 24
+    assert clf.best_mask_.shape == (24,) and set(np.unique(clf.best_mask_)) <= {0, 1}
+    assert len(clf.history_) == 14 and clf.history_[-1]["index"] == 14
+    assert "chromosome" not in clf.history_[0]
+    proba = clf.predict_proba(X[180:])
+    assert proba.shape == (60, 3) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
+    assert set(clf.predict(X[180:])) <= set(clf.classes_)
+    assert clf.score(X[180:], y[180:]) > 0.6
+    assert clf.head_.sizes[0] == clf.best_mask_.sum()  # unselected features removed
+
+
+def test_same_seed_same_model_and_clone_refits_identically():
+    X, y = _data()
+    a = _small(encoding="fc", random_state=5).fit(X, y)
+    b = clone(a).fit(X, y)
+    assert (a.best_mask_ == b.best_mask_).all()
+    assert [h["fitness"] for h in a.history_] == [h["fitness"] for h in b.history_]
+    assert np.array_equal(a.predict_proba(X), b.predict_proba(X))
+
+
+def test_the_same_mask_always_gets_the_same_fitness():
+    X, y = _data()
+    folds = make_folds(X, np.unique(y, return_inverse=True)[1], "validation", seed=0)
+    problem = HeadFitness(make_encoding("fs", 24, 16), 3, folds, "fast", seed=0)
+    chrom = (np.arange(24) % 3 == 0).astype(np.uint8)
+    first = problem(np.stack([chrom, chrom]))
+    assert first[0] == first[1] == problem(chrom[None])[0]
+
+
+def test_cv_fitness_averages_folds_inside_training_data():
+    X, y = _data()
+    yi = np.unique(y, return_inverse=True)[1]
+    folds = make_folds(X, yi, "cv", seed=0, cv_folds=4)
+    assert len(folds) == 4
+    assert sum(len(f.y_score) for f in folds) == len(y)  # every sample validated once
+    clf = _small(encoding="fs", fitness_split="cv", cv_folds=3).fit(X, y)
+    assert 0 <= clf.best_fitness_ <= 1
+
+
+def test_eval_set_scores_fitness_on_it():
+    X, y = _data()
+    Xe, ye = X[:40], y[:40]
+    clf = _small(encoding="fs").fit(X[40:], y[40:], eval_set=(Xe, ye))
+    # the best fitness is an accuracy on 40 samples: a multiple of 1/40
+    assert abs(clf.best_fitness_ * 40 - round(clf.best_fitness_ * 40)) < 1e-9
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(encoding="fc9"), "encoding"),
+    (dict(trainer="slow"), "trainer"),
+    (dict(fitness_split="holdout"), "fitness_split"),
+])
+def test_bad_parameters_are_named(kwargs, match):
+    X, y = _data()
+    with pytest.raises(ConfigError, match=match):
+        EvoPruneClassifier(**kwargs).fit(X, y)
+
+
+def test_single_class_and_shape_errors():
+    X, y = _data()
+    with pytest.raises(ConfigError, match="class"):
+        _small().fit(X, np.zeros(len(X)))
+    clf = _small().fit(X, y)
+    with pytest.raises(ConfigError, match="shape"):
+        clf.predict(X[:, :5])
+
+
+def test_pipeline_from_image_paths(faces_folder, feature_cache):
+    paths = sorted(str(p) for p in faces_folder.rglob("*.png"))
+    labels = np.array([p.split("/")[-2] for p in paths])
+    g = np.random.default_rng(0)
+    order = g.permutation(len(paths))
+    train, test = order[:150], order[150:]
+    model = Pipeline([
+        ("features", ImageFeatures("efficientnet-lite0", cache_dir=feature_cache)),
+        ("head", EvoPruneClassifier(encoding="fs", population=6, evaluations=10,
+                                    random_state=0)),
+    ])
+    model.fit([paths[i] for i in train], labels[train])
+    assert model.score([paths[i] for i in test], labels[test]) > 0.8
+    assert model.named_steps["head"].best_mask_.size == 1280
