@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_backbones)
     p = sub.add_parser("datasets", help="list the built-in datasets")
     p.set_defaults(func=cmd_datasets)
+    from .cli_model import add_model_commands
+
+    add_model_commands(sub)
     return parser
 
 

@@ -141,7 +141,7 @@ def export_model(run_dir: str | Path, out: str | Path | None = None, format: str
     out = Path(out) if out is not None else default_export_path(run.path, format, reference,
                                                                head_only)
     if out.is_dir():
-        raise ConfigError(f"--out {out} is a folder; give a file name such as {out / ('model' + suffix)}")
+        raise ConfigError(f"{out} is a folder; give a file name such as {out / ('model' + suffix)}")
     module, metadata = build_model(run, reference, head_only)
     if head_only:
         example = torch.zeros(2, run.result.get("feature_dim", module.head.n_inputs))

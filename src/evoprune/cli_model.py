@@ -1,0 +1,208 @@
+"""The command-line verbs that use a finished run: ``export``, ``predict`` and ``show``."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .errors import EvoPruneError
+
+log = logging.getLogger("evoprune")
+
+
+def add_model_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``export``, ``predict`` and ``show`` on the main parser's subcommands."""
+    from .export import FORMATS
+
+    p = sub.add_parser("export", help="write a run's model (backbone + pruned head) as one file",
+                       description="Write one self-contained model from preprocessed images "
+                                   "(N, 3, H, W) to class probabilities: the frozen backbone, the "
+                                   "feature selection and the compact head (pruned units "
+                                   "removed). Class names and preprocessing go beside it in "
+                                   "FILE.json (and, for ONNX, inside it as metadata).")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by 'evoprune run'")
+    p.add_argument("--format", default="onnx", choices=list(FORMATS),
+                   help="onnx (default; runs in onnxruntime) or torchscript")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="output file. Default: RUN_DIR/model.onnx (or .pt; reference_model.* "
+                        "with --reference)")
+    p.add_argument("--reference", action="store_true",
+                   help="export the not-pruned head instead of the evolved one (comparisons)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="predict the class of images with a run's model",
+                       description="Predict each image's class with the run's backbone, mask and "
+                                   "head. Folders are searched (recursively) for image files; "
+                                   "unreadable images are reported and skipped.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by 'evoprune run'")
+    p.add_argument("images", metavar="IMAGE_OR_FOLDER", nargs="+",
+                   help="image files and/or folders of images")
+    p.add_argument("--csv", default=None, metavar="FILE",
+                   help="also write path, predicted class, its probability and every class's "
+                        "probability to this CSV file")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("show", help="summarise a finished run",
+                       description="Print a run's dataset, backbone, encoding, held-out accuracy "
+                                   "against the not-pruned head, units kept per layer, the head's "
+                                   "size and cost before and after pruning, and file sizes.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by 'evoprune run'")
+    p.set_defaults(func=cmd_show)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_model
+
+    exported = export_model(args.run_dir, args.out, format=args.format, reference=args.reference)
+    meta = exported.metadata
+    size = meta["preprocessing"]["image_size"]
+    sys.stdout.write(
+        f"{exported.path}  ({format_bytes(exported.path.stat().st_size)}, {args.format}, "
+        f"{meta['head']} head {'-'.join(map(str, meta['head_sizes']))}, "
+        f"{meta['head_params']:,} head parameters)\n"
+        f"input: {meta['input']['name']} (N, 3, {size[0]}, {size[1]}) float32, "
+        f"RGB / 255, mean {_fmt_tuple(meta['preprocessing']['mean'])}, "
+        f"std {_fmt_tuple(meta['preprocessing']['std'])}; output: probabilities of "
+        f"{', '.join(meta['classes'])}\n"
+        f"metadata: {exported.metadata_path}\n")
+    return 0
+
+
+def _fmt_tuple(values) -> str:
+    return "(" + ", ".join(f"{v:g}" for v in values) + ")"
+
+
+def collect_images(items: list[str]) -> list[str]:
+    """Image files named or found (recursively, sorted) in the folders named; missing paths and
+    folders without images are reported and skipped."""
+    from .data.images import is_image_file
+
+    paths: list[str] = []
+    for item in items:
+        if os.path.isdir(item):
+            found = sorted(os.path.join(root, name) for root, _, names in os.walk(item)
+                           for name in names if is_image_file(name))
+            if not found:
+                log.warning("no image files in folder %s", item)
+            paths.extend(found)
+        elif os.path.exists(item):
+            paths.append(item)
+        else:
+            log.warning("skipping %s: no such file or folder", item)
+    return paths
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .backbones import get_backbone
+    from .data.images import find_unreadable
+    from .features import extract_features
+    from .rundir import load
+
+    clf = load(args.run_dir)
+    paths = collect_images(args.images)
+    if not paths:
+        raise EvoPruneError("no images to predict in " + ", ".join(args.images))
+    bad = dict(find_unreadable(paths))
+    for path, reason in bad.items():
+        log.warning("skipping unreadable image %s (%s)", path, reason)
+    good = [p for p in paths if p not in bad]
+    if not good:
+        log.error("none of the %d images could be read", len(paths))
+        return 1
+    X = extract_features(get_backbone(clf.backbone_), good, use_cache=False,
+                         progress=not args.no_progress).X
+    proba = clf.predict_proba(X)
+    best = proba.argmax(axis=1)
+    classes = [str(c) for c in clf.classes_]
+    rows = [("image", "class", "probability")]
+    rows += [(p, classes[k], f"{proba[i, k]:.4f}") for i, (p, k) in enumerate(zip(good, best))]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    sys.stdout.write("".join(f"{r[0].ljust(widths[0])}  {r[1].ljust(widths[1])}  "
+                             f"{r[2].rjust(widths[2])}\n" for r in rows))
+    if bad:
+        sys.stdout.write(f"{len(good)} predicted, {len(bad)} unreadable skipped\n")
+    if args.csv:
+        _write_predictions(args.csv, good, proba, classes)
+        sys.stdout.write(f"predictions: {args.csv}\n")
+    return 0
+
+
+def _write_predictions(path: str, paths: list[str], proba, classes: list[str]) -> None:
+    from .io import atomic_write
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "predicted", "probability"] + [f"p_{c}" for c in classes])
+            for p, row in zip(paths, proba):
+                k = int(row.argmax())
+                writer.writerow([p, classes[k], f"{row[k]:.6f}"] + [f"{v:.6f}" for v in row])
+
+    atomic_write(path, write)
+
+
+def format_bytes(n: int) -> str:
+    """1536 -> '1.5 KB' (powers of 1024)."""
+    if n < 1024:
+        return f"{n} B"
+    size = n / 1024
+    for unit in ("KB", "MB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def format_show(run) -> str:
+    """The summary that ``evoprune show`` prints for a :class:`~evoprune.rundir.RunFolder`."""
+    from .rundir import HEAD_FILE, REFERENCE_HEAD_FILE
+
+    r = run.result
+    lines = [f"run:       {run.path}"]
+    if r.get("leaked_test_set"):
+        lines.append("LEAKED: fitness was measured on the test set (the paper's protocol); the "
+                     "test accuracy below is optimistic")
+    data = r.get("data")
+    lines.append(f"dataset:   {r.get('dataset', '?')}" + (f" ({data})" if data and data !=
+                                                            r.get("dataset") else "")
+                 + (f", {r['n_classes']} classes: {', '.join(map(str, r['classes']))}"))
+    if "n_train" in r:
+        lines.append(f"images:    {r['n_train']} training, {r['n_test']} held out "
+                     f"({r.get('test_set', 'test set')})")
+    lines.append(f"backbone:  {r['backbone']} ({r.get('feature_dim', '?')} features)")
+    lines.append(f"encoding:  {r['encoding']}, hidden size {r.get('hidden_size', '?')}, "
+                 f"trainer {r.get('trainer', '?')}, fitness on {r.get('fitness_split', '?')}")
+    if "test_accuracy" in r:
+        acc, ref = r["test_accuracy"], r["reference_test_accuracy"]
+        lines.append(f"held-out accuracy: {acc:.4f} pruned vs {ref:.4f} not pruned "
+                     f"({100 * (acc - ref):+.1f} points)")
+    active, total = r.get("active_units", {}), r.get("total_units", {})
+    if active:
+        lines.append("active units (kept/total): " + ", ".join(
+            f"{name} {kept}/{total.get(name, '?')}" for name, kept in active.items()))
+    for label, key in (("head parameters", "params"), ("head multiply-adds", "macs")):
+        after, before = r.get(f"head_{key}"), r.get(f"reference_head_{key}")
+        if after is not None and before:
+            lines.append(f"{label}: {after:,} pruned vs {before:,} not pruned "
+                         f"(x{after / before:.3f}, {100 * (1 - after / before):.1f}% fewer)")
+    files = [run.path / HEAD_FILE, run.path / REFERENCE_HEAD_FILE]
+    files += sorted(p for p in run.path.iterdir() if p.suffix in (".onnx", ".pt") and p.is_file())
+    present = [p for p in files if p.is_file()]
+    if present:
+        lines.append("files:")
+        width = max(len(p.name) for p in present)
+        lines += [f"  {p.name.ljust(width)}  {format_bytes(p.stat().st_size):>9}"
+                  for p in present]
+    return "\n".join(lines) + "\n"
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from .rundir import open_run
+
+    sys.stdout.write(format_show(open_run(args.run_dir)))
+    return 0
