@@ -83,3 +83,30 @@ def test_cli_lists_backbones_and_datasets(capsys):
     assert main(["datasets"]) == 0
     out = capsys.readouterr().out
     assert "elpv" in out and "elpv2" in out
+
+
+def test_ctrl_c_keeps_the_evaluations_made(faces_folder, feature_cache, tmp_path, monkeypatch,
+                                           caplog):
+    from evoprune.fitness import HeadFitness
+
+    real = HeadFitness.evaluate_one
+    calls = {"n": 0}
+
+    def interrupted(self, chrom):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise KeyboardInterrupt
+        return real(self, chrom)
+
+    monkeypatch.setattr(HeadFitness, "evaluate_one", interrupted)
+    args = ["run", "--data", str(faces_folder), "--population", "4", "--evaluations", "8",
+            "--out", str(tmp_path), "--cache-dir", str(feature_cache), "--no-progress"]
+    assert main(args) == 130
+    assert "resume" in caplog.text
+    rows = list(csv.DictReader((tmp_path / "history.csv").open()))
+    assert len(rows) == 4  # the initial population was evaluated before the interruption
+    assert not (tmp_path / "result.json").exists()
+    monkeypatch.setattr(HeadFitness, "evaluate_one", real)
+    assert main(args) == 0
+    r = json.loads((tmp_path / "result.json").read_text())
+    assert r["resumed_evaluations"] == 4 and r["evaluations"] == 8
