@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .encodings import make_encoding
 from .errors import ConfigError
 from .estimator import EvoPruneClassifier, default_evaluations
 from .head import CompactHead, accuracy, dense_sizes, feature_stats, train_head
@@ -233,8 +234,7 @@ def run_experiment(cfg: RunConfig, out: str | Path | None = None, *, progress: b
         evaluations=cfg.evaluations, trainer=cfg.trainer, fitness_split=cfg.fitness_split,
         val_fraction=cfg.val_fraction, cv_folds=cfg.cv_folds, init=cfg.init,
         mutation_prob=cfg.mutation_prob, random_state=cfg.seed)
-    n_genes = (X.shape[1] if cfg.encoding == "fs" else
-               cfg.hidden_size * (2 if cfg.encoding == "both" else 1))
+    n_genes = make_encoding(cfg.encoding, X.shape[1], cfg.hidden_size).n_genes
     config_doc = {"run": cfg.to_dict(), "evoprune_version": __version__,
                   "trainer_settings": _trainer_settings(cfg.trainer)}
     known = load_history(out, cfg, n_genes)
@@ -292,7 +292,7 @@ def run_experiment(cfg: RunConfig, out: str | Path | None = None, *, progress: b
         "evaluations": clf.search_.evaluations,
         "iterations": clf.search_.iterations,
         "memory_hits": clf.search_.memory_hits,
-        "resumed_evaluations": sum(1 for _ in known),
+        "resumed_evaluations": len(known),
         "features_cached": bool(data.features_cached),
         "feature_cache_key": data.feature_key,
         "timings": {"features": data.feature_seconds, "search": clf.search_seconds_,
