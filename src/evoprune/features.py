@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from evoprune.backbones import DEFAULT_BACKBONE, Backbone, get_backbone
 from evoprune.backbones.base import preprocess_image
 from evoprune.data import open_rgb
 from evoprune.errors import ConfigError, DataError
+from evoprune.io import atomic_write
 
 __all__ = [
     "FeatureResult",
@@ -149,21 +149,17 @@ def _read_cache(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
 
 
 def _write_cache(path: Path, X: np.ndarray) -> None:
-    """Write atomically (temporary file in the same folder, then os.replace); log failures."""
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
+    """Write atomically (evoprune.io.atomic_write); a failure is logged, not raised."""
+
+    def save(tmp: Path) -> None:
+        with tmp.open("wb") as handle:
             np.save(handle, X)
-        os.replace(tmp, path)
-        tmp = None
+
+    try:
+        atomic_write(path, save)
         logger.debug("Wrote feature cache %s", path)
     except OSError as exc:
         logger.warning("Cannot write feature cache %s (%s); features are not cached", path, exc)
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _check_paths(paths: Sequence[str]) -> list[str]:
