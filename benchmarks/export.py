@@ -14,7 +14,6 @@ benchmarks/export_results.json. Ratios travel between machines better than absol
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,8 +15,6 @@ import numpy as np
 
 from .errors import EvoPruneError
 from .head import CompactHead
-
-log = logging.getLogger(__name__)
 
 HEAD_FILE = "head.safetensors"
 REFERENCE_HEAD_FILE = "reference_head.safetensors"
@@ -54,7 +51,7 @@ class RunFolder:
 
 
 def open_run(run_dir: str | Path) -> RunFolder:
-    """The run folder at ``run_dir``; EvoPruneError naming the path when it is not a finished run."""
+    """The run folder at ``run_dir``; EvoPruneError naming the path if it is not a finished run."""
     path = Path(run_dir)
     if not path.exists():
         raise EvoPruneError(f"run folder {path} does not exist; pass the folder that "
