@@ -12,7 +12,9 @@ from .errors import EvoPruneError
 log = logging.getLogger("evoprune")
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
+def _add_run_options(p: argparse.ArgumentParser, per_run: bool = True) -> None:
+    """The options of one run. ``per_run=False`` leaves out --encoding, --seed and --out, which
+    a command that makes several runs (compare) defines its own way."""
     from .encodings import ENCODINGS
     from .head import TRAINERS
     from .search import INIT_CHOICES
@@ -35,9 +37,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backbone", default="efficientnet-lite0",
                    help="frozen feature extractor (see 'evoprune backbones'). "
                         "Default: efficientnet-lite0")
-    g.add_argument("--encoding", default="fs", choices=list(ENCODINGS),
-                   help="what one gene switches: " + "; ".join(f"{k}: {v}" for k, v in
-                                                               ENCODINGS.items()))
+    if per_run:
+        g.add_argument("--encoding", default="fs", choices=list(ENCODINGS),
+                       help="what one gene switches: " + "; ".join(f"{k}: {v}" for k, v in
+                                                                   ENCODINGS.items()))
     g.add_argument("--hidden-size", type=int, default=512,
                    help="neurons per hidden layer. Default: 512")
     g.add_argument("--trainer", default="fast", choices=list(TRAINERS),
@@ -60,12 +63,14 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                         "a range a-b. Default: random")
     g.add_argument("--mutation-prob", type=float, default=0.07,
                    help="probability that a child gets one gene flipped. Default: 0.07")
-    g.add_argument("--seed", type=int, default=0,
-                   help="seed for every random choice (splits, search, training). Default: 0")
+    if per_run:
+        g.add_argument("--seed", type=int, default=0,
+                       help="seed for every random choice (splits, search, training). Default: 0")
     g = p.add_argument_group("output")
-    g.add_argument("--out", default=None, metavar="DIR",
-                   help="results folder. Default: runs/<data>_<encoding>_<backbone>_<trainer>_"
-                        "<fitness split>_s<seed>; rerunning the same command resumes it")
+    if per_run:
+        g.add_argument("--out", default=None, metavar="DIR",
+                       help="results folder. Default: runs/<data>_<encoding>_<backbone>_<trainer>"
+                            "_<fitness split>_s<seed>; rerunning the same command resumes it")
     g.add_argument("--cache-dir", default=None,
                    help="feature cache folder. Default: $EVOPRUNE_CACHE_DIR or "
                         "~/.cache/evoprune/features")
@@ -170,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_backbones)
     p = sub.add_parser("datasets", help="list the built-in datasets")
     p.set_defaults(func=cmd_datasets)
+    from .cli_compare import add_compare_command
+
+    add_compare_command(sub)
     from .cli_model import add_model_commands
 
     add_model_commands(sub)

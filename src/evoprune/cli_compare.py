@@ -1,0 +1,82 @@
+"""``evoprune compare``: every encoding R times plus the baselines, tables, tests and plots."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("evoprune")
+
+
+def add_compare_command(sub: argparse._SubParsersAction) -> None:
+    """Register ``compare`` on the main parser's subcommands (with the options of ``run``)."""
+    from .cli import _add_run_options
+
+    p = sub.add_parser(
+        "compare", help="repeat runs of several encodings and compare them with the baselines",
+        description="Run every encoding --runs times (seeds --seed-base + k) and, for each run, "
+                    "the paper's baselines at the evolved head's size: not pruned, best fixed "
+                    "density, weight pruning, neuron pruning and polynomial decay. All are "
+                    "scored on one held-out test set that no search sees. Writes summary.csv, "
+                    "stats.csv (paired tests), table.md and plots into --out; run folders go to "
+                    "OUT/runs/<encoding>_run<k>/. Rerunning the same command resumes.")
+    g = p.add_argument_group("comparison")
+    g.add_argument("--encodings", default="fs,fc1,fc2,both", type=_encodings,
+                   help="comma-separated encodings to compare. Default: fs,fc1,fc2,both")
+    g.add_argument("--runs", type=int, default=5,
+                   help="independent runs per encoding (the paper: 5). Default: 5")
+    g.add_argument("--seed-base", type=int, default=0,
+                   help="run k (0-based) uses seed SEED_BASE + k; the held-out test set is "
+                        "drawn once with SEED_BASE. Default: 0")
+    g.add_argument("--out", default=None, metavar="DIR",
+                   help="output folder. Default: runs/compare_<data>_<backbone>_<trainer>_"
+                        "<fitness split>_s<seed base>")
+    _add_run_options(p, per_run=False)
+    p.set_defaults(func=cmd_compare)
+
+
+def _encodings(text: str) -> tuple[str, ...]:
+    from .encodings import ENCODINGS
+
+    names = tuple(s.strip() for s in text.split(",") if s.strip())
+    bad = [n for n in names if n not in ENCODINGS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: unknown encoding(s) {', '.join(bad) or '(none given)'}; choose from "
+            f"{', '.join(ENCODINGS)}")
+    return names
+
+
+def compare_config_from_args(args: argparse.Namespace):
+    from .cli import _config_from_args
+    from .compare import CompareConfig
+
+    run_args = argparse.Namespace(**vars(args), encoding=args.encodings[0], seed=args.seed_base)
+    return CompareConfig(base=_config_from_args(run_args), encodings=args.encodings,
+                         runs=args.runs, seed_base=args.seed_base)
+
+
+def default_compare_dir(cc) -> Path:
+    b = cc.base
+    data = Path(b.data).name or "data"
+    name = f"compare_{data}_{b.backbone}_{b.trainer}_{b.fitness_split}_s{cc.seed_base}"
+    return Path("runs") / name
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import run_comparison
+
+    cc = compare_config_from_args(args)
+    out = Path(args.out) if args.out else default_compare_dir(cc)
+    try:
+        run_comparison(cc, out, progress=not args.no_progress, cache_dir=args.cache_dir)
+    except KeyboardInterrupt:
+        log.warning("interrupted: finished runs and baselines are kept in %s; run the same "
+                    "command again to resume", out)
+        return 130
+    table = (out / "table.md").read_text(encoding="utf-8")
+    sys.stdout.write(table + f"\nresults: {out} (summary.csv, stats.csv, table.md, "
+                             "convergence_<encoding>.png, accuracy_vs_active.png)\n")
+    return 0

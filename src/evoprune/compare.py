@@ -1,0 +1,200 @@
+"""The paper's comparison, repeated: every encoding R times with recorded seeds, plus the
+baselines of each run, all scored on one held-out test set that no search sees.
+
+Layout of the output folder::
+
+    DIR/comparison.json            the settings
+    DIR/runs/<encoding>_run<k>/    a normal run folder (seed = seed_base + k) + baselines.json
+    DIR/summary.csv                one row per (encoding, method, run)
+    DIR/stats.csv, DIR/table.md    paired tests of evoprune against each baseline; the tables
+    DIR/convergence_<enc>.png, DIR/accuracy_vs_active.png
+
+Data and features are prepared once. A run whose result.json (of the same configuration) exists
+is not searched again, and baselines whose baselines.json (same settings, same evolved mask)
+exists are not redone, so an interrupted comparison resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .encodings import ENCODINGS, make_encoding
+from .errors import ConfigError
+from .experiment import PreparedData, RunConfig, mask_to_hex, prepare_data, run_experiment
+from .io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+BASELINES_FILE = "baselines.json"
+SUMMARY_FIELDS = ["encoding", "method", "run", "seed", "test_accuracy", "active_fraction",
+                  "head_params", "seconds"]
+
+
+@dataclass
+class CompareConfig:
+    """A comparison: ``base`` gives every run setting except the encoding and the seed."""
+
+    base: RunConfig
+    encodings: tuple[str, ...] = ("fs", "fc1", "fc2", "both")
+    runs: int = 5
+    seed_base: int = 0
+    initial_sparsity: float = 0.1
+    poly_epochs: int = 25
+    poly_frequency: int = 5
+
+    def check(self) -> None:
+        if not self.encodings:
+            raise ConfigError("encodings is empty; give at least one of " + ", ".join(ENCODINGS))
+        for enc in self.encodings:
+            if enc not in ENCODINGS:
+                raise ConfigError(f"encoding {enc!r} is unknown; choose from "
+                                  f"{', '.join(ENCODINGS)}")
+        if len(set(self.encodings)) != len(self.encodings):
+            raise ConfigError(f"encodings {','.join(self.encodings)} repeats an encoding")
+        if int(self.runs) < 1:
+            raise ConfigError(f"runs={self.runs} must be at least 1")
+
+    def run_config(self, encoding: str, run: int) -> RunConfig:
+        """The resolved configuration of run ``run`` (0-based) of ``encoding``."""
+        return dataclasses.replace(self.base, encoding=encoding,
+                                   seed=int(self.seed_base) + int(run)).resolved()
+
+    def baseline_settings(self, cfg: RunConfig, best_mask: np.ndarray) -> dict:
+        return {"run": cfg.to_dict(), "evolved_mask": mask_to_hex(best_mask),
+                "initial_sparsity": self.initial_sparsity, "poly_epochs": self.poly_epochs,
+                "poly_frequency": self.poly_frequency}
+
+    def to_dict(self) -> dict:
+        return {"base": self.base.to_dict(), "encodings": list(self.encodings),
+                "runs": int(self.runs), "seed_base": int(self.seed_base),
+                "initial_sparsity": self.initial_sparsity, "poly_epochs": self.poly_epochs,
+                "poly_frequency": self.poly_frequency}
+
+
+def run_dir(out: Path, encoding: str, run: int) -> Path:
+    return Path(out) / "runs" / f"{encoding}_run{run}"
+
+
+def finished_result(path: Path, cfg: RunConfig) -> dict | None:
+    """result.json of ``path`` if it holds a finished run of exactly ``cfg``."""
+    saved = _read_json(path / "config.json")
+    if saved is None or saved.get("run") != cfg.to_dict():
+        return None
+    return _read_json(path / "result.json")
+
+
+def finished_baselines(path: Path, settings: dict) -> dict | None:
+    saved = _read_json(path / BASELINES_FILE)
+    if saved is None or saved.get("settings") != settings:
+        return None
+    return saved
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def run_comparison(cc: CompareConfig, out: str | Path, *, progress: bool = True,
+                   cache_dir: str | Path | None = None) -> list[dict]:
+    """Run (or resume) the comparison into ``out``; returns the summary rows and writes every
+    output file."""
+    from tqdm.auto import tqdm
+
+    from .compare_report import write_reports
+
+    cc.check()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "comparison.json",
+                      {"comparison": cc.to_dict(), "evoprune_version": __version__})
+    prepared: PreparedData | None = None
+
+    def data() -> PreparedData:
+        nonlocal prepared
+        if prepared is None:  # only when something is left to do
+            prepared = prepare_data(dataclasses.replace(cc.base, seed=int(cc.seed_base)),
+                                    progress=progress, cache_dir=cache_dir)
+        return prepared
+
+    plan = [(enc, k) for k in range(int(cc.runs)) for enc in cc.encodings]
+    done = 0
+    with tqdm(total=len(plan), desc="compare", unit="run", disable=not progress,
+              dynamic_ncols=True) as bar:
+        for enc, k in plan:
+            cfg = cc.run_config(enc, k)
+            path = run_dir(out, enc, k)
+            bar.set_postfix_str(f"{enc} run {k} (seed {cfg.seed})")
+            result = finished_result(path, cfg)
+            if result is None:
+                result = run_experiment(cfg, path, progress=progress, prepared=data())
+            else:
+                done += 1
+            best_mask = np.asarray(result["best_mask"], dtype=np.uint8)
+            settings = cc.baseline_settings(cfg, best_mask)
+            if finished_baselines(path, settings) is None:
+                bar.set_postfix_str(f"{enc} run {k} baselines")
+                _run_and_save_baselines(cc, cfg, data(), best_mask, path, settings)
+            bar.update(1)
+    if done:
+        log.info("%d of %d runs were finished already and were not redone", done, len(plan))
+    rows = summary_rows(cc, out)
+    write_reports(cc, out, rows)
+    return rows
+
+
+def _run_and_save_baselines(cc: CompareConfig, cfg: RunConfig, data: PreparedData,
+                            best_mask: np.ndarray, path: Path, settings: dict) -> None:
+    from .baselines import run_baselines
+
+    encoding = make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size)
+    results = run_baselines(
+        encoding, best_mask, data.X_train, data.y_train, data.X_test, data.y_test,
+        data.n_classes, trainer=cfg.trainer, seed=cfg.seed, fitness_split=cfg.fitness_split,
+        val_fraction=cfg.val_fraction, cv_folds=cfg.cv_folds,
+        initial_sparsity=cc.initial_sparsity, poly_epochs=cc.poly_epochs,
+        poly_frequency=cc.poly_frequency)
+    atomic_write_json(path / BASELINES_FILE, {
+        "settings": settings, "evoprune_version": __version__,
+        "methods": {name: r.to_dict() for name, r in results.items()}})
+
+
+def summary_rows(cc: CompareConfig, out: Path) -> list[dict]:
+    """One row per (encoding, method, run) of the finished runs, evoprune first."""
+    from .baselines import METHODS
+
+    rows = []
+    for enc in cc.encodings:
+        for k in range(int(cc.runs)):
+            cfg = cc.run_config(enc, k)
+            path = run_dir(out, enc, k)
+            result = finished_result(path, cfg)
+            if result is None:
+                continue
+            t = result.get("timings", {})
+            rows.append({"encoding": enc, "method": "evoprune", "run": k, "seed": cfg.seed,
+                         "test_accuracy": result["test_accuracy"],
+                         "active_fraction": result["active_fraction"],
+                         "head_params": result["head_params"],
+                         "seconds": t.get("search", 0.0) + t.get("final_training", 0.0)})
+            base = finished_baselines(path, cc.baseline_settings(
+                cfg, np.asarray(result["best_mask"], dtype=np.uint8)))
+            if base is None:
+                continue
+            for method in METHODS:
+                m = base["methods"][method]
+                rows.append({"encoding": enc, "method": method, "run": k, "seed": cfg.seed,
+                             "test_accuracy": m["test_accuracy"],
+                             "active_fraction": m["active_fraction"],
+                             "head_params": m["head_params"], "seconds": m["seconds"]})
+    return rows

@@ -1,0 +1,303 @@
+"""The comparison's outputs: summary.csv, stats.csv, table.md and plots, all written atomically.
+
+Statistics: for each encoding and baseline, the runs are paired by seed (the same seed gives the
+search and the baselines the same fitness split and training seed) and evoprune's held-out
+accuracy is compared with the baseline's by a two-sided Wilcoxon signed-rank test (exact for
+few pairs, zero differences dropped) and a paired t-test, with Holm's adjustment over the
+Wilcoxon tests of the table.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .io import atomic_write, atomic_write_text
+from .report import _pyplot
+
+METHOD_LABELS = {
+    "evoprune": "EvoPruneDeepTL",
+    "not_pruned": "Not pruned",
+    "best_fixed": "Best fixed",
+    "weight": "Weight pruning",
+    "neuron": "Neuron pruning",
+    "polynomial_decay": "Polynomial decay",
+}
+BASELINES = ("not_pruned", "best_fixed", "weight", "neuron", "polynomial_decay")
+STATS_FIELDS = ["encoding", "baseline", "n", "evoprune_mean", "baseline_mean", "mean_diff",
+                "sd_diff", "ci95_low", "ci95_high", "wins", "ties", "losses", "wilcoxon_p",
+                "wilcoxon_p_holm", "min_possible_wilcoxon_p", "ttest_p"]
+
+
+def write_reports(cc, out: Path, rows: list[dict]) -> None:
+    """summary.csv, stats.csv, table.md, convergence_<encoding>.png, accuracy_vs_active.png."""
+    from .compare import SUMMARY_FIELDS, run_dir
+
+    out = Path(out)
+    write_csv(out / "summary.csv", SUMMARY_FIELDS, rows)
+    stats = paired_stats(rows, cc.encodings)
+    write_csv(out / "stats.csv", STATS_FIELDS, stats)
+    meta = _meta(cc, out)
+    atomic_write_text(out / "table.md", format_table_md(rows, stats, cc.encodings, meta))
+    for enc in cc.encodings:
+        curves = []
+        for k in range(int(cc.runs)):
+            hist = run_dir(out, enc, k) / "history.csv"
+            if hist.is_file():
+                curves.append((k, int(cc.seed_base) + k, _best_so_far(hist)))
+        plot_convergence_runs(curves, out / f"convergence_{enc}.png",
+                              title=f"{meta['dataset']} · {enc}: best fitness so far, every run")
+    plot_accuracy_vs_active(rows, out / "accuracy_vs_active.png",
+                            title=f"{meta['dataset']}: held-out accuracy against size")
+
+
+def write_csv(path: Path, fields: Sequence[str], rows: Sequence[dict]) -> Path:
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(fields))
+            w.writeheader()
+            w.writerows({k: _fmt(r.get(k)) for k in fields} for r in rows)
+    return atomic_write(path, write)
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return "" if math.isnan(v) else repr(v)
+    return v
+
+
+def _best_so_far(path: Path) -> tuple[list[int], list[float]]:
+    from .rundir import read_history
+
+    hist = read_history(path)
+    return [h["index"] for h in hist], [h["best_fitness"] for h in hist]
+
+
+def _meta(cc, out: Path) -> dict:
+    from .compare import run_dir
+
+    meta = {"dataset": Path(cc.base.data).name or cc.base.data, "n_train": None, "n_test": None,
+            "test_set": None, "evaluations": None}
+    for enc in cc.encodings:
+        try:
+            r = json.loads((run_dir(out, enc, 0) / "result.json").read_text())
+        except (OSError, ValueError):
+            continue
+        meta.update(dataset=r.get("dataset", meta["dataset"]), n_train=r.get("n_train"),
+                    n_test=r.get("n_test"), test_set=r.get("test_set"))
+        break
+    return meta
+
+
+def paired_stats(rows: Sequence[dict], encodings: Sequence[str]) -> list[dict]:
+    """evoprune against each baseline, per encoding, runs paired by run number."""
+    from scipy import stats as st
+
+    acc = {(r["encoding"], r["method"], r["run"]): float(r["test_accuracy"]) for r in rows}
+    out = []
+    for enc in encodings:
+        for base in BASELINES:
+            runs = sorted(run for (e, m, run) in acc if e == enc and m == "evoprune"
+                          and (enc, base, run) in acc)
+            if not runs:
+                continue
+            a = np.array([acc[(enc, "evoprune", k)] for k in runs])
+            b = np.array([acc[(enc, base, k)] for k in runs])
+            d = a - b
+            n = len(d)
+            nonzero = int(np.count_nonzero(d))
+            sd = float(d.std(ddof=1)) if n > 1 else math.nan
+            row = {"encoding": enc, "baseline": base, "n": n,
+                   "evoprune_mean": float(a.mean()), "baseline_mean": float(b.mean()),
+                   "mean_diff": float(d.mean()), "sd_diff": sd,
+                   "wins": int((d > 0).sum()), "ties": n - nonzero, "losses": int((d < 0).sum()),
+                   "min_possible_wilcoxon_p": 2.0 / 2 ** nonzero if nonzero else math.nan}
+            if n > 1 and sd > 0:
+                half = float(st.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+                row["ci95_low"], row["ci95_high"] = row["mean_diff"] - half, row["mean_diff"] + half
+                row["ttest_p"] = float(st.ttest_rel(a, b).pvalue)
+            else:
+                row["ci95_low"] = row["ci95_high"] = row["mean_diff"] if n > 1 else math.nan
+                row["ttest_p"] = 1.0 if n > 1 and nonzero == 0 else math.nan
+            if nonzero == 0:
+                row["wilcoxon_p"] = 1.0  # no run differs
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    row["wilcoxon_p"] = float(st.wilcoxon(a, b, zero_method="wilcox",
+                                                          alternative="two-sided").pvalue)
+            out.append(row)
+    for row, p in zip(out, holm([r["wilcoxon_p"] for r in out])):
+        row["wilcoxon_p_holm"] = p
+    return out
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment (family-wise error) of ``pvalues``; NaN stays NaN."""
+    p = np.asarray(pvalues, dtype=float)
+    adjusted = np.full(p.shape, math.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    m = len(ok)
+    running = 0.0
+    for rank, i in enumerate(ok[np.argsort(p[ok], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
+def _mean_sd(values: Sequence[float], scale: float = 1.0, digits: int = 3) -> str:
+    v = np.asarray(values, dtype=float) * scale
+    if v.size == 0:
+        return "–"
+    if v.size == 1:
+        return f"{v[0]:.{digits}f}"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+
+
+def _p(v) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3g}"
+
+
+def format_table_md(rows: Sequence[dict], stats: Sequence[dict], encodings: Sequence[str],
+                    meta: dict) -> str:
+    """The paper's table layout (methods x encodings, accuracy and % active), then the tests."""
+    runs = sorted({r["run"] for r in rows})
+    seeds = sorted({r["seed"] for r in rows})
+    lines = [f"# EvoPruneDeepTL against the baselines on {meta['dataset']}", ""]
+    if meta.get("n_test"):
+        lines.append(f"{meta['n_train']} training / {meta['n_test']} held-out test images "
+                     f"({meta['test_set']}); the search and every baseline's choices saw only "
+                     "the training images.")
+    lines.append(f"{len(runs)} run(s) per encoding (seeds {', '.join(map(str, seeds))}). Cells: "
+                 "held-out test accuracy and % active (genes, or weights for weight pruning and "
+                 "polynomial decay), mean ± standard deviation over runs; best accuracy per "
+                 "encoding in bold.")
+    lines.append("")
+    header = "| method | " + " | ".join(f"{e} accuracy | {e} % active" for e in encodings) + " |"
+    lines += [header, "|---|" + "---:|---:|" * len(encodings)]
+    cells: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        cells.setdefault((r["method"], r["encoding"]), []).append(r)
+    best = {}
+    for e in encodings:
+        means = {m: np.mean([float(r["test_accuracy"]) for r in cells[(m, e)]])
+                 for m in METHOD_LABELS if cells.get((m, e))}
+        best[e] = max(means.values()) if means else None
+    for m, label in METHOD_LABELS.items():
+        parts = []
+        for e in encodings:
+            rs = cells.get((m, e), [])
+            accs = [float(r["test_accuracy"]) for r in rs]
+            text = _mean_sd(accs)
+            if rs and best[e] is not None and np.isclose(np.mean(accs), best[e]):
+                text = f"**{text}**"
+            parts += [text, _mean_sd([float(r["active_fraction"]) for r in rs], 100.0, 1)]
+        lines.append(f"| {label} | " + " | ".join(parts) + " |")
+    lines += ["", "## Paired comparison: evoprune minus each baseline", "",
+              "Differences in test accuracy (points = hundredths), runs paired by seed. "
+              "W/T/L: runs where evoprune was better / equal / worse.", "",
+              "| encoding | baseline | mean difference | 95% CI (t) | W/T/L | Wilcoxon p | "
+              "Holm-adjusted | smallest possible | paired t p |",
+              "|---|---|---:|---:|:---:|---:|---:|---:|---:|"]
+    for s in stats:
+        ci = ("–" if math.isnan(s["ci95_low"]) else
+              f"[{100 * s['ci95_low']:+.2f}, {100 * s['ci95_high']:+.2f}]")
+        lines.append(f"| {s['encoding']} | {METHOD_LABELS[s['baseline']]} | "
+                     f"{100 * s['mean_diff']:+.2f} | {ci} | {s['wins']}/{s['ties']}/{s['losses']}"
+                     f" | {_p(s['wilcoxon_p'])} | {_p(s['wilcoxon_p_holm'])} | "
+                     f"{_p(s['min_possible_wilcoxon_p'])} | {_p(s['ttest_p'])} |")
+    lines += ["", "## What these tests can and cannot show", ""]
+    lines += _caveats(len(runs), len(stats), meta)
+    return "\n".join(lines) + "\n"
+
+
+def _caveats(n_runs: int, n_tests: int, meta: dict) -> list[str]:
+    out = [
+        f"- Wilcoxon signed-rank, two-sided, exact: with n paired runs that differ the smallest "
+        f"p it can give is 2/2^n ({_p(2 / 2 ** n_runs)} for {n_runs} runs; 0.0625 for 5, 0.031 "
+        "for 6). With 5 runs or fewer it can never reach 0.05, whatever the data: a p at its "
+        "smallest possible value means every run went the same way, nothing more. Runs with "
+        "equal accuracy are dropped, so ties lower n further.",
+        "- The paired t-test can give small p with few runs, but it assumes the differences are "
+        "normally distributed, which a handful of values cannot check; read it as a rough guide "
+        "beside the confidence interval.",
+        "- The runs differ in their seeds (fitness split, search, weight initialisation), not in "
+        "the test images: every run is scored on the same held-out set. A small p says the "
+        "difference repeats across seeds on these images, not that it would hold on new images.",
+    ]
+    if meta.get("n_test"):
+        se = 100 * math.sqrt(0.25 / meta["n_test"])
+        out.append(f"- One accuracy on {meta['n_test']} test images has a sampling standard "
+                   f"error of up to {se:.1f} points (binomial, p = 0.5), so differences smaller "
+                   "than that are within what another test set could reverse.")
+    out += [
+        f"- {n_tests} tests in this table: at 0.05, about one in twenty comparisons would look "
+        "significant by chance alone; the Holm column corrects for that (family-wise).",
+        "- A large p does not show that two methods are equal; it shows that these runs cannot "
+        "tell them apart.",
+        "- Sizes: weight pruning, neuron pruning and polynomial decay are set to the evolved "
+        "head's fraction of active genes in each of its runs; not pruned keeps everything; best "
+        "fixed keeps the density its fitness picked, so its % active differs.",
+    ]
+    return out
+
+
+def plot_convergence_runs(curves: Sequence[tuple[int, int, tuple[list[int], list[float]]]],
+                          path: Path, title: str = "") -> Path:
+    """Every run's best fitness so far against evaluations, one line per run."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    for run, seed, (x, y) in curves:
+        ax.step(x, y, where="post", lw=1.5, label=f"run {run} (seed {seed})")
+    ax.set_xlabel("evaluations")
+    ax.set_ylabel("best fitness so far (accuracy)")
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(loc="lower right", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
+
+
+def plot_accuracy_vs_active(rows: Sequence[dict], path: Path, title: str = "") -> Path:
+    """Held-out accuracy against % active: colour per method, marker per encoding."""
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+
+    markers = ["o", "s", "^", "D", "v", "P", "X"]
+    encodings = list(dict.fromkeys(r["encoding"] for r in rows))
+    colors = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(METHOD_LABELS)}
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    methods = list(METHOD_LABELS)
+    for r in rows:  # methods shifted sideways a little: same-size methods would hide each other
+        x = 100 * float(r["active_fraction"]) + 0.6 * (methods.index(r["method"]) - 2.5)
+        ax.scatter(x, float(r["test_accuracy"]), s=28,
+                   color=colors[r["method"]], alpha=0.8,
+                   marker=markers[encodings.index(r["encoding"]) % len(markers)])
+    handles = [Line2D([], [], ls="", marker="o", color=colors[m], label=label)
+               for m, label in METHOD_LABELS.items() if any(r["method"] == m for r in rows)]
+    handles += [Line2D([], [], ls="", marker=markers[i % len(markers)], color="grey", label=e)
+                for i, e in enumerate(encodings)]
+    ax.legend(handles=handles, fontsize=7, loc="best", ncol=2)
+    ax.set_xlabel("% active (genes, or weights for weight pruning / polynomial decay); "
+                  "methods offset by < 2 points", fontsize=8)
+    ax.set_ylabel("held-out test accuracy")
+    ax.set_xlim(0, 104)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)

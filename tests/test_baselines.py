@@ -1,0 +1,218 @@
+"""The comparison methods really prune: exact fractions, the right layers, the cubic schedule,
+and best fixed chosen by fitness inside the training data (never by the test set)."""
+
+import numpy as np
+import pytest
+import torch
+
+from evoprune import baselines as bl
+from evoprune.encodings import make_encoding
+from evoprune.head import accuracy, train_head
+
+N_FEATURES, HIDDEN, N_CLASSES = 24, 16, 3
+PRUNED = {"fs": (0,), "fc": (0,), "fc1": (0,), "fc2": (1,), "both": (0, 1)}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny heads train faster on one thread than on cores shared with other work."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Three separable classes in 24 noisy features (a few informative ones)."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(N_CLASSES), 50)
+    X = rng.normal(size=(len(y), N_FEATURES)).astype(np.float32)
+    X[:, :6] += 2.0 * np.eye(N_CLASSES)[y].repeat(2, axis=1)
+    order = rng.permutation(len(y))
+    X, y = X[order], y[order]
+    return X[:120], y[:120], X[120:], y[120:]
+
+
+@pytest.fixture(scope="module")
+def heads(data):
+    """The trained not-pruned head of each encoding."""
+    X, y = data[0], data[1]
+    out = {}
+    for name in PRUNED:
+        enc = make_encoding(name, N_FEATURES, HIDDEN)
+        out[name] = train_head(X, y, enc.decode(enc.full()), N_CLASSES, "fast", seed=0).head
+    return out
+
+
+def _mask(enc, fraction, seed=1):
+    rng = np.random.default_rng(seed)
+    m = np.zeros(enc.n_genes, dtype=np.uint8)
+    m[rng.choice(enc.n_genes, int(round(fraction * enc.n_genes)), replace=False)] = 1
+    return m
+
+
+@pytest.mark.parametrize("name", list(PRUNED))
+def test_targets_are_the_layers_the_genes_act_on(name):
+    enc = make_encoding(name, N_FEATURES, HIDDEN)
+    targets = bl.prune_targets(enc)
+    assert tuple(t.layer for t in targets) == PRUNED[name]
+    units = ["inputs"] if name == "fs" else ["neurons"] * len(targets)
+    assert [t.units for t in targets] == units
+
+
+@pytest.mark.parametrize("name", list(PRUNED))
+@pytest.mark.parametrize("keep", [0.375, 0.8])
+def test_weight_pruning_zeroes_exactly_the_smallest_weights(heads, name, keep):
+    ref = heads[name]
+    pruned = bl.weight_prune(ref, PRUNED[name], keep)
+    for i, (a, b) in enumerate(zip(ref.layers, pruned.layers)):
+        w0, w1 = a.weight.detach(), b.weight.detach()
+        if i in PRUNED[name]:
+            n = w0.numel()
+            assert int((w1 == 0).sum()) == n - round(keep * n)
+            zeroed, kept = w0[w1 == 0].abs(), w0[w1 != 0].abs()
+            assert zeroed.max() <= kept.min()  # the smallest magnitudes went
+            assert torch.equal(w1[w1 != 0], w0[w1 != 0])  # no fine-tuning
+        else:
+            assert torch.equal(w0, w1)
+        assert torch.equal(a.bias, b.bias)
+    assert int((ref.layers[PRUNED[name][0]].weight == 0).sum()) == 0  # the original is untouched
+
+
+@pytest.mark.parametrize("name", list(PRUNED))
+def test_neuron_pruning_physically_removes_the_weakest_units(data, heads, name):
+    ref = heads[name]
+    enc = make_encoding(name, N_FEATURES, HIDDEN)
+    mask = _mask(enc, 0.4)
+    keep = bl.kept_units(enc, mask)
+    small = bl.neuron_prune(ref, bl.prune_targets(enc), keep)
+    sizes = list(ref.sizes)
+    dense = [layer.weight.detach().clone() for layer in ref.layers]
+    biases = [layer.bias.detach().clone() for layer in ref.layers]
+    for t in bl.prune_targets(enc):
+        k = keep[t.layer]
+        if t.units == "inputs":
+            sizes[0] = k
+            norms = dense[0].norm(dim=0)
+            gone = torch.argsort(norms)[: norms.numel() - k]
+            assert norms[gone].max() <= norms[small.feature_index].min()
+            dense[0][:, gone] = 0
+        else:
+            sizes[t.layer + 1] = k
+            norms = ref.layers[t.layer].weight.detach().norm(dim=1)
+            gone = torch.argsort(norms)[: norms.numel() - k]
+            dense[t.layer][gone] = 0
+            biases[t.layer][gone] = 0
+    # exactly the evolved head's units per layer, physically removed
+    assert list(small.sizes) == sizes
+    assert sum(keep.values()) == int(mask.sum())
+    # ... and it computes what the dense head computes with those units zeroed
+    X = torch.as_tensor(data[2])
+    h = (X - ref.shift) * ref.scale
+    for i, (w, b) in enumerate(zip(dense, biases)):
+        h = h @ w.T + b
+        if i < len(dense) - 1:
+            h = torch.relu(h)
+    with torch.no_grad():
+        assert torch.allclose(small(X), h, atol=1e-5)
+
+
+def test_polynomial_schedule_is_cubic_from_initial_to_final():
+    s = bl.polynomial_schedule(0.7, initial_sparsity=0.1, epochs=25, frequency=5)
+    epochs, values = zip(*s)
+    assert epochs == (0, 5, 10, 15, 20)  # final sparsity reached with 5 epochs left to recover
+    assert values[0] == pytest.approx(0.1) and values[-1] == pytest.approx(0.7)
+    for t, v in s:
+        assert v == pytest.approx(0.7 + (0.1 - 0.7) * (1 - t / 20) ** 3)
+    assert all(a < b for a, b in zip(values, values[1:]))
+    # steeper early than late (cubic, not linear)
+    assert values[1] - values[0] > values[-1] - values[-2]
+    # a target below the initial sparsity is never overshot (pruned weights are not restored)
+    assert all(v == pytest.approx(0.05) for _, v in bl.polynomial_schedule(0.05))
+
+
+@pytest.mark.parametrize("name", ["fs", "fc2", "both"])
+def test_polynomial_decay_follows_its_schedule_and_ends_exact(data, heads, name):
+    X, y, Xt, yt = data
+    ref = heads[name]
+    layers = PRUNED[name]
+    keep = 0.3
+    tuned, record = bl.polynomial_decay(ref, layers, keep, X, y, "fast", seed=0, epochs=25,
+                                        frequency=5)
+    schedule = bl.polynomial_schedule(1 - keep, 0.1, 25, 5)
+    assert [r["epoch"] for r in record] == [t for t, _ in schedule]
+    for r, (_, target) in zip(record, schedule):
+        assert r["target_sparsity"] == pytest.approx(target)
+        for i in layers:
+            n = ref.layers[i].weight.numel()
+            assert r["achieved_sparsity"][str(i)] == round(target * n) / n
+    for i in layers:
+        w = tuned.layers[i].weight
+        assert int((w == 0).sum()) == w.numel() - round(keep * w.numel())
+    # it was fine-tuned: surviving weights moved, and the head still classifies
+    first = layers[0]
+    alive = tuned.layers[first].weight != 0
+    assert not torch.equal(tuned.layers[first].weight[alive], ref.layers[first].weight[alive])
+    assert accuracy(tuned, Xt, yt) > 0.6
+    assert bl.sparsity_of(tuned, layers) == pytest.approx(1 - keep, abs=1e-3)
+
+
+@pytest.mark.parametrize("peak", [0.3, 0.7])
+def test_best_fixed_picks_the_density_by_fitness_inside_the_training_data(data, monkeypatch,
+                                                                           peak):
+    X, y, Xt, yt = data
+    seen = []
+
+    class FakeFitness:
+        """Fitness that peaks at ``peak`` density; the test set is identical for both peaks,
+        so choosing by test accuracy could not follow it."""
+
+        def __init__(self, encoding, n_classes, folds, trainer, seed):
+            seen.append(folds)
+
+        def __call__(self, chroms):
+            return -np.abs(np.atleast_2d(chroms).mean(axis=1) - peak)
+
+    monkeypatch.setattr(bl, "HeadFitness", FakeFitness)
+    enc = make_encoding("fs", N_FEATURES, HIDDEN)
+    res, head = bl.best_fixed(enc, X, y, Xt, yt, N_CLASSES, seed=3)
+    assert res.details["density"] == peak
+    assert res.active_fraction == round(peak * N_FEATURES) / N_FEATURES
+    assert head.sizes[0] == round(peak * N_FEATURES)
+    assert set(res.details["fitness_by_density"]) == {str(d) for d in bl.FIXED_DENSITIES}
+    # the fitness folds are the search's validation split: all inside the training rows
+    (folds,) = seen
+    (fold,) = folds
+    assert len(fold.y_fit) + len(fold.y_score) == len(y)
+    train_rows = {r.tobytes() for r in X}
+    assert all(r.tobytes() in train_rows for r in fold.X_score)
+    assert not any(r.tobytes() in train_rows for r in Xt)
+
+
+def test_fixed_density_masks_have_exact_densities_and_depend_on_the_seed():
+    masks = bl.fixed_density_masks(512, seed=4)
+    assert [int(m.sum()) for m in masks] == [round(d * 512) for d in bl.FIXED_DENSITIES]
+    other = bl.fixed_density_masks(512, seed=5)
+    assert not np.array_equal(masks[4], other[4])
+    assert all(np.array_equal(a, b) for a, b in zip(masks, bl.fixed_density_masks(512, seed=4)))
+
+
+def test_run_baselines_sizes_every_method_like_the_evolved_head(data):
+    X, y, Xt, yt = data
+    enc = make_encoding("both", N_FEATURES, HIDDEN)
+    mask = _mask(enc, 0.25)
+    res = bl.run_baselines(enc, mask, X, y, Xt, yt, N_CLASSES, seed=2, poly_epochs=10,
+                           poly_frequency=5)
+    assert list(res) == list(bl.METHODS)
+    assert res["not_pruned"].active_fraction == 1.0
+    for m in ("weight", "neuron", "polynomial_decay"):
+        assert res[m].active_fraction == pytest.approx(mask.mean(), abs=1e-3), m
+    assert res["neuron"].details["kept_units"] == {"0": int(mask[:HIDDEN].sum()),
+                                                   "1": int(mask[HIDDEN:].sum())}
+    assert res["polynomial_decay"].details["schedule"][-1]["epoch"] == 5
+    ref = train_head(X, y, enc.decode(enc.full()), N_CLASSES, "fast", seed=2).head
+    assert res["not_pruned"].test_accuracy == accuracy(ref, Xt, yt)
+    assert res["not_pruned"].head_params == ref.n_params()
+    assert res["neuron"].head_params < ref.n_params()
+    assert res["weight"].head_params < ref.n_params()

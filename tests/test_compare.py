@@ -1,0 +1,186 @@
+"""`evoprune compare` end to end on real images: every (encoding, method, run) row, the tables,
+the paired tests, the plots, and resuming without redoing anything."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from evoprune import baselines, compare
+from evoprune.cli import main
+from evoprune.compare_report import holm, paired_stats
+
+METHODS = ["evoprune", "not_pruned", "best_fixed", "weight", "neuron", "polynomial_decay"]
+ENCODINGS = ["fs", "fc2"]
+
+
+def _args(data, out, cache):
+    return ["-q", "compare", "--data", str(data), "--encodings", ",".join(ENCODINGS),
+            "--runs", "2", "--seed-base", "7", "--evaluations", "6", "--population", "4",
+            "--hidden-size", "32", "--out", str(out), "--cache-dir", str(cache), "--no-progress"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny heads train faster on one thread than on cores shared with other work."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_compare(tmp_path_factory, faces_folder, feature_cache, one_thread):
+    out = tmp_path_factory.mktemp("compare")
+    assert main(_args(faces_folder, out, feature_cache)) == 0
+    return out
+
+
+def _summary(out):
+    return list(csv.DictReader((out / "summary.csv").open()))
+
+
+def test_summary_has_every_method_and_run(tiny_compare):
+    rows = _summary(tiny_compare)
+    assert list(rows[0]) == compare.SUMMARY_FIELDS
+    keys = {(r["encoding"], r["method"], r["run"]) for r in rows}
+    assert len(rows) == len(keys) == 2 * 2 * 6
+    assert keys == {(e, m, str(k)) for e in ENCODINGS for m in METHODS for k in (0, 1)}
+    for r in rows:
+        assert int(r["seed"]) == 7 + int(r["run"])
+        assert 0.0 <= float(r["test_accuracy"]) <= 1.0
+        assert 0.0 < float(r["active_fraction"]) <= 1.0
+        assert int(r["head_params"]) > 0 and float(r["seconds"]) >= 0
+    for e in ENCODINGS:
+        for k in (0, 1):
+            run = tiny_compare / "runs" / f"{e}_run{k}"
+            result = json.loads((run / "result.json").read_text())
+            assert result["seed"] == 7 + k and result["encoding"] == e
+            mine = {r["method"]: r for r in rows if r["encoding"] == e and r["run"] == str(k)}
+            assert float(mine["evoprune"]["test_accuracy"]) == result["test_accuracy"]
+            assert float(mine["evoprune"]["active_fraction"]) == result["active_fraction"]
+            # the baselines' not-pruned head is the run's reference head, trained the same way
+            assert float(mine["not_pruned"]["test_accuracy"]) == result["reference_test_accuracy"]
+            assert int(mine["not_pruned"]["head_params"]) == result["reference_head_params"]
+            for m in ("weight", "neuron", "polynomial_decay"):  # same size as the evolved head
+                assert float(mine[m]["active_fraction"]) == pytest.approx(
+                    result["active_fraction"], abs=1e-3)
+            assert float(mine["not_pruned"]["active_fraction"]) == 1.0
+    # every run shares the one held-out test set drawn with the seed base
+    tests = {json.loads((tiny_compare / "runs" / f"{e}_run{k}" / "result.json").read_text())[
+        "test_set"] for e in ENCODINGS for k in (0, 1)}
+    assert tests == {"stratified 20% held out (seed 7)"}
+
+
+def test_table_stats_and_plots(tiny_compare):
+    table = (tiny_compare / "table.md").read_text()
+    for label in ["EvoPruneDeepTL", "Not pruned", "Best fixed", "Weight pruning",
+                  "Neuron pruning", "Polynomial decay", "fs accuracy", "fc2 % active",
+                  "Wilcoxon", "smallest possible", "cannot"]:
+        assert label in table, label
+    stats = list(csv.DictReader((tiny_compare / "stats.csv").open()))
+    assert {(s["encoding"], s["baseline"]) for s in stats} == {
+        (e, m) for e in ENCODINGS for m in METHODS[1:]}
+    for s in stats:
+        assert int(s["n"]) == 2
+        assert int(s["wins"]) + int(s["ties"]) + int(s["losses"]) == 2
+        assert 0.0 <= float(s["wilcoxon_p"]) <= 1.0
+        assert float(s["wilcoxon_p_holm"]) >= float(s["wilcoxon_p"])
+    for name in ["convergence_fs.png", "convergence_fc2.png", "accuracy_vs_active.png"]:
+        data = (tiny_compare / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
+    assert not list(tiny_compare.rglob(".*.tmp"))  # atomic writes left no temporaries
+
+
+def test_polynomial_schedule_is_recorded(tiny_compare):
+    saved = json.loads((tiny_compare / "runs" / "fc2_run0" / "baselines.json").read_text())
+    poly = saved["methods"]["polynomial_decay"]["details"]
+    steps = [s["target_sparsity"] for s in poly["schedule"]]
+    assert [s["epoch"] for s in poly["schedule"]] == [0, 5, 10, 15, 20]
+    assert steps[-1] == pytest.approx(1 - saved["methods"]["weight"]["active_fraction"], abs=1e-3)
+    assert steps == sorted(steps)
+
+
+def _forbid(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("finished work was redone")
+    monkeypatch.setattr(compare, "run_experiment", boom)
+    monkeypatch.setattr(compare, "prepare_data", boom)
+    monkeypatch.setattr(baselines, "train_head", boom)
+    monkeypatch.setattr(baselines, "run_baselines", boom)
+
+
+def test_second_invocation_redoes_nothing(tiny_compare, faces_folder, feature_cache, tmp_path,
+                                          monkeypatch, capsys):
+    out = tmp_path / "again"
+    shutil.copytree(tiny_compare, out)
+    before = (out / "summary.csv").read_text()
+    _forbid(monkeypatch)
+    capsys.readouterr()
+    assert main(_args(faces_folder, out, feature_cache)) == 0
+    assert (out / "summary.csv").read_text() == before
+    assert "EvoPruneDeepTL" in capsys.readouterr().out
+
+
+def test_only_missing_work_is_done(tiny_compare, faces_folder, feature_cache, tmp_path,
+                                   monkeypatch):
+    out = tmp_path / "partial"
+    shutil.copytree(tiny_compare, out)
+    (out / "runs" / "fs_run1" / "baselines.json").unlink()
+    (out / "summary.csv").unlink()
+    calls = []
+    real = baselines.run_baselines
+
+    def counting(encoding, mask, *a, **k):
+        calls.append(encoding.name)
+        return real(encoding, mask, *a, **k)
+
+    def no_search(*a, **k):
+        raise AssertionError("a finished run was searched again")
+    monkeypatch.setattr(baselines, "run_baselines", counting)
+    monkeypatch.setattr(compare, "run_experiment", no_search)
+    assert main(_args(faces_folder, out, feature_cache)) == 0
+    assert calls == ["fs"]
+    old = {(r["encoding"], r["method"], r["run"]): r["test_accuracy"]
+           for r in _summary(tiny_compare)}
+    new = {(r["encoding"], r["method"], r["run"]): r["test_accuracy"] for r in _summary(out)}
+    assert new == old  # redone baselines are deterministic
+
+
+def test_bad_encoding_list_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["compare", "--encodings", "fs,fc9"])
+    assert "fc9" in capsys.readouterr().err
+
+
+def _rows(diffs, base=0.8):
+    rows = []
+    for k, d in enumerate(diffs):
+        rows.append({"encoding": "fs", "method": "evoprune", "run": k, "test_accuracy": base + d})
+        for m in METHODS[1:]:
+            rows.append({"encoding": "fs", "method": m, "run": k, "test_accuracy": base})
+    return rows
+
+
+def test_wilcoxon_with_five_runs_cannot_go_below_0_0625():
+    stats = paired_stats(_rows([0.01, 0.02, 0.03, 0.04, 0.05]), ["fs"])
+    s = stats[0]
+    assert (s["n"], s["wins"], s["ties"], s["losses"]) == (5, 5, 0, 0)
+    assert s["wilcoxon_p"] == pytest.approx(0.0625)
+    assert s["min_possible_wilcoxon_p"] == pytest.approx(0.0625)
+    assert s["ttest_p"] < 0.05  # the t-test can go lower, on its normality assumption
+    assert s["mean_diff"] == pytest.approx(0.03)
+    assert s["ci95_low"] < 0.03 < s["ci95_high"]
+    ties = paired_stats(_rows([0.0, 0.0, 0.02, -0.01, 0.0]), ["fs"])[0]
+    assert (ties["wins"], ties["ties"], ties["losses"]) == (1, 3, 1)
+    assert ties["min_possible_wilcoxon_p"] == pytest.approx(0.5)
+    assert paired_stats(_rows([0.0, 0.0]), ["fs"])[0]["wilcoxon_p"] == 1.0
+
+
+def test_holm_adjustment():
+    assert holm([0.01, 0.04, 0.03, float("nan")])[:3] == pytest.approx([0.03, 0.06, 0.06])
+    assert np.isnan(holm([0.01, float("nan")])[1])
