@@ -83,7 +83,10 @@ def _meta(cc, out: Path) -> dict:
     from .compare import run_dir
 
     meta = {"dataset": Path(cc.base.data).name or cc.base.data, "n_train": None, "n_test": None,
-            "test_set": None, "evaluations": None}
+            "test_set": None, "leaked": cc.base.fitness_split == "test",
+            "settings": f"backbone {cc.base.backbone}, trainer {cc.base.trainer}, fitness on "
+                        f"{cc.base.fitness_split}, population {cc.base.population}, "
+                        f"{cc.base.evaluations or 'the default'} evaluations per run"}
     for enc in cc.encodings:
         try:
             r = json.loads((run_dir(out, enc, 0) / "result.json").read_text())
@@ -172,8 +175,12 @@ def format_table_md(rows: Sequence[dict], stats: Sequence[dict], encodings: Sequ
     lines = [f"# EvoPruneDeepTL against the baselines on {meta['dataset']}", ""]
     if meta.get("n_test"):
         lines.append(f"{meta['n_train']} training / {meta['n_test']} held-out test images "
-                     f"({meta['test_set']}); the search and every baseline's choices saw only "
-                     "the training images.")
+                     f"({meta['test_set']}); {meta['settings']}.")
+    if meta.get("leaked"):
+        lines.append("**LEAKED: fitness (the search's and best fixed's choice) was measured on "
+                     "the test set, as in the paper; these accuracies are optimistic.**")
+    elif meta.get("n_test"):
+        lines.append("The search and every baseline's choices saw only the training images.")
     lines.append(f"{len(runs)} run(s) per encoding (seeds {', '.join(map(str, seeds))}). Cells: "
                  "held-out test accuracy and % active (genes, or weights for weight pruning and "
                  "polynomial decay), mean ± standard deviation over runs; best accuracy per "
