@@ -255,8 +255,8 @@ def format_table(res: dict) -> str:
     row("fast - paper accuracy (points)", res["fast_vs_paper_accuracy_delta"], "{:+.2f}")
     fr = res["full_run"]
     row(f"full FS run, pop 30, {fr['evaluations']} evals (s)", res["full_run_seconds"], "{:.1f}")
-    row("  its test accuracy / % active", fr["test_accuracy"], "{:.4f}")
-    row("  ", 100 * fr["active_fraction"], "{:.1f}%")
+    row("  its test accuracy", fr["test_accuracy"], "{:.4f}")
+    row("  its % active", 100 * fr["active_fraction"], "{:.1f}")
     if "sklearn_genetic" in res:
         sk = res["sklearn_genetic"]
         row(f"sklearn-genetic-opt s/eval ({sk['evaluations']} evals)", sk["seconds_per_eval"])

@@ -9,6 +9,7 @@ default, designed for CPUs; see :data:`TRAINERS`).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,9 +85,12 @@ class CompactHead(nn.Module):
         self.register_buffer("shift", shift.reshape(k))
         self.register_buffer("scale", scale.reshape(k))
         sizes = (k,) + tuple(int(h) for h in hidden_sizes) + (int(n_classes),)
-        # Uninitialised: build_head() draws the weights, loading fills them from a file.
-        self.layers = nn.ModuleList(nn.utils.skip_init(nn.Linear, a, b)
-                                    for a, b in zip(sizes[:-1], sizes[1:]))
+        # Uninitialised: build_head() draws the weights, loading fills them from a file. A
+        # layer with no inputs left (every feature pruned) is legal: it outputs its bias.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+            self.layers = nn.ModuleList(nn.utils.skip_init(nn.Linear, a, b)
+                                        for a, b in zip(sizes[:-1], sizes[1:]))
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor],
