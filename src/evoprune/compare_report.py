@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .io import atomic_write, atomic_write_text
-from .report import _pyplot
+from .report import _pyplot, save_figure
 
 METHOD_LABELS = {
     "evoprune": "EvoPruneDeepTL",
@@ -267,13 +267,7 @@ def plot_convergence_runs(curves: Sequence[tuple[int, int, tuple[list[int], list
     ax.grid(alpha=0.3)
     if curves:
         ax.legend(loc="lower right", fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
+    return save_figure(fig, ax, path, title)
 
 
 def plot_accuracy_vs_active(rows: Sequence[dict], path: Path, title: str = "") -> Path:
@@ -301,10 +295,4 @@ def plot_accuracy_vs_active(rows: Sequence[dict], path: Path, title: str = "") -
     ax.set_ylabel("held-out test accuracy")
     ax.set_xlim(0, 104)
     ax.grid(alpha=0.3)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
+    return save_figure(fig, ax, path, title)

@@ -18,6 +18,19 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, ax, path: str | Path, title: str = "") -> Path:
+    """Title ``ax``, write ``fig`` as a PNG at ``path`` atomically, and free it."""
+    import matplotlib.pyplot as plt
+
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
+
+
 def plot_convergence(history: Sequence[EvaluationRecord], path: str | Path,
                      title: str = "") -> Path:
     """Each evaluation's fitness and the best so far against evaluations, with the active
@@ -40,10 +53,4 @@ def plot_convergence(history: Sequence[EvaluationRecord], path: str | Path,
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="lower right", fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
+    return save_figure(fig, ax, path, title)
