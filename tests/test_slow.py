@@ -1,0 +1,16 @@
+"""The README's main job at full size. Slow (about 2 minutes): run with `pytest -m slow`."""
+
+import pytest
+
+from evoprune.experiment import RunConfig, run_experiment
+
+
+@pytest.mark.slow
+def test_main_job_on_full_elpv(tmp_path, feature_cache):
+    r = run_experiment(RunConfig(data="elpv", encoding="fs"), tmp_path, progress=False,
+                       cache_dir=feature_cache)
+    assert r["n_images"] == 2624 and r["evaluations"] == 200 and r["genes"] == 1280
+    # 4 classes, majority class 57.5 % of the held-out images; features reach far above it
+    assert r["test_accuracy"] > 0.72 and r["reference_test_accuracy"] > 0.72
+    assert 0 < r["active_fraction"] < 1 and r["head_params"] < r["reference_head_params"]
+    assert r["wall_seconds"] < 15 * 60
