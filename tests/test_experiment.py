@@ -29,7 +29,7 @@ def test_tiny_run_writes_a_complete_results_folder(tiny_run):
     assert r["reference_head_params"] == 1280 * 512 + 512 + 512 * 2 + 2
     # 2 balanced classes: chance is 0.5; real ImageNet features do far better
     assert r["test_accuracy"] > 0.8 and r["reference_test_accuracy"] > 0.8
-    assert set(r["timings"]) == {"features", "search", "final_training"}
+    assert set(r["timings"]) == {"features", "search", "final_training", "reference_training"}
     for name in ["config.json", "history.csv", "convergence.png", "head.safetensors",
                  "reference_head.safetensors"]:
         assert (out / name).stat().st_size > 0, name
@@ -101,6 +101,7 @@ def test_ctrl_c_keeps_the_evaluations_made(faces_folder, feature_cache, tmp_path
     monkeypatch.setattr(HeadFitness, "evaluate_one", interrupted)
     args = ["run", "--data", str(faces_folder), "--population", "4", "--evaluations", "8",
             "--out", str(tmp_path), "--cache-dir", str(feature_cache), "--no-progress"]
+    (tmp_path / "result.json").write_text("{}")  # an older run's result in the same folder
     assert main(args) == 130
     assert "resume" in caplog.text
     rows = list(csv.DictReader((tmp_path / "history.csv").open()))

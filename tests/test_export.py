@@ -250,3 +250,15 @@ def test_incomplete_run_folders_are_clear_errors(tiny_run, tmp_path, caplog):
         evoprune.load(tmp_path)
     assert main(["export", str(tmp_path), "--out", str(tmp_path / "m.onnx")]) == 2
     assert "head.safetensors" in caplog.text and not (tmp_path / "m.onnx").exists()
+
+
+def test_onnx_export_without_onnx_installed_is_a_clear_error(tiny_run, tmp_path, monkeypatch,
+                                                             caplog):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # makes `import onnx` fail
+    out, _, _ = tiny_run
+    code = main(["export", str(out), "--format", "onnx", "--out", str(tmp_path / "m.onnx")])
+    assert code == 2
+    assert "evoprune[export]" in caplog.text and "torchscript" in caplog.text
+    assert not (tmp_path / "m.onnx").exists()

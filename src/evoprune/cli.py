@@ -111,7 +111,8 @@ def format_run_table(result: dict) -> str:
                  f"{result['evaluations']} evaluations")
     lines.append(f"seconds: features {t['features']:.1f}"
                  f"{' (cached)' if result['features_cached'] else ''}, search {t['search']:.1f}, "
-                 f"final training {t['final_training']:.1f}, total {result['wall_seconds']:.1f}")
+                 f"final training {t['final_training']:.1f} (+{t.get('reference_training', 0):.1f} "
+                 f"not pruned), total {result['wall_seconds']:.1f}")
     return "\n".join(lines)
 
 

@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .encodings import ENCODINGS, make_encoding
 from .errors import ConfigError
-from .fitness import HeadFitness, make_folds
+from .fitness import FITNESS_SPLITS, HeadFitness, make_folds
 from .head import feature_stats, get_trainer, predict_proba, train_head
 from .search import EvaluationRecord, SteadyStateGA
 
@@ -68,7 +68,7 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
             raise ConfigError(
                 f"encoding={self.encoding!r} is unknown; choose one of {', '.join(ENCODINGS)}")
         get_trainer(self.trainer)
-        if self.fitness_split not in ("validation", "cv", "test"):
+        if self.fitness_split not in FITNESS_SPLITS:
             raise ConfigError(f"fitness_split={self.fitness_split!r} is unknown; choose "
                               "'validation', 'cv' or 'test' (the last needs eval_set)")
 

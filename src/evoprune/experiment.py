@@ -21,8 +21,9 @@ import numpy as np
 
 from . import __version__
 from .encodings import make_encoding
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .estimator import EvoPruneClassifier, default_evaluations
+from .fitness import FITNESS_SPLITS
 from .head import CompactHead, accuracy, dense_sizes, feature_stats, train_head
 from .io import atomic_write, atomic_write_json
 from .search import EvaluationRecord
@@ -78,8 +79,14 @@ def hex_to_mask(text: str, n_genes: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8))[:n_genes]
 
 
-def load_history(out: Path, cfg: RunConfig, n_genes: int) -> dict[bytes, float]:
-    """Fitness of chromosomes already evaluated by an interrupted run of the same config."""
+#: Files a finished run writes last; removed when a run (re)starts so that an interrupted run
+#: never leaves an older run's result beside its new configuration.
+RESULT_FILES = ("result.json", "head.safetensors", "reference_head.safetensors")
+
+
+def load_history(out: Path, config_doc: dict, n_genes: int) -> dict[bytes, float]:
+    """Fitness of chromosomes already evaluated by an interrupted run of the same
+    configuration, trainer settings and features (``config_doc`` as in config.json)."""
     cfg_file, hist = out / "config.json", out / "history.csv"
     if not (cfg_file.exists() and hist.exists()):
         return {}
@@ -87,8 +94,8 @@ def load_history(out: Path, cfg: RunConfig, n_genes: int) -> dict[bytes, float]:
         saved = json.loads(cfg_file.read_text())
     except (OSError, ValueError):
         return {}
-    if saved.get("run") != cfg.to_dict():
-        log.info("%s holds a run of another configuration; starting afresh", out)
+    if any(saved.get(k) != config_doc[k] for k in ("run", "trainer_settings", "feature_cache_key")):
+        log.info("%s holds a run of another configuration or other data; starting afresh", out)
         return {}
     known: dict[bytes, float] = {}
     with hist.open(newline="") as fh:
@@ -194,6 +201,11 @@ def prepare_data(cfg: RunConfig, *, progress: bool = True,
                               folds=None if dataset.folds is None else [
                                   (_reindex(a, used), _reindex(b, used)) for a, b in dataset.folds])
     train_idx, test_idx, test_origin = _split_indices(sub, cfg)
+    missing = sorted(set(range(dataset.n_classes)) - set(labels[train_idx].tolist()))
+    if missing:
+        raise DataError(f"{cfg.data}: class(es) {', '.join(dataset.classes[i] for i in missing)} "
+                        f"have no training images ({test_origin}); add training images of "
+                        "them or remove them from the test set")
     log.info("%s: %d images, %d classes; %d for training, %d held out (%s)", dataset.name,
              len(paths), dataset.n_classes, len(train_idx), len(test_idx), test_origin)
     feats = extract_features(backbone, paths, cache_dir=cache_dir, progress=progress)
@@ -215,9 +227,9 @@ def run_experiment(cfg: RunConfig, out: str | Path | None = None, *, progress: b
 
     t_start = time.perf_counter()
     cfg = cfg.resolved()
-    if cfg.fitness_split not in ("validation", "cv", "test"):
-        raise ConfigError(f"fitness_split={cfg.fitness_split!r} is unknown; choose validation, "
-                          "cv or test")
+    if cfg.fitness_split not in FITNESS_SPLITS:  # checked before the features are computed
+        raise ConfigError(f"fitness_split={cfg.fitness_split!r} is unknown; choose one of "
+                          f"{', '.join(FITNESS_SPLITS)}")
     out = Path(out) if out is not None else default_out_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     data = prepared if prepared is not None else prepare_data(cfg, progress=progress,
@@ -236,8 +248,11 @@ def run_experiment(cfg: RunConfig, out: str | Path | None = None, *, progress: b
         mutation_prob=cfg.mutation_prob, random_state=cfg.seed)
     n_genes = make_encoding(cfg.encoding, X.shape[1], cfg.hidden_size).n_genes
     config_doc = {"run": cfg.to_dict(), "evoprune_version": __version__,
-                  "trainer_settings": _trainer_settings(cfg.trainer)}
-    known = load_history(out, cfg, n_genes)
+                  "trainer_settings": _trainer_settings(cfg.trainer),
+                  "feature_cache_key": data.feature_key}
+    known = load_history(out, config_doc, n_genes)
+    for name in RESULT_FILES:
+        (out / name).unlink(missing_ok=True)
     atomic_write_json(out / "config.json", config_doc)
     history_path = out / "history.csv"
     with _HistoryWriter(history_path, cfg.evaluations, progress) as writer:
@@ -296,7 +311,8 @@ def run_experiment(cfg: RunConfig, out: str | Path | None = None, *, progress: b
         "features_cached": bool(data.features_cached),
         "feature_cache_key": data.feature_key,
         "timings": {"features": data.feature_seconds, "search": clf.search_seconds_,
-                    "final_training": clf.final_train_seconds_ + reference_seconds},
+                    "final_training": clf.final_train_seconds_,
+                    "reference_training": reference_seconds},
         "wall_seconds": time.perf_counter() - t_start,
         "evoprune_version": __version__,
         "best_mask": clf.best_mask_.astype(int).tolist(),

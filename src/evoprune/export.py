@@ -159,7 +159,11 @@ def export_model(run_dir: str | Path, out: str | Path | None = None, format: str
 
 
 def _write_onnx(module: nn.Module, example: torch.Tensor, out: Path, metadata: dict) -> None:
-    import onnx
+    try:
+        import onnx
+    except ImportError:
+        raise ConfigError("--format onnx needs the onnx package: pip install \"evoprune[export]\""
+                          ", or use --format torchscript") from None
 
     in_name = metadata["input"]["name"]
 

@@ -65,7 +65,8 @@ def open_run(run_dir: str | Path) -> RunFolder:
                             "interrupted run finishes when the same 'evoprune run' command is "
                             "started again")
     result = _read_json(result_file)
-    for key in ("classes", "backbone", "encoding", "best_mask"):
+    for key in ("classes", "n_classes", "backbone", "encoding", "best_mask", "test_accuracy",
+                "reference_test_accuracy"):
         if key not in result:
             raise EvoPruneError(f"{result_file} lacks {key!r}; it was not written by this "
                                 "version of evoprune's 'run'")
