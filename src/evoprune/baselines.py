@@ -28,7 +28,8 @@ from torch import nn
 from .encodings import Encoding
 from .errors import ConfigError
 from .fitness import HeadFitness, make_folds
-from .head import (CompactHead, TrainerConfig, accuracy, feature_stats, get_trainer, train_head)
+from .head import (CompactHead, TrainerConfig, accuracy, feature_stats, get_trainer,
+                   make_optimizer, train_head, training_tensors)
 
 log = logging.getLogger(__name__)
 
@@ -202,16 +203,9 @@ def polynomial_decay(head: CompactHead, layers: tuple[int, ...], keep_fraction: 
     final = 1.0 - float(keep_fraction)
     schedule = polynomial_schedule(final, initial_sparsity, epochs, frequency)
     tuned = copy.deepcopy(head).train()
-    fi = tuned.feature_index.numpy()
-    Xs = torch.as_tensor(np.ascontiguousarray(np.asarray(X, dtype=np.float32)[:, fi]))
-    Xs = (Xs - tuned.shift) * tuned.scale
-    ys = torch.as_tensor(np.asarray(y, dtype=np.int64))
+    Xs, ys = training_tensors(tuned, X, y)
     params = list(tuned.parameters())
-    if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
-                              weight_decay=cfg.weight_decay)
-    else:
-        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(params, cfg)
     weights = {i: tuned.layers[i].weight for i in layers}
     masks = {i: torch.ones_like(w) for i, w in weights.items()}
     gen = torch.Generator().manual_seed(int(seed) + 2)

@@ -194,6 +194,22 @@ def feature_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), std.astype(np.float32)
 
 
+def training_tensors(head: CompactHead, X: np.ndarray, y: np.ndarray
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs selected and standardised for ``head``, labels) as tensors, computed once."""
+    Xs = torch.as_tensor(np.ascontiguousarray(
+        np.asarray(X, dtype=np.float32)[:, head.feature_index.numpy()]))
+    return (Xs - head.shift) * head.scale, torch.as_tensor(np.asarray(y, dtype=np.int64))
+
+
+def make_optimizer(params: list, cfg: TrainerConfig) -> torch.optim.Optimizer:
+    """The trainer's optimiser: SGD with Nesterov momentum, or Adam."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+                               weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 @dataclass
 class TrainedHead:
     head: CompactHead
@@ -215,15 +231,9 @@ def train_head(X: np.ndarray, y: np.ndarray, masks: HeadMasks, n_classes: int,
         mean, std = stats if stats is not None else feature_stats(X)
     head = build_head(masks, n_classes, mean=mean, std=std, seed=seed)
     gen = torch.Generator().manual_seed(int(seed) + 1)
-    Xs = torch.as_tensor(np.ascontiguousarray(np.asarray(X, dtype=np.float32)[:, head.feature_index.numpy()]))
-    ys = torch.as_tensor(np.asarray(y, dtype=np.int64))
-    Xs = (Xs - head.shift) * head.scale
+    Xs, ys = training_tensors(head, X, y)
     params = list(head.parameters())
-    if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
-                              weight_decay=cfg.weight_decay)
-    else:
-        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(params, cfg)
     n = Xs.shape[0]
     bs = min(cfg.batch_size, n)
     best_loss = math.inf
