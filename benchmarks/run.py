@@ -23,9 +23,9 @@ import torch
 from evoprune.data import stratified_split
 from evoprune.encodings import make_encoding
 from evoprune.estimator import EvoPruneClassifier
-from evoprune.experiment import RunConfig, prepare_data
-from evoprune.fitness import make_folds
-from evoprune.head import accuracy, get_trainer, train_head
+from evoprune.runs.experiment import RunConfig, prepare_data
+from evoprune.problem import make_folds
+from evoprune.model.head import accuracy, get_trainer, train_head
 from evoprune.io import atomic_write_json
 from evoprune.search import init_population
 

@@ -34,7 +34,7 @@ def tiny_run(tmp_path_factory, feature_cache, faces_folder):
 
     Returns (run folder, result dict). Shared: tests must not modify the folder.
     """
-    from evoprune.experiment import RunConfig, run_experiment
+    from evoprune.runs.experiment import RunConfig, run_experiment
 
     logging.getLogger("evoprune").setLevel(logging.WARNING)
     out = tmp_path_factory.mktemp("tiny-run")

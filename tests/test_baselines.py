@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from evoprune import baselines as bl
+from evoprune.compare import baselines as bl
 from evoprune.encodings import make_encoding
-from evoprune.head import accuracy, train_head
+from evoprune.model.head import accuracy, train_head
 
 N_FEATURES, HIDDEN, N_CLASSES = 24, 16, 3
 PRUNED = {"fs": (0,), "fc": (0,), "fc1": (0,), "fc2": (1,), "both": (0, 1)}

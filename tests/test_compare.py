@@ -8,9 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
-from evoprune import baselines, compare
+from evoprune.compare import baselines
+from evoprune.compare import runner as compare
 from evoprune.cli import main
-from evoprune.compare_report import holm, paired_stats
+from evoprune.compare.report import holm, paired_stats
 
 METHODS = ["evoprune", "not_pruned", "best_fixed", "weight", "neuron", "polynomial_decay"]
 ENCODINGS = ["fs", "fc2"]

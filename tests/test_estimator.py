@@ -7,7 +7,7 @@ from sklearn.pipeline import Pipeline
 
 from evoprune import EvoPruneClassifier, ImageFeatures
 from evoprune.errors import ConfigError
-from evoprune.fitness import HeadFitness, make_folds
+from evoprune.problem import HeadFitness, make_folds
 from evoprune.encodings import make_encoding
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from evoprune.cli import main
-from evoprune.experiment import hex_to_mask, mask_to_hex, run_experiment
+from evoprune.runs.experiment import hex_to_mask, mask_to_hex, run_experiment
 
 REQUIRED = ["dataset", "backbone", "encoding", "trainer", "fitness_split", "seed", "n_classes",
             "genes", "active_genes", "active_fraction", "fitness", "test_accuracy",
@@ -87,7 +87,7 @@ def test_cli_lists_backbones_and_datasets(capsys):
 
 def test_ctrl_c_keeps_the_evaluations_made(faces_folder, feature_cache, tmp_path, monkeypatch,
                                            caplog):
-    from evoprune.fitness import HeadFitness
+    from evoprune.problem import HeadFitness
 
     real = HeadFitness.evaluate_one
     calls = {"n": 0}

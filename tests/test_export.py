@@ -15,11 +15,11 @@ from evoprune.cli import main
 from evoprune.data import open_rgb
 from evoprune.errors import ConfigError, EvoPruneError
 from evoprune.estimator import EvoPruneClassifier
-from evoprune.experiment import prepare_data
+from evoprune.runs.experiment import prepare_data
 from evoprune.export import TORCHSCRIPT_METADATA, export_model, read_onnx_metadata
 from evoprune.encodings import make_encoding
-from evoprune.head import CompactHead, accuracy, build_head, predict_proba
-from evoprune.rundir import open_run
+from evoprune.model.head import CompactHead, accuracy, build_head, predict_proba
+from evoprune.runs.store import open_run
 
 
 @pytest.fixture(scope="module")

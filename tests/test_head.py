@@ -6,7 +6,7 @@ import torch
 
 from evoprune.encodings import HeadMasks, make_encoding
 from evoprune.errors import ConfigError
-from evoprune.head import (TRAINERS, accuracy, build_head, dense_sizes, feature_stats,
+from evoprune.model.head import (TRAINERS, accuracy, build_head, dense_sizes, feature_stats,
                            predict_proba, train_head)
 
 

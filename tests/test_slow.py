@@ -2,7 +2,7 @@
 
 import pytest
 
-from evoprune.experiment import RunConfig, run_experiment
+from evoprune.runs.experiment import RunConfig, run_experiment
 
 
 @pytest.mark.slow

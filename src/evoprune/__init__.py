@@ -7,9 +7,9 @@ def load(run_dir):
     """A fitted :class:`~evoprune.estimator.EvoPruneClassifier` from a run folder.
 
     It predicts on feature matrices and on images (paths or PIL images); see
-    :func:`evoprune.rundir.load`. Imported on first use so that ``import evoprune`` stays light.
+    :func:`evoprune.runs.store.load`. Imported on first use so that ``import evoprune`` stays light.
     """
-    from .rundir import load as _load
+    from evoprune.runs.store import load as _load
 
     return _load(run_dir)
 
@@ -17,8 +17,8 @@ def load(run_dir):
 _LAZY = {
     "EvoPruneClassifier": ("evoprune.estimator", "EvoPruneClassifier"),
     "ImageFeatures": ("evoprune.features", "ImageFeatures"),
-    "RunConfig": ("evoprune.experiment", "RunConfig"),
-    "run_experiment": ("evoprune.experiment", "run_experiment"),
+    "RunConfig": ("evoprune.runs.experiment", "RunConfig"),
+    "run_experiment": ("evoprune.runs.experiment", "run_experiment"),
 }
 
 __all__ = ["__version__", "load", *_LAZY]

@@ -1,7 +1,7 @@
 """Chromosome layouts: which units of the head one binary gene switches, and decoding to masks.
 
 A chromosome is a 0/1 vector. Decoding it gives a :class:`HeadMasks`: which input features
-the head reads and which neurons each hidden layer keeps. The head (``head.py``) turns those
+the head reads and which neurons each hidden layer keeps. The head (``model/head.py``) turns those
 masks into a physically smaller network; the search never sees any of this.
 """
 

@@ -14,8 +14,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from .encodings import ENCODINGS, make_encoding
 from .errors import ConfigError
-from .fitness import FITNESS_SPLITS, HeadFitness, make_folds
-from .head import feature_stats, get_trainer, predict_proba, train_head
+from evoprune.problem import FITNESS_SPLITS, HeadFitness, make_folds
+from evoprune.model.head import feature_stats, get_trainer, predict_proba, train_head
 from .search import EvaluationRecord, SteadyStateGA
 
 log = logging.getLogger(__name__)

@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import __version__
+from evoprune import __version__
 from .errors import ConfigError
-from .head import CompactHead
+from evoprune.model.head import CompactHead
 from .io import atomic_write, atomic_write_json
-from .rundir import RunFolder, open_run
+from evoprune.runs.store import RunFolder, open_run
 
 log = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .encodings import ENCODINGS, make_encoding
-from .errors import ConfigError
-from .experiment import PreparedData, RunConfig, mask_to_hex, prepare_data, run_experiment
-from .io import atomic_write_json
+from evoprune import __version__
+from evoprune.encodings import ENCODINGS, make_encoding
+from evoprune.errors import ConfigError
+from evoprune.runs.experiment import PreparedData, RunConfig, mask_to_hex, prepare_data, run_experiment
+from evoprune.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def run_comparison(cc: CompareConfig, out: str | Path, *, progress: bool = True,
     output file."""
     from tqdm.auto import tqdm
 
-    from .compare_report import write_reports
+    from evoprune.compare.report import write_reports
 
     cc.check()
     out = Path(out)
@@ -155,7 +155,7 @@ def run_comparison(cc: CompareConfig, out: str | Path, *, progress: bool = True,
 
 def _run_and_save_baselines(cc: CompareConfig, cfg: RunConfig, data: PreparedData,
                             best_mask: np.ndarray, path: Path, settings: dict) -> None:
-    from .baselines import run_baselines
+    from evoprune.compare.baselines import run_baselines
 
     encoding = make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size)
     results = run_baselines(
@@ -171,7 +171,7 @@ def _run_and_save_baselines(cc: CompareConfig, cfg: RunConfig, data: PreparedDat
 
 def summary_rows(cc: CompareConfig, out: Path) -> list[dict]:
     """One row per (encoding, method, run) of the finished runs, evoprune first."""
-    from .baselines import METHODS
+    from evoprune.compare.baselines import METHODS
 
     rows = []
     for enc in cc.encodings:

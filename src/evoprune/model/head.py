@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .encodings import HeadMasks
-from .errors import ConfigError
+from evoprune.encodings import HeadMasks
+from evoprune.errors import ConfigError
 
 
 @dataclass(frozen=True)

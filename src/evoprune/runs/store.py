@@ -1,6 +1,6 @@
 """Reading a finished run folder back: its result, its heads and a fitted classifier.
 
-A run folder is what :func:`evoprune.experiment.run_experiment` writes. Heads are stored as
+A run folder is what :func:`evoprune.runs.experiment.run_experiment` writes. Heads are stored as
 safetensors state dicts (never pickles) and rebuilt with :meth:`CompactHead.from_state_dict`.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EvoPruneError
-from .head import CompactHead
+from evoprune.errors import EvoPruneError
+from evoprune.model.head import CompactHead
 
 HEAD_FILE = "head.safetensors"
 REFERENCE_HEAD_FILE = "reference_head.safetensors"
@@ -127,8 +127,8 @@ def load(run_dir: str | Path):
     (``backbone_``), on images too: a list of paths or PIL images, or a 4-d array.
     ``classes_`` are the run's class names.
     """
-    from .encodings import make_encoding
-    from .estimator import EvoPruneClassifier
+    from evoprune.encodings import make_encoding
+    from evoprune.estimator import EvoPruneClassifier
 
     run = open_run(run_dir)
     r, cfg = run.result, run.run_config

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import atomic_write, atomic_write_text
-from .report import _pyplot, save_figure
+from evoprune.io import atomic_write, atomic_write_text
+from evoprune.report import _pyplot, save_figure
 
 METHOD_LABELS = {
     "evoprune": "EvoPruneDeepTL",
@@ -37,7 +37,7 @@ STATS_FIELDS = ["encoding", "baseline", "n", "evoprune_mean", "baseline_mean", "
 
 def write_reports(cc, out: Path, rows: list[dict]) -> None:
     """summary.csv, stats.csv, table.md, convergence_<encoding>.png, accuracy_vs_active.png."""
-    from .compare import SUMMARY_FIELDS, run_dir
+    from evoprune.compare.runner import SUMMARY_FIELDS, run_dir
 
     out = Path(out)
     write_csv(out / "summary.csv", SUMMARY_FIELDS, rows)
@@ -73,14 +73,14 @@ def _fmt(v):
 
 
 def _best_so_far(path: Path) -> tuple[list[int], list[float]]:
-    from .rundir import read_history
+    from evoprune.runs.store import read_history
 
     hist = read_history(path)
     return [h["index"] for h in hist], [h["best_fitness"] for h in hist]
 
 
 def _meta(cc, out: Path) -> dict:
-    from .compare import run_dir
+    from evoprune.compare.runner import run_dir
 
     meta = {"dataset": Path(cc.base.data).name or cc.base.data, "n_train": None, "n_test": None,
             "test_set": None, "leaked": cc.base.fitness_split == "test",

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .encodings import make_encoding
-from .errors import ConfigError, DataError
-from .estimator import EvoPruneClassifier, default_evaluations
-from .fitness import FITNESS_SPLITS
-from .head import CompactHead, accuracy, dense_sizes, feature_stats, train_head
-from .io import atomic_write, atomic_write_json
-from .search import EvaluationRecord
+from evoprune import __version__
+from evoprune.encodings import make_encoding
+from evoprune.errors import ConfigError, DataError
+from evoprune.estimator import EvoPruneClassifier, default_evaluations
+from evoprune.problem import FITNESS_SPLITS
+from evoprune.model.head import CompactHead, accuracy, dense_sizes, feature_stats, train_head
+from evoprune.io import atomic_write, atomic_write_json
+from evoprune.search import EvaluationRecord
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def load_history(out: Path, config_doc: dict, n_genes: int) -> dict[bytes, float
 
 def _split_indices(dataset, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, str]:
     """(train, test) indices into the dataset and how the test set was chosen."""
-    from .data import stratified_split
+    from evoprune.data import stratified_split
 
     if dataset.folds:
         if not 0 <= cfg.fold < len(dataset.folds):
@@ -129,7 +129,7 @@ def _split_indices(dataset, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, str
 
 def _limit(dataset, cfg: RunConfig) -> np.ndarray:
     """Indices of the images used: all, or a stratified ``limit`` of them (quick trials)."""
-    from .data import stratified_split
+    from evoprune.data import stratified_split
 
     n = len(dataset.paths)
     if not cfg.limit or cfg.limit >= n:
@@ -187,9 +187,9 @@ class PreparedData:
 def prepare_data(cfg: RunConfig, *, progress: bool = True,
                  cache_dir: str | Path | None = None) -> PreparedData:
     """Load ``cfg.data``, choose the held-out test set and compute (or load) its features."""
-    from .backbones import get_backbone
-    from .data import load_dataset
-    from .features import extract_features
+    from evoprune.backbones import get_backbone
+    from evoprune.data import load_dataset
+    from evoprune.features import extract_features
 
     backbone = get_backbone(cfg.backbone)
     dataset = load_dataset(cfg.data, skip_bad=cfg.skip_bad_images)
@@ -223,7 +223,7 @@ def run_experiment(cfg: RunConfig, out: str | Path | None = None, *, progress: b
 
     ``prepared`` reuses data already loaded by :func:`prepare_data` for the same data settings.
     """
-    from .report import plot_convergence
+    from evoprune.report import plot_convergence
 
     t_start = time.perf_counter()
     cfg = cfg.resolved()
@@ -333,7 +333,7 @@ def _reindex(idx, used: np.ndarray):
 
 
 def _trainer_settings(trainer: str) -> dict:
-    from .head import get_trainer
+    from evoprune.model.head import get_trainer
 
     return get_trainer(trainer).describe()
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from .encodings import Encoding
 from .errors import ConfigError
-from .head import TrainerConfig, accuracy, feature_stats, get_trainer, train_head
+from evoprune.model.head import TrainerConfig, accuracy, feature_stats, get_trainer, train_head
 
 FITNESS_SPLITS = ("validation", "cv", "test")
 

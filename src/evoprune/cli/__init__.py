@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from .errors import EvoPruneError
+from evoprune.errors import EvoPruneError
 
 log = logging.getLogger("evoprune")
 
@@ -15,9 +15,9 @@ log = logging.getLogger("evoprune")
 def _add_run_options(p: argparse.ArgumentParser, per_run: bool = True) -> None:
     """The options of one run. ``per_run=False`` leaves out --encoding, --seed and --out, which
     a command that makes several runs (compare) defines its own way."""
-    from .encodings import ENCODINGS
-    from .head import TRAINERS
-    from .search import INIT_CHOICES
+    from evoprune.encodings import ENCODINGS
+    from evoprune.model.head import TRAINERS
+    from evoprune.search import INIT_CHOICES
 
     g = p.add_argument_group("data")
     g.add_argument("--data", default="elpv", metavar="PATH|elpv|elpv2",
@@ -78,7 +78,7 @@ def _add_run_options(p: argparse.ArgumentParser, per_run: bool = True) -> None:
 
 
 def _config_from_args(args: argparse.Namespace):
-    from .experiment import RunConfig
+    from evoprune.runs.experiment import RunConfig
 
     return RunConfig(
         data=args.data, encoding=args.encoding, backbone=args.backbone,
@@ -117,7 +117,7 @@ def format_run_table(result: dict) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .experiment import default_out_dir, run_experiment
+    from evoprune.runs.experiment import default_out_dir, run_experiment
 
     cfg = _config_from_args(args)
     out = args.out or default_out_dir(cfg.resolved())
@@ -132,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_backbones(args: argparse.Namespace) -> int:
-    from .backbones import list_backbones
+    from evoprune.backbones import list_backbones
 
     rows = [("name", "features", "input", "available", "source")]
     for b in list_backbones():
@@ -143,7 +143,7 @@ def cmd_backbones(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    from .data import list_datasets
+    from evoprune.data import list_datasets
 
     rows = [("name", "description")] + [tuple(r) for r in list_datasets()]
     sys.stdout.write(_table(rows))
@@ -176,10 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_backbones)
     p = sub.add_parser("datasets", help="list the built-in datasets")
     p.set_defaults(func=cmd_datasets)
-    from .cli_compare import add_compare_command
+    from evoprune.cli.compare import add_compare_command
 
     add_compare_command(sub)
-    from .cli_model import add_model_commands
+    from evoprune.cli.model import add_model_commands
 
     add_model_commands(sub)
     return parser

@@ -12,7 +12,7 @@ log = logging.getLogger("evoprune")
 
 def add_compare_command(sub: argparse._SubParsersAction) -> None:
     """Register ``compare`` on the main parser's subcommands (with the options of ``run``)."""
-    from .cli import _add_run_options
+    from evoprune.cli import _add_run_options
 
     p = sub.add_parser(
         "compare", help="repeat runs of several encodings and compare them with the baselines",
@@ -38,7 +38,7 @@ def add_compare_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _encodings(text: str) -> tuple[str, ...]:
-    from .encodings import ENCODINGS
+    from evoprune.encodings import ENCODINGS
 
     names = tuple(s.strip() for s in text.split(",") if s.strip())
     bad = [n for n in names if n not in ENCODINGS]
@@ -50,8 +50,8 @@ def _encodings(text: str) -> tuple[str, ...]:
 
 
 def compare_config_from_args(args: argparse.Namespace):
-    from .cli import _config_from_args
-    from .compare import CompareConfig
+    from evoprune.cli import _config_from_args
+    from evoprune.compare.runner import CompareConfig
 
     run_args = argparse.Namespace(**vars(args), encoding=args.encodings[0], seed=args.seed_base)
     return CompareConfig(base=_config_from_args(run_args), encodings=args.encodings,
@@ -66,7 +66,7 @@ def default_compare_dir(cc) -> Path:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import run_comparison
+    from evoprune.compare.runner import run_comparison
 
     cc = compare_config_from_args(args)
     out = Path(args.out) if args.out else default_compare_dir(cc)

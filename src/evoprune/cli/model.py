@@ -9,14 +9,14 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import EvoPruneError
+from evoprune.errors import EvoPruneError
 
 log = logging.getLogger("evoprune")
 
 
 def add_model_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``export``, ``predict`` and ``show`` on the main parser's subcommands."""
-    from .export import FORMATS
+    from evoprune.export import FORMATS
 
     p = sub.add_parser("export", help="write a run's model (backbone + pruned head) as one file",
                        description="Write one self-contained model from preprocessed images "
@@ -56,7 +56,7 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_model
+    from evoprune.export import export_model
 
     exported = export_model(args.run_dir, args.out, format=args.format, reference=args.reference)
     meta = exported.metadata
@@ -80,7 +80,7 @@ def _fmt_tuple(values) -> str:
 def collect_images(items: list[str]) -> list[str]:
     """Image files named or found (recursively, sorted) in the folders named; missing paths and
     folders without images are reported and skipped."""
-    from .data.images import is_image_file
+    from evoprune.data.images import is_image_file
 
     paths: list[str] = []
     for item in items:
@@ -98,10 +98,10 @@ def collect_images(items: list[str]) -> list[str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .backbones import get_backbone
-    from .data.images import find_unreadable
-    from .features import extract_features
-    from .rundir import load
+    from evoprune.backbones import get_backbone
+    from evoprune.data.images import find_unreadable
+    from evoprune.features import extract_features
+    from evoprune.runs.store import load
 
     clf = load(args.run_dir)
     paths = collect_images(args.images)
@@ -133,7 +133,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _write_predictions(path: str, paths: list[str], proba, classes: list[str]) -> None:
-    from .io import atomic_write
+    from evoprune.io import atomic_write
 
     def write(tmp: Path) -> None:
         with tmp.open("w", newline="", encoding="utf-8") as fh:
@@ -159,8 +159,8 @@ def format_bytes(n: int) -> str:
 
 
 def format_show(run) -> str:
-    """The summary that ``evoprune show`` prints for a :class:`~evoprune.rundir.RunFolder`."""
-    from .rundir import HEAD_FILE, REFERENCE_HEAD_FILE
+    """The summary that ``evoprune show`` prints for a :class:`~evoprune.runs.store.RunFolder`."""
+    from evoprune.runs.store import HEAD_FILE, REFERENCE_HEAD_FILE
 
     r = run.result
     lines = [f"run:       {run.path}"]
@@ -202,7 +202,7 @@ def format_show(run) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .rundir import open_run
+    from evoprune.runs.store import open_run
 
     sys.stdout.write(format_show(open_run(args.run_dir)))
     return 0

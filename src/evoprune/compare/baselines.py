@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .encodings import Encoding
-from .errors import ConfigError
-from .fitness import HeadFitness, make_folds
-from .head import (CompactHead, TrainerConfig, accuracy, feature_stats, get_trainer,
+from evoprune.encodings import Encoding
+from evoprune.errors import ConfigError
+from evoprune.problem import HeadFitness, make_folds
+from evoprune.model.head import (CompactHead, TrainerConfig, accuracy, feature_stats, get_trainer,
                    make_optimizer, train_head, training_tensors)
 
 log = logging.getLogger(__name__)

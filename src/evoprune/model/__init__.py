@@ -1,0 +1,1 @@
+"""The compact head: built physically small for one mask, trained, scored, counted."""
