@@ -1,0 +1,292 @@
+"""Pareto fronts of pruned heads: which heads are non-dominated, how much of the objective space
+a set of heads covers (hypervolume), and the rules that pick the one head a run ships.
+
+Convention: every objective is MINIMISED and lies in [0, 1]:
+
+- ``accuracy`` is stored as the error ``1 - accuracy`` (on the fitness split);
+- ``size`` is the fraction of active genes (mask ones / mask length);
+- ``ood`` is ``1 - AUROC`` of telling in-distribution from out-of-distribution images.
+
+One convention for all of them lets pymoo's sorting and hypervolume run unchanged, and the
+bounded range gives a reference point that needs no data: :func:`default_ref_point`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from numbers import Integral, Real
+
+import numpy as np
+
+from evoprune.errors import ConfigError
+
+OBJECTIVES: tuple[str, ...] = ("accuracy", "size", "ood")
+"""Objective names in the order the search stacks them (a run uses a prefix-free subset)."""
+
+MINIMISED_AS: dict[str, str] = {
+    "accuracy": "error = 1 - accuracy on the fitness split",
+    "size": "fraction of active genes",
+    "ood": "1 - AUROC (in-distribution vs out-of-distribution)",
+}
+"""What the minimised value of each objective means, for tables and help texts."""
+
+# Accuracies are ratios k/n; comparing them after subtracting a threshold in floating point
+# (0.78 - 0.01 vs 0.77) must not drop a head that is exactly on the threshold.
+_TOL = 1e-9
+
+
+def _check_objective(name: str) -> None:
+    if name not in OBJECTIVES:
+        raise ConfigError(
+            f"unknown objective {name!r}; choose from {', '.join(OBJECTIVES)}"
+        )
+
+
+def to_minimised(name: str, values):
+    """The minimised form of objective ``name`` from its natural value.
+
+    accuracy -> 1 - accuracy, size -> unchanged (already a fraction to minimise),
+    ood -> 1 - AUROC (``values`` is the AUROC). Works on scalars and arrays.
+    """
+    _check_objective(name)
+    v = np.asarray(values, dtype=np.float64)
+    out = v if name == "size" else 1.0 - v
+    return float(out) if out.ndim == 0 else out
+
+
+def from_minimised(name: str, values):
+    """The natural value (accuracy, active fraction, AUROC) of a minimised objective value.
+
+    The inverse of :func:`to_minimised`, used when writing tables a person reads.
+    """
+    _check_objective(name)
+    v = np.asarray(values, dtype=np.float64)
+    out = v if name == "size" else 1.0 - v
+    return float(out) if out.ndim == 0 else out
+
+
+def _as_matrix(F, what: str = "F") -> np.ndarray:
+    F = np.asarray(F, dtype=np.float64)
+    if F.ndim != 2:
+        raise ConfigError(f"{what} must be an (N, M) matrix of objective values, got shape "
+                          f"{F.shape}")
+    if not np.all(np.isfinite(F)):
+        raise ConfigError(f"{what} contains NaN or infinite objective values; every head "
+                          "needs finite objectives")
+    return F
+
+
+def non_dominated(F) -> np.ndarray:
+    """Boolean mask of the rows of ``F`` (N, M; minimised) that no other row dominates.
+
+    Uses pymoo's NonDominatedSorting so the front agrees with what NSGA-II ranks first.
+    Identical rows are all kept (neither dominates the other); remove duplicate chromosomes
+    before calling if one row per objective vector is wanted.
+    """
+    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+    F = _as_matrix(F)
+    mask = np.zeros(len(F), dtype=bool)
+    if len(F) == 0:
+        return mask
+    mask[NonDominatedSorting().do(F, only_non_dominated_front=True)] = True
+    return mask
+
+
+def default_ref_point(n_objectives: int) -> np.ndarray:
+    """The hypervolume reference point: all ones.
+
+    Every minimised objective (error, active fraction, 1 - AUROC) lies in [0, 1], so (1, ..., 1)
+    is no better than the worst possible head: hypervolumes of different runs and algorithms
+    are comparable without looking at their data.
+    """
+    if isinstance(n_objectives, bool) or not isinstance(n_objectives, Integral) \
+            or n_objectives < 1:
+        raise ConfigError(f"n_objectives must be an integer >= 1, got {n_objectives!r}")
+    return np.ones(int(n_objectives), dtype=np.float64)
+
+
+def hypervolume(F, ref_point=None) -> float:
+    """Hypervolume (minimisation) dominated by the rows of ``F`` and bounded by ``ref_point``.
+
+    pymoo's HV indicator; larger is better. ``ref_point`` defaults to
+    :func:`default_ref_point`; points that are not better than it in every objective add
+    nothing. An empty ``F`` (no head evaluated yet) has hypervolume 0.
+    """
+    from pymoo.indicators.hv import HV
+
+    F = np.asarray(F, dtype=np.float64)
+    if F.size == 0:
+        return 0.0
+    F = _as_matrix(F)
+    ref = default_ref_point(F.shape[1]) if ref_point is None \
+        else np.asarray(ref_point, dtype=np.float64).ravel()
+    if ref.shape != (F.shape[1],):
+        raise ConfigError(f"ref_point has {ref.size} value(s) but F has {F.shape[1]} "
+                          "objective(s); give one reference value per objective")
+    return float(HV(ref_point=ref)(F))
+
+
+# ----------------------------------------------------------------------------------- selection
+
+SELECT_RULES: tuple[str, ...] = ("one-se", "knee", "accuracy", "smallest-within:X")
+"""The selection rules ``--select`` accepts (X: accuracy points, e.g. smallest-within:1)."""
+
+DEFAULT_SELECT = "one-se"
+
+
+@dataclass(frozen=True)
+class SelectionRule:
+    """A parsed ``--select`` value: ``name`` is one-se, knee, accuracy or smallest-within;
+    ``points`` is X for smallest-within (accuracy points, 1 point = 0.01), else None."""
+
+    name: str
+    points: float | None = None
+
+    def __str__(self) -> str:
+        if self.name == "smallest-within":
+            return f"smallest-within:{self.points:g}"
+        return self.name
+
+
+def parse_select(text) -> SelectionRule:
+    """Validate a selection rule given as text (or pass a SelectionRule through).
+
+    Done once where the option is read, so a typo fails before a search runs, not after.
+    """
+    if isinstance(text, SelectionRule):
+        return text
+    help_ = (f"choose one of {', '.join(SELECT_RULES)} (X in accuracy points, e.g. "
+             "smallest-within:1 for heads within 0.01 of the best fitness)")
+    if not isinstance(text, str):
+        raise ConfigError(f"selection rule must be text, got {text!r}; {help_}")
+    value = text.strip().lower()
+    if value in ("one-se", "knee", "accuracy"):
+        return SelectionRule(value)
+    prefix = "smallest-within:"
+    if value.startswith(prefix):
+        raw = value[len(prefix):].strip()
+        try:
+            points = float(raw)
+        except ValueError:
+            points = math.nan
+        if not math.isfinite(points) or not 0.0 <= points <= 100.0:
+            raise ConfigError(
+                f"selection rule {text!r}: X={raw!r} is not a number of accuracy points "
+                f"between 0 and 100; write e.g. smallest-within:1 (within 0.01 of the best "
+                "fitness) or smallest-within:0.5"
+            )
+        return SelectionRule("smallest-within", points)
+    raise ConfigError(f"unknown selection rule {text!r}; {help_}")
+
+
+def accuracy_standard_error(p: float, n: int) -> float:
+    """Standard error sqrt(p (1 - p) / n) of an accuracy ``p`` measured on ``n`` images.
+
+    The binomial error of the fitness split's accuracy: heads closer to the best than this
+    are not distinguishable from it on that split (the one-se rule).
+    """
+    if isinstance(p, bool) or not isinstance(p, Real) or not 0.0 <= float(p) <= 1.0:
+        raise ConfigError(f"accuracy p must be a number in [0, 1], got {p!r}")
+    if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
+        raise ConfigError(f"n (images the accuracy was measured on) must be an integer >= 1, "
+                          f"got {n!r}")
+    p = float(p)
+    return math.sqrt(p * (1.0 - p) / int(n))
+
+
+def _front_arrays(front_accuracy, front_size) -> tuple[np.ndarray, np.ndarray]:
+    acc = np.asarray(front_accuracy, dtype=np.float64).ravel()
+    size = np.asarray(front_size, dtype=np.float64).ravel()
+    if acc.size == 0:
+        raise ConfigError("cannot select a head from an empty front")
+    if acc.shape != size.shape:
+        raise ConfigError(f"front_accuracy has {acc.size} value(s) but front_size has "
+                          f"{size.size}; give one accuracy and one size per front head")
+    if not (np.all(np.isfinite(acc)) and np.all(np.isfinite(size))):
+        raise ConfigError("front accuracies and sizes must be finite numbers")
+    return acc, size
+
+
+def _first_by(keys: Sequence[np.ndarray], candidates: np.ndarray) -> int:
+    """Index among ``candidates`` that is smallest by ``keys`` (first key most significant);
+    remaining ties go to the lowest index, so the choice is deterministic."""
+    order = np.lexsort(tuple(k[candidates] for k in reversed(keys)))
+    return int(candidates[order[0]])
+
+
+def _smallest_at_least(acc: np.ndarray, size: np.ndarray, threshold: float) -> int:
+    ok = np.flatnonzero(acc >= threshold - _TOL)
+    return _first_by([size, -acc], ok)
+
+
+def select(front_accuracy, front_size, rule="one-se", se: float | None = None) -> int:
+    """Index of the head that ``rule`` picks from a front.
+
+    Parameters
+    ----------
+    front_accuracy : array (N,)
+        Fitness of each head (accuracy on the fitness split; higher is better).
+    front_size : array (N,)
+        Active fraction of each head (smaller is better).
+    rule : str or SelectionRule
+        ``accuracy``: the best fitness; ties -> the smaller head.
+        ``smallest-within:X``: the smallest head whose fitness >= best - X/100; ties -> the
+        higher fitness.
+        ``one-se``: the smallest head whose fitness >= best - ``se``; ties -> the higher
+        fitness. ``se`` is :func:`accuracy_standard_error` of the best fitness on the fitness
+        split (required).
+        ``knee``: in (size, error) normalised to [0, 1] over the front, the head farthest from
+        the line joining the two extreme heads (smallest head, most accurate head), counting
+        only heads on the ideal (origin) side of that line: where one more unit of size stops
+        buying much accuracy. Ties -> the smaller head. With no head strictly on that side
+        (two heads, or a straight or concave front) the knee is undefined and the most
+        accurate head is returned.
+    se : float, optional
+        Standard error for ``one-se``.
+
+    Remaining ties go to the lowest index. Thresholds compare with a 1e-9 tolerance, so a
+    head exactly X points below the best counts as within.
+    """
+    acc, size = _front_arrays(front_accuracy, front_size)
+    rule = parse_select(rule)
+    everyone = np.arange(acc.size)
+    best_acc = float(acc.max())
+    if rule.name == "accuracy":
+        return _first_by([-acc, size], everyone)
+    if rule.name == "smallest-within":
+        return _smallest_at_least(acc, size, best_acc - rule.points / 100.0)
+    if rule.name == "one-se":
+        if se is None:
+            raise ConfigError("the one-se selection rule needs se, the standard error of the "
+                              "best fitness: pass se=accuracy_standard_error(best, n_score)")
+        if isinstance(se, bool) or not isinstance(se, Real) or not math.isfinite(se) or se < 0:
+            raise ConfigError(f"se must be a finite number >= 0, got {se!r}")
+        return _smallest_at_least(acc, size, best_acc - float(se))
+    return _knee(acc, size)
+
+
+def _knee(acc: np.ndarray, size: np.ndarray) -> int:
+    everyone = np.arange(acc.size)
+    err = 1.0 - acc
+
+    def normalise(v: np.ndarray) -> np.ndarray:
+        span = v.max() - v.min()
+        return (v - v.min()) / span if span > 0 else np.zeros_like(v)
+
+    x, y = normalise(size), normalise(err)
+    a = _first_by([size, err], everyone)   # the smallest head (least accurate end)
+    b = _first_by([err, size], everyone)   # the most accurate head (largest end)
+    dx, dy = x[b] - x[a], y[b] - y[a]
+    length = math.hypot(dx, dy)
+    if length == 0.0:
+        return b
+    # Signed distance to the line a->b: a is top-left, b bottom-right, so the cross product
+    # (b - a) x (p - a) is negative for points on the origin side; negate it to make them > 0.
+    dist = -(dx * (y - y[a]) - dy * (x - x[a])) / length
+    below = np.flatnonzero(dist > _TOL)
+    if below.size == 0:
+        return b
+    return _first_by([-dist, size], below)
