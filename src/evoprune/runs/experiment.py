@@ -22,53 +22,17 @@ import numpy as np
 from evoprune import __version__
 from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError, DataError
-from evoprune.estimator import EvoPruneClassifier, default_evaluations
+from evoprune.estimator import EvoPruneClassifier
 from evoprune.problem import FITNESS_SPLITS
 from evoprune.model.head import CompactHead, accuracy, dense_sizes, feature_stats, train_head
 from evoprune.io import atomic_write, atomic_write_json
 from evoprune.search import EvaluationRecord
+from evoprune.runs.config import RunConfig, default_out_dir
 
 log = logging.getLogger(__name__)
 
 HISTORY_FIELDS = ["index", "iteration", "fitness", "active_genes", "active_fraction",
                   "best_fitness", "best_active_fraction", "mask"]
-
-
-@dataclass
-class RunConfig:
-    """Everything that decides a run's result (``out`` and ``progress`` aside)."""
-
-    data: str = "elpv"
-    encoding: str = "fs"
-    backbone: str = "efficientnet-lite0"
-    hidden_size: int = 512
-    population: int = 30
-    evaluations: int | None = None
-    trainer: str = "fast"
-    fitness_split: str = "validation"
-    val_fraction: float = 0.2
-    cv_folds: int = 5
-    test_fraction: float = 0.2
-    fold: int = 0
-    init: str = "random"
-    mutation_prob: float = 0.07
-    seed: int = 0
-    skip_bad_images: bool = False
-    limit: int | None = None
-
-    def resolved(self) -> "RunConfig":
-        """A copy with defaults that depend on other fields filled in."""
-        evaluations = self.evaluations or default_evaluations(self.encoding)
-        return dataclasses.replace(self, evaluations=int(evaluations))
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def default_out_dir(cfg: RunConfig) -> Path:
-    """``runs/<data>_<encoding>_<backbone>_<trainer>_<fitness split>_s<seed>``."""
-    data = Path(cfg.data).name or "data"
-    return Path("runs") / f"{data}_{cfg.encoding}_{cfg.backbone}_{cfg.trainer}_{cfg.fitness_split}_s{cfg.seed}"
 
 
 def mask_to_hex(mask: np.ndarray) -> str:

@@ -1,0 +1,577 @@
+"""The run settings, declared once.
+
+Every setting of a run is one :class:`Setting` in :data:`SETTINGS`: its name, type, default,
+help text, choices, command-line flag, whether :class:`~evoprune.estimator.EvoPruneClassifier`
+takes it, and its check. From that one declaration come
+
+- :class:`RunConfig` (the dataclass that experiment, comparison and run store pass around) and
+  its :meth:`RunConfig.validate`, the one validation of the settings, run before anything is
+  computed or written;
+- the command-line options (:func:`add_run_options`, :func:`config_from_args`);
+- the estimator's parameters (:func:`estimator_settings`, :func:`validate_estimator_params`);
+- the default results folder (:func:`default_out_dir`), named from a hash of every setting that
+  changes the result, so that two different runs never share a folder.
+
+The lower-level checks (the GA, the fold builder, the encodings...) stay as guards for direct
+callers; this module runs the same checks earlier and names the option the way the user wrote it.
+This module imports only light modules at import time; the registries that need torch
+(trainers, fitness splits, backbones) are read when a choice list is first needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import numbers
+import shlex
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evoprune.errors import ConfigError
+
+#: The paper's budgets: 200 evaluations for one-layer encodings and FS, 300 for both layers.
+DEFAULT_EVALUATIONS = {"both": 300}
+
+#: Objectives a run can ask for, in their canonical order (columns of the objective matrix).
+OBJECTIVES = ("accuracy", "size", "ood")
+ALGORITHMS = ("auto", "ssga", "nsga2")
+#: Head selection rules on a front; ``smallest-within:X`` takes X accuracy points.
+SELECT_RULES = ("knee", "accuracy", "smallest-within:X", "one-se")
+DEFAULT_SELECT = "one-se"
+#: Out-of-distribution sets built from images that ship inside packages.
+BUILTIN_OOD = ("digits", "photos", "faces")
+OOD_SCORES = ("energy", "msp", "temperature")
+
+#: Largest seed: numpy's legacy and torch's generators both take 32-bit seeds everywhere.
+MAX_SEED = 2**32 - 1
+
+
+def default_evaluations(encoding: str) -> int:
+    """The paper's budget for ``encoding``: 300 for ``both``, else 200."""
+    return DEFAULT_EVALUATIONS.get(encoding, 200)
+
+
+# --- choice lists read from the registries that own them (imported on first use) -----------
+
+def _encodings() -> Sequence[str]:
+    from evoprune.encodings import ENCODINGS
+
+    return list(ENCODINGS)
+
+
+def _trainers() -> Sequence[str]:
+    from evoprune.model.head import TRAINERS
+
+    return list(TRAINERS)
+
+
+def _fitness_splits() -> Sequence[str]:
+    from evoprune.problem import FITNESS_SPLITS
+
+    return list(FITNESS_SPLITS)
+
+
+def backbone_names() -> list[str]:
+    """Registered backbone names (without building any model)."""
+    from evoprune.backbones import registry
+
+    return list(registry.REGISTRY)
+
+
+def _encoding_help() -> str:
+    from evoprune.encodings import ENCODINGS
+
+    return "what one gene switches: " + "; ".join(f"{k}: {v}" for k, v in ENCODINGS.items())
+
+
+def _init_metavar() -> str:
+    from evoprune.search.operators import INIT_CHOICES
+
+    return "|".join(INIT_CHOICES)
+
+
+# --- value checks: each returns None when the value is fine, else what is allowed ----------
+
+def _at_least(low: float, why: str = "") -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        return None if v >= low else f"must be at least {low}{why}"
+    return check
+
+
+def _open_unit(v: float) -> str | None:
+    return None if 0.0 < v < 1.0 else "must be between 0 and 1 (exclusive)"
+
+
+def _closed_unit(v: float) -> str | None:
+    return None if 0.0 <= v <= 1.0 else "must be within [0, 1]"
+
+
+def _seed(v: int) -> str | None:
+    return None if 0 <= v <= MAX_SEED else f"must be an integer in [0, {MAX_SEED}] (2**32 - 1)"
+
+
+def _non_empty(v: str) -> str | None:
+    return None if v.strip() else ("must name a folder, a CSV manifest or a built-in set "
+                                   "(see 'evoprune datasets'); it is empty")
+
+
+def _backbone(v: str) -> str | None:
+    names = backbone_names()
+    if v.strip().lower() in names:
+        return None
+    return f"is not a known backbone; choose one of {', '.join(names)} (see 'evoprune backbones')"
+
+
+def _init(v: str) -> str | None:
+    from evoprune.search.operators import parse_init
+
+    try:
+        parse_init(v)
+    except ConfigError:
+        return ("must be 'random', a density in [0, 1] such as 0.5, or a range a-b with "
+                "0 <= a <= b <= 1 such as 0.3-0.7")
+    return None
+
+
+def parse_objectives(value: str | Iterable[str]) -> tuple[str, ...]:
+    """``"accuracy,size"`` (or a sequence of names) -> names in canonical order.
+
+    Raises ValueError with what is wrong (unknown, repeated, empty, accuracy missing)."""
+    names = ([s.strip() for s in value.split(",")] if isinstance(value, str)
+             else [str(s).strip() for s in value])
+    names = [n for n in names if n]
+    if not names:
+        raise ValueError(f"must name at least one objective of {','.join(OBJECTIVES)}")
+    bad = [n for n in names if n not in OBJECTIVES]
+    if bad:
+        raise ValueError(f"has unknown objective(s) {', '.join(bad)}; choose from "
+                         f"{','.join(OBJECTIVES)}")
+    if len(set(names)) != len(names):
+        raise ValueError("repeats an objective")
+    if "accuracy" not in names:
+        raise ValueError("must include accuracy (for example accuracy,size)")
+    return tuple(n for n in OBJECTIVES if n in names)
+
+
+def parse_select(value: str) -> tuple[str, float | None]:
+    """``"smallest-within:0.5"`` -> ``("smallest-within", 0.5)``; other rules -> (rule, None).
+
+    Raises ValueError with the allowed forms."""
+    text = str(value).strip()
+    allowed = "must be knee, accuracy, one-se or smallest-within:X (X >= 0 accuracy points)"
+    if text in ("knee", "accuracy", "one-se"):
+        return text, None
+    if text.startswith("smallest-within:"):
+        try:
+            x = float(text.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(allowed) from None
+        if x >= 0 and x == x and x != float("inf"):
+            return "smallest-within", x
+    raise ValueError(allowed)
+
+
+def _check_parsed(parse: Callable[[Any], Any]) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        try:
+            parse(v)
+        except ValueError as exc:
+            return str(exc)
+        return None
+    return check
+
+
+def _ood(v: str) -> str | None:
+    if not v.strip():
+        return (f"is empty; give a folder of images, a CSV of images, or one of "
+                f"{', '.join(BUILTIN_OOD)}")
+    if v in BUILTIN_OOD or Path(v).exists():
+        return None
+    return (f"is neither a built-in OOD set ({', '.join(BUILTIN_OOD)}) nor an existing folder or "
+            "CSV file of images")
+
+
+# --- the declaration -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Setting:
+    """One run setting, declared once.
+
+    ``type`` is int, float, str, bool or tuple (a comma list on the command line);
+    ``nullable`` allows None (the default then means "decided from other settings");
+    ``choices`` is a sequence or a function returning one (read lazily); ``estimator`` is the
+    parameter name in :class:`~evoprune.estimator.EvoPruneClassifier` (None: not a parameter);
+    ``check`` returns None or what is allowed; ``result`` says whether the setting can change
+    a run's result (cosmetic settings are left out of the results-folder hash).
+    """
+
+    name: str
+    type: type
+    default: Any
+    help: str | Callable[[], str]
+    group: str
+    choices: Sequence[str] | Callable[[], Sequence[str]] | None = None
+    nullable: bool = False
+    estimator: str | None = None
+    check: Callable[[Any], str | None] | None = None
+    metavar: str | Callable[[], str] | None = None
+    result: bool = True
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def choice_list(self) -> list[str] | None:
+        if self.choices is None:
+            return None
+        return list(self.choices() if callable(self.choices) else self.choices)
+
+    def help_text(self) -> str:
+        return self.help() if callable(self.help) else self.help
+
+    def metavar_text(self) -> str | None:
+        return self.metavar() if callable(self.metavar) else self.metavar
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # the paper's settings, in the order of the earlier RunConfig fields (the options are
+    # grouped by `group` on the command line)
+    Setting("data", str, "elpv", group="data", metavar="PATH|elpv|elpv2", check=_non_empty,
+            help="a folder of class folders, a folder with train/ and test/, a folder of k "
+                 "partitions each with train/ and test/, a CSV manifest (path,label[,split]), "
+                 "or a built-in set (see 'evoprune datasets'). Default: elpv"),
+    Setting("encoding", str, "fs", group="model", choices=_encodings, estimator="encoding",
+            help=_encoding_help),
+    Setting("backbone", str, "efficientnet-lite0", group="model", check=_backbone,
+            help="frozen feature extractor (see 'evoprune backbones'). "
+                 "Default: efficientnet-lite0"),
+    Setting("hidden_size", int, 512, group="model", estimator="hidden_size", check=_at_least(1),
+            help="neurons per hidden layer. Default: 512"),
+    Setting("population", int, 30, group="search", estimator="population",
+            check=_at_least(4, " (mating draws 1 + 3 parents)"),
+            help="GA population. Default: 30"),
+    Setting("evaluations", int, None, nullable=True, group="search", estimator="evaluations",
+            check=_at_least(1),
+            help="budget of fitness evaluations, initial population included. "
+                 "Default: 200 (300 for --encoding both)"),
+    Setting("trainer", str, "fast", group="model", choices=_trainers, estimator="trainer",
+            help="fast (default; Adam on standardised features, few epochs) or paper (SGD 1e-3, "
+                 "Nesterov, batch 32, <= 600 epochs, early stopping)"),
+    Setting("fitness_split", str, "validation", group="search", choices=_fitness_splits,
+            estimator="fitness_split",
+            help="where fitness is measured: validation (default; a stratified part of the "
+                 "training data), cv (k-fold inside the training data), or test (the paper's "
+                 "protocol; leaks the test set, result marked leaked)"),
+    Setting("val_fraction", float, 0.2, group="search", estimator="val_fraction",
+            check=_open_unit, help="validation fraction of the training data. Default: 0.2"),
+    Setting("cv_folds", int, 5, group="search", estimator="cv_folds", check=_at_least(2),
+            help="folds for --fitness-split cv. Default: 5"),
+    Setting("test_fraction", float, 0.2, group="data", check=_open_unit,
+            help="held-out test fraction when the data has no test set (stratified, seeded). "
+                 "Default: 0.2"),
+    Setting("fold", int, 0, group="data", check=_at_least(0),
+            help="which partition to use for the k-partition layout. Default: 0"),
+    Setting("init", str, "random", group="search", estimator="init", check=_init,
+            metavar=_init_metavar,
+            help="initial densities: random (U(0,1), the paper's), a fixed density, or a range "
+                 "a-b. Default: random"),
+    Setting("mutation_prob", float, 0.07, group="search", estimator="mutation_prob",
+            check=_closed_unit,
+            help="probability that a child gets one gene flipped. Default: 0.07"),
+    Setting("seed", int, 0, group="search", estimator="random_state", check=_seed,
+            help="seed for every random choice (splits, search, training). Default: 0"),
+    Setting("skip_bad_images", bool, False, group="data",
+            help="skip unreadable images with a warning instead of stopping"),
+    Setting("limit", int, None, nullable=True, group="data", metavar="N", check=_at_least(1),
+            help="use a stratified sample of N images (quick trials)"),
+    # objectives (multi-objective search)
+    Setting("objectives", tuple, ("accuracy",), group="objectives", estimator="objectives",
+            check=_check_parsed(parse_objectives), metavar="accuracy[,size][,ood]",
+            help="comma-separated objectives: accuracy on the fitness split, size (fraction of "
+                 "active genes), ood (1 - AUROC against --ood images). Default: accuracy"),
+    Setting("algorithm", str, "auto", group="objectives", choices=ALGORITHMS,
+            estimator="algorithm",
+            help="search algorithm: ssga (the paper's steady-state GA, one objective), nsga2 "
+                 "(pymoo's NSGA-II), or auto (nsga2 with more than one objective, else ssga). "
+                 "Default: auto"),
+    Setting("select", str, None, nullable=True, group="objectives", estimator="select",
+            check=_check_parsed(parse_select), metavar="|".join(SELECT_RULES),
+            help="which head of the front to use, for more than one objective: knee, accuracy "
+                 "(the most accurate), smallest-within:X (the smallest within X accuracy points "
+                 "of the best fitness) or one-se (the smallest within one standard error of the "
+                 "best fitness). Default: one-se"),
+    Setting("ood", str, None, nullable=True, group="objectives", check=_ood,
+            metavar="PATH|" + "|".join(BUILTIN_OOD),
+            help="out-of-distribution images for the ood objective: a folder (searched "
+                 "recursively), a CSV of images, or a built-in set ("
+                 + ", ".join(BUILTIN_OOD) + ")"),
+    Setting("ood_score", str, "energy", group="objectives", choices=OOD_SCORES,
+            estimator="ood_score",
+            help="how a head scores in-distribution-ness for ood: energy (default), msp "
+                 "(maximum softmax probability) or temperature (softmax at T = 1000)"),
+)
+
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+GROUPS = ("data", "model", "search", "objectives")
+
+
+def estimator_settings() -> tuple[Setting, ...]:
+    """The settings that are :class:`~evoprune.estimator.EvoPruneClassifier` parameters, in
+    the order of its ``__init__``."""
+    return tuple(s for s in SETTINGS if s.estimator)
+
+
+def estimator_defaults() -> dict[str, Any]:
+    """``{parameter name: default}`` of the estimator, from the declaration."""
+    return {s.estimator: s.default for s in estimator_settings()}
+
+
+def result_settings() -> tuple[str, ...]:
+    """Names of the settings that can change a run's result (hashed into the folder name).
+
+    Every setting today: none is purely cosmetic (``skip_bad_images`` decides which images are
+    used; ``ood_score`` and ``ood`` decide the ood objective). Output, cache and progress
+    options are not run settings at all."""
+    return tuple(s.name for s in SETTINGS if s.result)
+
+
+# --- validation (the one place) --------------------------------------------------------------
+
+def _describe(setting: Setting, value: Any, py_name: str | None = None) -> str:
+    """``--population 1 (population=1)``: the option as typed and as a Python argument."""
+    shown = ",".join(value) if isinstance(value, tuple) and setting.type is tuple else value
+    shown = shlex.quote(shown) if isinstance(shown, str) else shown
+    return f"{setting.flag} {shown} ({py_name or setting.name}={value!r})"
+
+
+def _fail(setting: Setting, value: Any, message: str, py_name: str | None = None) -> ConfigError:
+    return ConfigError(f"{_describe(setting, value, py_name)}: {message}")
+
+
+def _coerce(setting: Setting, value: Any, py_name: str | None) -> Any:
+    """``value`` as the setting's type (numpy scalars to Python), or ConfigError."""
+    if value is None:
+        if setting.nullable:
+            return None
+        raise _fail(setting, value, "must be given (None is not allowed)", py_name)
+    t = setting.type
+    if t is bool:
+        if isinstance(value, (bool, numbers.Integral)) and value in (0, 1):
+            return bool(value)
+        raise _fail(setting, value, "must be true or false", py_name)
+    if t is int:
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return int(value)
+        raise _fail(setting, value, "must be an integer", py_name)
+    if t is float:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            v = float(value)
+            if v != v or v in (float("inf"), float("-inf")):
+                raise _fail(setting, value, "must be a finite number", py_name)
+            return v
+        raise _fail(setting, value, "must be a number", py_name)
+    if t is tuple:
+        if setting.name == "objectives":
+            try:
+                return parse_objectives(value)
+            except ValueError as exc:
+                raise _fail(setting, value, str(exc), py_name) from None
+        if isinstance(value, str):
+            return tuple(s.strip() for s in value.split(",") if s.strip())
+        return tuple(value)
+    if isinstance(value, str):
+        return value
+    raise _fail(setting, value, "must be a string", py_name)
+
+
+def _check_one(setting: Setting, value: Any, py_name: str | None = None) -> Any:
+    value = _coerce(setting, value, py_name)
+    if value is None:
+        return None
+    choices = setting.choice_list()
+    if choices is not None and value not in choices:
+        raise _fail(setting, value, f"is unknown; choose one of {', '.join(choices)}", py_name)
+    if setting.check is not None:
+        problem = setting.check(value)
+        if problem:
+            raise _fail(setting, value, problem, py_name)
+    return value
+
+
+def validate_values(values: Mapping[str, Any],
+                    py_names: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Check ``{setting name: value}`` (any subset of the settings) and return them resolved:
+    types normalised, ``evaluations`` filled in from the encoding, ``algorithm`` decided,
+    ``select`` defaulted for several objectives, objectives in canonical order.
+
+    Checks between settings run when the settings they involve are all present.
+    ``py_names`` renames settings in messages (the estimator's ``random_state``).
+    Raises ConfigError naming the option (flag and Python name), the value and what is allowed.
+    """
+    py_names = dict(py_names or {})
+    unknown = sorted(set(values) - set(BY_NAME))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: "
+                          f"{', '.join(BY_NAME)}")
+    out = {k: _check_one(BY_NAME[k], v, py_names.get(k)) for k, v in values.items()}
+
+    def fail(name: str, message: str) -> ConfigError:
+        return _fail(BY_NAME[name], out[name], message, py_names.get(name))
+
+    defaulted = ""
+    if "evaluations" in out and "encoding" in out and out["evaluations"] is None:
+        out["evaluations"] = default_evaluations(out["encoding"])
+        defaulted = f" (the default for encoding {out['encoding']}; give --evaluations)"
+    if out.get("evaluations") is not None and "population" in out:
+        if out["evaluations"] < out["population"]:
+            raise fail("evaluations", f"must be at least population={out['population']}: the "
+                                      f"initial population counts toward the budget{defaulted}")
+    if "objectives" in out:
+        several = len(out["objectives"]) > 1
+        if "algorithm" in out:
+            if out["algorithm"] == "auto":
+                out["algorithm"] = "nsga2" if several else "ssga"
+            elif out["algorithm"] == "ssga" and several:
+                raise fail("algorithm", "the steady-state GA optimises one objective; use "
+                                        "--algorithm nsga2 (or auto) for "
+                                        f"{','.join(out['objectives'])}")
+        if "select" in out:
+            if out["select"] is not None and not several:
+                raise fail("select", "choosing a head from a front needs more than one "
+                                     "objective; add --objectives accuracy,size or drop --select")
+            if out["select"] is None and several:
+                out["select"] = DEFAULT_SELECT
+        if "ood" in out and "ood" in out["objectives"] and out["ood"] is None:
+            raise fail("objectives", "ood needs --ood PATH or a built-in OOD set ("
+                                     f"{', '.join(BUILTIN_OOD)}): the images it tells apart "
+                                     "from the data")
+    return out
+
+
+# --- the configuration of a run ----------------------------------------------------------------
+
+def _validate(self) -> "RunConfig":
+    """A resolved copy (``evaluations``, ``algorithm``, ``select`` filled in, objectives in
+    canonical order) after every check of :data:`SETTINGS`. Raises ConfigError naming the
+    option as flag and Python name, the bad value and what is allowed."""
+    return dataclasses.replace(self, **validate_values(dataclasses.asdict(self)))
+
+
+def _resolved(self) -> "RunConfig":
+    """The same as :meth:`validate` (the older name)."""
+    return self.validate()
+
+
+def _to_dict(self) -> dict:
+    """JSON-ready settings (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+def _from_dict(cls, doc: Mapping[str, Any]) -> "RunConfig":
+    """A configuration from :meth:`to_dict`'s output (for example a saved config.json), not yet
+    validated. Unknown or missing keys raise ConfigError naming them (another version's file)."""
+    if not isinstance(doc, Mapping):
+        raise ConfigError("a saved run configuration must be a mapping of settings, got "
+                          f"{type(doc).__name__}")
+    unknown = sorted(set(doc) - set(BY_NAME))
+    missing = [s.name for s in SETTINGS if s.name not in doc]
+    if unknown or missing:
+        parts = ([f"unknown setting(s) {', '.join(unknown)}"] if unknown else []) + \
+                ([f"missing setting(s) {', '.join(missing)}"] if missing else [])
+        raise ConfigError("the saved run configuration has " + " and ".join(parts) +
+                          "; it was written by another version of evoprune")
+    return cls(**{k: tuple(v) if BY_NAME[k].type is tuple and isinstance(v, list) else v
+                  for k, v in doc.items()})
+
+
+def _result_dict(self) -> dict:
+    """The settings that change the result (:func:`result_settings`), JSON-ready."""
+    d = self.to_dict()
+    return {k: d[k] for k in result_settings()}
+
+
+def _fingerprint(self) -> str:
+    """8 hex digits of a SHA-256 of every result setting of the resolved configuration."""
+    text = json.dumps(self.validate().result_dict(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+
+
+#: Everything that decides a run's result (output folder, cache and progress aside): one field
+#: per setting of :data:`SETTINGS`, with its default; build it with keywords.
+RunConfig = dataclasses.make_dataclass(
+    "RunConfig",
+    [(s.name, s.type | None if s.nullable else s.type, field(default=s.default))
+     for s in SETTINGS],
+    namespace={"validate": _validate, "resolved": _resolved, "to_dict": _to_dict,
+               "from_dict": classmethod(_from_dict), "result_dict": _result_dict,
+               "fingerprint": _fingerprint,
+               "__doc__": "The settings of one run (fields and defaults from SETTINGS)."},
+)
+RunConfig.__module__ = __name__
+
+
+def default_out_dir(cfg: RunConfig) -> Path:
+    """``runs/<data name>_<encoding>_<backbone>_s<seed>-<8 hex>``; the hash covers every
+    result setting, so runs that differ in any of them never share a folder."""
+    cfg = cfg.validate()
+    data = Path(cfg.data).name or "data"
+    return Path("runs") / f"{data}_{cfg.encoding}_{cfg.backbone}_s{cfg.seed}-{cfg.fingerprint()}"
+
+
+# --- command line -----------------------------------------------------------------------------
+
+def _objectives_arg(text: str) -> tuple[str, ...] | str:
+    return text  # parsed and checked by validate(), which names the option
+
+
+def add_run_options(parser, exclude: Iterable[str] = ()) -> None:
+    """Add one argparse option per setting (grouped data / model / search / objectives) with
+    the declaration's flag, default, help, choices and metavar. ``exclude`` names settings that
+    a command defines its own way (compare: encoding, seed)."""
+    exclude = set(exclude)
+    unknown = exclude - set(BY_NAME)
+    if unknown:
+        raise ValueError(f"add_run_options: unknown settings {sorted(unknown)}")
+    groups = {g: parser.add_argument_group(g) for g in GROUPS}
+    for s in SETTINGS:
+        if s.name in exclude:
+            continue
+        g = groups[s.group]
+        if s.type is bool:
+            g.add_argument(s.flag, dest=s.name, action="store_true", help=s.help_text())
+            continue
+        kwargs: dict[str, Any] = {"dest": s.name, "default": s.default, "help": s.help_text()}
+        if s.type in (int, float):
+            kwargs["type"] = s.type
+        elif s.type is tuple:
+            kwargs["type"] = _objectives_arg
+        choices = s.choice_list()
+        if choices is not None:
+            kwargs["choices"] = choices
+        metavar = s.metavar_text()
+        if metavar is not None:
+            kwargs["metavar"] = metavar
+        g.add_argument(s.flag, **kwargs)
+
+
+def config_from_args(args, **overrides: Any) -> RunConfig:
+    """The (not yet validated) RunConfig of parsed arguments; settings missing from ``args``
+    (excluded options) take ``overrides`` or their defaults."""
+    values = {s.name: getattr(args, s.name) for s in SETTINGS if hasattr(args, s.name)}
+    values.update(overrides)
+    return RunConfig(**values)
+
+
+# --- the estimator -----------------------------------------------------------------------------
+
+def validate_estimator_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Check an estimator's ``get_params()`` (parameter names, e.g. ``random_state``) through
+    the declaration; returns ``{parameter name: resolved value}``."""
+    by_param = {s.estimator: s for s in estimator_settings()}
+    values = {by_param[k].name: v for k, v in params.items() if k in by_param}
+    py_names = {s.name: s.estimator for s in by_param.values() if s.estimator != s.name}
+    resolved = validate_values(values, py_names=py_names)
+    return {BY_NAME[k].estimator: v for k, v in resolved.items()}
