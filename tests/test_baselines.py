@@ -171,10 +171,10 @@ def test_best_fixed_picks_the_density_by_fitness_inside_the_training_data(data, 
         def __init__(self, encoding, n_classes, folds, trainer, seed):
             seen.append(folds)
 
-        def __call__(self, chroms):
+        def accuracy(self, chroms):
             return -np.abs(np.atleast_2d(chroms).mean(axis=1) - peak)
 
-    monkeypatch.setattr(bl, "HeadFitness", FakeFitness)
+    monkeypatch.setattr(bl, "HeadProblem", FakeFitness)
     enc = make_encoding("fs", N_FEATURES, HIDDEN)
     res, head = bl.best_fixed(enc, X, y, Xt, yt, N_CLASSES, seed=3)
     assert res.details["density"] == peak

@@ -7,7 +7,7 @@ from sklearn.pipeline import Pipeline
 
 from evoprune import EvoPruneClassifier, ImageFeatures
 from evoprune.errors import ConfigError
-from evoprune.problem import HeadFitness, make_folds
+from evoprune.problem import HeadProblem, make_folds
 from evoprune.encodings import make_encoding
 
 
@@ -49,10 +49,10 @@ def test_same_seed_same_model_and_clone_refits_identically():
 def test_the_same_mask_always_gets_the_same_fitness():
     X, y = _data()
     folds = make_folds(X, np.unique(y, return_inverse=True)[1], "validation", seed=0)
-    problem = HeadFitness(make_encoding("fs", 24, 16), 3, folds, "fast", seed=0)
+    problem = HeadProblem(make_encoding("fs", 24, 16), 3, folds, "fast", seed=0)
     chrom = (np.arange(24) % 3 == 0).astype(np.uint8)
-    first = problem(np.stack([chrom, chrom]))
-    assert first[0] == first[1] == problem(chrom[None])[0]
+    first = problem.accuracy(np.stack([chrom, chrom]))
+    assert first[0] == first[1] == problem.accuracy(chrom[None])[0]
 
 
 def test_cv_fitness_averages_folds_inside_training_data():

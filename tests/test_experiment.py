@@ -87,9 +87,9 @@ def test_cli_lists_backbones_and_datasets(capsys):
 
 def test_ctrl_c_keeps_the_evaluations_made(faces_folder, feature_cache, tmp_path, monkeypatch,
                                            caplog):
-    from evoprune.problem import HeadFitness
+    from evoprune.problem import HeadProblem
 
-    real = HeadFitness.evaluate_one
+    real = HeadProblem.evaluate_one
     calls = {"n": 0}
 
     def interrupted(self, chrom):
@@ -98,7 +98,7 @@ def test_ctrl_c_keeps_the_evaluations_made(faces_folder, feature_cache, tmp_path
             raise KeyboardInterrupt
         return real(self, chrom)
 
-    monkeypatch.setattr(HeadFitness, "evaluate_one", interrupted)
+    monkeypatch.setattr(HeadProblem, "evaluate_one", interrupted)
     args = ["run", "--data", str(faces_folder), "--population", "4", "--evaluations", "8",
             "--out", str(tmp_path), "--cache-dir", str(feature_cache), "--no-progress"]
     (tmp_path / "result.json").write_text("{}")  # an older run's result in the same folder
@@ -107,7 +107,7 @@ def test_ctrl_c_keeps_the_evaluations_made(faces_folder, feature_cache, tmp_path
     rows = list(csv.DictReader((tmp_path / "history.csv").open()))
     assert len(rows) == 4  # the initial population was evaluated before the interruption
     assert not (tmp_path / "result.json").exists()
-    monkeypatch.setattr(HeadFitness, "evaluate_one", real)
+    monkeypatch.setattr(HeadProblem, "evaluate_one", real)
     assert main(args) == 0
     r = json.loads((tmp_path / "result.json").read_text())
     assert r["resumed_evaluations"] == 4 and r["evaluations"] == 8

@@ -10,47 +10,65 @@ from collections.abc import Callable
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from .encodings import ENCODINGS, make_encoding
+from .encodings import make_encoding
 from .errors import ConfigError
-from evoprune.problem import FITNESS_SPLITS, HeadFitness, make_folds
-from evoprune.model.head import feature_stats, get_trainer, predict_proba, train_head
-from .search import EvaluationRecord, SteadyStateGA
+from evoprune.model.head import feature_stats, predict_proba, train_head
+from evoprune.runs.config import (
+    DEFAULT_EVALUATIONS,
+    default_evaluations,
+    validate_estimator_params,
+)
+from evoprune.runs.search import evolve
+from evoprune.search import EvaluationRecord
 
 log = logging.getLogger(__name__)
 
-#: The paper's budgets: 200 evaluations for one-layer encodings and FS, 300 for both layers.
-DEFAULT_EVALUATIONS = {"both": 300}
-
-
-def default_evaluations(encoding: str) -> int:
-    return DEFAULT_EVALUATIONS.get(encoding, 200)
+__all__ = ["DEFAULT_EVALUATIONS", "EvoPruneClassifier", "default_evaluations"]
 
 
 class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
     """EvoPruneDeepTL on features: a GA picks which head units to keep, then the best mask's
     head is retrained on all of ``X`` and used for prediction.
 
-    Parameters follow the paper's defaults. ``fitness_split`` is ``"validation"`` (a stratified
-    ``val_fraction`` of the training data) or ``"cv"`` (``cv_folds``-fold cross-validation); pass
-    ``eval_set=(X, y)`` to ``fit`` to score fitness on other data instead (the paper scored on its
-    test set, which leaks it into the search).
+    Parameters are the estimator's share of the run settings declared in
+    :mod:`evoprune.runs.config` (same names as the command-line options; ``random_state`` is
+    ``--seed``), with the paper's defaults, and are validated there when ``fit`` starts.
+    ``fitness_split`` is ``"validation"`` (a stratified ``val_fraction`` of the training data) or
+    ``"cv"`` (``cv_folds``-fold cross-validation); pass ``eval_set=(X, y)`` to ``fit`` to score
+    fitness on other data instead (the paper scored on its test set, which leaks it into the
+    search). ``objectives``, ``algorithm``, ``select`` and ``ood_score`` choose the
+    multi-objective search (see the command line's help).
 
     Learned attributes: ``classes_``, ``n_features_in_``, ``best_mask_`` (0/1 chromosome),
     ``best_fitness_``, ``history_`` (one dict per evaluation), ``masks_`` (decoded unit masks),
-    ``head_`` (the trained compact torch head), ``search_`` (the GA result).
+    ``head_`` (the trained compact torch head), ``search_`` (the search result).
 
     When it knows its backbone (``backbone_``, set by :func:`evoprune.load`), ``predict``,
     ``predict_proba`` and ``score`` also take images: a list of paths or PIL images, a 4-d uint8
     array of HxWxC images, or a 4-d float array of preprocessed (N, 3, H, W) inputs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from evoprune import EvoPruneClassifier
+    >>> X = np.random.default_rng(0).normal(size=(60, 8)).astype("float32")
+    >>> y = (X[:, 0] > 0).astype(int)
+    >>> clf = EvoPruneClassifier(hidden_size=8, population=4, evaluations=6).fit(X, y)
+    >>> clf.predict(X[:3]).shape
+    (3,)
     """
 
+    # Explicit (scikit-learn reads the signature); names and defaults must equal
+    # evoprune.runs.config.estimator_defaults(), which a test asserts.
     def __init__(self, encoding: str = "fs", hidden_size: int = 512, population: int = 30,
                  evaluations: int | None = None, trainer: str = "fast",
                  fitness_split: str = "validation", val_fraction: float = 0.2,
                  cv_folds: int = 5, init: str = "random", mutation_prob: float = 0.07,
-                 random_state: int = 0):
+                 random_state: int = 0, objectives: tuple[str, ...] = ("accuracy",),
+                 algorithm: str = "auto", select: str | None = None,
+                 ood_score: str = "energy"):
         self.encoding = encoding
         self.hidden_size = hidden_size
         self.population = population
@@ -62,47 +80,49 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         self.init = init
         self.mutation_prob = mutation_prob
         self.random_state = random_state
+        self.objectives = objectives
+        self.algorithm = algorithm
+        self.select = select
+        self.ood_score = ood_score
 
-    def _check_params(self) -> None:
-        if self.encoding not in ENCODINGS:
-            raise ConfigError(
-                f"encoding={self.encoding!r} is unknown; choose one of {', '.join(ENCODINGS)}")
-        get_trainer(self.trainer)
-        if self.fitness_split not in FITNESS_SPLITS:
-            raise ConfigError(f"fitness_split={self.fitness_split!r} is unknown; choose "
-                              "'validation', 'cv' or 'test' (the last needs eval_set)")
+    def _validated_params(self) -> dict:
+        """The parameters checked by the run settings' one validation, resolved
+        (``evaluations``, ``algorithm``, ``select`` filled in); ConfigError names the culprit."""
+        return validate_estimator_params(self.get_params(deep=False))
 
     def fit(self, X, y, eval_set: tuple | None = None,
             on_evaluation: Callable[[EvaluationRecord], None] | None = None,
-            known_fitness: dict[bytes, float] | None = None) -> "EvoPruneClassifier":
+            known: dict | None = None) -> "EvoPruneClassifier":
         """Search on (X, y), then retrain the best mask's head on all of (X, y).
 
         ``on_evaluation`` is called with each evaluation's record (progress, logging).
-        ``known_fitness`` maps chromosome bytes to fitness values from an interrupted run of the
-        same configuration; they are reused instead of retraining (resuming).
+        ``known`` maps chromosome bytes to the :class:`~evoprune.search.Evaluation` s of an
+        interrupted run of the same configuration; they are reused instead of retraining
+        (resuming).
         """
-        self._check_params()
+        params = self._validated_params()
         X, y = self._validate_data_xy(X, y)
         self.classes_, y_idx = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise ConfigError(f"y has {len(self.classes_)} class; at least 2 are needed")
-        fitness_split = "test" if eval_set is not None else self.fitness_split
+        if params["fitness_split"] == "test" and eval_set is None:
+            raise ConfigError("fitness_split='test' scores fitness on a test set: pass it to fit "
+                              "as eval_set=(X_test, y_test), or use 'validation' or 'cv'")
         eval_idx = None
         if eval_set is not None:
             X_eval, y_eval = eval_set
-            eval_idx = (np.asarray(X_eval, dtype=np.float32), self._encode_labels(y_eval))
+            X_eval = self._check_features(X_eval, "eval_set's X")
+            y_eval = np.asarray(y_eval)
+            if y_eval.ndim != 1 or len(y_eval) != len(X_eval):
+                raise ConfigError(f"eval_set has {len(X_eval)} rows of X but y of shape "
+                                  f"{y_eval.shape}; give one label per row")
+            eval_idx = (X_eval, self._encode_labels(y_eval))
         seed = int(self.random_state)
-        enc = make_encoding(self.encoding, X.shape[1], self.hidden_size)
-        evaluations = self.evaluations or default_evaluations(self.encoding)
-        folds = make_folds(X, y_idx, fitness_split, seed=seed, val_fraction=self.val_fraction,
-                           cv_folds=self.cv_folds, eval_set=eval_idx)
-        problem = HeadFitness(enc, len(self.classes_), folds, self.trainer, seed)
-        evaluate = problem if not known_fitness else _with_known(problem, known_fitness)
-        ga = SteadyStateGA(population=self.population, evaluations=evaluations,
-                           mutation_prob=self.mutation_prob, init=self.init, seed=seed)
-        t0 = time.perf_counter()
-        self.search_ = ga.run(enc.n_genes, evaluate, on_evaluation)
-        self.search_seconds_ = time.perf_counter() - t0
+        evolved = evolve(X, y_idx, len(self.classes_), self._run_config(), eval_set=eval_idx,
+                         callbacks=[on_evaluation] if on_evaluation else [], known=known)
+        enc = evolved.encoding
+        self.search_ = evolved.result
+        self.search_seconds_ = evolved.seconds
         self.encoding_ = enc
         self.best_mask_ = self.search_.best.astype(np.uint8)
         self.best_fitness_ = float(self.search_.best_fitness)
@@ -114,16 +134,35 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         self.final_train_seconds_ = time.perf_counter() - t0
         return self
 
+    def _run_config(self):
+        """The estimator's parameters as a validated run configuration (one declaration)."""
+        from evoprune.runs.config import config_from_estimator_params
+
+        return config_from_estimator_params(self.get_params(deep=False))
+
     def _validate_data_xy(self, X, y):
-        X = np.asarray(X, dtype=np.float32)
-        if X.ndim != 2:
-            raise ConfigError(f"X must be a 2-d feature matrix, got shape {X.shape}")
-        y = np.asarray(y)
-        if len(y) != len(X):
-            raise ConfigError(f"X has {len(X)} rows but y has {len(y)} labels")
-        check_classification_targets(y)
-        self.n_features_in_ = X.shape[1]
+        """(X, y) as scikit-learn validates them (2-d dense float X, 1-d y, same length, no
+        empty data; sets ``n_features_in_``), finite features and classification labels."""
+        try:
+            X, y = validate_data(self, X, y, dtype=np.float32, ensure_all_finite=False)
+            check_classification_targets(y)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        _refuse_non_finite(X, "X")
         return X, y
+
+    def _check_features(self, X, what: str = "X") -> np.ndarray:
+        """A 2-d finite float matrix with the fitted number of features."""
+        try:
+            X = check_array(X, dtype=np.float32, ensure_all_finite=False)
+        except ValueError as exc:
+            raise ConfigError(f"{what}: {exc}") from None
+        if X.shape[1] != self.n_features_in_:
+            raise ConfigError(f"{what} has {X.shape[1]} features, but this classifier was "
+                              f"fitted on {self.n_features_in_}; give (n, "
+                              f"{self.n_features_in_}) features from the same extractor")
+        _refuse_non_finite(X, what)
+        return X
 
     def _encode_labels(self, y) -> np.ndarray:
         y = np.asarray(y)
@@ -136,13 +175,10 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         return idx
 
     def _features(self, X) -> np.ndarray:
-        check_is_fitted(self, "head_")
+        check_is_fitted(self)
         if _looks_like_images(X):
             X = self._image_features(X)
-        X = np.asarray(X, dtype=np.float32)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise ConfigError(f"X has shape {X.shape}; expected (n, {self.n_features_in_})")
-        return X
+        return self._check_features(X)
 
     def _image_features(self, X) -> np.ndarray:
         """Features of images computed with the backbone the head was trained on."""
@@ -171,6 +207,17 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         return float(self.best_mask_.mean())
 
 
+def _refuse_non_finite(X: np.ndarray, what: str) -> None:
+    """NaN or inf features would train NaN heads without a word: refuse them, naming rows."""
+    bad = ~np.isfinite(X)
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1))
+        raise ConfigError(
+            f"{what} contains NaN or infinite values (inf) in {len(rows)} row(s), the first "
+            f"{rows[:5].tolist()}; features must be finite: recompute them (a damaged feature "
+            "cache?) or drop those rows")
+
+
 def _looks_like_images(X) -> bool:
     """A non-empty list/tuple of paths or PIL images, or a 4-d array (a batch of images)."""
     if isinstance(X, (list, tuple)):
@@ -178,16 +225,3 @@ def _looks_like_images(X) -> bool:
 
         return bool(X) and all(isinstance(x, (str, os.PathLike, Image.Image)) for x in X)
     return getattr(X, "ndim", None) == 4
-
-
-def _with_known(problem: Callable[[np.ndarray], np.ndarray], known: dict[bytes, float]):
-    """An evaluate function that takes fitness from ``known`` where it can."""
-    def evaluate(chroms: np.ndarray) -> np.ndarray:
-        out = np.empty(len(chroms))
-        missing = [i for i, c in enumerate(chroms) if c.tobytes() not in known]
-        for i, c in enumerate(chroms):
-            out[i] = known.get(c.tobytes(), np.nan)
-        if missing:
-            out[missing] = problem(chroms[missing])
-        return out
-    return evaluate

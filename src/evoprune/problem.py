@@ -1,8 +1,17 @@
-"""The problem the search solves: a batch of chromosomes -> the accuracy of their trained heads.
+"""The problem the search solves: a (B, L) batch of 0/1 chromosomes -> a (B, M) matrix of named
+objectives of their trained heads.
+
+Convention: every objective is minimised and lies in [0, 1] (see :mod:`evoprune.pareto`):
+``accuracy`` as the error 1 - accuracy, ``size`` as the fraction of active genes, ``ood`` as
+1 - AUROC of telling the fitness split's images from out-of-distribution images by the head's
+score. The natural values a person reads (accuracy, AUROC) are kept beside them in
+the :class:`~evoprune.search.evaluator.Evaluation` so that nothing is rounded twice.
 
 Fitness is measured on data the final test never sees: a validation split carved from the
 training data (default) or k-fold cross-validation inside it. Scoring on the test set, as the
 paper did, is available only when the caller passes that set explicitly, and is flagged leaked.
+The unit of work is one chromosome on one fold (:meth:`HeadProblem.evaluate_fold`), so that an
+executor may spread folds over workers; :meth:`HeadProblem.combine` averages them.
 """
 
 from __future__ import annotations
@@ -11,16 +20,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .encodings import Encoding
-from .errors import ConfigError
+from evoprune.encodings import Encoding
+from evoprune.errors import ConfigError
 from evoprune.model.head import TrainerConfig, accuracy, feature_stats, get_trainer, train_head
+from evoprune.pareto import OBJECTIVES, to_minimised
+from evoprune.search.evaluator import Evaluation
 
 FITNESS_SPLITS = ("validation", "cv", "test")
 
 
 @dataclass
 class Fold:
-    """Training data for one head and the data its accuracy is measured on."""
+    """Training data for one head and the data its objectives are measured on."""
 
     X_fit: np.ndarray
     y_fit: np.ndarray
@@ -37,7 +48,7 @@ def make_folds(X: np.ndarray, y: np.ndarray, fitness_split: str, *, seed: int,
     ``fitness_split="test"`` needs ``eval_set`` (the caller's test set): fit on all of (X, y),
     score on ``eval_set``.
     """
-    from .data import kfold_splits, stratified_split
+    from evoprune.data import kfold_splits, stratified_split
 
     if fitness_split not in FITNESS_SPLITS:
         raise ConfigError(
@@ -60,28 +71,89 @@ def make_folds(X: np.ndarray, y: np.ndarray, fitness_split: str, *, seed: int,
     return [Fold(X[a], y[a], X[b], y[b], feature_stats(X[a])) for a, b in pairs]
 
 
-class HeadFitness:
-    """Callable problem: (B, L) chromosomes -> B fitness values (mean accuracy over folds).
+@dataclass
+class FoldScore:
+    """One chromosome on one fold: the unit of work an executor runs."""
 
-    Every evaluation trains from the same ``seed``, so a mask always gets the same fitness.
+    accuracy: float
+    auroc: float | None = None
+
+
+class HeadProblem:
+    """(B, L) chromosomes -> (B, M) minimised objectives of heads trained on each fold.
+
+    Every evaluation trains from the same ``seed``, so a mask always gets the same objectives.
+    ``ood_features`` (the search's part of an out-of-distribution image set, as backbone
+    features) is needed when ``objectives`` include ``ood``; ``ood_score`` names the score
+    (:data:`evoprune.ood.OOD_SCORES`).
     """
 
     def __init__(self, encoding: Encoding, n_classes: int, folds: list[Fold],
-                 trainer: str | TrainerConfig = "fast", seed: int = 0):
+                 trainer: str | TrainerConfig = "fast", seed: int = 0,
+                 objectives: tuple[str, ...] = ("accuracy",),
+                 ood_features: np.ndarray | None = None, ood_score: str = "energy"):
         self.encoding = encoding
         self.n_classes = int(n_classes)
         self.folds = folds
         self.trainer = get_trainer(trainer)
         self.seed = int(seed)
+        names = (objectives,) if isinstance(objectives, str) else tuple(objectives)
+        unknown = [n for n in names if n not in OBJECTIVES]
+        if unknown or "accuracy" not in names:
+            raise ConfigError(f"objectives={','.join(names)}: choose from {', '.join(OBJECTIVES)}"
+                              " (accuracy always included)")
+        self.objectives = tuple(n for n in OBJECTIVES if n in names)
+        if "ood" in self.objectives and (ood_features is None or len(ood_features) == 0):
+            raise ConfigError("the ood objective needs out-of-distribution images (--ood PATH "
+                              "or a built-in set: digits, photos, faces)")
+        self.ood_features = None if ood_features is None else np.asarray(ood_features,
+                                                                          np.float32)
+        self.ood_score = ood_score
 
-    def evaluate_one(self, chromosome: np.ndarray) -> float:
-        masks = self.encoding.decode(chromosome)
-        scores = []
-        for fold in self.folds:
-            trained = train_head(fold.X_fit, fold.y_fit, masks, self.n_classes, self.trainer,
-                                 seed=self.seed, stats=fold.stats)
-            scores.append(accuracy(trained.head, fold.X_score, fold.y_score))
-        return float(np.mean(scores))
+    @property
+    def n_genes(self) -> int:
+        return self.encoding.n_genes
+
+    @property
+    def n_obj(self) -> int:
+        return len(self.objectives)
+
+    def evaluate_fold(self, chromosome: np.ndarray, fold: int) -> FoldScore:
+        """Train the head of ``chromosome`` on fold ``fold`` and score it there."""
+        f = self.folds[fold]
+        trained = train_head(f.X_fit, f.y_fit, self.encoding.decode(chromosome), self.n_classes,
+                             self.trainer, seed=self.seed, stats=f.stats)
+        acc = accuracy(trained.head, f.X_score, f.y_score)
+        auroc = None
+        if "ood" in self.objectives:
+            from evoprune.model.head import logits
+            from evoprune.ood import auroc as auroc_of
+            from evoprune.ood import ood_score
+
+            auroc = auroc_of(ood_score(self.ood_score, logits(trained.head, f.X_score)),
+                             ood_score(self.ood_score, logits(trained.head, self.ood_features)))
+        return FoldScore(acc, auroc)
+
+    def combine(self, chromosome: np.ndarray, scores: list[FoldScore]) -> Evaluation:
+        """The chromosome's objectives from its per-fold scores (means over folds)."""
+        acc = float(np.mean([s.accuracy for s in scores]))
+        auroc = (float(np.mean([s.auroc for s in scores])) if "ood" in self.objectives
+                 else None)
+        natural = {"accuracy": acc, "size": float(np.mean(chromosome)), "ood": auroc}
+        F = np.array([to_minimised(name, natural[name]) for name in self.objectives])
+        return Evaluation(F=F, accuracy=acc, auroc=auroc)
+
+    def evaluate_one(self, chromosome: np.ndarray) -> Evaluation:
+        return self.combine(chromosome, [self.evaluate_fold(chromosome, k)
+                                         for k in range(len(self.folds))])
+
+    def evaluate(self, chromosomes: np.ndarray) -> list[Evaluation]:
+        return [self.evaluate_one(c) for c in np.atleast_2d(chromosomes)]
+
+    def accuracy(self, chromosomes: np.ndarray) -> np.ndarray:
+        """The fitness (mean accuracy over folds) of each chromosome."""
+        return np.array([e.accuracy for e in self.evaluate(chromosomes)])
 
     def __call__(self, chromosomes: np.ndarray) -> np.ndarray:
-        return np.array([self.evaluate_one(c) for c in np.atleast_2d(chromosomes)])
+        """(B, M) minimised objectives."""
+        return np.stack([e.F for e in self.evaluate(chromosomes)])

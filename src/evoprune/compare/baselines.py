@@ -27,7 +27,7 @@ from torch import nn
 
 from evoprune.encodings import Encoding
 from evoprune.errors import ConfigError
-from evoprune.problem import HeadFitness, make_folds
+from evoprune.problem import HeadProblem, make_folds
 from evoprune.model.head import (CompactHead, TrainerConfig, accuracy, feature_stats, get_trainer,
                    make_optimizer, train_head, training_tensors)
 
@@ -277,9 +277,9 @@ def best_fixed(encoding: Encoding, X_train: np.ndarray, y_train: np.ndarray, X_t
     eval_set = (X_test, y_test) if fitness_split == "test" else None
     folds = make_folds(X_train, y_train, fitness_split, seed=seed, val_fraction=val_fraction,
                        cv_folds=cv_folds, eval_set=eval_set)
-    problem = HeadFitness(encoding, n_classes, folds, trainer, seed)
+    problem = HeadProblem(encoding, n_classes, folds, trainer, seed)
     chroms = fixed_density_masks(encoding.n_genes, seed, densities)
-    fitness = [float(problem(c[None, :])[0]) for c in chroms]
+    fitness = [float(f) for f in problem.accuracy(np.stack(chroms))]
     best = max(range(len(chroms)), key=lambda i: (fitness[i], -int(chroms[i].sum())))
     chrom = chroms[best]
     head = train_head(X_train, y_train, encoding.decode(chrom), n_classes, trainer, seed=seed,

@@ -275,10 +275,14 @@ def train_head(X: np.ndarray, y: np.ndarray, masks: HeadMasks, n_classes: int,
 
 
 @torch.no_grad()
+def logits(head: CompactHead, X: np.ndarray) -> np.ndarray:
+    """Class scores before softmax for full backbone feature vectors ``X``."""
+    return head(torch.as_tensor(np.asarray(X, dtype=np.float32))).numpy()
+
+
 def predict_proba(head: CompactHead, X: np.ndarray) -> np.ndarray:
     """Class probabilities for full backbone feature vectors ``X``."""
-    logits = head(torch.as_tensor(np.asarray(X, dtype=np.float32)))
-    return torch.softmax(logits, dim=1).numpy()
+    return torch.softmax(torch.as_tensor(logits(head, X)), dim=1).numpy()
 
 
 def accuracy(head: CompactHead, X: np.ndarray, y: np.ndarray) -> float:

@@ -1,0 +1,205 @@
+"""What every search algorithm shares: one evaluator and the ask/tell loop.
+
+The :class:`Evaluator` owns memory of evaluated chromosomes with all their objectives (a repeat
+spends no budget), the budget, one :class:`EvaluationRecord` per evaluation, resume (objectives
+known from an interrupted run are reused instead of retrained) and callbacks. Algorithms only
+``ask`` for chromosomes and are ``tell``-ed their objectives (:func:`run_search`). The search
+knows nothing about images, heads or torch: it sees a problem with ``n_genes``, ``objectives``
+and an executor that turns a batch of chromosomes into :class:`Evaluation` s.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from evoprune.search.executors import Executor, LocalExecutor
+from evoprune.search.operators import rank_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Evaluation:
+    """What one chromosome scored: minimised objectives and the natural values behind them."""
+
+    F: np.ndarray  # (M,) minimised, in the order of the problem's objectives
+    accuracy: float  # mean accuracy over the folds (the fitness)
+    auroc: float | None = None  # mean OOD AUROC over the folds, when ood is an objective
+
+
+@dataclass
+class EvaluationRecord:
+    """One evaluation that used budget (1-based ``index``), with the best so far by fitness.
+
+    ``fitness`` is the accuracy on the fitness split; ``auroc`` (OOD) and ``hypervolume`` (of
+    every head evaluated so far, multi-objective searches) are None when not measured.
+    """
+
+    index: int
+    iteration: int
+    fitness: float
+    active_genes: int
+    active_fraction: float
+    best_fitness: float
+    best_active_fraction: float
+    chromosome: np.ndarray = field(repr=False, compare=False, default=None)
+    auroc: float | None = None
+    hypervolume: float | None = None
+
+    def as_row(self) -> dict:
+        """The record without its chromosome and without values that were not measured."""
+        return {k: v for k, v in self.__dict__.items() if k != "chromosome" and v is not None}
+
+
+@dataclass
+class SearchResult:
+    """The outcome of :func:`run_search`: best head by fitness, every evaluation, counters."""
+
+    best: np.ndarray
+    best_fitness: float
+    history: list[EvaluationRecord]
+    evaluations: int
+    iterations: int
+    memory_hits: int
+    objectives: tuple[str, ...] = ("accuracy",)
+    F: np.ndarray | None = None  # (evaluations, M) minimised objectives, in history order
+    stopped_early: bool = False
+
+
+class Algorithm(Protocol):
+    """An ask/tell search algorithm over binary chromosomes (objectives are minimised)."""
+
+    iteration: int
+
+    def setup(self, n_genes: int, n_obj: int) -> None: ...
+
+    def ask(self) -> np.ndarray: ...
+
+    def tell(self, chromosomes: np.ndarray, F: np.ndarray) -> None: ...
+
+
+class Evaluator:
+    """Memory, budget, history, resume and callbacks for one search.
+
+    ``known`` maps chromosome bytes to :class:`Evaluation` s of an
+    interrupted run of the same configuration: they are recorded (and use budget) exactly as
+    when first evaluated, without training again, so a resumed search retraces its path.
+    ``callbacks`` are called with each new :class:`EvaluationRecord`.
+    """
+
+    def __init__(self, problem, budget: int, *, executor: Executor | None = None,
+                 known: dict | None = None,
+                 callbacks: Iterable[Callable[[EvaluationRecord], None]] = ()):
+        self.problem = problem
+        self.budget = int(budget)
+        self.executor = executor or LocalExecutor()
+        self.known = dict(known or {})
+        self.callbacks = list(callbacks)
+        self.memory: dict[bytes, Evaluation] = {}
+        self.history: list[EvaluationRecord] = []
+        self.F: list[np.ndarray] = []
+        self.hits = 0
+        self.reused = 0
+        self._best = 0
+        self._hv = None
+        if problem.n_obj > 1:
+            from evoprune.pareto import default_ref_point
+
+            self._ref = default_ref_point(problem.n_obj)
+
+    @property
+    def n_evaluated(self) -> int:
+        return len(self.history)
+
+    @property
+    def exhausted(self) -> bool:
+        return len(self.history) >= self.budget
+
+    def evaluate(self, chromosomes: np.ndarray, iteration: int) -> np.ndarray:
+        """(B, M) minimised objectives of each row, from memory where known; new rows use
+        budget, in order, while it lasts (NaN rows for those that did not fit)."""
+        chromosomes = np.asarray(chromosomes, dtype=np.uint8)
+        todo: list[int] = []
+        seen: set[bytes] = set()
+        for i, c in enumerate(chromosomes):
+            key = c.tobytes()
+            if key in self.memory or key in seen:
+                self.hits += 1
+            elif len(self.history) + len(seen) < self.budget:
+                seen.add(key)
+                todo.append(i)
+        if todo:
+            new = [i for i in todo if chromosomes[i].tobytes() not in self.known]
+            fresh = iter(self.executor.evaluate(self.problem, chromosomes[new]) if new else [])
+            for i in todo:
+                key = chromosomes[i].tobytes()
+                if key in self.known:
+                    ev = self.known[key]
+                    self.reused += 1
+                else:
+                    ev = next(fresh)
+                self.memory[key] = ev
+                self._record(chromosomes[i], ev, iteration)
+        nan = np.full(self.problem.n_obj, np.nan)
+        return np.stack([self.memory[c.tobytes()].F if c.tobytes() in self.memory else nan
+                         for c in chromosomes])
+
+    def _record(self, chrom: np.ndarray, ev: Evaluation, iteration: int) -> None:
+        active = int(chrom.sum())
+        history = self.history
+        if not history or rank_key(ev.accuracy, active) < rank_key(
+                history[self._best].fitness, history[self._best].active_genes):
+            self._best = len(history)
+        best = history[self._best] if self._best < len(history) else None
+        best_fit = ev.accuracy if best is None else best.fitness
+        best_active = active if best is None else best.active_genes
+        self.F.append(np.asarray(ev.F, dtype=float))
+        hv = None
+        if self.problem.n_obj > 1:
+            from evoprune.pareto import hypervolume
+
+            hv = float(hypervolume(np.stack(self.F), self._ref))
+        rec = EvaluationRecord(
+            index=len(history) + 1, iteration=iteration, fitness=ev.accuracy,
+            active_genes=active, active_fraction=active / chrom.size, best_fitness=best_fit,
+            best_active_fraction=best_active / chrom.size, chromosome=chrom.copy(),
+            auroc=ev.auroc, hypervolume=hv)
+        history.append(rec)
+        for callback in self.callbacks:
+            callback(rec)
+
+    def result(self, iterations: int, stopped_early: bool = False) -> SearchResult:
+        best = self.history[self._best]
+        return SearchResult(best=best.chromosome, best_fitness=best.fitness,
+                            history=self.history, evaluations=len(self.history),
+                            iterations=iterations, memory_hits=self.hits,
+                            objectives=tuple(self.problem.objectives),
+                            F=np.stack(self.F) if self.F else None, stopped_early=stopped_early)
+
+
+def run_search(algorithm: Algorithm, evaluator: Evaluator,
+               max_stale_iterations: int = 1000) -> SearchResult:
+    """Ask, evaluate, tell until the budget is spent (or ``max_stale_iterations`` iterations in
+    a row bring no new chromosome: the population has converged)."""
+    problem = evaluator.problem
+    algorithm.setup(problem.n_genes, problem.n_obj)
+    stale = 0
+    stopped_early = False
+    while not evaluator.exhausted:
+        chromosomes = algorithm.ask()
+        before = evaluator.n_evaluated
+        F = evaluator.evaluate(chromosomes, algorithm.iteration)
+        algorithm.tell(chromosomes, F)
+        stale = stale + 1 if evaluator.n_evaluated == before else 0
+        if stale >= max_stale_iterations:
+            stopped_early = True
+            log.warning("search stopped after %d iterations with no new chromosome; the "
+                        "population has converged (%d of %d evaluations used)",
+                        max_stale_iterations, evaluator.n_evaluated, evaluator.budget)
+            break
+    return evaluator.result(algorithm.iteration, stopped_early)
