@@ -575,3 +575,12 @@ def validate_estimator_params(params: Mapping[str, Any]) -> dict[str, Any]:
     py_names = {s.name: s.estimator for s in by_param.values() if s.estimator != s.name}
     resolved = validate_values(values, py_names=py_names)
     return {BY_NAME[k].estimator: v for k, v in resolved.items()}
+
+
+def config_from_estimator_params(params: Mapping[str, Any]) -> RunConfig:
+    """The validated RunConfig of an estimator's parameters (settings it does not take keep
+    their defaults); messages name the estimator's parameters (``random_state``)."""
+    resolved = validate_estimator_params(params)
+    by_param = {s.estimator: s.name for s in estimator_settings()}
+    # already checked: validating again would ask for --ood, which an estimator gets from fit
+    return RunConfig(**{by_param[k]: v for k, v in resolved.items()})
