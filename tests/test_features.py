@@ -1,7 +1,12 @@
 """Feature extraction, its content-addressed cache, and the scikit-learn transformer."""
 
+import hashlib
+import json
 import logging
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,6 +23,7 @@ from evoprune.errors import ConfigError, DataError
 from evoprune.features import (
     FeatureResult,
     ImageFeatures,
+    cache_file_path,
     cache_key,
     default_cache_dir,
     extract_features,
@@ -82,7 +88,7 @@ def test_features_shape_dtype_and_second_call_is_cached(
     assert not first.cached and first.seconds > 0
     np.testing.assert_array_equal(first.X, reference.X)
     assert first.key == reference.key == cache_key(backbone, paths)
-    assert [p.name for p in tmp_path.iterdir()] == [f"{first.key}.npy"]  # no temp files left
+    assert [p.name for p in tmp_path.iterdir()] == [f"{first.key}.npz"]  # no temp files left
 
     _no_forward(monkeypatch)
     with caplog.at_level(logging.INFO, logger="evoprune.features"):
@@ -136,21 +142,6 @@ def test_cache_key_covers_the_backbone(backbone, paths):
     assert len(key) == 64
 
 
-@pytest.mark.parametrize("content", ["garbage", "wrong shape"])
-def test_a_corrupt_cache_file_is_recomputed(backbone, paths, reference, tmp_path, caplog, content):
-    cache_file = tmp_path / f"{reference.key}.npy"
-    if content == "garbage":
-        cache_file.write_bytes(b"\x93NUMPY not really")
-    else:
-        np.save(cache_file, np.zeros((N, 7), dtype=np.float32))
-    with caplog.at_level(logging.WARNING, logger="evoprune.features"):
-        result = extract_features(backbone, paths, cache_dir=tmp_path, progress=False)
-    assert not result.cached and "recomputing" in caplog.text
-    np.testing.assert_array_equal(result.X, reference.X)
-    np.testing.assert_array_equal(np.load(cache_file), reference.X)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [cache_file.name]
-
-
 def test_use_cache_false_writes_nothing(backbone, paths, tmp_path):
     result = extract_features(backbone, paths[:2], cache_dir=tmp_path, use_cache=False,
                               progress=False)
@@ -185,7 +176,7 @@ def test_image_features_in_a_pipeline(paths, labels, reference, tmp_path):
     assert pipe.named_steps["features"].n_features_out_ == 1280
     predicted = pipe.predict(paths)
     assert predicted.shape == (N,) and (predicted == labels).mean() >= 0.8
-    assert len(list(tmp_path.glob("*.npy"))) == 1  # paths went through the cache
+    assert len(list(tmp_path.glob("*.npz"))) == 1  # paths went through the cache
     assert clone(pipe.named_steps["features"]).get_params()["cache_dir"] == tmp_path
     np.testing.assert_array_equal(pipe.named_steps["features"].transform(paths), reference.X)
 
@@ -202,3 +193,227 @@ def test_image_features_from_pil_images_and_arrays(paths, reference, tmp_path):
     assert len(transformer.get_feature_names_out()) == 1280
     with pytest.raises(ConfigError, match="uint8"):
         transformer.transform([np.zeros((8, 8, 3), dtype=np.float64)])
+
+
+# ---------------------------------------------------------------- cache faults (issue 8)
+
+
+def _save_entry(path: Path, X: np.ndarray, header: dict) -> None:
+    """Write a cache entry by hand, as a damaged or forged file would look."""
+    with path.open("wb") as handle:
+        np.savez(handle, features=X, header=np.asarray(json.dumps(header)))
+
+
+def _load_entry(path: Path) -> tuple[np.ndarray, dict]:
+    with np.load(path, allow_pickle=False) as archive:
+        return archive["features"], json.loads(str(archive["header"][()]))
+
+
+def _flip_byte(path: Path, X: np.ndarray, header: dict) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # inside the feature bytes: one bit of one float
+    path.write_bytes(bytes(data))
+
+
+def _edit_rows(edit):
+    def damage(path: Path, X: np.ndarray, header: dict) -> None:
+        _save_entry(path, edit(X.copy()), header)  # the header keeps the old checksum
+    return damage
+
+
+def _nan_with_matching_checksum(path: Path, X: np.ndarray, header: dict) -> None:
+    X = X.copy()
+    X[1, 5] = np.nan
+    forged = dict(header, sha256=_sha256(X))
+    _save_entry(path, X, forged)
+
+
+def _sha256(X: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(X, dtype=np.float32).tobytes()).hexdigest()
+
+
+def _with_x(value):
+    def edit(X):
+        X[2] = value
+        return X
+    return edit
+
+
+def _truncate(path: Path, X: np.ndarray, header: dict) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _zeros_over_file(path: Path, X: np.ndarray, header: dict) -> None:
+    path.write_bytes(bytes(path.stat().st_size))
+
+
+def _wrong_key(path: Path, X: np.ndarray, header: dict) -> None:
+    # A valid entry of other images (a different key) under this key's file name.
+    other = X[::-1].copy()
+    _save_entry(path, other, dict(header, key="0" * 64, sha256=_sha256(other)))
+
+
+def _wrong_shape(path: Path, X: np.ndarray, header: dict) -> None:
+    small = X[:, :7].copy()
+    _save_entry(path, small, dict(header, shape=list(small.shape), sha256=_sha256(small)))
+
+
+def _old_npy(path: Path, X: np.ndarray, header: dict) -> None:
+    with path.open("wb") as handle:
+        np.save(handle, X)
+
+
+FEW = 3  # the fault tests use the first few photos: each recomputation costs a CNN pass
+
+
+@pytest.fixture(scope="module")
+def pristine(backbone, paths, tmp_path_factory) -> tuple[list[str], FeatureResult, Path]:
+    """(paths, clean features, a pristine cache file of them), computed once for the module."""
+    few, folder = paths[:FEW], tmp_path_factory.mktemp("pristine")
+    first = extract_features(backbone, few, cache_dir=folder, progress=False)
+    assert not first.cached
+    return few, first, cache_file_path(folder, first.key)
+
+
+DAMAGES = {
+    "flipped byte": (_flip_byte, "unreadable"),
+    "NaN written": (_edit_rows(_with_x(np.nan)), "sha256 checksum"),
+    "NaN with a matching checksum": (_nan_with_matching_checksum, "NaN or infinite"),
+    "inf written": (_edit_rows(_with_x(np.inf)), "sha256 checksum"),
+    "rows zeroed": (_edit_rows(lambda X: np.zeros_like(X)), "sha256 checksum"),
+    "rows permuted": (_edit_rows(lambda X: X[np.roll(np.arange(len(X)), 1)]), "sha256 checksum"),
+    "truncated": (_truncate, "unreadable"),
+    "zeros over the file": (_zeros_over_file, "unreadable"),
+    "wrong key": (_wrong_key, "key"),
+    "wrong shape": (_wrong_shape, "expected float32"),
+    "not an npz": (_old_npy, "not an .npz"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_damaged_cache_file_is_reported_recomputed_and_rewritten(
+    backbone, pristine, tmp_path, monkeypatch, caplog, damage
+):
+    """Each damage used to be a silent "cache hit" with wrong features (or a crash)."""
+    few, first, pristine_file = pristine
+    cache_file = Path(shutil.copy(pristine_file, tmp_path))
+    X, header = _load_entry(cache_file)
+    assert header["key"] == first.key and header["shape"] == [FEW, 1280]
+    damage_file, reason = DAMAGES[damage]
+    damage_file(cache_file, X, header)
+
+    with caplog.at_level(logging.WARNING, logger="evoprune.features"):
+        result = extract_features(backbone, few, cache_dir=tmp_path, progress=False)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, caplog.text
+    message = warnings[0].getMessage()
+    assert str(cache_file) in message and "damaged" in message and reason in message
+    assert not result.cached
+    np.testing.assert_array_equal(result.X, first.X)
+
+    # The file was rewritten intact: the next call is a verified hit, with no forward pass.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [cache_file.name]
+    _no_forward(monkeypatch)
+    again = extract_features(backbone, few, cache_dir=tmp_path, progress=False)
+    assert again.cached
+    np.testing.assert_array_equal(again.X, first.X)
+
+
+def test_a_v1_cache_file_is_a_plain_miss(backbone, pristine, tmp_path, caplog):
+    """Files of the old format (bare .npy, old key) are ignored, not trusted or warned about."""
+    few, first, _ = pristine
+    np.save(tmp_path / f"{first.key}.npy", np.zeros_like(first.X))  # even under this key
+    with caplog.at_level(logging.WARNING, logger="evoprune.features"):
+        result = extract_features(backbone, few, cache_dir=tmp_path, progress=False)
+    assert not result.cached and caplog.text == ""
+    np.testing.assert_array_equal(result.X, first.X)
+
+
+def test_non_finite_backbone_features_are_refused(backbone, pristine, tmp_path, monkeypatch):
+    """A broken backbone used to fill the cache (and the heads) with NaN."""
+    real = Backbone.features
+
+    def broken(self, batch):
+        out = real(self, batch)
+        out[1, 0] = np.nan
+        return out
+
+    monkeypatch.setattr(Backbone, "features", broken)
+    few = pristine[0]
+    with pytest.raises(DataError, match=r"efficientnet-lite0.*NaN.*coffee\.jpg.*reinstall"):
+        extract_features(backbone, few, cache_dir=tmp_path, progress=False)
+    assert list(tmp_path.iterdir()) == []  # nothing cached
+    transformer = ImageFeatures(use_cache=False).fit(few)
+    arrays = [np.asarray(Image.open(p).convert("RGB")) for p in few[:2]]
+    with pytest.raises(DataError, match=r"efficientnet-lite0.*image #1"):
+        transformer.transform(arrays)
+
+
+@pytest.mark.parametrize("how", ["folder under a regular file", "write raises PermissionError"])
+def test_an_unwritable_cache_is_used_without_caching(
+    backbone, pristine, tmp_path, monkeypatch, caplog, how
+):
+    """Tests run as root, which may write anywhere, so the read-only folder is simulated: a cache
+    folder below a regular file (a real OS error, NotADirectoryError), or the atomic write
+    raising PermissionError as it does in a read-only folder."""
+    cache = tmp_path / "cache"
+    if how == "folder under a regular file":
+        (tmp_path / "plain-file").write_text("not a folder")
+        cache = tmp_path / "plain-file" / "cache"
+    else:
+        def read_only(path, write):
+            raise PermissionError(13, "Permission denied", str(path))
+
+        monkeypatch.setattr("evoprune.features.atomic_write", read_only)
+    few, first, _ = pristine
+    with caplog.at_level(logging.WARNING, logger="evoprune.features"):
+        result = extract_features(backbone, few, cache_dir=cache, progress=False)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, caplog.text
+    assert "not cached" in warnings[0].getMessage()
+    assert str(cache_file_path(cache, result.key)) in warnings[0].getMessage()
+    assert not result.cached
+    np.testing.assert_array_equal(result.X, first.X)
+
+
+_CHILD = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from evoprune.features import extract_features
+cache, out, go, paths = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:]
+from evoprune.backbones import get_backbone
+backbone = get_backbone("efficientnet-lite0")
+out.with_suffix(".ready").touch()
+while not go.exists():
+    time.sleep(0.01)
+result = extract_features(backbone, paths, cache_dir=cache, progress=False)
+np.save(out, result.X)
+"""
+
+
+def test_two_processes_filling_one_cache(backbone, pristine, tmp_path, monkeypatch):
+    """Both compute at the same moment; each gets correct features and the cache ends as one
+    intact file (each writer renames its own complete temporary file into place)."""
+    few, first, _ = pristine
+    clean = first.X
+    cache, go = tmp_path / "cache", tmp_path / "go"
+    outs = [tmp_path / f"child{i}.npy" for i in range(2)]
+    children = [
+        subprocess.Popen([sys.executable, "-c", _CHILD, str(cache), str(out), str(go), *few])
+        for out in outs
+    ]
+    deadline = time.monotonic() + 120
+    while not all(o.with_suffix(".ready").exists() for o in outs):
+        assert time.monotonic() < deadline and all(c.poll() is None for c in children)
+        time.sleep(0.05)
+    go.touch()
+    assert [c.wait(timeout=120) for c in children] == [0, 0]
+    for out in outs:
+        np.testing.assert_array_equal(np.load(out), clean)
+    key = cache_key(backbone, few)
+    assert [p.name for p in cache.iterdir()] == [cache_file_path(cache, key).name]
+    _no_forward(monkeypatch)
+    again = extract_features(backbone, few, cache_dir=cache, progress=False)
+    assert again.cached
+    np.testing.assert_array_equal(again.X, clean)

@@ -2,11 +2,18 @@
 
 The cache key covers the backbone (name, weights, preprocessing) and the bytes of every image in
 order, so the same images hit the cache wherever they lie, and any change to one misses it.
+
+A cache file ``<key>.npz`` holds the matrix and a JSON header with the key, the shape and the
+sha256 of the matrix's bytes. Loading checks all three and that every value is finite, so a damaged
+file (flipped bytes, rows zeroed or permuted, NaN, truncation, another key) is reported once and
+recomputed instead of silently giving wrong results. Files are replaced atomically, so processes
+filling one cache at the same time each leave a complete file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import time
@@ -24,12 +31,14 @@ from tqdm.auto import tqdm
 from evoprune.backbones import DEFAULT_BACKBONE, Backbone, get_backbone
 from evoprune.backbones.base import preprocess_image
 from evoprune.data import open_rgb
+from evoprune.data._messages import listed
 from evoprune.errors import ConfigError, DataError
 from evoprune.io import atomic_write
 
 __all__ = [
     "FeatureResult",
     "ImageFeatures",
+    "cache_file_path",
     "cache_key",
     "default_cache_dir",
     "extract_features",
@@ -37,7 +46,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_KEY_FORMAT = "evoprune-features-v1"
+# v2: the cache file is an .npz with a checksummed header; v1 files (bare .npy) are simply misses.
+_KEY_FORMAT = "evoprune-features-v2"
+_CACHE_SUFFIX = ".npz"
 
 
 @dataclass
@@ -127,39 +138,104 @@ def _compute(
             X[done : done + len(batch)] = backbone.features(batch)
             done += len(batch)
             bar.update(len(batch))
+    _check_finite(X, backbone.name, paths)
     return X
 
 
-def _read_cache(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
-    """The cached matrix, or None when absent, unreadable or of the wrong shape (logged)."""
-    if not path.is_file():
+def _check_finite(X: np.ndarray, backbone_name: str, names: Sequence[str]) -> None:
+    """Raise DataError naming the backbone and the images whose features hold NaN or inf.
+
+    Preprocessed pixels are always finite, so such features mean a broken backbone (damaged
+    weights, a numerical fault); caching or training on them would only spread the damage.
+    """
+    bad_rows = np.flatnonzero(~np.isfinite(X).all(axis=1))
+    if bad_rows.size:
+        raise DataError(
+            f"backbone {backbone_name!r} gave NaN or infinite features for {bad_rows.size} of "
+            f"{len(X)} image(s): {listed([str(names[i]) for i in bad_rows])}; its weights are "
+            "probably damaged: reinstall the backbone's package (or delete its downloaded "
+            "weights) or choose another backbone"
+        )
+
+
+def _digest(X: np.ndarray) -> str:
+    """Hex sha256 of the matrix's float32 bytes in C order."""
+    return hashlib.sha256(np.ascontiguousarray(X, dtype=np.float32).tobytes()).hexdigest()
+
+
+def cache_file_path(cache_dir: str | Path, key: str) -> Path:
+    """Where the features of cache key ``key`` are stored in ``cache_dir``."""
+    return Path(cache_dir) / f"{key}{_CACHE_SUFFIX}"
+
+
+def _read_cache(path: Path, key: str, shape: tuple[int, int]) -> np.ndarray | None:
+    """The verified cached matrix, or None when absent or damaged (one WARNING saying why)."""
+    try:
+        if not path.is_file():
+            return None
+    except OSError:  # an unreadable cache folder is a miss; the write then says why
         return None
     try:
-        X = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        logger.warning("Feature cache file %s is unreadable (%s); recomputing", path, exc)
-        return None
-    if X.shape != shape or X.dtype != np.float32:
-        logger.warning(
-            "Feature cache file %s holds %s %s, expected float32 %s; recomputing",
-            path, X.dtype, X.shape, shape,
-        )
-        return None
-    return X
+        found = _load_and_check(path, key, shape)
+    except Exception as exc:  # numpy, zipfile and json raise many types for a damaged file
+        found = f"unreadable: {type(exc).__name__}: {exc}"
+    if isinstance(found, np.ndarray):
+        return found
+    logger.warning(
+        "Feature cache file %s is damaged (%s); recomputing its features and rewriting it",
+        path, found,
+    )
+    return None
 
 
-def _write_cache(path: Path, X: np.ndarray) -> None:
-    """Write atomically (evoprune.io.atomic_write); a failure is logged, not raised."""
+def _load_and_check(path: Path, key: str, shape: tuple[int, int]) -> np.ndarray | str:
+    """The intact matrix of a cache file, or what is wrong with it."""
+    loaded = np.load(path, allow_pickle=False)
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        return "unreadable: not an .npz archive"
+    with loaded as archive:
+        header = json.loads(str(archive["header"][()]))
+        X = archive["features"]
+    problem = _cache_problem(header, X, key, shape)
+    return X if problem is None else problem
+
+
+def _cache_problem(
+    header: Any, X: np.ndarray, key: str, shape: tuple[int, int]
+) -> str | None:
+    """What is wrong with a loaded cache entry, or None when it is intact."""
+    if not isinstance(header, dict):
+        return "its header is not a JSON object"
+    if header.get("format") != _KEY_FORMAT:
+        return f"format {header.get('format')!r}, expected {_KEY_FORMAT!r}"
+    if header.get("key") != key:
+        return f"it holds the features of key {header.get('key')!r}, not of this file's key"
+    if X.dtype != np.float32 or X.shape != shape or list(shape) != header.get("shape"):
+        return (f"it holds {X.dtype} {X.shape} (header says {header.get('shape')}), "
+                f"expected float32 {shape}")
+    if _digest(X) != header.get("sha256"):
+        return "the features do not match their sha256 checksum"
+    if not np.isfinite(X).all():
+        return "it holds NaN or infinite values"
+    return None
+
+
+def _write_cache(path: Path, key: str, X: np.ndarray) -> None:
+    """Write matrix and checksummed header atomically; a failure is one WARNING, not an error."""
+    header = {"format": _KEY_FORMAT, "key": key, "shape": list(X.shape), "sha256": _digest(X)}
 
     def save(tmp: Path) -> None:
         with tmp.open("wb") as handle:
-            np.save(handle, X)
+            np.savez(handle, features=X, header=np.asarray(json.dumps(header)))
 
     try:
         atomic_write(path, save)
         logger.debug("Wrote feature cache %s", path)
     except OSError as exc:
-        logger.warning("Cannot write feature cache %s (%s); features are not cached", path, exc)
+        logger.warning(
+            "Cannot write feature cache %s (%s); the features are used but not cached: make "
+            "the folder writable or set EVOPRUNE_CACHE_DIR to a writable folder", path, exc,
+        )
 
 
 def _check_paths(paths: Sequence[str]) -> list[str]:
@@ -195,10 +271,12 @@ def extract_features(
         backbone = get_backbone(backbone)
     paths = _check_paths(paths)
     key = cache_key(backbone, paths)
-    cache_file = Path(cache_dir if cache_dir is not None else default_cache_dir()) / f"{key}.npy"
+    cache_file = cache_file_path(
+        cache_dir if cache_dir is not None else default_cache_dir(), key
+    )
     shape = (len(paths), backbone.feature_dim)
     if use_cache:
-        X = _read_cache(cache_file, shape)
+        X = _read_cache(cache_file, key, shape)
         if X is not None:
             logger.info(
                 "Feature cache hit: %d images, %s (%s)", len(paths), backbone.name, cache_file
@@ -209,7 +287,7 @@ def extract_features(
         )
     X = _compute(backbone, paths, batch_size, progress, num_workers)
     if use_cache:
-        _write_cache(cache_file, X)
+        _write_cache(cache_file, key, X)
     seconds = time.perf_counter() - start
     logger.info("Computed %d %s features in %.1f s", len(paths), backbone.name, seconds)
     return FeatureResult(X, cached=False, key=key, seconds=seconds)
@@ -275,6 +353,7 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
             chunk = items[start : start + self.batch_size]
             batch = np.stack([backbone.preprocess(_as_pil(item)) for item in chunk])
             X_out[start : start + len(chunk)] = backbone.features(batch)
+        _check_finite(X_out, backbone.name, [f"image #{i}" for i in range(len(items))])
         return X_out
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:

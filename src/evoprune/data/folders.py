@@ -5,16 +5,23 @@
 (c) root/<partition>/{train,test}/<class>/<image> k given partitions (the paper's 5-fold layout)
 
 A root holding `train` and `test` among its subfolders is (b); a root whose every subfolder
-holds `train` and `test` is (c); anything else is (a).
+holds `train` and `test` is (c); anything else is (a). A `train` folder of class folders without
+its `test` (or the reverse) is an error rather than a class named "train".
+
+A symbolic link that loops (or any entry that cannot be inspected) is an error naming it, not a
+silent skip: the link was put there to bring in images, and leaving them out would change the
+dataset without a word.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 
 import numpy as np
 
+from evoprune.data._messages import warn_case_clashes
 from evoprune.data.dataset import ImageDataset
 from evoprune.data.images import IMAGE_EXTENSIONS, is_image_file
 from evoprune.errors import DataError
@@ -41,9 +48,12 @@ def load_folder(root: str) -> ImageDataset:
             logger.warning("%s: using only train/ and test/, ignoring folder(s) %s",
                            root, ", ".join(extra))
         return _load_train_test(root, name, *split_dirs)
+    _check_half_split(root, subdirs)
     with_splits = [d for d in subdirs if _train_test_dirs(os.path.join(root, d)) is not None]
     if with_splits and len(with_splits) == len(subdirs):
         return _load_partitions(root, name, subdirs)
+    for sub in subdirs:
+        _check_half_split(os.path.join(root, sub))
     if with_splits:
         without = sorted(set(subdirs) - set(with_splits))
         raise DataError(
@@ -139,10 +149,54 @@ def _load_partitions(root: str, name: str, partitions: list[str]) -> ImageDatase
     )
 
 
+def _entries(folder: str) -> list[os.DirEntry[str]]:
+    """The non-hidden entries of `folder`; DataError naming the folder if it cannot be listed."""
+    try:
+        with os.scandir(folder) as entries:
+            return [e for e in entries if not e.name.startswith(".")]
+    except OSError as exc:
+        raise _os_error(folder, exc) from exc
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    """entry.is_dir(), following links; DataError naming a looping or uninspectable link."""
+    try:
+        return entry.is_dir()
+    except OSError as exc:
+        raise _os_error(entry.path, exc) from exc
+
+
+def _os_error(path: str, exc: OSError) -> DataError:
+    if exc.errno == errno.ELOOP:
+        return DataError(
+            f"{path!r} is a symbolic link that loops ({exc.strerror}): following it leads back "
+            "to itself; point it at a real image or folder, or delete it"
+        )
+    return DataError(
+        f"cannot read {path!r} ({exc.strerror or exc}); make it readable or move it out of the "
+        "data folder"
+    )
+
+
 def _subdirs(folder: str) -> list[str]:
     """Sorted names of the non-hidden subfolders of `folder`."""
-    with os.scandir(folder) as entries:
-        return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    return sorted(e.name for e in _entries(folder) if _is_dir(e))
+
+
+def _check_half_split(folder: str, subdirs: list[str] | None = None) -> None:
+    """DataError when `folder` has a train/ (or test/) folder of class folders but not the other:
+    without this, train/ would be taken for a class and reported as an empty class folder."""
+    names = {d.lower(): d for d in (_subdirs(folder) if subdirs is None else subdirs)}
+    for present, missing in ((_TRAIN, _TEST), (_TEST, _TRAIN)):
+        if present in names and missing not in names \
+                and _subdirs(os.path.join(folder, names[present])):
+            have = os.path.join(folder, names[present])
+            lack = os.path.join(folder, missing)
+            raise DataError(
+                f"{have} exists but {lack} does not; a given split needs both {_TRAIN}/ and "
+                f"{_TEST}/, each holding the same class folders: add {lack}, or move the class "
+                f"folders out of {have} into {folder} to let evoprune make the split"
+            )
 
 
 def _train_test_dirs(folder: str, subdirs: list[str] | None = None) -> tuple[str, str] | None:
@@ -156,7 +210,7 @@ def _train_test_dirs(folder: str, subdirs: list[str] | None = None) -> tuple[str
 def _scan_classes(folder: str) -> dict[str, list[str]]:
     """Class name -> sorted absolute image paths, from the class subfolders of `folder`."""
     class_dirs = _subdirs(folder)
-    loose = [n for n in os.listdir(folder) if is_image_file(n)]
+    loose = [e.name for e in _entries(folder) if is_image_file(e.name)]
     if not class_dirs:
         hint = (f"; it holds {len(loose)} image(s) directly: move them into one subfolder per "
                 "class" if loose else "")
@@ -167,16 +221,13 @@ def _scan_classes(folder: str) -> dict[str, list[str]]:
     for cls in class_dirs:
         class_dir = os.path.join(folder, cls)
         images, nested = [], []
-        with os.scandir(class_dir) as entries:
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                if entry.is_dir():
-                    nested.append(entry.name)
-                elif is_image_file(entry.name):
-                    images.append(entry.path)
-                else:
-                    logger.debug("%s: not an image file, ignored", entry.path)
+        for entry in _entries(class_dir):
+            if _is_dir(entry):
+                nested.append(entry.name)
+            elif is_image_file(entry.name):
+                images.append(entry.path)
+            else:
+                logger.debug("%s: not an image file, ignored", entry.path)
         if nested:
             logger.debug("%s: subfolder(s) %s ignored; images must sit directly in the class "
                          "folder", class_dir, ", ".join(sorted(nested)))
@@ -197,6 +248,7 @@ def _check_classes(where: str, classes: list[str]) -> list[str]:
             f"{where!r} has only {len(classes)} class folder ({', '.join(classes)}); "
             "a classifier needs at least 2 classes: add a folder of images for each class"
         )
+    warn_case_clashes(logger, where, "class folders", classes)
     return classes
 
 

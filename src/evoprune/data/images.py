@@ -1,9 +1,17 @@
 """Reading single images: which files count as images, opening any of them as RGB, and a
-parallel check that finds files that cannot be decoded before hours of work depend on them."""
+parallel check that finds files that cannot be decoded before hours of work depend on them.
+
+Memory stays bounded: an image over MAX_MEGAPIXELS is decoded at 1/2, 1/4 or 1/8 of its size when
+it is a JPEG (libjpeg scales while decoding; the backbones see a few hundred pixels a side anyway),
+and refused with a message naming the file otherwise. Pillow's own DecompressionBombWarning is
+silenced while evoprune decodes, since these checks replace it.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,6 +19,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from evoprune.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
@@ -22,6 +32,13 @@ _EXIF_ORIENTATION = 0x0112
 # truncated or corrupt file still fails, but it skips most of the inverse DCT and colour work
 # (200 2048x1536 JPEGs: 0.38 s instead of 1.0 s on 2 cores).
 _CHECK_DRAFT_SIZE = (1, 1)
+MAX_MEGAPIXELS = 50
+_MAX_PIXELS = MAX_MEGAPIXELS * 1_000_000
+_JPEG_SCALES = (2, 4, 8)  # the reductions libjpeg can apply while decoding
+
+
+class ImageTooLarge(Exception):
+    """An image over MAX_MEGAPIXELS that cannot be decoded at a reduced size."""
 
 
 def is_image_file(name: str) -> bool:
@@ -38,7 +55,11 @@ def open_rgb(path: str) -> Image.Image:
     colour) are composited on white. Raises DataError naming the path if the file cannot be read.
     """
     try:
-        return _decode(path, draft=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return _decode(path, draft=False)
+    except ImageTooLarge as exc:
+        raise DataError(f"image {path!r} is too large: {exc}") from exc
     except Exception as exc:  # Pillow raises many types for damaged files; all mean "unusable"
         raise DataError(
             f"cannot read image {path!r} ({type(exc).__name__}: {exc}); "
@@ -50,7 +71,10 @@ def find_unreadable(paths: Sequence[str]) -> list[tuple[str, str]]:
     """Fully decode every file (in threads; Pillow's decoders release the GIL) and return
     (path, reason) for each one that fails, in the order of `paths`."""
     workers = min(8, max(2, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    # The filter is set here, in the calling thread, because warning filters are process-wide
+    # and changing them from the worker threads would race.
+    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=workers) as pool:
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         reasons = list(pool.map(_check_one, paths))
     return [(p, r) for p, r in zip(paths, reasons) if r is not None]
 
@@ -58,19 +82,48 @@ def find_unreadable(paths: Sequence[str]) -> list[tuple[str, str]]:
 def _check_one(path: str) -> str | None:
     try:
         _decode(path, draft=True)
+    except ImageTooLarge as exc:
+        return f"too large: {exc}"
     except Exception as exc:  # any failure to decode makes the file unusable
         return f"{type(exc).__name__}: {exc}"
     return None
 
 
 def _decode(path: str, *, draft: bool) -> Image.Image:
-    with Image.open(path) as img:
+    try:
+        opened = Image.open(path)
+    except Image.DecompressionBombError as exc:  # over twice Pillow's limit: refused at open
+        raise ImageTooLarge(
+            f"{exc}; downscale it (e.g. to at most 4000 pixels a side) or delete it"
+        ) from exc
+    with opened as img:
         if draft and img.format == "JPEG":
             img.draft(None, _CHECK_DRAFT_SIZE)
+        elif img.width * img.height > _MAX_PIXELS:
+            _reduce_while_decoding(img, path)
         img.load()
         if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:
             img = ImageOps.exif_transpose(img)
         return _to_rgb(img)
+
+
+def _reduce_while_decoding(img: Image.Image, path: str) -> None:
+    """Make a JPEG over MAX_MEGAPIXELS decode at the largest reduction that fits; raise
+    ImageTooLarge for other formats, which Pillow can only decode whole."""
+    width, height = img.size
+    megapixels = f"{width}x{height} pixels ({width * height / 1e6:.0f} megapixels)"
+    if img.format == "JPEG":
+        for scale in _JPEG_SCALES:
+            if -(-width // scale) * -(-height // scale) <= _MAX_PIXELS:
+                img.draft(None, (width // scale, height // scale))
+                logger.info("image %s is %s: decoding it at 1/%d size to bound memory",
+                            path, megapixels, scale)
+                return
+    raise ImageTooLarge(
+        f"{megapixels}, over the {MAX_MEGAPIXELS}-megapixel limit ({img.format} images are "
+        "decoded whole; only JPEGs are decoded at a reduced size); downscale it (e.g. to at "
+        "most 4000 pixels a side) or delete it"
+    )
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

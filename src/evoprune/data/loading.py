@@ -12,7 +12,7 @@ from evoprune.data.dataset import ImageDataset, drop_paths
 from evoprune.data.folders import load_folder
 from evoprune.data.images import find_unreadable
 from evoprune.data.manifest import load_manifest
-from evoprune.errors import DataError
+from evoprune.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,13 @@ def load_dataset(
     (built-in sets ship inside a package and are not checked); unreadable files raise DataError,
     or with `skip_bad` are left out, logged and listed in the result's `skipped`.
     """
-    source = os.fspath(source)
+    source = os.fsdecode(source)
+    if not source.strip():
+        # "" would otherwise resolve to the current folder and load whatever lies there.
+        raise ConfigError(
+            "--data is empty; give a folder, a CSV or a built-in name "
+            f"({', '.join(n for n, _ in list_datasets())})"
+        )
     if is_builtin(source):
         return load_builtin(source)
     path = os.path.abspath(os.path.expanduser(source))
@@ -42,6 +48,11 @@ def load_dataset(
                 f"({', '.join(n for n, _ in list_datasets())})"
             )
         dataset = load_manifest(path)
+    elif os.path.islink(path):
+        raise DataError(
+            f"dataset {source!r} is a symbolic link that loops or points to nothing "
+            f"({os.readlink(path)!r}); point it at a folder of images or a .csv manifest"
+        )
     else:
         raise DataError(
             f"dataset {source!r} does not exist (looked for {path!r}); give an existing folder "

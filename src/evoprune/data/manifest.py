@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from evoprune.data._messages import listed
+from evoprune.data._messages import listed, warn_case_clashes
 from evoprune.data.dataset import ImageDataset
 from evoprune.errors import DataError
 
@@ -61,6 +61,7 @@ def load_manifest(csv_path: str) -> ImageDataset:
             f"manifest {csv_path!r} has only {len(classes)} label ({', '.join(classes)}); "
             "a classifier needs at least 2 classes: add rows for the other classes"
         )
+    warn_case_clashes(logger, csv_path, "labels", classes)
     label_of = {c: i for i, c in enumerate(classes)}
     labels = np.asarray([label_of[lab] for _, _, lab in entries], dtype=np.int64)
 
@@ -89,16 +90,39 @@ def load_manifest(csv_path: str) -> ImageDataset:
 
 
 def _read_rows(csv_path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """The header and the (line number, cells) of each non-blank row."""
+    """The header and the (first line number, cells) of each non-blank row.
+
+    The csv module numbers a row by the line it ends on, so a quote left open swallows the rest
+    of the file and is reported at its end; a row starts on the line after the previous row
+    ended, and only an open quote makes a row span lines, so that start is where the quote opened.
+    """
+    records: list[tuple[int, list[str]]] = []
+    start = 1
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
-            records = [(reader.line_num, row) for row in reader]
+            for row in reader:
+                end = reader.line_num
+                if end > start and any("\n" in c or "\r" in c for c in row):
+                    raise DataError(
+                        f"manifest {csv_path!r} line {start}: a quote opened on this line is "
+                        f"not closed, so the row runs on to line {end}; close the quote (or "
+                        "remove it)"
+                    )
+                records.append((start, row))
+                start = end + 1
     except UnicodeDecodeError as exc:
         raise DataError(
             f"manifest {csv_path!r} is not UTF-8 text ({exc}); save it as UTF-8 CSV"
         ) from exc
-    except (OSError, csv.Error) as exc:
+    except csv.Error as exc:
+        hint = (" (a quote opened on that line and never closed makes one huge field)"
+                if "field larger" in str(exc) else "")
+        raise DataError(
+            f"manifest {csv_path!r} line {start}: cannot parse the row starting there "
+            f"({exc}){hint}; fix that row"
+        ) from exc
+    except OSError as exc:
         raise DataError(f"cannot read manifest {csv_path!r} ({exc}); check the file") from exc
     records = [(n, row) for n, row in records if any(c.strip() for c in row)]
     if not records:

@@ -30,8 +30,8 @@ def stratified_split(
         raise ConfigError(
             f"test_fraction must be a number strictly between 0 and 1, got {test_fraction!r}"
         )
-    _require_per_class(y, 2, classes, "stratified_split needs at least 2 so that both the kept "
-                       "and the held part get one")
+    _require_per_class(y, 2, classes, "a stratified hold-out split",
+                       "so that both the kept and the held-out part get one", ())
     rng = np.random.default_rng(seed)
     held: list[np.ndarray] = []
     for value in np.unique(y):
@@ -57,8 +57,8 @@ def kfold_splits(
     y = _check_labels(labels)
     if isinstance(k, bool) or not isinstance(k, Integral) or k < 2:
         raise ConfigError(f"k (number of folds) must be an integer of at least 2, got {k!r}")
-    _require_per_class(y, int(k), classes, f"kfold_splits with k={k} needs at least {k} so that "
-                       "every fold validates on it; lower k")
+    _require_per_class(y, int(k), classes, f"a {k}-fold split",
+                       "so that every fold validates on each class", ("use fewer folds",))
     splitter = StratifiedKFold(n_splits=int(k), shuffle=True, random_state=seed)
     return [
         (np.sort(tr).astype(np.int64), np.sort(va).astype(np.int64))
@@ -76,20 +76,26 @@ def _check_labels(labels: np.ndarray) -> np.ndarray:
 
 
 def _require_per_class(
-    y: np.ndarray, minimum: int, classes: Sequence[str] | None, why: str
+    y: np.ndarray, minimum: int, classes: Sequence[str] | None, split: str, why: str,
+    more_fixes: Sequence[str],
 ) -> None:
+    """DataError naming each class (its folder or label name when `classes` is given) that has
+    fewer than `minimum` samples."""
     values, counts = np.unique(y, return_counts=True)
     short = [(int(v), int(n)) for v, n in zip(values, counts) if n < minimum]
     if short:
+        one = len(short) == 1
         listed = ", ".join(f"{_class_name(v, classes)} has {n}" for v, n in short)
+        fixes = [f"add images to {'that class' if one else 'those classes'}",
+                 f"remove {'it' if one else 'them'}", *more_fixes]
         raise DataError(
-            f"too few samples per class: {listed}; {why}. Add images to "
-            f"{'that class' if len(short) == 1 else 'those classes'} or remove "
-            f"{'it' if len(short) == 1 else 'them'}"
+            f"too few images for {split}: {listed}; each class needs at least {minimum} {why}: "
+            f"{', '.join(fixes[:-1])} or {fixes[-1]}"
         )
 
 
 def _class_name(value: int, classes: Sequence[str] | None) -> str:
+    """'class 'cup'' when the names are known, else 'label 2' (the value is all we have)."""
     if classes is not None and 0 <= value < len(classes):
-        return f"class {classes[value]!r} (label {value})"
-    return f"class {value}"
+        return f"class {classes[value]!r}"
+    return f"label {value}"
