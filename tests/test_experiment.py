@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from evoprune.cli import main
-from evoprune.runs.experiment import hex_to_mask, mask_to_hex, run_experiment
+from evoprune.runs.experiment import run_experiment
+from evoprune.runs.store import hex_to_mask, mask_to_hex
 
 REQUIRED = ["dataset", "backbone", "encoding", "trainer", "fitness_split", "seed", "n_classes",
             "genes", "active_genes", "active_fraction", "fitness", "test_accuracy",

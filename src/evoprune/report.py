@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .io import atomic_write
-from .search import EvaluationRecord
+from evoprune.io import atomic_write
+from evoprune.search import EvaluationRecord
 
 
 def _pyplot():
@@ -53,4 +53,60 @@ def plot_convergence(history: Sequence[EvaluationRecord], path: str | Path,
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="lower right", fontsize=8)
+    return save_figure(fig, ax, path, title)
+
+
+def plot_front(history: Sequence[EvaluationRecord], front: Sequence, reference_accuracy: float,
+               path: str | Path, title: str = "") -> Path:
+    """Accuracy against % active: every evaluated head and the front on the fitness split, the
+    front's heads retrained and scored on held-out images, the selected head and the
+    not-pruned head. With OOD AUROC measured, a second panel shows it against % active."""
+    plt = _pyplot()
+    with_ood = any(m.test_auroc is not None for m in front)
+    fig, axes = plt.subplots(1, 2 if with_ood else 1, figsize=(11 if with_ood else 7, 4.5),
+                             dpi=120, squeeze=False)
+    ax = axes[0, 0]
+    ax.scatter([100 * r.active_fraction for r in history], [r.fitness for r in history], s=9,
+               color="0.65", alpha=0.6, label="evaluated heads (fitness split)")
+    xs = [100 * m.active_fraction for m in front]
+    ax.plot(xs, [m.fitness for m in front], "o-", color="tab:blue", ms=4,
+            label="front (fitness split)")
+    ax.plot(xs, [m.test_accuracy for m in front], "s--", color="tab:orange", ms=4,
+            label="front (held-out test)")
+    chosen = [m for m in front if m.selected]
+    ax.scatter([100 * m.active_fraction for m in chosen], [m.test_accuracy for m in chosen],
+               marker="*", s=220, color="tab:red", zorder=5, label="selected (held-out)")
+    ax.axhline(reference_accuracy, color="k", ls=":", lw=1.2,
+               label=f"not pruned (held-out) {reference_accuracy:.3f}")
+    ax.set_xlabel("% active genes")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    if with_ood:
+        ax2 = axes[0, 1]
+        ax2.scatter([100 * r.active_fraction for r in history if r.auroc is not None],
+                    [r.auroc for r in history if r.auroc is not None], s=9, color="0.65",
+                    alpha=0.6, label="evaluated heads (fitness split)")
+        ax2.plot(xs, [m.test_auroc for m in front], "s--", color="tab:orange", ms=4,
+                 label="front (held-out)")
+        ax2.scatter([100 * m.active_fraction for m in chosen], [m.test_auroc for m in chosen],
+                    marker="*", s=220, color="tab:red", zorder=5, label="selected")
+        ax2.set_xlabel("% active genes")
+        ax2.set_ylabel("OOD AUROC")
+        ax2.set_xlim(0, 100)
+        ax2.grid(alpha=0.3)
+        ax2.legend(fontsize=7, loc="lower right")
+    return save_figure(fig, ax, path, title)
+
+
+def plot_hypervolume(history: Sequence[EvaluationRecord], path: str | Path,
+                     title: str = "") -> Path:
+    """Hypervolume of every head evaluated so far against evaluations."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    ax.plot([r.index for r in history], [r.hypervolume for r in history], color="tab:purple")
+    ax.set_xlabel("evaluations")
+    ax.set_ylabel("hypervolume (reference point 1)")
+    ax.grid(alpha=0.3)
     return save_figure(fig, ax, path, title)

@@ -26,8 +26,9 @@ import numpy as np
 
 from evoprune import __version__
 from evoprune.encodings import ENCODINGS, make_encoding
-from evoprune.errors import ConfigError
-from evoprune.runs.experiment import PreparedData, RunConfig, mask_to_hex, prepare_data, run_experiment
+from evoprune.errors import ConfigError, EvoPruneError
+from evoprune.runs.experiment import PreparedData, RunConfig, prepare_data, run_experiment
+from evoprune.runs.store import mask_to_hex
 from evoprune.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ def run_comparison(cc: CompareConfig, out: str | Path, *, progress: bool = True,
             settings = cc.baseline_settings(cfg, best_mask)
             if finished_baselines(path, settings) is None:
                 bar.set_postfix_str(f"{enc} run {k} baselines")
-                _run_and_save_baselines(cc, cfg, data(), best_mask, path, settings)
+                _run_and_save_baselines(cc, cfg, data(), result, path, settings)
             bar.update(1)
     if done:
         log.info("%d of %d runs were finished already and were not redone", done, len(plan))
@@ -154,16 +155,24 @@ def run_comparison(cc: CompareConfig, out: str | Path, *, progress: bool = True,
 
 
 def _run_and_save_baselines(cc: CompareConfig, cfg: RunConfig, data: PreparedData,
-                            best_mask: np.ndarray, path: Path, settings: dict) -> None:
+                            result: dict, path: Path, settings: dict) -> None:
+    """The baselines of the finished run in ``path``, reusing the not-pruned head it trained."""
     from evoprune.compare.baselines import run_baselines
+    from evoprune.runs.store import REFERENCE_HEAD_FILE, load_head
 
     encoding = make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size)
+    try:
+        reference = load_head(path / REFERENCE_HEAD_FILE, n_inputs=data.X.shape[1])
+    except EvoPruneError as exc:
+        raise EvoPruneError(f"{exc}; the run folder {path} is incomplete: delete it and run the "
+                            "comparison again to redo that run") from None
     results = run_baselines(
-        encoding, best_mask, data.X_train, data.y_train, data.X_test, data.y_test,
-        data.n_classes, trainer=cfg.trainer, seed=cfg.seed, fitness_split=cfg.fitness_split,
-        val_fraction=cfg.val_fraction, cv_folds=cfg.cv_folds,
+        encoding, np.asarray(result["best_mask"], dtype=np.uint8), data.X_train, data.y_train,
+        data.X_test, data.y_test, data.n_classes, trainer=cfg.trainer, seed=cfg.seed,
+        fitness_split=cfg.fitness_split, val_fraction=cfg.val_fraction, cv_folds=cfg.cv_folds,
         initial_sparsity=cc.initial_sparsity, poly_epochs=cc.poly_epochs,
-        poly_frequency=cc.poly_frequency)
+        poly_frequency=cc.poly_frequency, reference=reference,
+        reference_seconds=result.get("timings", {}).get("reference_training"))
     atomic_write_json(path / BASELINES_FILE, {
         "settings": settings, "evoprune_version": __version__,
         "methods": {name: r.to_dict() for name, r in results.items()}})

@@ -9,9 +9,7 @@ configuration.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -22,56 +20,15 @@ import numpy as np
 from evoprune import __version__
 from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError, DataError
-from evoprune.estimator import EvoPruneClassifier
-from evoprune.problem import FITNESS_SPLITS
-from evoprune.model.head import CompactHead, accuracy, dense_sizes, feature_stats, train_head
-from evoprune.io import atomic_write, atomic_write_json
-from evoprune.search import EvaluationRecord
+from evoprune.model.head import dense_sizes, get_trainer
 from evoprune.runs.config import RunConfig, default_out_dir
+from evoprune.runs.front import FinalHeads, finish_heads, write_front
+from evoprune.runs.search import Evolved, evolve
+from evoprune.runs.store import (HEAD_FILE, REFERENCE_HEAD_FILE, RunResult, RunWriter,
+                                 portable_path, save_head)
+from evoprune.search import EvaluationRecord
 
 log = logging.getLogger(__name__)
-
-HISTORY_FIELDS = ["index", "iteration", "fitness", "active_genes", "active_fraction",
-                  "best_fitness", "best_active_fraction", "mask"]
-
-
-def mask_to_hex(mask: np.ndarray) -> str:
-    return np.packbits(np.asarray(mask, dtype=np.uint8)).tobytes().hex()
-
-
-def hex_to_mask(text: str, n_genes: int) -> np.ndarray:
-    return np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8))[:n_genes]
-
-
-#: Files a finished run writes last; removed when a run (re)starts so that an interrupted run
-#: never leaves an older run's result beside its new configuration.
-RESULT_FILES = ("result.json", "head.safetensors", "reference_head.safetensors")
-
-
-def load_history(out: Path, config_doc: dict, n_genes: int) -> dict[bytes, float]:
-    """Fitness of chromosomes already evaluated by an interrupted run of the same
-    configuration, trainer settings and features (``config_doc`` as in config.json)."""
-    cfg_file, hist = out / "config.json", out / "history.csv"
-    if not (cfg_file.exists() and hist.exists()):
-        return {}
-    try:
-        saved = json.loads(cfg_file.read_text())
-    except (OSError, ValueError):
-        return {}
-    if any(saved.get(k) != config_doc[k] for k in ("run", "trainer_settings", "feature_cache_key")):
-        log.info("%s holds a run of another configuration or other data; starting afresh", out)
-        return {}
-    known: dict[bytes, float] = {}
-    with hist.open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            try:
-                known[hex_to_mask(row["mask"], n_genes).tobytes()] = float(row["fitness"])
-            except (KeyError, TypeError, ValueError):
-                continue  # a row cut short by an interruption
-    if known:
-        log.info("resuming: %d evaluations are already in %s", len(known), hist)
-    return known
-
 
 def _split_indices(dataset, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, str]:
     """(train, test) indices into the dataset and how the test set was chosen."""
@@ -100,14 +57,6 @@ def _limit(dataset, cfg: RunConfig) -> np.ndarray:
         return np.arange(n)
     _, keep = stratified_split(dataset.labels, cfg.limit / n, cfg.seed)
     return keep
-
-
-def save_head(head: CompactHead, path: Path) -> None:
-    """The head's weights as safetensors (never a pickle), written atomically."""
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().contiguous() for k, v in head.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
 
 
 @dataclass
@@ -180,112 +129,168 @@ def prepare_data(cfg: RunConfig, *, progress: bool = True,
                         feature_key=feats.key, feature_seconds=feats.seconds)
 
 
+@dataclass
+class OODData:
+    """Backbone features of the out-of-distribution images: a part the search scores heads
+    on, and a held-out part only the final report uses."""
+
+    source: str
+    X_search: np.ndarray
+    X_heldout: np.ndarray
+    feature_key: str
+
+
+def prepare_ood(cfg: RunConfig, *, progress: bool = True,
+                cache_dir: str | Path | None = None) -> OODData:
+    """Features of ``cfg.ood`` (a folder, a CSV or a built-in set), split by the run's seed."""
+    from evoprune.features import default_cache_dir, extract_features
+    from evoprune.ood import ood_split, write_ood_images
+
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    paths = write_ood_images(cfg.ood, cache / "ood-images")
+    feats = extract_features(cfg.backbone, paths, cache_dir=cache_dir, progress=progress)
+    search, heldout = ood_split(len(paths), cfg.seed, cfg.test_fraction)
+    return OODData(source=str(cfg.ood), X_search=feats.X[search], X_heldout=feats.X[heldout],
+                   feature_key=feats.key)
+
+
 def run_experiment(cfg: RunConfig, out: str | Path | None = None, *, progress: bool = True,
-                   cache_dir: str | Path | None = None,
-                   prepared: PreparedData | None = None) -> dict:
+                   cache_dir: str | Path | None = None, prepared: PreparedData | None = None,
+                   overwrite: bool = False) -> dict:
     """Run ``cfg`` and write its results folder; returns the ``result.json`` contents.
 
-    ``prepared`` reuses data already loaded by :func:`prepare_data` for the same data settings.
+    Every setting is checked, and the folder too, before anything is computed or written.
+    ``prepared`` reuses data already loaded by :func:`prepare_data` for the same data settings;
+    ``overwrite`` moves a folder holding another configuration's run aside instead of stopping.
     """
-    from evoprune.report import plot_convergence
-
     t_start = time.perf_counter()
-    cfg = cfg.resolved()
-    if cfg.fitness_split not in FITNESS_SPLITS:  # checked before the features are computed
-        raise ConfigError(f"fitness_split={cfg.fitness_split!r} is unknown; choose one of "
-                          f"{', '.join(FITNESS_SPLITS)}")
+    cfg = cfg.validate()
     out = Path(out) if out is not None else default_out_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    writer = RunWriter(out, overwrite)
+    run_doc = _portable_run(cfg, out)
+    writer.check(run_doc, data_roots=_data_roots(cfg))
     data = prepared if prepared is not None else prepare_data(cfg, progress=progress,
                                                               cache_dir=cache_dir)
-    X = data.X
-    X_train, y_train, X_test, y_test = data.X_train, data.y_train, data.X_test, data.y_test
-
-    leaked = cfg.fitness_split == "test"
-    if leaked:
+    ood = prepare_ood(cfg, progress=progress, cache_dir=cache_dir) if cfg.ood else None
+    if cfg.fitness_split == "test":
         log.warning("fitness_split='test': the search scores candidates on the test set, as the "
                     "paper did; the reported test accuracy is optimistic (marked leaked)")
-    clf = EvoPruneClassifier(
-        encoding=cfg.encoding, hidden_size=cfg.hidden_size, population=cfg.population,
-        evaluations=cfg.evaluations, trainer=cfg.trainer, fitness_split=cfg.fitness_split,
-        val_fraction=cfg.val_fraction, cv_folds=cfg.cv_folds, init=cfg.init,
-        mutation_prob=cfg.mutation_prob, random_state=cfg.seed)
-    n_genes = make_encoding(cfg.encoding, X.shape[1], cfg.hidden_size).n_genes
-    config_doc = {"run": cfg.to_dict(), "evoprune_version": __version__,
-                  "trainer_settings": _trainer_settings(cfg.trainer),
+    n_genes = make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size).n_genes
+    config_doc = {"run": run_doc, "evoprune_version": __version__,
+                  "trainer_settings": get_trainer(cfg.trainer).describe(),
                   "feature_cache_key": data.feature_key}
-    known = load_history(out, config_doc, n_genes)
-    for name in RESULT_FILES:
-        (out / name).unlink(missing_ok=True)
-    atomic_write_json(out / "config.json", config_doc)
-    history_path = out / "history.csv"
-    with _HistoryWriter(history_path, cfg.evaluations, progress) as writer:
-        clf.fit(X_train, y_train, eval_set=(X_test, y_test) if leaked else None,
-                on_evaluation=writer.add, known_fitness=known)
-    history = clf.search_.history
-    write_history(history_path, history)
-
-    t0 = time.perf_counter()
-    n_classes = data.n_classes
-    reference = train_head(X_train, y_train, clf.encoding_.decode(clf.encoding_.full()),
-                           n_classes, cfg.trainer, seed=cfg.seed,
-                           stats=feature_stats(X_train)).head
-    reference_seconds = time.perf_counter() - t0
-    test_acc = accuracy(clf.head_, X_test, y_test)
-    ref_acc = accuracy(reference, X_test, y_test)
-    save_head(clf.head_, out / "head.safetensors")
-    save_head(reference, out / "reference_head.safetensors")
-    ref_params, ref_macs = dense_sizes(X.shape[1], clf.encoding_.hidden, n_classes)
-    sizes = clf.masks_.sizes
-    layer_names = clf.encoding_.layer_names()
-    result = {
-        "dataset": data.name,
-        "data": cfg.data,
-        "backbone": cfg.backbone,
-        "feature_dim": int(X.shape[1]),
-        "encoding": cfg.encoding,
-        "hidden_size": cfg.hidden_size,
-        "trainer": cfg.trainer,
-        "fitness_split": cfg.fitness_split,
-        "leaked_test_set": leaked,
-        "seed": cfg.seed,
-        "classes": data.classes,
-        "n_classes": n_classes,
-        "n_images": len(data.paths),
-        "n_train": int(len(data.train_idx)),
-        "n_test": int(len(data.test_idx)),
-        "test_set": data.test_origin,
-        "skipped_images": data.skipped,
-        "genes": int(clf.encoding_.n_genes),
-        "active_genes": int(clf.best_mask_.sum()),
-        "active_fraction": float(clf.best_mask_.mean()),
-        "active_units": dict(zip(layer_names, sizes)),
-        "total_units": dict(zip(layer_names, (X.shape[1],) + clf.encoding_.hidden)),
-        "fitness": clf.best_fitness_,
-        "test_accuracy": test_acc,
-        "reference_test_accuracy": ref_acc,
-        "head_params": clf.head_.n_params(),
-        "reference_head_params": int(ref_params),
-        "head_macs": clf.head_.n_macs(),
-        "reference_head_macs": int(ref_macs),
-        "evaluations": clf.search_.evaluations,
-        "iterations": clf.search_.iterations,
-        "memory_hits": clf.search_.memory_hits,
-        "resumed_evaluations": len(known),
-        "features_cached": bool(data.features_cached),
-        "feature_cache_key": data.feature_key,
-        "timings": {"features": data.feature_seconds, "search": clf.search_seconds_,
-                    "final_training": clf.final_train_seconds_,
-                    "reference_training": reference_seconds},
-        "wall_seconds": time.perf_counter() - t_start,
-        "evoprune_version": __version__,
-        "best_mask": clf.best_mask_.astype(int).tolist(),
-    }
-    plot_convergence(history, out / "convergence.png",
-                     title=f"{data.name} · {cfg.encoding} · {cfg.backbone} · seed {cfg.seed}")
-    atomic_write_json(out / "result.json", result)
+    if ood is not None:
+        config_doc["ood_feature_key"] = ood.feature_key
+    known, appender = writer.begin(config_doc, n_genes, cfg.objectives)
+    try:
+        evolved = _search(cfg, data, ood, known, appender, progress)
+    finally:
+        appender.close()
+    final = finish_heads(cfg, data, evolved, ood)
+    result = _result(cfg, data, evolved, final, resumed=len(known),
+                     wall_seconds=time.perf_counter() - t_start, out=out)
+    _write_outputs(writer, cfg, data, evolved, final, result)
     log.info("results written to %s", out)
-    return result
+    return result.to_dict()
+
+
+def _search(cfg: RunConfig, data: PreparedData, ood: OODData | None, known: dict,
+            appender, progress: bool) -> Evolved:
+    """The search on the training features, with history appended and a progress bar."""
+    from tqdm.auto import tqdm
+
+    leaked = cfg.fitness_split == "test"
+    with tqdm(total=cfg.evaluations, desc="search", unit="eval", disable=not progress,
+              dynamic_ncols=True) as bar:
+        def show(rec: EvaluationRecord) -> None:
+            bar.set_postfix(best=f"{rec.best_fitness:.4f}",
+                            density=f"{rec.best_active_fraction:.2f}", refresh=False)
+            bar.update(1)
+
+        return evolve(data.X_train, data.y_train, data.n_classes, cfg,
+                      eval_set=(data.X_test, data.y_test) if leaked else None,
+                      ood_features=None if ood is None else ood.X_search,
+                      callbacks=[appender, show], known=known)
+
+
+def _portable_run(cfg: RunConfig, out: Path) -> dict:
+    """The settings as saved: the data path relative to the results folder when absolute."""
+    doc = cfg.to_dict()
+    for key, source in _image_sources(cfg).items():
+        doc[key] = portable_path(source, out)
+    return doc
+
+
+def _image_sources(cfg: RunConfig) -> dict[str, str]:
+    """The settings that name images on disk (not built-in sets): data and ood."""
+    from evoprune.data.builtin import is_builtin
+    from evoprune.ood import builtin_ood_names
+
+    sources = {}
+    if not is_builtin(cfg.data):
+        sources["data"] = cfg.data
+    if cfg.ood and cfg.ood not in builtin_ood_names():
+        sources["ood"] = cfg.ood
+    return sources
+
+
+def _data_roots(cfg: RunConfig) -> list[Path]:
+    """Folders whose images a run reads: results must never be written inside them."""
+    return [path.parent if path.is_file() else path
+            for path in map(Path, _image_sources(cfg).values())]
+
+
+def _result(cfg: RunConfig, data: PreparedData, evolved: Evolved, final: FinalHeads, *,
+            resumed: int, wall_seconds: float, out: Path) -> RunResult:
+    search = evolved.result
+    enc = evolved.encoding
+    mask = final.mask
+    masks = enc.decode(mask)
+    ref_params, ref_macs = dense_sizes(data.X.shape[1], enc.hidden, data.n_classes)
+    return RunResult(
+        dataset=data.name, data=_portable_run(cfg, out)["data"], backbone=cfg.backbone,
+        feature_dim=int(data.X.shape[1]), encoding=cfg.encoding, hidden_size=cfg.hidden_size,
+        trainer=cfg.trainer, fitness_split=cfg.fitness_split,
+        leaked_test_set=cfg.fitness_split == "test", seed=cfg.seed, classes=data.classes,
+        n_classes=data.n_classes, n_images=len(data.paths), n_train=int(len(data.train_idx)),
+        n_test=int(len(data.test_idx)), test_set=data.test_origin,
+        skipped_images=[portable_path(p, out) for p in data.skipped],
+        genes=int(enc.n_genes), active_genes=int(mask.sum()),
+        active_fraction=float(mask.mean()),
+        active_units=dict(zip(enc.layer_names(), masks.sizes)),
+        total_units=dict(zip(enc.layer_names(), (data.X.shape[1],) + enc.hidden)),
+        fitness=final.fitness, test_accuracy=final.test_accuracy,
+        reference_test_accuracy=final.reference_test_accuracy,
+        head_params=final.head.n_params(), reference_head_params=int(ref_params),
+        head_macs=final.head.n_macs(), reference_head_macs=int(ref_macs),
+        evaluations=search.evaluations, iterations=search.iterations,
+        memory_hits=search.memory_hits, resumed_evaluations=resumed,
+        features_cached=bool(data.features_cached), feature_cache_key=data.feature_key,
+        timings={"features": data.feature_seconds, "search": evolved.seconds,
+                 "final_training": final.seconds, "reference_training": final.reference_seconds},
+        wall_seconds=wall_seconds, evoprune_version=__version__,
+        best_mask=mask.astype(int).tolist(), objectives=list(cfg.objectives),
+        algorithm=cfg.algorithm, select=cfg.select,
+        front=None if final.front is None else [m.summary() for m in final.front])
+
+
+def _write_outputs(writer: RunWriter, cfg: RunConfig, data: PreparedData, evolved: Evolved,
+                   final: FinalHeads, result: RunResult) -> None:
+    """Heads, figures and tables; result.json last, so a folder with it is complete."""
+    from evoprune.report import plot_convergence, plot_front, plot_hypervolume
+
+    out = writer.out
+    save_head(final.head, out / HEAD_FILE)
+    save_head(final.reference, out / REFERENCE_HEAD_FILE)
+    history = evolved.result.history
+    title = f"{data.name} · {cfg.encoding} · {cfg.backbone} · seed {cfg.seed}"
+    plot_convergence(history, out / "convergence.png", title=title)
+    if final.front is not None:
+        write_front(out, final.front)
+        plot_front(history, final.front, final.reference_test_accuracy, out / "pareto.png",
+                   title=title)
+        plot_hypervolume(history, out / "hypervolume.png", title=title)
+    writer.finish(result, history, cfg.objectives)
 
 
 def _reindex(idx, used: np.ndarray):
@@ -294,56 +299,3 @@ def _reindex(idx, used: np.ndarray):
         return None
     pos = {int(v): k for k, v in enumerate(used)}
     return np.array([pos[int(i)] for i in idx if int(i) in pos], dtype=np.int64)
-
-
-def _trainer_settings(trainer: str) -> dict:
-    from evoprune.model.head import get_trainer
-
-    return get_trainer(trainer).describe()
-
-
-class _HistoryWriter:
-    """Appends each evaluation to history.csv as it happens and drives the progress bar."""
-
-    def __init__(self, path: Path, total: int, progress: bool):
-        self.path = path
-        self.total = total
-        self.progress = progress
-
-    def __enter__(self) -> "_HistoryWriter":
-        from tqdm.auto import tqdm
-
-        self.fh = self.path.open("w", newline="")
-        self.writer = csv.DictWriter(self.fh, fieldnames=HISTORY_FIELDS)
-        self.writer.writeheader()
-        self.bar = tqdm(total=self.total, desc="search", unit="eval", disable=not self.progress,
-                        dynamic_ncols=True)
-        return self
-
-    def add(self, rec: EvaluationRecord) -> None:
-        self.writer.writerow(history_row(rec))
-        self.fh.flush()
-        self.bar.set_postfix(best=f"{rec.best_fitness:.4f}",
-                             density=f"{rec.best_active_fraction:.2f}", refresh=False)
-        self.bar.update(1)
-
-    def __exit__(self, *exc) -> bool:
-        self.bar.close()
-        self.fh.close()
-        return False
-
-
-def history_row(rec: EvaluationRecord) -> dict:
-    row = rec.as_row()
-    row["mask"] = mask_to_hex(rec.chromosome)
-    return row
-
-
-def write_history(path: Path, history: list[EvaluationRecord]) -> None:
-    """The complete history, written atomically over the one appended during the search."""
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=HISTORY_FIELDS)
-            writer.writeheader()
-            writer.writerows(history_row(r) for r in history)
-    atomic_write(path, write)

@@ -1,34 +1,304 @@
-"""Reading a finished run folder back: its result, its heads and a fitted classifier.
+"""The run store: the one reader and writer of a results folder.
 
-A run folder is what :func:`evoprune.runs.experiment.run_experiment` writes. Heads are stored as
-safetensors state dicts (never pickles) and rebuilt with :meth:`CompactHead.from_state_dict`.
+A results folder holds ``config.json`` (the settings, trainer and features it was made with),
+``history.csv`` (one row per evaluation, appended as it happens), ``result.json`` (written last),
+the heads as safetensors state dicts (never pickles) and figures. Every file carries or sits
+beside :data:`SCHEMA_VERSION`; a folder written by an older version, or damaged, gets one clear
+message. Rules that keep a user's results safe:
+
+- a folder is resumed only by the same configuration; another configuration stops with the
+  settings that differ, unless ``overwrite``, which moves the old folder aside (never deletes);
+- evoprune never writes into a folder that holds files it did not write, nor inside the data;
+- history is appended to or atomically replaced, never truncated first, so an interrupted
+  resume loses nothing.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from evoprune.errors import EvoPruneError
+from evoprune.errors import ConfigError, EvoPruneError
+from evoprune.io import atomic_write, atomic_write_json
 from evoprune.model.head import CompactHead
+from evoprune.search import Evaluation, EvaluationRecord
 
+log = logging.getLogger(__name__)
+
+#: Version of the folder's file formats; bumped when a file changes incompatibly.
+SCHEMA_VERSION = 2
+
+CONFIG_FILE = "config.json"
+RESULT_FILE = "result.json"
+HISTORY_FILE = "history.csv"
 HEAD_FILE = "head.safetensors"
 REFERENCE_HEAD_FILE = "reference_head.safetensors"
+FRONT_DIR = "front"
+PARETO_FILE = "pareto.csv"
 
+#: What evoprune writes into a results folder (exports, figures and analyses included); a
+#: folder holding anything else belongs to the user and is never written into.
+OWNED_NAMES = frozenset({
+    CONFIG_FILE, RESULT_FILE, HISTORY_FILE, HEAD_FILE, REFERENCE_HEAD_FILE, FRONT_DIR,
+    PARETO_FILE, "convergence.png", "pareto.png", "hypervolume.png", "confusion.png",
+    "ensemble.json", "baselines.json", "analysis",
+})
+_OWNED_PREFIXES = ("model", "reference_model", "head_model", "reference_head_model", "ensemble")
+_OWNED_SUFFIXES = (".onnx", ".pt", ".json")
+
+#: Files a finished run writes last; removed when a run (re)starts so that an interrupted run
+#: never leaves an older result beside its new configuration.
+RESULT_FILES = (RESULT_FILE, HEAD_FILE, REFERENCE_HEAD_FILE, PARETO_FILE)
+
+HISTORY_FIELDS = ["index", "iteration", "fitness", "active_genes", "active_fraction",
+                  "best_fitness", "best_active_fraction"]
+_OPTIONAL_FIELDS = ["auroc", "hypervolume"]
 _HISTORY_INTS = ("index", "iteration", "active_genes")
-_HISTORY_FLOATS = ("fitness", "active_fraction", "best_fitness", "best_active_fraction")
+
+
+def mask_to_hex(mask: np.ndarray) -> str:
+    return np.packbits(np.asarray(mask, dtype=np.uint8)).tobytes().hex()
+
+
+def hex_to_mask(text: str, n_genes: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8))[:n_genes]
+
+
+# --- history ---------------------------------------------------------------------------------
+
+def history_fields(objectives: Sequence[str] = ("accuracy",)) -> list[str]:
+    """Columns of history.csv for a search over ``objectives`` (the mask last)."""
+    extra = (["auroc"] if "ood" in objectives else []) + (
+        ["hypervolume"] if len(objectives) > 1 else [])
+    return HISTORY_FIELDS + extra + ["mask"]
+
+
+def history_row(rec: EvaluationRecord) -> dict:
+    row = rec.as_row()
+    row["mask"] = mask_to_hex(rec.chromosome)
+    return row
+
+
+def read_history(path: str | Path, n_genes: int | None = None) -> list[EvaluationRecord]:
+    """history.csv as records, in order; rows cut short by an interruption are skipped.
+
+    With ``n_genes`` each record's ``chromosome`` is decoded from its mask.
+    """
+    records = []
+    with Path(path).open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            try:
+                values: dict[str, Any] = {k: int(row[k]) for k in _HISTORY_INTS}
+                values.update({k: float(row[k]) for k in HISTORY_FIELDS if k not in values})
+                values.update({k: float(row[k]) for k in _OPTIONAL_FIELDS if row.get(k)})
+                if n_genes is not None:
+                    values["chromosome"] = hex_to_mask(row["mask"], n_genes)
+            except (KeyError, TypeError, ValueError):
+                continue  # a row cut short by an interruption
+            records.append(EvaluationRecord(**values))
+    return records
+
+
+def write_history(path: Path, history: Sequence[EvaluationRecord],
+                  objectives: Sequence[str] = ("accuracy",)) -> None:
+    """The complete history, written atomically over the file appended during the search."""
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=history_fields(objectives))
+            writer.writeheader()
+            writer.writerows(history_row(r) for r in history)
+    atomic_write(path, write)
+
+
+class HistoryAppender:
+    """Appends each evaluation to history.csv as it happens (a search callback).
+
+    A resumed search replays its known evaluations first; those rows are already in the file
+    (``existing``) and are not written again, so the file only grows. If a replayed record
+    differs from the row it should match, the file is atomically rewritten up to it.
+    """
+
+    def __init__(self, path: Path, objectives: Sequence[str],
+                 existing: Sequence[EvaluationRecord] = ()):
+        self.path = path
+        self.objectives = tuple(objectives)
+        self.existing = list(existing)
+        self.written: list[EvaluationRecord] = []
+        # drop a row cut short by an interruption: rewrite the valid rows (atomic) first
+        write_history(path, self.existing, self.objectives)
+        self.fh = path.open("a", newline="")
+        self.writer = csv.DictWriter(self.fh, fieldnames=history_fields(self.objectives))
+
+    def __call__(self, rec: EvaluationRecord) -> None:
+        i = len(self.written)
+        self.written.append(rec)
+        if i < len(self.existing):
+            old = self.existing[i]
+            if old.chromosome is not None and np.array_equal(old.chromosome, rec.chromosome):
+                return
+            self.fh.close()  # the replay left the recorded path: keep what matches
+            self.existing = []
+            write_history(self.path, self.written, self.objectives)
+            self.fh = self.path.open("a", newline="")
+            self.writer = csv.DictWriter(self.fh, fieldnames=history_fields(self.objectives))
+            return
+        self.writer.writerow(history_row(rec))
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def known_evaluations(records: Sequence[EvaluationRecord],
+                      objectives: Sequence[str]) -> dict[bytes, Evaluation]:
+    """What an interrupted search measured, keyed by chromosome, for the evaluator to reuse."""
+    from evoprune.pareto import to_minimised
+
+    known = {}
+    for r in records:
+        natural = {"accuracy": r.fitness, "size": r.active_fraction, "ood": r.auroc}
+        if any(natural[name] is None for name in objectives):
+            continue
+        F = np.array([to_minimised(name, natural[name]) for name in objectives])
+        known[r.chromosome.tobytes()] = Evaluation(F=F, accuracy=r.fitness, auroc=r.auroc)
+    return known
+
+
+# --- typed records ---------------------------------------------------------------------------
+
+@dataclass
+class RunResult(Mapping):
+    """``result.json``: a finished run's outcome. Read as attributes (or, for tables, as a
+    read-only mapping of the same names)."""
+
+    dataset: str
+    data: str
+    backbone: str
+    feature_dim: int
+    encoding: str
+    hidden_size: int
+    trainer: str
+    fitness_split: str
+    leaked_test_set: bool
+    seed: int
+    classes: list[str]
+    n_classes: int
+    n_images: int
+    n_train: int
+    n_test: int
+    test_set: str
+    skipped_images: list[str]
+    genes: int
+    active_genes: int
+    active_fraction: float
+    active_units: dict[str, int]
+    total_units: dict[str, int]
+    fitness: float
+    test_accuracy: float
+    reference_test_accuracy: float
+    head_params: int
+    reference_head_params: int
+    head_macs: int
+    reference_head_macs: int
+    evaluations: int
+    iterations: int
+    memory_hits: int
+    resumed_evaluations: int
+    features_cached: bool
+    feature_cache_key: str
+    timings: dict[str, float]
+    wall_seconds: float
+    evoprune_version: str
+    best_mask: list[int]
+    objectives: list[str] = field(default_factory=lambda: ["accuracy"])
+    algorithm: str = "ssga"
+    select: str | None = None
+    front: list[dict] | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        if d["front"] is None:  # single-objective runs keep today's keys
+            for key in ("front", "select"):
+                d.pop(key)
+        return d
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], path: Path | str = RESULT_FILE) -> "RunResult":
+        """Check the schema version and every key's presence and type; one message naming the
+        file and the key otherwise."""
+        version = doc.get("schema_version")
+        if version != SCHEMA_VERSION:
+            what = "an older version" if version is None or (
+                isinstance(version, int) and version < SCHEMA_VERSION) else "another version"
+            raise EvoPruneError(f"{path} was written by {what} of evoprune (schema "
+                                f"{version}, this one reads {SCHEMA_VERSION}); rerun "
+                                "'evoprune run' with the same options in a new --out")
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in doc:
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    raise EvoPruneError(f"{path} lacks {f.name!r}; the file is damaged: rerun "
+                                        "'evoprune run' to rewrite the run folder")
+                continue
+            value = doc[f.name]
+            if not _has_type(value, f.type):
+                raise EvoPruneError(f"{path}: {f.name!r} is {json.dumps(value)[:40]}, not "
+                                    f"{f.type}; the file is damaged or was edited: rerun "
+                                    "'evoprune run' to rewrite the run folder")
+            values[f.name] = value
+        return cls(**values)
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._names():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def _names(self) -> tuple[str, ...]:
+        return tuple(self.to_dict())
+
+
+_SIMPLE = {"str": str, "int": int, "float": (int, float), "bool": bool}
+
+
+def _has_type(value: Any, annotation: str) -> bool:
+    """Whether a JSON value fits a field annotation written as text (``from __future__``)."""
+    kinds = [a.strip() for a in str(annotation).split("|")]
+    for kind in kinds:
+        if kind == "None" and value is None:
+            return True
+        base = kind.split("[", 1)[0]
+        if base in ("list", "dict") and isinstance(value, {"list": list, "dict": dict}[base]):
+            return True
+        if base in _SIMPLE:
+            if isinstance(value, bool) and base != "bool":
+                continue
+            if isinstance(value, _SIMPLE[base]):
+                return True
+    return False
 
 
 @dataclass
 class RunFolder:
-    """A finished run folder: its path, ``result.json`` and ``config.json`` (empty if absent)."""
+    """A finished run folder: its path, typed result and its config.json (empty if absent)."""
 
     path: Path
-    result: dict
+    result: RunResult
     config: dict = field(default_factory=dict)
 
     @property
@@ -41,17 +311,16 @@ class RunFolder:
 
     def head(self, reference: bool = False) -> CompactHead:
         """The evolved head, or the not-pruned one with ``reference=True``, in eval mode."""
-        head = load_head(self.head_path(reference), n_inputs=self.result.get("feature_dim"))
-        n_classes = int(self.result.get("n_classes", len(self.result.get("classes", []))))
-        if head.sizes[-1] != n_classes:
+        head = load_head(self.head_path(reference), n_inputs=self.result.feature_dim)
+        if head.sizes[-1] != self.result.n_classes:
             raise EvoPruneError(f"{self.head_path(reference)} has {head.sizes[-1]} outputs but "
-                                f"result.json lists {n_classes} classes; the folder is "
-                                "inconsistent: run the experiment again")
+                                f"result.json lists {self.result.n_classes} classes; the folder "
+                                "is inconsistent: run the experiment again")
         return head
 
 
 def open_run(run_dir: str | Path) -> RunFolder:
-    """The run folder at ``run_dir``; EvoPruneError naming the path if it is not a finished run."""
+    """The finished run folder at ``run_dir``; EvoPruneError naming the path otherwise."""
     path = Path(run_dir)
     if not path.exists():
         raise EvoPruneError(f"run folder {path} does not exist; pass the folder that "
@@ -59,33 +328,37 @@ def open_run(run_dir: str | Path) -> RunFolder:
     if not path.is_dir():
         raise EvoPruneError(f"{path} is not a folder; pass the run folder that 'evoprune run' "
                             "wrote (its --out)")
-    result_file = path / "result.json"
+    result_file = path / RESULT_FILE
     if not result_file.is_file():
-        raise EvoPruneError(f"{path} has no result.json, so it is not a finished run; an "
+        raise EvoPruneError(f"{path} has no {RESULT_FILE}, so it is not a finished run; an "
                             "interrupted run finishes when the same 'evoprune run' command is "
                             "started again")
-    result = _read_json(result_file)
-    for key in ("classes", "n_classes", "backbone", "encoding", "best_mask", "test_accuracy",
-                "reference_test_accuracy"):
-        if key not in result:
-            raise EvoPruneError(f"{result_file} lacks {key!r}; it was not written by this "
-                                "version of evoprune's 'run'")
+    result = RunResult.from_dict(read_json(result_file), result_file)
     if not (path / HEAD_FILE).is_file():
         raise EvoPruneError(f"{path} has no {HEAD_FILE} (the evolved head's weights); run the "
                             "experiment again to write it")
-    config_file = path / "config.json"
-    config = _read_json(config_file) if config_file.is_file() else {}
+    config_file = path / CONFIG_FILE
+    config = read_json(config_file) if config_file.is_file() else {}
     return RunFolder(path=path, result=result, config=config)
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """A JSON object from ``path``; EvoPruneError naming the file when unreadable."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise EvoPruneError(f"cannot read {path}: {exc}") from None
     if not isinstance(data, dict):
         raise EvoPruneError(f"{path} does not hold a JSON object")
     return data
+
+
+def save_head(head: CompactHead, path: Path) -> None:
+    """The head's weights as safetensors (never a pickle), written atomically."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous() for k, v in head.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
 
 
 def load_head(path: str | Path, n_inputs: int | None = None) -> CompactHead:
@@ -106,19 +379,140 @@ def load_head(path: str | Path, n_inputs: int | None = None) -> CompactHead:
         raise EvoPruneError(f"{path}: {exc}") from None
 
 
-def read_history(path: str | Path) -> list[dict]:
-    """history.csv as one dict per evaluation (the classifier's ``history_`` rows)."""
-    rows = []
-    with Path(path).open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            try:
-                rec = {k: int(row[k]) for k in _HISTORY_INTS}
-                rec.update({k: float(row[k]) for k in _HISTORY_FLOATS})
-            except (KeyError, TypeError, ValueError):
-                continue  # a row cut short by an interruption
-            rows.append(rec)
-    return rows
+# --- writing a run ---------------------------------------------------------------------------
 
+def portable_path(path: str, base: Path) -> str:
+    """``path`` as the user wrote it, or relative to ``base`` when it is absolute: results hold
+    no absolute paths of the user's machine."""
+    if not os.path.isabs(path):
+        return path
+    try:
+        return os.path.relpath(path, base)
+    except ValueError:  # another drive on Windows
+        return Path(path).name
+
+
+def _is_owned(name: str) -> bool:
+    if name in OWNED_NAMES or (name.startswith(".") and name.endswith(".tmp")):
+        return True
+    return name.startswith(_OWNED_PREFIXES) and name.endswith(_OWNED_SUFFIXES)
+
+
+def check_out_dir(out: Path, data_roots: Sequence[Path] = ()) -> None:
+    """Stop before anything is computed when ``out`` cannot hold this run: a file, inside the
+    data, or a folder of the user's own files."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder; give --out a new or empty "
+                          "folder")
+    for parent in [out, *out.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise ConfigError(f"--out {out} cannot be made: {parent} is a file")
+    resolved = out.resolve()
+    for root in data_roots:
+        root = root.resolve()
+        if resolved == root or root in resolved.parents:
+            raise ConfigError(f"--out {out} is inside the data folder {root}; results there "
+                              "would become training images of the next run: give --out a "
+                              "folder outside the data")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if not _is_owned(p.name))
+        if foreign:
+            listed = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+            raise ConfigError(f"--out {out} holds files evoprune did not write ({listed}); "
+                              "give --out a new or empty folder")
+
+
+def _differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    keys = sorted(set(saved) | set(current))
+    return [f"{k}: {saved.get(k)!r} there, {current.get(k)!r} now" for k in keys
+            if saved.get(k) != current.get(k)]
+
+
+def _move_aside(out: Path) -> Path:
+    n = 1
+    while (target := out.with_name(f"{out.name}.old-{n}")).exists():
+        n += 1
+    out.rename(target)
+    log.warning("moved the previous run in %s aside to %s (--overwrite)", out, target)
+    return target
+
+
+class RunWriter:
+    """Writes one run into its folder. :meth:`begin` resumes or starts it; nothing is written
+    before :meth:`begin`, so a run that fails earlier leaves no folder behind."""
+
+    def __init__(self, out: str | Path, overwrite: bool = False):
+        self.out = Path(out)
+        self.overwrite = bool(overwrite)
+
+    def check(self, run_doc: dict, data_roots: Sequence[Path] = ()) -> None:
+        """Before any work: the folder can hold this run (:func:`check_out_dir`), and a run
+        already there has the same settings (else the differences, unless ``overwrite``)."""
+        check_out_dir(self.out, data_roots)
+        cfg_file = self.out / CONFIG_FILE
+        if self.overwrite or not cfg_file.is_file():
+            return
+        try:
+            saved = json.loads(cfg_file.read_text(encoding="utf-8")).get("run")
+        except (OSError, ValueError, AttributeError):
+            saved = None
+        if saved != run_doc:
+            self._refuse(saved if isinstance(saved, dict) else {}, run_doc)
+
+    def _refuse(self, saved: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+        diff = _differences(saved, current)
+        raise ConfigError(f"{self.out} holds a run of another configuration ("
+                          + "; ".join(diff[:6]) + (" ..." if len(diff) > 6 else "")
+                          + "); give --out another folder, or --overwrite to move that run "
+                          "aside and start afresh")
+
+    def begin(self, config_doc: dict, n_genes: int,
+              objectives: Sequence[str]) -> tuple[dict[bytes, Evaluation], HistoryAppender]:
+        """Write config.json and open history.csv; returns what an interrupted run of the same
+        configuration already evaluated (reused, not retrained) and the history appender."""
+        config_doc = {"schema_version": SCHEMA_VERSION, **config_doc}
+        records: list[EvaluationRecord] = []
+        cfg_file, hist = self.out / CONFIG_FILE, self.out / HISTORY_FILE
+        if cfg_file.is_file():
+            try:
+                saved = json.loads(cfg_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                saved = None
+            if not isinstance(saved, dict):
+                if not self.overwrite:
+                    raise ConfigError(f"{cfg_file} is damaged; the folder cannot be resumed: "
+                                      "give --out another folder, or --overwrite to move this "
+                                      "one aside")
+                _move_aside(self.out)
+            elif {k: saved.get(k) for k in config_doc if k != "evoprune_version"} != {
+                    k: v for k, v in config_doc.items() if k != "evoprune_version"}:
+                if not self.overwrite:
+                    def flat(doc: Mapping[str, Any]) -> dict:
+                        return {**doc.get("run", {}), **{k: v for k, v in doc.items() if k not in
+                                                         ("run", "evoprune_version")}}
+                    self._refuse(flat(saved), flat(config_doc))
+                _move_aside(self.out)
+            elif hist.is_file():
+                records = read_history(hist, n_genes)
+                if records:
+                    log.info("resuming: %d evaluations are already in %s", len(records), hist)
+        elif self.out.is_dir() and any(self.out.iterdir()) and self.overwrite:
+            _move_aside(self.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        for name in RESULT_FILES:
+            (self.out / name).unlink(missing_ok=True)
+        atomic_write_json(cfg_file, config_doc)
+        return known_evaluations(records, objectives), HistoryAppender(hist, objectives,
+                                                                        records)
+
+    def finish(self, result: RunResult, history: Sequence[EvaluationRecord],
+               objectives: Sequence[str]) -> None:
+        """The complete history (atomically) and result.json, the last file written."""
+        write_history(self.out / HISTORY_FILE, history, objectives)
+        atomic_write_json(self.out / RESULT_FILE, result.to_dict())
+
+
+# --- a fitted classifier from a folder -------------------------------------------------------
 
 def load(run_dir: str | Path):
     """A fitted :class:`~evoprune.estimator.EvoPruneClassifier` from a run folder.
@@ -132,38 +526,35 @@ def load(run_dir: str | Path):
 
     run = open_run(run_dir)
     r, cfg = run.result, run.run_config
-    params = {"encoding": r["encoding"], "hidden_size": int(r.get("hidden_size", 512))}
-    for name in ("population", "evaluations", "trainer", "fitness_split", "val_fraction",
-                 "cv_folds", "init", "mutation_prob"):
-        if name in cfg:
-            params[name] = cfg[name]
-    if "seed" in r:
-        params["random_state"] = int(r["seed"])
+    params = {"encoding": r.encoding, "hidden_size": r.hidden_size}
+    accepted = EvoPruneClassifier().get_params()
+    for name, value in cfg.items():
+        if name in accepted and name not in params:
+            params[name] = tuple(value) if isinstance(value, list) else value
+    params["random_state"] = r.seed
     clf = EvoPruneClassifier(**params)
     head = run.head()
-    n_features = int(r.get("feature_dim", head.n_inputs))
-    encoding = make_encoding(r["encoding"], n_features, params["hidden_size"])
-    best_mask = np.asarray(r["best_mask"], dtype=np.uint8)
+    encoding = make_encoding(r.encoding, r.feature_dim, r.hidden_size)
+    best_mask = np.asarray(r.best_mask, dtype=np.uint8)
     try:
         masks = encoding.decode(best_mask)
     except EvoPruneError as exc:
-        raise EvoPruneError(f"{run.path / 'result.json'}: best_mask does not fit: {exc}") from None
-    expected = masks.sizes + (len(r["classes"]),)
+        raise EvoPruneError(f"{run.path / RESULT_FILE}: best_mask does not fit: {exc}") from None
+    expected = masks.sizes + (len(r.classes),)
     if head.sizes != expected or not np.array_equal(head.feature_index.numpy(),
                                                     np.flatnonzero(masks.features)):
         raise EvoPruneError(f"{run.head_path()} (layer sizes {head.sizes}) does not match the "
                             f"best mask in result.json (sizes {expected}); the folder is "
                             "inconsistent: run the experiment again")
-    clf.classes_ = np.asarray(r["classes"])
-    clf.n_features_in_ = n_features
+    clf.classes_ = np.asarray(r.classes)
+    clf.n_features_in_ = r.feature_dim
     clf.encoding_ = encoding
     clf.best_mask_ = best_mask
     clf.masks_ = masks
     clf.head_ = head
-    clf.backbone_ = r["backbone"]
-    if "fitness" in r:
-        clf.best_fitness_ = float(r["fitness"])
-    history = run.path / "history.csv"
-    clf.history_ = read_history(history) if history.is_file() else []
+    clf.backbone_ = r.backbone
+    clf.best_fitness_ = float(r.fitness)
+    history = run.path / HISTORY_FILE
+    clf.history_ = [rec.as_row() for rec in read_history(history)] if history.is_file() else []
     clf.run_dir_ = run.path
     return clf

@@ -1,0 +1,145 @@
+"""The heads a finished search hands over: the selected one, the not-pruned reference and,
+for a multi-objective search, every head of the Pareto front, each retrained on all training
+data and scored on held-out images (accuracy, and OOD AUROC / FPR at 95 % TPR when OOD
+images were given)."""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from evoprune.io import atomic_write
+from evoprune.model.head import CompactHead, accuracy, feature_stats, logits, train_head
+from evoprune.pareto import accuracy_standard_error, non_dominated, select
+
+PARETO_FIELDS = ["rank", "evaluation", "active_fraction", "active_genes", "head_params",
+                 "fitness", "fitness_auroc", "test_accuracy", "test_auroc", "test_fpr95",
+                 "selected", "mask"]
+
+
+@dataclass
+class FrontMember:
+    """One non-dominated head: its objectives on the fitness split and held-out scores."""
+
+    rank: int
+    evaluation: int
+    mask: np.ndarray = field(repr=False)
+    fitness: float
+    fitness_auroc: float | None
+    head: CompactHead = field(repr=False)
+    test_accuracy: float
+    test_auroc: float | None
+    test_fpr95: float | None
+    selected: bool = False
+
+    @property
+    def active_fraction(self) -> float:
+        return float(self.mask.mean())
+
+    def summary(self) -> dict:
+        """The member as a pareto.csv row (and result.json's ``front`` entry)."""
+        from evoprune.runs.store import mask_to_hex
+
+        return {"rank": self.rank, "evaluation": self.evaluation,
+                "active_fraction": self.active_fraction, "active_genes": int(self.mask.sum()),
+                "head_params": self.head.n_params(), "fitness": self.fitness,
+                "fitness_auroc": self.fitness_auroc, "test_accuracy": self.test_accuracy,
+                "test_auroc": self.test_auroc, "test_fpr95": self.test_fpr95,
+                "selected": self.selected, "mask": mask_to_hex(self.mask)}
+
+
+@dataclass
+class FinalHeads:
+    """The head a run ships (``mask``, ``head``) next to the not-pruned ``reference``."""
+
+    mask: np.ndarray
+    head: CompactHead
+    fitness: float
+    test_accuracy: float
+    reference: CompactHead
+    reference_test_accuracy: float
+    seconds: float
+    reference_seconds: float
+    front: list[FrontMember] | None = None
+
+
+def heldout_ood(head: CompactHead, X_test: np.ndarray, X_ood: np.ndarray,
+                score: str) -> tuple[float, float]:
+    """(AUROC, FPR at 95 % TPR) of telling held-out test images from held-out OOD images."""
+    from evoprune.ood import auroc, fpr_at_95_tpr, ood_score
+
+    s_in, s_out = ood_score(score, logits(head, X_test)), ood_score(score, logits(head, X_ood))
+    return auroc(s_in, s_out), fpr_at_95_tpr(s_in, s_out)
+
+
+def finish_heads(cfg, data, evolved, ood=None) -> FinalHeads:
+    """Train the reference head and the shipped head(s) on all training data and score them."""
+    X_train, y_train, X_test, y_test = data.X_train, data.y_train, data.X_test, data.y_test
+    stats = feature_stats(X_train)
+    enc = evolved.encoding
+
+    def train(mask: np.ndarray) -> CompactHead:
+        return train_head(X_train, y_train, enc.decode(mask), data.n_classes, cfg.trainer,
+                          seed=cfg.seed, stats=stats).head
+
+    t0 = time.perf_counter()
+    reference = train(enc.full())
+    reference_seconds = time.perf_counter() - t0
+    ref_acc = accuracy(reference, X_test, y_test)
+    search = evolved.result
+    t0 = time.perf_counter()
+    if len(search.objectives) == 1:
+        mask = search.best.astype(np.uint8)
+        head = train(mask)
+        return FinalHeads(mask, head, float(search.best_fitness), accuracy(head, X_test, y_test),
+                          reference, ref_acc, time.perf_counter() - t0, reference_seconds)
+    front = front_members(cfg, data, evolved, train, ood)
+    chosen = next(m for m in front if m.selected)
+    return FinalHeads(chosen.mask, chosen.head, chosen.fitness, chosen.test_accuracy,
+                      reference, ref_acc, time.perf_counter() - t0, reference_seconds, front)
+
+
+def front_members(cfg, data, evolved, train, ood=None) -> list[FrontMember]:
+    """Every non-dominated evaluated head, smallest first, retrained and scored; the one the
+    run's selection rule picks (on fitness-split values only) is marked ``selected``."""
+    search = evolved.result
+    idx = np.flatnonzero(non_dominated(search.F))
+    idx = sorted(idx, key=lambda i: (search.history[i].active_genes, -search.history[i].fitness))
+    n_score = sum(len(f.y_score) for f in evolved.problem.folds)
+    fitness = np.array([search.history[i].fitness for i in idx])
+    size = np.array([search.history[i].active_fraction for i in idx])
+    best = float(fitness.max())
+    pick = select(fitness, size, cfg.select, se=accuracy_standard_error(best, n_score))
+    members = []
+    for rank, i in enumerate(idx):
+        rec = search.history[i]
+        head = train(rec.chromosome)
+        auroc = fpr = None
+        if ood is not None:
+            auroc, fpr = heldout_ood(head, data.X_test, ood.X_heldout, cfg.ood_score)
+        members.append(FrontMember(
+            rank=rank, evaluation=rec.index, mask=rec.chromosome.astype(np.uint8),
+            fitness=rec.fitness, fitness_auroc=rec.auroc, head=head,
+            test_accuracy=accuracy(head, data.X_test, data.y_test), test_auroc=auroc,
+            test_fpr95=fpr, selected=rank == pick))
+    return members
+
+
+def write_front(out: Path, front: list[FrontMember]) -> None:
+    """pareto.csv and the front's heads (front/head_<rank>.safetensors)."""
+    from evoprune.runs.store import FRONT_DIR, PARETO_FILE, save_head
+
+    for m in front:
+        save_head(m.head, out / FRONT_DIR / f"head_{m.rank}.safetensors")
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=PARETO_FIELDS)
+            writer.writeheader()
+            writer.writerows({k: ("" if v is None else v) for k, v in m.summary().items()}
+                             for m in front)
+    atomic_write(out / PARETO_FILE, write)
