@@ -69,10 +69,12 @@ def plot_front(history: Sequence[EvaluationRecord], front: Sequence, reference_a
     ax.scatter([100 * r.active_fraction for r in history], [r.fitness for r in history], s=9,
                color="0.65", alpha=0.6, label="evaluated heads (fitness split)")
     xs = [100 * m.active_fraction for m in front]
-    ax.plot(xs, [m.fitness for m in front], "o-", color="tab:blue", ms=4,
+    # a front over three objectives is no curve in two of them: points only
+    style = "-" if all(m.fitness_auroc is None for m in front) else ""
+    ax.plot(xs, [m.fitness for m in front], "o" + style, color="tab:blue", ms=4,
             label="front (fitness split)")
-    ax.plot(xs, [m.test_accuracy for m in front], "s--", color="tab:orange", ms=4,
-            label="front (held-out test)")
+    ax.plot(xs, [m.test_accuracy for m in front], "s" + style.replace("-", "--"),
+            color="tab:orange", ms=4, label="front (held-out test)")
     chosen = [m for m in front if m.selected]
     ax.scatter([100 * m.active_fraction for m in chosen], [m.test_accuracy for m in chosen],
                marker="*", s=220, color="tab:red", zorder=5, label="selected (held-out)")
@@ -88,8 +90,8 @@ def plot_front(history: Sequence[EvaluationRecord], front: Sequence, reference_a
         ax2.scatter([100 * r.active_fraction for r in history if r.auroc is not None],
                     [r.auroc for r in history if r.auroc is not None], s=9, color="0.65",
                     alpha=0.6, label="evaluated heads (fitness split)")
-        ax2.plot(xs, [m.test_auroc for m in front], "s--", color="tab:orange", ms=4,
-                 label="front (held-out)")
+        ax2.plot(xs, [m.test_auroc for m in front], "s" + style.replace("-", "--"),
+                 color="tab:orange", ms=4, label="front (held-out)")
         ax2.scatter([100 * m.active_fraction for m in chosen], [m.test_auroc for m in chosen],
                     marker="*", s=220, color="tab:red", zorder=5, label="selected")
         ax2.set_xlabel("% active genes")

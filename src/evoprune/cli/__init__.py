@@ -12,81 +12,41 @@ from evoprune.errors import EvoPruneError
 log = logging.getLogger("evoprune")
 
 
-def _add_run_options(p: argparse.ArgumentParser, per_run: bool = True) -> None:
-    """The options of one run. ``per_run=False`` leaves out --encoding, --seed and --out, which
-    a command that makes several runs (compare) defines its own way."""
-    from evoprune.encodings import ENCODINGS
-    from evoprune.model.head import TRAINERS
-    from evoprune.search import INIT_CHOICES
-
-    g = p.add_argument_group("data")
-    g.add_argument("--data", default="elpv", metavar="PATH|elpv|elpv2",
-                   help="a folder of class folders, a folder with train/ and test/, a folder of "
-                        "k partitions each with train/ and test/, a CSV manifest (path,label"
-                        "[,split]), or a built-in set (see 'evoprune datasets'). Default: elpv")
-    g.add_argument("--test-fraction", type=float, default=0.2,
-                   help="held-out test fraction when the data has no test set (stratified, "
-                        "seeded). Default: 0.2")
-    g.add_argument("--fold", type=int, default=0,
-                   help="which partition to use for the k-partition layout. Default: 0")
-    g.add_argument("--skip-bad-images", action="store_true",
-                   help="skip unreadable images with a warning instead of stopping")
-    g.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="use a stratified sample of N images (quick trials)")
-    g = p.add_argument_group("model")
-    g.add_argument("--backbone", default="efficientnet-lite0",
-                   help="frozen feature extractor (see 'evoprune backbones'). "
-                        "Default: efficientnet-lite0")
-    if per_run:
-        g.add_argument("--encoding", default="fs", choices=list(ENCODINGS),
-                       help="what one gene switches: " + "; ".join(f"{k}: {v}" for k, v in
-                                                                   ENCODINGS.items()))
-    g.add_argument("--hidden-size", type=int, default=512,
-                   help="neurons per hidden layer. Default: 512")
-    g.add_argument("--trainer", default="fast", choices=list(TRAINERS),
-                   help="fast (default; Adam on standardised features, few epochs) or paper "
-                        "(SGD 1e-3, Nesterov, batch 32, <= 600 epochs, early stopping)")
-    g = p.add_argument_group("search")
-    g.add_argument("--population", type=int, default=30, help="GA population. Default: 30")
-    g.add_argument("--evaluations", type=int, default=None,
-                   help="budget of fitness evaluations, initial population included. "
-                        "Default: 200 (300 for --encoding both)")
-    g.add_argument("--fitness-split", default="validation", choices=["validation", "cv", "test"],
-                   help="where fitness is measured: validation (default; a stratified part of "
-                        "the training data), cv (k-fold inside the training data), or test (the "
-                        "paper's protocol; leaks the test set, result marked leaked)")
-    g.add_argument("--val-fraction", type=float, default=0.2,
-                   help="validation fraction of the training data. Default: 0.2")
-    g.add_argument("--cv-folds", type=int, default=5, help="folds for --fitness-split cv. Default: 5")
-    g.add_argument("--init", default="random", metavar="|".join(INIT_CHOICES),
-                   help="initial densities: random (U(0,1), the paper's), a fixed density, or "
-                        "a range a-b. Default: random")
-    g.add_argument("--mutation-prob", type=float, default=0.07,
-                   help="probability that a child gets one gene flipped. Default: 0.07")
-    if per_run:
-        g.add_argument("--seed", type=int, default=0,
-                       help="seed for every random choice (splits, search, training). Default: 0")
+def add_output_options(p: argparse.ArgumentParser, out_help: str | None = None,
+                       overwrite: bool = False) -> None:
+    """Options that are not run settings: where results and features go, progress bars.
+    ``out_help=None`` leaves out --out (a command that defines its own)."""
     g = p.add_argument_group("output")
-    if per_run:
-        g.add_argument("--out", default=None, metavar="DIR",
-                       help="results folder. Default: runs/<data>_<encoding>_<backbone>_<trainer>"
-                            "_<fitness split>_s<seed>; rerunning the same command resumes it")
+    if out_help is not None:
+        g.add_argument("--out", default=None, metavar="DIR", help=out_help)
+    if overwrite:
+        g.add_argument("--overwrite", action="store_true",
+                       help="when --out holds a run of another configuration, move it aside "
+                            "(to a sibling folder) and start afresh instead of stopping")
     g.add_argument("--cache-dir", default=None,
                    help="feature cache folder. Default: $EVOPRUNE_CACHE_DIR or "
                         "~/.cache/evoprune/features")
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def _config_from_args(args: argparse.Namespace):
-    from evoprune.runs.experiment import RunConfig
+def _add_run_options(p: argparse.ArgumentParser, per_run: bool = True) -> None:
+    """The options of one run, generated from the run settings' declaration
+    (:mod:`evoprune.runs.config`). ``per_run=False`` leaves out --encoding, --seed and --out,
+    which a command that makes several runs (compare) defines its own way."""
+    from evoprune.runs.config import add_run_options
 
-    return RunConfig(
-        data=args.data, encoding=args.encoding, backbone=args.backbone,
-        hidden_size=args.hidden_size, population=args.population, evaluations=args.evaluations,
-        trainer=args.trainer, fitness_split=args.fitness_split, val_fraction=args.val_fraction,
-        cv_folds=args.cv_folds, test_fraction=args.test_fraction, fold=args.fold, init=args.init,
-        mutation_prob=args.mutation_prob, seed=args.seed, skip_bad_images=args.skip_bad_images,
-        limit=args.limit)
+    add_run_options(p, exclude=() if per_run else ("encoding", "seed"))
+    add_output_options(p, out_help=(
+        "results folder. Default: runs/<data>_<encoding>_<backbone>_s<seed>-<hash of every "
+        "setting that changes the result>; rerunning the same command resumes it"
+    ) if per_run else None, overwrite=per_run)
+
+
+def _config_from_args(args: argparse.Namespace):
+    """The run configuration of parsed ``run`` options (validated by the caller)."""
+    from evoprune.runs.config import config_from_args
+
+    return config_from_args(args)
 
 
 def format_run_table(result: dict) -> str:
@@ -119,10 +79,11 @@ def format_run_table(result: dict) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from evoprune.runs.experiment import default_out_dir, run_experiment
 
-    cfg = _config_from_args(args)
-    out = args.out or default_out_dir(cfg.resolved())
+    cfg = _config_from_args(args).validate()  # every option, before anything is computed
+    out = args.out or default_out_dir(cfg)
     try:
-        result = run_experiment(cfg, out, progress=not args.no_progress, cache_dir=args.cache_dir)
+        result = run_experiment(cfg, out, progress=not args.no_progress, cache_dir=args.cache_dir,
+                                overwrite=args.overwrite)
     except KeyboardInterrupt:
         log.warning("interrupted: the evaluations so far are in %s/history.csv; run the same "
                     "command again to resume", out)

@@ -34,6 +34,9 @@ def _split_indices(dataset, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, str
     """(train, test) indices into the dataset and how the test set was chosen."""
     from evoprune.data import stratified_split
 
+    if not dataset.folds and cfg.fold != 0:
+        raise ConfigError(f"--fold {cfg.fold} (fold={cfg.fold}): {cfg.data} has no partitions "
+                          "(k folders each with train/ and test/); drop --fold")
     if dataset.folds:
         if not 0 <= cfg.fold < len(dataset.folds):
             raise ConfigError(f"fold={cfg.fold} is out of range: {cfg.data} has "

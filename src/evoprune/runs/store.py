@@ -303,8 +303,19 @@ class RunFolder:
 
     @property
     def run_config(self) -> dict:
-        """The run's settings (the ``run`` part of config.json)."""
+        """The run's settings as saved (the ``run`` part of config.json)."""
         return self.config.get("run", {})
+
+    def settings(self):
+        """The run's :class:`~evoprune.runs.config.RunConfig`, its image sources (data, ood)
+        resolved from the folder, to run it again or reuse its data."""
+        from evoprune.runs.config import RunConfig
+
+        doc = dict(self.run_config)
+        for key in ("data", "ood"):
+            if doc.get(key):
+                doc[key] = resolve_path(doc[key], self.path)
+        return RunConfig.from_dict(doc)
 
     def head_path(self, reference: bool = False) -> Path:
         return self.path / (REFERENCE_HEAD_FILE if reference else HEAD_FILE)
@@ -382,14 +393,19 @@ def load_head(path: str | Path, n_inputs: int | None = None) -> CompactHead:
 # --- writing a run ---------------------------------------------------------------------------
 
 def portable_path(path: str, base: Path) -> str:
-    """``path`` as the user wrote it, or relative to ``base`` when it is absolute: results hold
-    no absolute paths of the user's machine."""
-    if not os.path.isabs(path):
-        return path
+    """``path`` relative to the results folder ``base``: results hold no absolute paths of the
+    user's machine, and the folder can move together with its data."""
     try:
-        return os.path.relpath(path, base)
+        return os.path.relpath(os.path.abspath(path), os.path.abspath(base))
     except ValueError:  # another drive on Windows
         return Path(path).name
+
+
+def resolve_path(text: str, base: Path) -> str:
+    """The inverse of :func:`portable_path`: a stored source that names a path beside ``base``
+    (other values, such as built-in set names, stay as they are)."""
+    candidate = Path(base) / text
+    return str(candidate.resolve()) if candidate.exists() else text
 
 
 def _is_owned(name: str) -> bool:

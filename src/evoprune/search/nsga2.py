@@ -37,7 +37,7 @@ class NSGA2Search:
         from pymoo.core.sampling import Sampling
         from pymoo.operators.crossover.ux import UX
         from pymoo.operators.mutation.bitflip import BitflipMutation
-        from pymoo.termination.default import NoTermination
+        from pymoo.core.termination import NoTermination
 
         density = self.density
 
