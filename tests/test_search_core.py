@@ -93,3 +93,23 @@ def test_a_resumed_multiobjective_search_retraces_its_path_without_training_agai
 def test_ssga_refuses_several_objectives():
     with pytest.raises(ConfigError, match="nsga2"):
         run_search(SteadyStateGA(population=4, evaluations=8), Evaluator(TwoObjectives(), 8))
+
+
+def test_estimator_with_two_objectives_fits_the_selected_front_head():
+    from sklearn.datasets import load_digits
+
+    from evoprune.estimator import EvoPruneClassifier
+
+    d = load_digits()
+    X, y = d.data[:300].astype(np.float32), d.target[:300]
+    clf = EvoPruneClassifier(objectives=("accuracy", "size"), hidden_size=16, population=8,
+                             evaluations=24, random_state=0).fit(X, y)
+    front = clf.pareto_
+    assert front["selected"].sum() == 1
+    assert np.array_equal(clf.best_mask_, front["mask"][front["selected"]][0])
+    assert list(front["active_fraction"]) == sorted(front["active_fraction"])
+    assert clf.head_.sizes[0] == clf.best_mask_.sum()
+    # accuracy rule: the most accurate front head is fitted
+    acc = EvoPruneClassifier(objectives=("accuracy", "size"), select="accuracy", hidden_size=16,
+                             population=8, evaluations=24, random_state=0).fit(X, y)
+    assert acc.best_fitness_ == front["fitness"].max()

@@ -12,8 +12,6 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from .encodings import make_encoding
-from .errors import ConfigError
 from evoprune.model.head import feature_stats, predict_proba, train_head
 from evoprune.runs.config import (
     DEFAULT_EVALUATIONS,
@@ -22,6 +20,8 @@ from evoprune.runs.config import (
 )
 from evoprune.runs.search import evolve
 from evoprune.search import EvaluationRecord
+
+from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +92,17 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y, eval_set: tuple | None = None,
             on_evaluation: Callable[[EvaluationRecord], None] | None = None,
-            known: dict | None = None) -> "EvoPruneClassifier":
+            known: dict | None = None, X_ood=None) -> EvoPruneClassifier:
         """Search on (X, y), then retrain the best mask's head on all of (X, y).
 
         ``on_evaluation`` is called with each evaluation's record (progress, logging).
         ``known`` maps chromosome bytes to the :class:`~evoprune.search.Evaluation` s of an
         interrupted run of the same configuration; they are reused instead of retraining
-        (resuming).
+        (resuming). ``X_ood`` are features of out-of-distribution images, needed when the
+        objectives include ``ood``.
+
+        With several objectives, ``pareto_`` describes the front (one entry per non-dominated
+        head, smallest first) and the head that ``select`` picks is the one fitted and used.
         """
         params = self._validated_params()
         X, y = self._validate_data_xy(X, y)
@@ -118,21 +122,50 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
                                   f"{y_eval.shape}; give one label per row")
             eval_idx = (X_eval, self._encode_labels(y_eval))
         seed = int(self.random_state)
-        evolved = evolve(X, y_idx, len(self.classes_), self._run_config(), eval_set=eval_idx,
+        cfg = self._run_config()
+        if X_ood is not None:
+            X_ood = self._check_features(X_ood, "X_ood")
+        elif "ood" in cfg.objectives:
+            raise ConfigError("objectives include ood: pass features of out-of-distribution "
+                              "images to fit as X_ood=...")
+        evolved = evolve(X, y_idx, len(self.classes_), cfg, eval_set=eval_idx,
+                         ood_features=X_ood,
                          callbacks=[on_evaluation] if on_evaluation else [], known=known)
         enc = evolved.encoding
         self.search_ = evolved.result
         self.search_seconds_ = evolved.seconds
         self.encoding_ = enc
-        self.best_mask_ = self.search_.best.astype(np.uint8)
-        self.best_fitness_ = float(self.search_.best_fitness)
         self.history_ = [r.as_row() for r in self.search_.history]
+        if len(cfg.objectives) == 1:
+            mask, fitness = self.search_.best, self.search_.best_fitness
+        else:
+            chosen = self.search_.history[self._pareto(evolved, cfg)]
+            mask, fitness = chosen.chromosome, chosen.fitness
+        self.best_mask_ = mask.astype(np.uint8)
+        self.best_fitness_ = float(fitness)
         self.masks_ = enc.decode(self.best_mask_)
         t0 = time.perf_counter()
         self.head_ = train_head(X, y_idx, self.masks_, len(self.classes_), self.trainer,
                                 seed=seed, stats=feature_stats(X)).head
         self.final_train_seconds_ = time.perf_counter() - t0
         return self
+
+    def _pareto(self, evolved, cfg) -> int:
+        """Set ``pareto_`` (the front, smallest head first) and return the history position of
+        the head that ``select`` picks from it."""
+        from evoprune.runs.front import pareto_front
+
+        idx, pick = pareto_front(evolved, cfg.select)
+        rows = [self.search_.history[i] for i in idx]
+        self.pareto_ = {
+            "active_fraction": np.array([r.active_fraction for r in rows]),
+            "active_genes": np.array([r.active_genes for r in rows]),
+            "fitness": np.array([r.fitness for r in rows]),
+            "auroc": np.array([np.nan if r.auroc is None else r.auroc for r in rows]),
+            "selected": np.arange(len(rows)) == pick,
+            "mask": np.stack([r.chromosome for r in rows]).astype(np.uint8),
+        }
+        return idx[pick]
 
     def _run_config(self):
         """The estimator's parameters as a validated run configuration (one declaration)."""
@@ -152,15 +185,22 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         return X, y
 
     def _check_features(self, X, what: str = "X") -> np.ndarray:
-        """A 2-d finite float matrix with the fitted number of features."""
+        """A 2-d finite float matrix with the fitted number of features (scikit-learn's
+        message: "X has 5 features, but EvoPruneClassifier is expecting 24 ...")."""
         try:
-            X = check_array(X, dtype=np.float32, ensure_all_finite=False)
+            if what == "X":
+                X = validate_data(self, X, reset=False, dtype=np.float32,
+                                  ensure_all_finite=False)
+            else:
+                X = check_array(X, dtype=np.float32, ensure_all_finite=False)
+                if X.shape[1] != self.n_features_in_:
+                    raise ValueError(f"{what} has {X.shape[1]} features, but "
+                                     f"{type(self).__name__} is expecting "
+                                     f"{self.n_features_in_} features as input.")
         except ValueError as exc:
-            raise ConfigError(f"{what}: {exc}") from None
-        if X.shape[1] != self.n_features_in_:
-            raise ConfigError(f"{what} has {X.shape[1]} features, but this classifier was "
-                              f"fitted on {self.n_features_in_}; give (n, "
-                              f"{self.n_features_in_}) features from the same extractor")
+            hint = ("" if "features as input" not in str(exc) else
+                    " Give features from the same extractor the classifier was fitted on.")
+            raise ConfigError(f"{exc}{hint}") from None
         _refuse_non_finite(X, what)
         return X
 
@@ -196,9 +236,11 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         return ImageFeatures(backbone, use_cache=False).transform(list(X))
 
     def predict_proba(self, X) -> np.ndarray:
+        check_is_fitted(self)
         return predict_proba(self.head_, self._features(X))
 
     def predict(self, X) -> np.ndarray:
+        check_is_fitted(self)
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
     @property

@@ -103,20 +103,28 @@ def finish_heads(cfg, data, evolved, ood=None) -> FinalHeads:
                       reference, ref_acc, time.perf_counter() - t0, reference_seconds, front)
 
 
-def front_members(cfg, data, evolved, train, ood=None) -> list[FrontMember]:
-    """Every non-dominated evaluated head, smallest first, retrained and scored; the one the
-    run's selection rule picks (on fitness-split values only) is marked ``selected``."""
+def pareto_front(evolved, rule: str) -> tuple[list[int], int]:
+    """History positions of every non-dominated evaluated head, smallest first (then more
+    accurate), and the position in that list that selection ``rule`` picks, judged on
+    fitness-split values only (the standard error of the best accuracy over the images the
+    fitness is measured on, for ``one-se``)."""
     search = evolved.result
-    idx = np.flatnonzero(non_dominated(search.F))
-    idx = sorted(idx, key=lambda i: (search.history[i].active_genes, -search.history[i].fitness))
-    n_score = sum(len(f.y_score) for f in evolved.problem.folds)
+    idx = sorted(np.flatnonzero(non_dominated(search.F)),
+                 key=lambda i: (search.history[i].active_genes, -search.history[i].fitness))
     fitness = np.array([search.history[i].fitness for i in idx])
     size = np.array([search.history[i].active_fraction for i in idx])
-    best = float(fitness.max())
-    pick = select(fitness, size, cfg.select, se=accuracy_standard_error(best, n_score))
+    n_score = sum(len(f.y_score) for f in evolved.problem.folds)
+    se = accuracy_standard_error(float(fitness.max()), n_score)
+    return [int(i) for i in idx], select(fitness, size, rule, se=se)
+
+
+def front_members(cfg, data, evolved, train, ood=None) -> list[FrontMember]:
+    """Every non-dominated evaluated head, retrained and scored on held-out data; the one the
+    run's selection rule picks is marked ``selected``."""
+    idx, pick = pareto_front(evolved, cfg.select)
     members = []
     for rank, i in enumerate(idx):
-        rec = search.history[i]
+        rec = evolved.result.history[i]
         head = train(rec.chromosome)
         auroc = fpr = None
         if ood is not None:
