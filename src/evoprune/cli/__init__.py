@@ -138,10 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("datasets", help="list the built-in datasets")
     p.set_defaults(func=cmd_datasets)
     from evoprune.cli.compare import add_compare_command
-
-    add_compare_command(sub)
+    from evoprune.cli.ensemble import add_ensemble_command
     from evoprune.cli.model import add_model_commands
 
+    add_compare_command(sub)
+    add_ensemble_command(sub)
     add_model_commands(sub)
     return parser
 
