@@ -89,7 +89,8 @@ def test_single_class_and_shape_errors():
     with pytest.raises(ConfigError, match="class"):
         _small().fit(X, np.zeros(len(X)))
     clf = _small().fit(X, y)
-    with pytest.raises(ConfigError, match="shape"):
+    with pytest.raises(ConfigError, match="X has 5 features, but EvoPruneClassifier is "
+                                          "expecting 24 features"):
         clf.predict(X[:, :5])
 
 
@@ -107,3 +108,110 @@ def test_pipeline_from_image_paths(faces_folder, feature_cache):
     model.fit([paths[i] for i in train], labels[train])
     assert model.score([paths[i] for i in test], labels[test]) > 0.8
     assert model.named_steps["head"].best_mask_.size == 1280
+
+
+# --- one declaration, validated in one place --------------------------------------------------
+
+def test_init_signature_is_the_declarations_estimator_subset():
+    import inspect
+
+    from evoprune.runs.config import estimator_defaults
+
+    sig = inspect.signature(EvoPruneClassifier.__init__)
+    params = {n: p.default for n, p in sig.parameters.items() if n != "self"}
+    assert list(params) == list(estimator_defaults())  # names and order
+    assert params == estimator_defaults()  # defaults
+    assert EvoPruneClassifier().get_params() == estimator_defaults()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(population=1), r"--population 1 \(population=1\): must be at least 4"),
+    (dict(random_state=-1), r"\(random_state=-1\): must be an integer in \[0, 4294967295\]"),
+    (dict(random_state=2**64), r"random_state=18446744073709551616"),
+    (dict(evaluations=0), r"evaluations=0"),
+    (dict(population=10, evaluations=5), r"must be at least population=10"),
+    (dict(mutation_prob=2.0), r"mutation_prob=2.0\): must be within \[0, 1\]"),
+    (dict(init="1.5"), r"init='1.5'"),
+    (dict(val_fraction=1.0), r"val_fraction=1.0"),
+    (dict(cv_folds=1), r"cv_folds=1"),
+    (dict(hidden_size=0), r"hidden_size=0"),
+    (dict(objectives="size"), r"must include accuracy"),
+    (dict(objectives=("accuracy", "size"), algorithm="ssga"), r"algorithm='ssga'"),
+    (dict(select="knee"), r"needs more than one objective"),
+    (dict(ood_score="logit"), r"ood_score='logit'"),
+])
+def test_every_parameter_is_checked_before_any_work(kwargs, match, monkeypatch):
+    import evoprune.estimator as est
+
+    def no_search(*a, **k):
+        raise AssertionError("the search started before the parameters were checked")
+
+    monkeypatch.setattr(est, "evolve", no_search)
+    X, y = _data(n=30)
+    with pytest.raises(ConfigError, match=match):
+        EvoPruneClassifier(**kwargs).fit(X, y)
+
+
+def test_test_fitness_split_needs_eval_set():
+    X, y = _data(n=30)
+    with pytest.raises(ConfigError, match="eval_set"):
+        _small(fitness_split="test").fit(X, y)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_features_are_refused_in_fit_and_predict(bad):
+    X, y = _data(n=60)
+    Xb = X.copy()
+    Xb[7, 3] = bad
+    with pytest.raises(ConfigError, match=r"NaN or infinite .* the first \[7\]"):
+        _small().fit(Xb, y)
+    clf = EvoPruneClassifier(hidden_size=8, population=4, evaluations=4).fit(X, y)
+    with pytest.raises(ConfigError, match="NaN or infinite"):
+        clf.predict(Xb)
+    with pytest.raises(ConfigError, match="eval_set's X contains NaN"):
+        EvoPruneClassifier(hidden_size=8, population=4, evaluations=4).fit(
+            X, y, eval_set=(Xb, y))
+
+
+def test_eval_set_with_other_feature_count_names_the_expected_count():
+    X, y = _data(n=60)
+    with pytest.raises(ConfigError, match="eval_set's X has 5 features.*expecting 24"):
+        _small().fit(X, y, eval_set=(X[:, :5], y))
+
+
+# --- scikit-learn's estimator contract ----------------------------------------------------------
+
+def _tiny():
+    # hidden_size 32: check_classifiers_train wants > 83 % training accuracy on 2-d blobs
+    return EvoPruneClassifier(hidden_size=32, population=4, evaluations=6)
+
+
+#: The checks that failed before (not fitted, n_features_in_, empty data, NaN/inf, sparse input,
+#: 2-d y, 1-d X, requires y) and the parameter contract: fast enough for every test run.
+FAST_CHECKS = [
+    "check_estimators_unfitted", "check_n_features_in_after_fitting",
+    "check_estimators_empty_data_messages", "check_estimators_nan_inf",
+    "check_estimator_sparse_array", "check_estimator_sparse_matrix", "check_supervised_y_2d",
+    "check_fit1d", "check_requires_y_none", "check_fit2d_predict1d",
+    "check_parameters_default_constructible", "check_get_params_invariance",
+    "check_set_params", "check_no_attributes_set_in_init", "check_classifiers_one_label",
+]
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("check", FAST_CHECKS)
+def test_sklearn_check(check):
+    import sklearn.utils.estimator_checks as checks
+
+    getattr(checks, check)("EvoPruneClassifier", _tiny())
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore")
+def test_check_estimator_passes_every_check():
+    from sklearn.utils.estimator_checks import check_estimator
+
+    results = check_estimator(_tiny(), on_fail=None)
+    failed = {r["check_name"]: repr(r["exception"])[:300] for r in results
+              if r["status"] == "failed"}
+    assert len(results) >= 50 and not failed

@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from evoprune.errors import ConfigError
+
 log = logging.getLogger("evoprune")
 
 
@@ -38,24 +40,30 @@ def add_compare_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _encodings(text: str) -> tuple[str, ...]:
-    from evoprune.encodings import ENCODINGS
+    """A comma list of encodings, checked against the run settings' declaration."""
+    from evoprune.runs.config import BY_NAME
 
+    choices = BY_NAME["encoding"].choice_list() or []
     names = tuple(s.strip() for s in text.split(",") if s.strip())
-    bad = [n for n in names if n not in ENCODINGS]
+    bad = [n for n in names if n not in choices]
     if bad or not names:
         raise argparse.ArgumentTypeError(
             f"{text!r}: unknown encoding(s) {', '.join(bad) or '(none given)'}; choose from "
-            f"{', '.join(ENCODINGS)}")
+            f"{', '.join(choices)}")
     return names
 
 
 def compare_config_from_args(args: argparse.Namespace):
-    from evoprune.cli import _config_from_args
+    """The comparison of parsed options (the run settings from the one declaration), checked
+    before anything is computed or written."""
     from evoprune.compare.runner import CompareConfig
+    from evoprune.runs.config import config_from_args
 
-    run_args = argparse.Namespace(**vars(args), encoding=args.encodings[0], seed=args.seed_base)
-    return CompareConfig(base=_config_from_args(run_args), encodings=args.encodings,
-                         runs=args.runs, seed_base=args.seed_base)
+    base = config_from_args(args, encoding=args.encodings[0], seed=args.seed_base)
+    cc = CompareConfig(base=base, encodings=args.encodings, runs=args.runs,
+                       seed_base=args.seed_base)
+    cc.check()
+    return cc
 
 
 def default_compare_dir(cc) -> Path:
@@ -70,6 +78,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     cc = compare_config_from_args(args)
     out = Path(args.out) if args.out else default_compare_dir(cc)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder; give --out a new folder or a "
+                          "comparison folder to resume")
     try:
         run_comparison(cc, out, progress=not args.no_progress, cache_dir=args.cache_dir)
     except KeyboardInterrupt:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from evoprune import __version__
-from evoprune.encodings import ENCODINGS, make_encoding
+from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError, EvoPruneError
 from evoprune.runs.experiment import PreparedData, RunConfig, prepare_data, run_experiment
 from evoprune.runs.store import mask_to_hex
@@ -51,16 +51,32 @@ class CompareConfig:
     poly_frequency: int = 5
 
     def check(self) -> None:
+        """Every setting, before anything is computed or written: the encodings against the
+        run settings' declaration (one list of choices), the number of runs, the seeds, and
+        the base run settings (:meth:`RunConfig.validate`)."""
+        from evoprune.runs.config import BY_NAME, MAX_SEED
+
+        choices = BY_NAME["encoding"].choice_list() or []
+        shown = ",".join(self.encodings)
+        where = f"--encodings {shown or repr('')} (encodings={tuple(self.encodings)!r})"
         if not self.encodings:
-            raise ConfigError("encodings is empty; give at least one of " + ", ".join(ENCODINGS))
-        for enc in self.encodings:
-            if enc not in ENCODINGS:
-                raise ConfigError(f"encoding {enc!r} is unknown; choose from "
-                                  f"{', '.join(ENCODINGS)}")
+            raise ConfigError(f"{where}: give at least one of {', '.join(choices)}")
+        bad = [e for e in self.encodings if e not in choices]
+        if bad:
+            raise ConfigError(f"{where}: unknown encoding(s) {', '.join(bad)}; choose from "
+                              f"{', '.join(choices)}")
         if len(set(self.encodings)) != len(self.encodings):
-            raise ConfigError(f"encodings {','.join(self.encodings)} repeats an encoding")
-        if int(self.runs) < 1:
-            raise ConfigError(f"runs={self.runs} must be at least 1")
+            raise ConfigError(f"{where}: repeats an encoding")
+        if isinstance(self.runs, bool) or not isinstance(self.runs, int) or self.runs < 1:
+            raise ConfigError(f"--runs {self.runs} (runs={self.runs!r}): must be an integer, "
+                              "at least 1")
+        if (isinstance(self.seed_base, bool) or not isinstance(self.seed_base, int)
+                or not 0 <= self.seed_base <= MAX_SEED - (self.runs - 1)):
+            raise ConfigError(f"--seed-base {self.seed_base} (seed_base={self.seed_base!r}): "
+                              f"must be an integer in [0, {MAX_SEED - (self.runs - 1)}] so that "
+                              f"the seeds of all {self.runs} runs stay within [0, {MAX_SEED}]")
+        for enc in self.encodings:  # the base settings, with each encoding's budget
+            dataclasses.replace(self.base, encoding=enc, seed=self.seed_base).validate()
 
     def run_config(self, encoding: str, run: int) -> RunConfig:
         """The resolved configuration of run ``run`` (0-based) of ``encoding``."""
