@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import numbers
 import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -169,7 +170,7 @@ def parse_select(value: str) -> tuple[str, float | None]:
             x = float(text.split(":", 1)[1])
         except ValueError:
             raise ValueError(allowed) from None
-        if x >= 0 and x == x and x != float("inf"):
+        if math.isfinite(x) and x >= 0:
             return "smallest-within", x
     raise ValueError(allowed)
 
@@ -369,7 +370,7 @@ def _coerce(setting: Setting, value: Any, py_name: str | None) -> Any:
     if t is float:
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
             v = float(value)
-            if v != v or v in (float("inf"), float("-inf")):
+            if not math.isfinite(v):
                 raise _fail(setting, value, "must be a finite number", py_name)
             return v
         raise _fail(setting, value, "must be a number", py_name)
@@ -425,9 +426,9 @@ def validate_values(values: Mapping[str, Any],
     if "evaluations" in out and "encoding" in out and out["evaluations"] is None:
         out["evaluations"] = default_evaluations(out["encoding"])
         defaulted = f" (the default for encoding {out['encoding']}; give --evaluations)"
-    if out.get("evaluations") is not None and "population" in out:
-        if out["evaluations"] < out["population"]:
-            raise fail("evaluations", f"must be at least population={out['population']}: the "
+    if (out.get("evaluations") is not None and "population" in out
+            and out["evaluations"] < out["population"]):
+        raise fail("evaluations", f"must be at least population={out['population']}: the "
                                       f"initial population counts toward the budget{defaulted}")
     if "objectives" in out:
         several = len(out["objectives"]) > 1
@@ -453,14 +454,14 @@ def validate_values(values: Mapping[str, Any],
 
 # --- the configuration of a run ----------------------------------------------------------------
 
-def _validate(self) -> "RunConfig":
+def _validate(self) -> RunConfig:
     """A resolved copy (``evaluations``, ``algorithm``, ``select`` filled in, objectives in
     canonical order) after every check of :data:`SETTINGS`. Raises ConfigError naming the
     option as flag and Python name, the bad value and what is allowed."""
     return dataclasses.replace(self, **validate_values(dataclasses.asdict(self)))
 
 
-def _resolved(self) -> "RunConfig":
+def _resolved(self) -> RunConfig:
     """The same as :meth:`validate` (the older name)."""
     return self.validate()
 
@@ -470,7 +471,7 @@ def _to_dict(self) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
-def _from_dict(cls, doc: Mapping[str, Any]) -> "RunConfig":
+def _from_dict(cls, doc: Mapping[str, Any]) -> RunConfig:
     """A configuration from :meth:`to_dict`'s output (for example a saved config.json), not yet
     validated. Unknown or missing keys raise ConfigError naming them (another version's file)."""
     if not isinstance(doc, Mapping):
