@@ -4,7 +4,7 @@ front is known, and resume of a multi-objective search."""
 import numpy as np
 import pytest
 
-from evoprune.errors import ConfigError
+from evoprune.errors import ConfigError, EvoPruneError
 from evoprune.pareto import non_dominated
 from evoprune.runs.store import known_evaluations
 from evoprune.search import Evaluation, Evaluator, SteadyStateGA, make_algorithm, run_search
@@ -113,3 +113,14 @@ def test_estimator_with_two_objectives_fits_the_selected_front_head():
     acc = EvoPruneClassifier(objectives=("accuracy", "size"), select="accuracy", hidden_size=16,
                              population=8, evaluations=24, random_state=0).fit(X, y)
     assert acc.best_fitness_ == front["fitness"].max()
+
+
+def test_a_fitness_split_error_names_the_class():
+    from evoprune.estimator import EvoPruneClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 6)).astype(np.float32)
+    y = np.array(["cat"] * 37 + ["cup"] * 3)
+    with pytest.raises(EvoPruneError, match="class .cup. has 3"):
+        EvoPruneClassifier(fitness_split="cv", cv_folds=5, hidden_size=4, population=4,
+                           evaluations=4).fit(X, y)

@@ -129,7 +129,7 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
             raise ConfigError("objectives include ood: pass features of out-of-distribution "
                               "images to fit as X_ood=...")
         evolved = evolve(X, y_idx, len(self.classes_), cfg, eval_set=eval_idx,
-                         ood_features=X_ood,
+                         ood_features=X_ood, classes=[str(c) for c in self.classes_],
                          callbacks=[on_evaluation] if on_evaluation else [], known=known)
         enc = evolved.encoding
         self.search_ = evolved.result

@@ -42,8 +42,10 @@ class Fold:
 
 def make_folds(X: np.ndarray, y: np.ndarray, fitness_split: str, *, seed: int,
                val_fraction: float = 0.2, cv_folds: int = 5,
-               eval_set: tuple[np.ndarray, np.ndarray] | None = None) -> list[Fold]:
+               eval_set: tuple[np.ndarray, np.ndarray] | None = None,
+               classes: list[str] | None = None) -> list[Fold]:
     """The folds that fitness is averaged over, all inside (X, y) unless ``eval_set`` is given.
+    ``classes`` (names of the class indices in ``y``) make split errors name the class.
 
     ``fitness_split="test"`` needs ``eval_set`` (the caller's test set): fit on all of (X, y),
     score on ``eval_set``.
@@ -63,11 +65,11 @@ def make_folds(X: np.ndarray, y: np.ndarray, fitness_split: str, *, seed: int,
     if fitness_split == "validation":
         if not 0.0 < float(val_fraction) < 1.0:
             raise ConfigError(f"val_fraction={val_fraction} must be between 0 and 1")
-        pairs = [stratified_split(y, val_fraction, seed)]
+        pairs = [stratified_split(y, val_fraction, seed, classes=classes)]
     else:
         if int(cv_folds) < 2:
             raise ConfigError(f"cv_folds={cv_folds} must be at least 2")
-        pairs = kfold_splits(y, int(cv_folds), seed)
+        pairs = kfold_splits(y, int(cv_folds), seed, classes=classes)
     return [Fold(X[a], y[a], X[b], y[b], feature_stats(X[a])) for a, b in pairs]
 
 

@@ -47,7 +47,8 @@ def _split_indices(dataset, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, str
         test = np.asarray(dataset.test_idx)
         train = np.setdiff1d(np.arange(len(dataset.paths)), test)
         return train, test, "given test set"
-    train, test = stratified_split(dataset.labels, cfg.test_fraction, cfg.seed)
+    train, test = stratified_split(dataset.labels, cfg.test_fraction, cfg.seed,
+                                   classes=dataset.classes)
     return train, test, f"stratified {cfg.test_fraction:.0%} held out (seed {cfg.seed})"
 
 
@@ -58,7 +59,7 @@ def _limit(dataset, cfg: RunConfig) -> np.ndarray:
     n = len(dataset.paths)
     if not cfg.limit or cfg.limit >= n:
         return np.arange(n)
-    _, keep = stratified_split(dataset.labels, cfg.limit / n, cfg.seed)
+    _, keep = stratified_split(dataset.labels, cfg.limit / n, cfg.seed, classes=dataset.classes)
     return keep
 
 
@@ -213,7 +214,7 @@ def _search(cfg: RunConfig, data: PreparedData, ood: OODData | None, known: dict
         return evolve(data.X_train, data.y_train, data.n_classes, cfg,
                       eval_set=(data.X_test, data.y_test) if leaked else None,
                       ood_features=None if ood is None else ood.X_search,
-                      callbacks=[appender, show], known=known)
+                      callbacks=[appender, show], known=known, classes=data.classes)
 
 
 def _portable_run(cfg: RunConfig, out: Path) -> dict:
@@ -274,7 +275,18 @@ def _result(cfg: RunConfig, data: PreparedData, evolved: Evolved, final: FinalHe
         wall_seconds=wall_seconds, evoprune_version=__version__,
         best_mask=mask.astype(int).tolist(), objectives=list(cfg.objectives),
         algorithm=cfg.algorithm, select=cfg.select,
-        front=None if final.front is None else [m.summary() for m in final.front])
+        front=None if final.front is None else [m.summary() for m in final.front],
+        **_ood_fields(final))
+
+
+def _ood_fields(final: FinalHeads) -> dict:
+    """Held-out OOD AUROC and FPR95 of the shipped and the not-pruned head, when measured."""
+    if final.reference_ood is None:
+        return {}
+    chosen = next(m for m in final.front if m.selected)
+    return {"test_auroc": chosen.test_auroc, "test_fpr95": chosen.test_fpr95,
+            "reference_test_auroc": final.reference_ood[0],
+            "reference_test_fpr95": final.reference_ood[1]}
 
 
 def _write_outputs(writer: RunWriter, cfg: RunConfig, data: PreparedData, evolved: Evolved,

@@ -65,6 +65,7 @@ class FinalHeads:
     seconds: float
     reference_seconds: float
     front: list[FrontMember] | None = None
+    reference_ood: tuple[float, float] | None = None  # (AUROC, FPR95) of the reference head
 
 
 def heldout_ood(head: CompactHead, X_test: np.ndarray, X_ood: np.ndarray,
@@ -99,8 +100,11 @@ def finish_heads(cfg, data, evolved, ood=None) -> FinalHeads:
                           reference, ref_acc, time.perf_counter() - t0, reference_seconds)
     front = front_members(cfg, data, evolved, train, ood)
     chosen = next(m for m in front if m.selected)
+    reference_ood = None if ood is None else heldout_ood(reference, X_test, ood.X_heldout,
+                                                         cfg.ood_score)
     return FinalHeads(chosen.mask, chosen.head, chosen.fitness, chosen.test_accuracy,
-                      reference, ref_acc, time.perf_counter() - t0, reference_seconds, front)
+                      reference, ref_acc, time.perf_counter() - t0, reference_seconds, front,
+                      reference_ood)
 
 
 def pareto_front(evolved, rule: str) -> tuple[list[int], int]:

@@ -30,17 +30,18 @@ def evolve(X: np.ndarray, y: np.ndarray, n_classes: int, cfg, *,
            ood_features: np.ndarray | None = None,
            callbacks: Iterable[Callable[[EvaluationRecord], None]] = (),
            known: dict[bytes, Evaluation] | None = None,
-           executor: Executor | None = None) -> Evolved:
+           executor: Executor | None = None, classes: list[str] | None = None) -> Evolved:
     """Search masks for a head on (X, y) (``y`` class indices) with the settings of ``cfg``, a
     validated :class:`~evoprune.runs.config.RunConfig`.
 
     ``eval_set`` scores fitness on that set (the leaked ``test`` fitness split); ``known``
-    resumes an interrupted search (see :class:`~evoprune.search.Evaluator`).
+    resumes an interrupted search (see :class:`~evoprune.search.Evaluator`); ``classes`` name
+    the class indices in messages.
     """
     fitness_split = "test" if eval_set is not None else cfg.fitness_split
     encoding = make_encoding(cfg.encoding, X.shape[1], cfg.hidden_size)
     folds = make_folds(X, y, fitness_split, seed=cfg.seed, val_fraction=cfg.val_fraction,
-                       cv_folds=cfg.cv_folds, eval_set=eval_set)
+                       cv_folds=cfg.cv_folds, eval_set=eval_set, classes=classes)
     problem = HeadProblem(encoding, n_classes, folds, cfg.trainer, cfg.seed,
                           objectives=tuple(cfg.objectives), ood_features=ood_features,
                           ood_score=cfg.ood_score)

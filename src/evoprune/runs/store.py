@@ -223,12 +223,19 @@ class RunResult(Mapping):
     algorithm: str = "ssga"
     select: str | None = None
     front: list[dict] | None = None
+    test_auroc: float | None = None
+    test_fpr95: float | None = None
+    reference_test_auroc: float | None = None
+    reference_test_fpr95: float | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         if d["front"] is None:  # single-objective runs keep today's keys
             for key in ("front", "select"):
+                d.pop(key)
+        for key in ("test_auroc", "test_fpr95", "reference_test_auroc", "reference_test_fpr95"):
+            if d[key] is None:  # measured only with OOD images
                 d.pop(key)
         return d
 
