@@ -254,7 +254,7 @@ def ood_split(n: int, seed: int, test_fraction: float = 0.2) -> tuple[np.ndarray
         raise ConfigError(f"test_fraction must be a number strictly between 0 and 1, got "
                           f"{test_fraction!r}")
     n = int(n)
-    n_held = min(max(int(round(n * float(test_fraction))), 1), n - 1)
+    n_held = min(max(round(n * float(test_fraction)), 1), n - 1)
     order = np.random.default_rng(seed).permutation(n)
     return np.sort(order[n_held:]).astype(np.int64), np.sort(order[:n_held]).astype(np.int64)
 
@@ -372,7 +372,8 @@ def _photos() -> list[Image.Image]:
             continue
         try:
             a = loader()
-        except Exception as exc:  # an image that needs a download (or is broken) is skipped
+        except (ImportError, OSError, ValueError, RuntimeError) as exc:
+            # an image that needs a download (pooch missing, no network) or is broken: skip it
             logger.debug("skimage.data.%s not available offline: %s", name, exc)
             continue
         images.extend(_crops(_to_rgb_uint8(np.asarray(a))))
