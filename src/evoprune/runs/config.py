@@ -429,7 +429,7 @@ def validate_values(values: Mapping[str, Any],
     if (out.get("evaluations") is not None and "population" in out
             and out["evaluations"] < out["population"]):
         raise fail("evaluations", f"must be at least population={out['population']}: the "
-                                      f"initial population counts toward the budget{defaulted}")
+                                  f"initial population counts toward the budget{defaulted}")
     if "objectives" in out:
         several = len(out["objectives"]) > 1
         if "algorithm" in out:
