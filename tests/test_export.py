@@ -2,8 +2,10 @@
 
 import csv
 import json
+import os
 import shutil
 import warnings
+import zipfile
 
 import numpy as np
 import pytest
@@ -13,12 +15,12 @@ import evoprune
 from evoprune.backbones import get_backbone
 from evoprune.cli import main
 from evoprune.data import open_rgb
+from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError, EvoPruneError
 from evoprune.estimator import EvoPruneClassifier
-from evoprune.runs.experiment import prepare_data
 from evoprune.export import TORCHSCRIPT_METADATA, export_model, read_onnx_metadata
-from evoprune.encodings import make_encoding
 from evoprune.model.head import CompactHead, accuracy, build_head, predict_proba
+from evoprune.runs.experiment import prepare_data
 from evoprune.runs.store import open_run
 
 
@@ -262,3 +264,27 @@ def test_onnx_export_without_onnx_installed_is_a_clear_error(tiny_run, tmp_path,
     assert code == 2
     assert "evoprune[export]" in caplog.text and "torchscript" in caplog.text
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_exports_hold_no_absolute_paths_of_the_machine(exported, tiny_run, tmp_path_factory):
+    """No path of the user's machine in any exported file or its metadata (issue 8, item 9).
+
+    TorchScript archives used to carry the traced operations' source ranges (thousands of
+    site-packages and source paths); the metadata held the run folder's absolute path.
+    """
+    source_dir = os.path.dirname(os.path.dirname(evoprune.__file__))
+    site_packages = os.path.dirname(os.path.dirname(torch.__file__))
+    forbidden = [str(tiny_run[0]), str(tmp_path_factory.getbasetemp()), source_dir,
+                 site_packages, "site-packages"]
+    files = [f for e in exported.values() for f in (e.path, e.metadata_path)]
+    for path in files:
+        data = path.read_bytes()
+        for text in forbidden:
+            assert text.encode() not in data, (path.name, text)
+    for e in exported.values():
+        assert e.metadata["run"] == tiny_run[0].name
+    assert read_onnx_metadata(exported["onnx"].path)["run"] == tiny_run[0].name
+    # the stripped TorchScript archive still holds the model and its metadata, no debug data
+    names = zipfile.ZipFile(exported["torchscript"].path).namelist()
+    assert not any(n.endswith(".debug_pkl") for n in names)
+    assert any(n.endswith("extra/" + TORCHSCRIPT_METADATA) for n in names)

@@ -4,24 +4,41 @@ The exported model maps a preprocessed image batch (N, 3, H, W) to class probabi
 units are physically absent (the head is the :class:`CompactHead` of the run, not a masked dense
 one). What the model needs around it (class names, how to preprocess images) is written beside it
 as ``FILE.json`` and, for ONNX, also inside it as ``metadata_props``.
+
+Before anything is written the head is checked against ``result.json`` (the evolved head must be
+the one the best mask describes, the reference head the not-pruned one), and nothing written
+names a path of the user's machine: the metadata holds the run folder's name only and the
+TorchScript archive is stored without its debug data (source file paths and line numbers).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import warnings
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from evoprune import __version__
-from .errors import ConfigError
+from evoprune.encodings import make_encoding
+from evoprune.errors import ConfigError, EvoPruneError
+from evoprune.io import atomic_write, atomic_write_json
 from evoprune.model.head import CompactHead
-from .io import atomic_write, atomic_write_json
-from evoprune.runs.store import RunFolder, open_run
+from evoprune.runs.store import (
+    HEAD_FILE,
+    REFERENCE_HEAD_FILE,
+    RESULT_FILE,
+    RunFolder,
+    open_run,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +93,90 @@ def _suffix(format: str) -> str:
     return FORMATS[format]
 
 
+def _expected_sizes(run: RunFolder, reference: bool) -> tuple[tuple[int, ...], np.ndarray]:
+    """(layer sizes, selected features) of the evolved or the not-pruned head per result.json."""
+    r = run.result
+    encoding = make_encoding(r.encoding, r.feature_dim, r.hidden_size)
+    chromosome = encoding.full() if reference else np.asarray(r.best_mask)
+    try:
+        masks = encoding.decode(chromosome)
+    except EvoPruneError as exc:
+        raise EvoPruneError(f"{run.path / RESULT_FILE}: best_mask does not fit encoding "
+                            f"{r.encoding!r}: {exc}; rerun 'evoprune run' to rewrite the run "
+                            "folder") from None
+    return masks.sizes + (len(r.classes),), np.flatnonzero(masks.features)
+
+
+def _matches(head: CompactHead, expected: tuple[tuple[int, ...], np.ndarray]) -> bool:
+    sizes, features = expected
+    return head.sizes == sizes and np.array_equal(head.feature_index.numpy(), features)
+
+
+def checked_head(run: RunFolder, reference: bool = False) -> CompactHead:
+    """The run's evolved head (or with ``reference=True`` its not-pruned head), checked.
+
+    The evolved head must have the layer sizes and selected features that result.json's best
+    mask decodes to, the reference head those of the full mask; otherwise (for instance the two
+    head files swapped) a pruned model would be exported labelled as not pruned, or the reverse.
+    """
+    head = run.head(reference=reference)
+    expected = _expected_sizes(run, reference)
+    if _matches(head, expected):
+        return head
+    path = run.head_path(reference)
+    what = "the not-pruned (reference) head" if reference else (
+        "the evolved head that result.json's best mask describes")
+    message = (f"{path} does not hold {what}: its layer sizes are "
+               f"{'-'.join(map(str, head.sizes))}, expected "
+               f"{'-'.join(map(str, expected[0]))}")
+    try:
+        swapped = _matches(head, _expected_sizes(run, not reference))
+    except EvoPruneError:  # no usable best mask: nothing to compare with
+        swapped = False
+    if swapped:
+        message += (f"; it holds the {'evolved' if reference else 'not-pruned'} head, so "
+                    f"{HEAD_FILE} and {REFERENCE_HEAD_FILE} look swapped")
+    raise EvoPruneError(message + f". The run folder {run.path} is inconsistent: rerun "
+                                  "'evoprune run' to rewrite it")
+
+
+def check_output_path(path: str | Path, option: str = "--out",
+                      example: str = "model.onnx") -> Path:
+    """``path`` if a file can be created there: not a folder, no regular file among its parents.
+
+    Checked before the (slow) work, so a mistyped ``--out`` fails at once. Permissions are found
+    out when writing (see :func:`writing_to`): ``os.access`` says yes to root on any folder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder; give a file name such as "
+                          f"{path / example}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{option} {path} cannot be written: {parent} is a file, not a "
+                                  f"folder; give {option} a path inside a folder")
+            break
+    return path
+
+
+@contextmanager
+def writing_to(path: str | Path, option: str = "--out") -> Iterator[None]:
+    """Turn an OSError while writing ``path`` (read-only folder, disk full...) into one message."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise EvoPruneError(f"cannot write {path}: {reason}; give {option} a file in a folder "
+                            "you can write to") from None
+
+
 def build_model(run: RunFolder, reference: bool = False,
                 head_only: bool = False) -> tuple[nn.Module, dict]:
     """The run's deployable torch module (eval mode) and the metadata that goes with it."""
     from .backbones import get_backbone
 
-    head = run.head(reference=reference)
+    head = checked_head(run, reference=reference)
     backbone = get_backbone(run.result["backbone"])
     module = HeadClassifier(head) if head_only else ImageClassifier(backbone.feature_extractor(),
                                                                    head)
@@ -124,7 +219,8 @@ def model_metadata(run: RunFolder, backbone, head: CompactHead, reference: bool,
         "dataset": r.get("dataset"),
         "test_accuracy": r.get("reference_test_accuracy" if reference else "test_accuracy"),
         "leaked_test_set": bool(r.get("leaked_test_set", False)),
-        "run": str(run.path),
+        # The folder's name, not its path: exports are shared beyond the user's machine.
+        "run": run.path.resolve().name,
         "evoprune_version": __version__,
     }
 
@@ -140,19 +236,25 @@ def export_model(run_dir: str | Path, out: str | Path | None = None, format: str
     run = open_run(run_dir)
     out = Path(out) if out is not None else default_export_path(run.path, format, reference,
                                                                head_only)
-    if out.is_dir():
-        raise ConfigError(f"{out} is a folder; give a file name such as {out / ('model' + suffix)}")
+    check_output_path(out, example="model" + suffix)
+    meta_out = check_output_path(Path(str(out) + ".json"), example=out.name + ".json")
     module, metadata = build_model(run, reference, head_only)
     if head_only:
         example = torch.zeros(2, run.result.get("feature_dim", module.head.n_inputs))
     else:
         size = metadata["preprocessing"]["image_size"]
         example = torch.zeros(2, 3, *size)
-    if format == "onnx":
-        _write_onnx(module, example, out, metadata)
-    else:
-        _write_torchscript(module, example, out, metadata)
-    meta_path = atomic_write_json(Path(str(out) + ".json"), metadata)
+    with writing_to(out):
+        if format == "onnx":
+            _write_onnx(module, example, out, metadata)
+        else:
+            _write_torchscript(module, example, out, metadata)
+    try:
+        with writing_to(meta_out):
+            meta_path = atomic_write_json(meta_out, metadata)
+    except EvoPruneError:
+        out.unlink(missing_ok=True)  # no model without the metadata that says how to feed it
+        raise
     log.info("exported %s (%s head, %s) to %s", format, metadata["head"],
              "head only" if head_only else "with backbone", out)
     return ExportedModel(path=out, metadata_path=meta_path, metadata=metadata)
@@ -205,13 +307,26 @@ def _write_torchscript(module: nn.Module, example: torch.Tensor, out: Path,
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit")
         traced = torch.jit.trace(module, (example,), check_trace=False)
     extra = {TORCHSCRIPT_METADATA: json.dumps(metadata, indent=2)}
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit")
+        torch.jit.save(traced, buffer, _extra_files=extra)
 
-    def write(tmp: Path) -> None:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit")
-            torch.jit.save(traced, str(tmp), _extra_files=extra)
+    atomic_write(out, lambda tmp: _strip_debug_data(buffer.getvalue(), tmp))
 
-    atomic_write(out, write)
+
+def _strip_debug_data(archive: bytes, out: Path) -> None:
+    """Copy a TorchScript zip archive to ``out`` without its ``*.debug_pkl`` records.
+
+    Those hold the source ranges of every traced operation: absolute paths of the user's
+    site-packages and source files (thousands of them) and their line numbers. They serve only
+    error messages; ``torch.jit.load`` runs the model the same without them.
+    """
+    with zipfile.ZipFile(io.BytesIO(archive)) as src, \
+            zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            if not info.filename.endswith(".debug_pkl"):
+                dst.writestr(info, src.read(info))
 
 
 def read_onnx_metadata(path: str | Path) -> dict:

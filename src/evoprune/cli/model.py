@@ -100,9 +100,12 @@ def collect_images(items: list[str]) -> list[str]:
 def cmd_predict(args: argparse.Namespace) -> int:
     from evoprune.backbones import get_backbone
     from evoprune.data.images import find_unreadable
+    from evoprune.export import check_output_path
     from evoprune.features import extract_features
     from evoprune.runs.store import load
 
+    if args.csv:  # before the (slow) feature extraction
+        check_output_path(args.csv, "--csv", example="predictions.csv")
     clf = load(args.run_dir)
     paths = collect_images(args.images)
     if not paths:
@@ -133,6 +136,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _write_predictions(path: str, paths: list[str], proba, classes: list[str]) -> None:
+    from evoprune.export import writing_to
     from evoprune.io import atomic_write
 
     def write(tmp: Path) -> None:
@@ -143,7 +147,8 @@ def _write_predictions(path: str, paths: list[str], proba, classes: list[str]) -
                 k = int(row.argmax())
                 writer.writerow([p, classes[k], f"{row[k]:.6f}"] + [f"{v:.6f}" for v in row])
 
-    atomic_write(path, write)
+    with writing_to(path, "--csv"):
+        atomic_write(path, write)
 
 
 def format_bytes(n: int) -> str:
