@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from evoprune.cli.tables import format_table
 from evoprune.errors import EvoPruneError
 
 log = logging.getLogger("evoprune")
@@ -59,10 +60,13 @@ def format_run_table(result: dict) -> str:
         ("not pruned", f"{result['reference_test_accuracy']:.4f}", "100.0",
          f"{result['reference_head_params']:,}"),
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
-                       enumerate(zip(r, widths))) for r in rows]
-    lines.insert(1, "-" * len(lines[0]))
+    lines = format_table(rows, rule=True, right=(1, 2, 3)).splitlines()
+    if result.get("front"):
+        from evoprune.cli.model import format_front
+
+        lines += ["", f"Pareto front over {', '.join(result['objectives'])}: "
+                      f"{len(result['front'])} heads; * = selected by {result['select']}",
+                  format_front(result["front"]).rstrip("\n")]
     t = result["timings"]
     lines.append("")
     lines.append(f"{result['dataset']}: {result['n_train']} training / {result['n_test']} held-out "
@@ -99,7 +103,7 @@ def cmd_backbones(args: argparse.Namespace) -> int:
     for b in list_backbones():
         rows.append((b.name, str(b.feature_dim), f"{b.image_size}px",
                      "yes" if b.available else "no", b.source))
-    sys.stdout.write(_table(rows))
+    sys.stdout.write(format_table(rows))
     return 0
 
 
@@ -107,15 +111,10 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     from evoprune.data import list_datasets
 
     rows = [("name", "description")] + [tuple(r) for r in list_datasets()]
-    sys.stdout.write(_table(rows))
+    sys.stdout.write(format_table(rows))
     sys.stdout.write("\nOr pass --data PATH: a folder of class folders, train/ + test/, "
                      "k partitions, or a CSV manifest.\n")
     return 0
-
-
-def _table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n" for r in rows)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from evoprune.cli.tables import format_table
 from evoprune.errors import EvoPruneError
 
 log = logging.getLogger("evoprune")
@@ -124,9 +125,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     classes = [str(c) for c in clf.classes_]
     rows = [("image", "class", "probability")]
     rows += [(p, classes[k], f"{proba[i, k]:.4f}") for i, (p, k) in enumerate(zip(good, best))]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    sys.stdout.write("".join(f"{r[0].ljust(widths[0])}  {r[1].ljust(widths[1])}  "
-                             f"{r[2].rjust(widths[2])}\n" for r in rows))
+    sys.stdout.write(format_table(rows, right=(2,)))
     if bad:
         sys.stdout.write(f"{len(good)} predicted, {len(bad)} unreadable skipped\n")
     if args.csv:
@@ -186,6 +185,10 @@ def format_show(run) -> str:
         acc, ref = r["test_accuracy"], r["reference_test_accuracy"]
         lines.append(f"held-out accuracy: {acc:.4f} pruned vs {ref:.4f} not pruned "
                      f"({100 * (acc - ref):+.1f} points)")
+    if r.front:
+        lines.append(f"front: {len(r.front)} heads over {', '.join(r.objectives)} "
+                     f"({r.algorithm}); selected by {r.select}:")
+        lines.append(format_front(r.front).rstrip("\n"))
     active, total = r.get("active_units", {}), r.get("total_units", {})
     if active:
         lines.append("active units (kept/total): " + ", ".join(
@@ -204,6 +207,20 @@ def format_show(run) -> str:
         lines += [f"  {p.name.ljust(width)}  {format_bytes(p.stat().st_size):>9}"
                   for p in present]
     return "\n".join(lines) + "\n"
+
+
+def format_front(front: list[dict]) -> str:
+    """The Pareto front as a table: one row per head, smallest first, the selected one starred."""
+    ood = any(m.get("test_auroc") is not None for m in front)
+    rows = [["", "rank", "% active", "params", "fitness", "test acc"]
+            + (["test AUROC", "FPR95"] if ood else [])]
+    for m in front:
+        row = ["*" if m["selected"] else "", str(m["rank"]), f"{100 * m['active_fraction']:.1f}",
+               f"{m['head_params']:,}", f"{m['fitness']:.4f}", f"{m['test_accuracy']:.4f}"]
+        if ood:
+            row += [f"{m['test_auroc']:.4f}", f"{m['test_fpr95']:.4f}"]
+        rows.append(row)
+    return format_table(rows, rule=True, right=range(1, len(rows[0])))
 
 
 def cmd_show(args: argparse.Namespace) -> int:
