@@ -17,8 +17,8 @@ from evoprune.backbones import (
     BackboneInfo,
     get_backbone,
     list_backbones,
+    registry,
 )
-from evoprune.backbones import registry
 from evoprune.errors import BackboneError, ConfigError
 
 ALL_NAMES = {"efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2",
@@ -186,3 +186,97 @@ def test_preprocess_accepts_grey_images(lite0):
 def test_features_rejects_a_wrong_batch_shape(lite0):
     with pytest.raises(ConfigError, match="N, 3, H, W"):
         lite0.features(np.zeros((3, 224, 224), dtype=np.float32))
+
+
+class _TinyNet(torch.nn.Module):
+    """A stand-in feature extractor: one strided convolution, average-pooled to 8 features."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, kernel_size=4, stride=4)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x)).mean(dim=(2, 3))
+
+
+@pytest.fixture
+def tiny_backbone():
+    """A tiny torch module registered from outside as backbone "tiny-test" (removed after)."""
+    from evoprune.backbones import Preprocessing, register_backbone
+
+    torch.manual_seed(0)
+    net = _TinyNet()
+    pre = Preprocessing(image_size=32, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3),
+                        resize="bicubic", channels="BGR")
+    register_backbone("Tiny-Test", lambda: net, feature_dim=8, preprocessing=pre,
+                      description="a tiny test network")
+    yield net, pre
+    registry.REGISTRY.pop("tiny-test")
+    registry._built.pop("tiny-test", None)
+
+
+def test_a_registered_backbone_extracts_features_of_real_images(tiny_backbone, faces_folder,
+                                                                tmp_path):
+    from evoprune.features import extract_features
+
+    net, pre = tiny_backbone
+    paths = sorted(faces_folder.rglob("*.png"))
+    paths = [str(p) for p in paths[:5] + paths[-5:]]  # faces and not faces
+    got = extract_features("tiny-test", paths, cache_dir=tmp_path, progress=False)
+    assert got.X.shape == (10, 8) and not got.cached
+    # the same features computed independently from the registered preprocessing's numbers
+    inputs = []
+    for p in paths:
+        img = Image.open(p).convert("RGB").resize((32, 32), Image.Resampling.BICUBIC)
+        x = np.asarray(img, dtype=np.float32)[:, :, ::-1] / 255.0
+        inputs.append(((x - np.array(pre.mean)) / np.array(pre.std)).transpose(2, 0, 1))
+    with torch.inference_mode():
+        expected = net(torch.as_tensor(np.stack(inputs), dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(got.X, expected, rtol=1e-4, atol=1e-5)
+    again = extract_features("tiny-test", paths, cache_dir=tmp_path, progress=False)
+    assert again.cached and np.array_equal(again.X, got.X)
+
+    backbone = get_backbone("TINY-TEST")
+    assert backbone.preprocessing is pre and backbone.image_size == 32
+    assert "bicubic" in backbone.preprocess_id and "bgr/255" in backbone.preprocess_id
+    assert re.fullmatch(r"[0-9a-f]{16}", backbone.weights_id)
+    info = {i.name: i for i in list_backbones()}["tiny-test"]
+    assert (info.feature_dim, info.image_size, info.available) == (8, 32, True)
+    assert info.preprocessing is pre
+    meta = pre.metadata()
+    assert meta["image_size"] == [32, 32] and meta["mean"] == [0.4, 0.5, 0.6]
+    assert "bicubic" in meta["resize"] and meta["color"].startswith("BGR")
+    with pytest.raises(BackboneError, match="no ImageNet classifier"):
+        backbone.classifier()
+
+
+def test_register_backbone_refuses_duplicates_and_bad_settings(tiny_backbone):
+    from evoprune.backbones import Preprocessing, register_backbone
+
+    net, pre = tiny_backbone
+    with pytest.raises(ConfigError, match="registered already"):
+        register_backbone("efficientnet-lite0", lambda: net, feature_dim=8, preprocessing=pre,
+                          description="?")
+    with pytest.raises(ConfigError, match="feature_dim"):
+        register_backbone("other", lambda: net, feature_dim=0, preprocessing=pre, description="")
+    with pytest.raises(ConfigError, match="resize='area' is unknown"):
+        Preprocessing(image_size=32, mean=(0.5,) * 3, std=(0.5,) * 3, resize="area")
+    with pytest.raises(ConfigError, match="one value per channel"):
+        Preprocessing(image_size=32, mean=(0.5,), std=(0.5,) * 3)
+    assert "other" not in registry.REGISTRY
+    # a feature size that the module does not give is reported when features are computed
+    register_backbone("tiny-test", lambda: net, feature_dim=9, preprocessing=pre,
+                      description="wrong size", replace=True)
+    with pytest.raises(BackboneError, match="feature_dim=9"):
+        get_backbone("tiny-test").features(np.zeros((2, 3, 32, 32), dtype=np.float32))
+
+
+def test_builtin_preprocessing_is_data_read_from_one_place(lite0):
+    from evoprune.backbones import Preprocessing
+    from evoprune.backbones.efficientnet_lite import PREPROCESSING
+
+    assert lite0.preprocessing is PREPROCESSING["efficientnet-lite0"]
+    assert lite0.preprocessing == Preprocessing(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    # the cache key string of the built-in backbones is unchanged (existing caches stay valid)
+    assert lite0.preprocess_id == "resize=224x224,bilinear,nocrop;rgb/255;mean=0.5,0.5,0.5;" \
+                                  "std=0.5,0.5,0.5"

@@ -7,6 +7,7 @@ import torch
 
 from evoprune.compare import baselines as bl
 from evoprune.encodings import make_encoding
+from evoprune.errors import ConfigError
 from evoprune.model.head import accuracy, train_head
 
 N_FEATURES, HIDDEN, N_CLASSES = 24, 16, 3
@@ -55,7 +56,7 @@ def _mask(enc, fraction, seed=1):
 @pytest.mark.parametrize("name", list(PRUNED))
 def test_targets_are_the_layers_the_genes_act_on(name):
     enc = make_encoding(name, N_FEATURES, HIDDEN)
-    targets = bl.prune_targets(enc)
+    targets = enc.prune_targets
     assert tuple(t.layer for t in targets) == PRUNED[name]
     units = ["inputs"] if name == "fs" else ["neurons"] * len(targets)
     assert [t.units for t in targets] == units
@@ -86,11 +87,11 @@ def test_neuron_pruning_physically_removes_the_weakest_units(data, heads, name):
     enc = make_encoding(name, N_FEATURES, HIDDEN)
     mask = _mask(enc, 0.4)
     keep = bl.kept_units(enc, mask)
-    small = bl.neuron_prune(ref, bl.prune_targets(enc), keep)
+    small = bl.neuron_prune(ref, enc.prune_targets, keep)
     sizes = list(ref.sizes)
     dense = [layer.weight.detach().clone() for layer in ref.layers]
     biases = [layer.bias.detach().clone() for layer in ref.layers]
-    for t in bl.prune_targets(enc):
+    for t in enc.prune_targets:
         k = keep[t.layer]
         if t.units == "inputs":
             sizes[0] = k
@@ -216,3 +217,79 @@ def test_run_baselines_sizes_every_method_like_the_evolved_head(data):
     assert res["not_pruned"].head_params == ref.n_params()
     assert res["neuron"].head_params < ref.n_params()
     assert res["weight"].head_params < ref.n_params()
+
+
+def test_run_baselines_reuses_the_given_reference_head(data, monkeypatch):
+    """The run's not-pruned head is passed in: never trained again, and what the pruning
+    baselines start from (a different reference gives different pruned heads)."""
+    X, y, Xt, yt = data
+    enc = make_encoding("fc2", N_FEATURES, HIDDEN)
+    mask = _mask(enc, 0.5)
+    ref = train_head(X, y, enc.decode(enc.full()), N_CLASSES, "fast", seed=2).head
+    other = train_head(X, y, enc.decode(enc.full()), N_CLASSES, "fast", seed=9).head
+    full_trainings = []
+    real = bl.train_head
+
+    def counting(X_, y_, masks, *a, **k):
+        if all(m.all() for m in (masks.features, *masks.hidden)):
+            full_trainings.append(masks.sizes)
+        return real(X_, y_, masks, *a, **k)
+
+    monkeypatch.setattr(bl, "train_head", counting)
+    kw = {"seed": 2, "poly_epochs": 6, "poly_frequency": 2, "reference_seconds": 1.5}
+    res = bl.run_baselines(enc, mask, X, y, Xt, yt, N_CLASSES, reference=ref, **kw)
+    assert full_trainings == []  # the not-pruned head was not trained again
+    assert res["not_pruned"].test_accuracy == accuracy(ref, Xt, yt)
+    assert res["not_pruned"].seconds == 1.5
+    assert res["weight"].test_accuracy == accuracy(bl.weight_prune(ref, (1,), 0.5), Xt, yt)
+    res_other = bl.run_baselines(enc, mask, X, y, Xt, yt, N_CLASSES, reference=other, **kw)
+    assert full_trainings == []
+    assert res_other["neuron"].details["sizes"] == res["neuron"].details["sizes"]
+    assert res_other["not_pruned"].test_accuracy == accuracy(other, Xt, yt)
+    with pytest.raises(ConfigError, match="reference head has layer sizes"):
+        bl.run_baselines(make_encoding("fs", N_FEATURES, HIDDEN), _mask(enc, 0.5)[:N_FEATURES],
+                         X, y, Xt, yt, N_CLASSES, reference=ref, **kw)
+
+
+# Computed by the code before polynomial decay and training from scratch shared one loop
+# (two copies of the epoch/batch loop): the refactor must not change a single weight. Batches
+# of 32 make the batch order matter; a steep learning-rate decay shows that fine-tuning keeps
+# the initial rate. Per trainer: the reference head's and the fine-tuned head's weight sums
+# per layer, and the first output row of the fine-tuned head.
+POLY_PINNED = {
+    "fast": ([-5.159421920776367, 0.7587428092956543, -1.0750601291656494],
+             [-4.759883880615234, 6.188551902770996, -1.4167088270187378],
+             [0.5347259044647217, -0.16720275580883026, 0.014009227976202965]),
+    "paper": ([-3.087498426437378, -0.008149981498718262, -0.7472883462905884],
+              [-0.08068990707397461, 5.783848285675049, -0.747288167476654],
+              [0.6270341873168945, -0.07312296330928802, 0.09009888768196106]),
+}
+
+
+@pytest.mark.parametrize("trainer", ["fast", "paper"])
+def test_training_and_polynomial_decay_weights_are_pinned(trainer):
+    import dataclasses
+
+    from evoprune.model.head import TRAINERS
+
+    cfg = {"fast": dataclasses.replace(TRAINERS["fast"], batch_size=32),
+           "paper": dataclasses.replace(TRAINERS["paper"], lr=0.01, lr_decay=0.05,
+                                        max_epochs=40)}[trainer]
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 50)
+    X = rng.normal(size=(len(y), 24)).astype(np.float32)
+    X[:, :6] += 2.0 * np.eye(3)[y].repeat(2, axis=1)
+    enc = make_encoding("both", 24, 16)
+    ref = train_head(X, y, enc.decode(enc.full()), 3, cfg, seed=3).head
+    tuned, record = bl.polynomial_decay(ref, (0, 1), 0.3, X, y, cfg, seed=3, epochs=7,
+                                        frequency=2)
+    ref_sums, sums, row = POLY_PINNED[trainer]
+    with torch.no_grad():
+        got_ref = [float(ref.layers[i].weight.sum()) for i in range(3)]
+        got_sums = [float(tuned.layers[i].weight.sum()) for i in range(3)]
+        got_row = [float(v) for v in tuned.layers[2].weight[0, :3]]
+    assert got_ref == pytest.approx(ref_sums, rel=1e-5, abs=1e-5)
+    assert got_sums == pytest.approx(sums, rel=1e-5, abs=1e-5)
+    assert got_row == pytest.approx(row, rel=1e-5, abs=1e-6)
+    assert [r["epoch"] for r in record] == [0, 2, 4, 6]
+    assert record[-1]["achieved_sparsity"] == {"0": 0.7005208333333334, "1": 0.69921875}

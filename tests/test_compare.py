@@ -8,9 +8,9 @@ import shutil
 import numpy as np
 import pytest
 
+from evoprune.cli import main
 from evoprune.compare import baselines
 from evoprune.compare import runner as compare
-from evoprune.cli import main
 from evoprune.compare.report import holm, paired_stats
 
 METHODS = ["evoprune", "not_pruned", "best_fixed", "weight", "neuron", "polynomial_decay"]
@@ -34,10 +34,25 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+#: (layer sizes, training rows) of every head trained to convergence while tiny_compare ran.
+_TRAININGS: list[tuple[tuple[int, ...], int]] = []
+
+
 @pytest.fixture(scope="module")
 def tiny_compare(tmp_path_factory, faces_folder, feature_cache, one_thread):
+    from evoprune.model import head as head_module
+
     out = tmp_path_factory.mktemp("compare")
-    assert main(_args(faces_folder, out, feature_cache)) == 0
+    real = head_module.fit_head
+
+    def recording(head, X, y, cfg, generator, *, early_stopping=True, hooks=None):
+        if early_stopping:  # training from scratch (fine-tuning runs without early stopping)
+            _TRAININGS.append((head.sizes, len(X)))
+        return real(head, X, y, cfg, generator, early_stopping=early_stopping, hooks=hooks)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(head_module, "fit_head", recording)
+        assert main(_args(faces_folder, out, feature_cache)) == 0
     return out
 
 
@@ -64,7 +79,7 @@ def test_summary_has_every_method_and_run(tiny_compare):
             mine = {r["method"]: r for r in rows if r["encoding"] == e and r["run"] == str(k)}
             assert float(mine["evoprune"]["test_accuracy"]) == result["test_accuracy"]
             assert float(mine["evoprune"]["active_fraction"]) == result["active_fraction"]
-            # the baselines' not-pruned head is the run's reference head, trained the same way
+            # the baselines' not-pruned head is the run's reference head
             assert float(mine["not_pruned"]["test_accuracy"]) == result["reference_test_accuracy"]
             assert int(mine["not_pruned"]["head_params"]) == result["reference_head_params"]
             for m in ("weight", "neuron", "polynomial_decay"):  # same size as the evolved head
@@ -75,6 +90,22 @@ def test_summary_has_every_method_and_run(tiny_compare):
     tests = {json.loads((tiny_compare / "runs" / f"{e}_run{k}" / "result.json").read_text())[
         "test_set"] for e in ENCODINGS for k in (0, 1)}
     assert tests == {"stratified 20% held out (seed 7)"}
+
+
+def test_each_runs_not_pruned_head_is_trained_once(tiny_compare):
+    """The run trains its not-pruned (reference) head; the baselines reuse it, so per run one
+    full-size head is trained on all training images (two if the evolved head is full too)."""
+    assert _TRAININGS, "no training was recorded"
+    for e in ENCODINGS:
+        result = json.loads((tiny_compare / "runs" / f"{e}_run0" / "result.json").read_text())
+        full = tuple(result["total_units"].values()) + (result["n_classes"],)
+        n_full = sum(1 for sizes, n in _TRAININGS if sizes == full and n == result["n_train"])
+        runs = [json.loads((tiny_compare / "runs" / f"{e}_run{k}" / "result.json").read_text())
+                for k in (0, 1)]
+        assert n_full == sum(1 + (r["active_fraction"] == 1.0) for r in runs), e
+        reused = json.loads((tiny_compare / "runs" / f"{e}_run0" / "baselines.json").read_text())
+        assert reused["methods"]["not_pruned"]["seconds"] == result["timings"][
+            "reference_training"]
 
 
 def test_table_stats_and_plots(tiny_compare):
@@ -115,10 +146,17 @@ def _forbid(monkeypatch):
     monkeypatch.setattr(baselines, "run_baselines", boom)
 
 
-def test_second_invocation_redoes_nothing(tiny_compare, faces_folder, feature_cache, tmp_path,
-                                          monkeypatch, capsys):
-    out = tmp_path / "again"
-    shutil.copytree(tiny_compare, out)
+def _copy(tiny_compare, tmp_path_factory, name):
+    """A copy of the comparison beside it: the runs store their data path relative to their
+    folder, so a copy at the same depth still finds the images."""
+    out = tmp_path_factory.mktemp(name)
+    shutil.copytree(tiny_compare, out, dirs_exist_ok=True)
+    return out
+
+
+def test_second_invocation_redoes_nothing(tiny_compare, faces_folder, feature_cache,
+                                          tmp_path_factory, monkeypatch, capsys):
+    out = _copy(tiny_compare, tmp_path_factory, "again")
     before = (out / "summary.csv").read_text()
     _forbid(monkeypatch)
     capsys.readouterr()
@@ -127,10 +165,9 @@ def test_second_invocation_redoes_nothing(tiny_compare, faces_folder, feature_ca
     assert "EvoPruneDeepTL" in capsys.readouterr().out
 
 
-def test_only_missing_work_is_done(tiny_compare, faces_folder, feature_cache, tmp_path,
+def test_only_missing_work_is_done(tiny_compare, faces_folder, feature_cache, tmp_path_factory,
                                    monkeypatch):
-    out = tmp_path / "partial"
-    shutil.copytree(tiny_compare, out)
+    out = _copy(tiny_compare, tmp_path_factory, "partial")
     (out / "runs" / "fs_run1" / "baselines.json").unlink()
     (out / "summary.csv").unlink()
     calls = []

@@ -3,23 +3,41 @@
 A chromosome is a 0/1 vector. Decoding it gives a :class:`HeadMasks`: which input features
 the head reads and which neurons each hidden layer keeps. The head (``model/head.py``) turns those
 masks into a physically smaller network; the search never sees any of this.
+
+Every encoding is an :class:`EncodingSpec` in one registry (:data:`REGISTRY`), which owns all of
+its rules: the head's number of hidden layers, the gene count, the decoding, the layers the
+pruning baselines act on, the paper's default budget and the help text. Nothing else branches on
+an encoding's name. The paper's encodings are declared as data (the units their genes switch, in
+gene order); a new layout subclasses :class:`EncodingSpec` and is added with
+:func:`register_encoding`::
+
+    @register_encoding
+    class Blocks(EncodingSpec):  # one gene per block of 4 input features
+        def __init__(self):
+            super().__init__("blocks", "one-layer head; one gene per 4 features", hidden_layers=1,
+                             targets=(PruneTarget(0, "inputs"),))
+        def n_genes(self, n_features, hidden):
+            return -(-n_features // 4)
+        def decode_genes(self, genes, n_features, hidden):
+            return HeadMasks(np.repeat(genes, 4)[:n_features],
+                             tuple(np.ones(h, dtype=bool) for h in hidden))
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
-from .errors import ConfigError
+from evoprune.errors import ConfigError
 
-ENCODINGS = {
-    "fs": "one-layer head; one gene per input feature (feature selection)",
-    "fc": "one-layer head; one gene per neuron of the hidden layer",
-    "fc1": "two-layer head; one gene per neuron of the first hidden layer",
-    "fc2": "two-layer head; one gene per neuron of the second hidden layer",
-    "both": "two-layer head; genes for the neurons of both hidden layers (first half FC1)",
-}
+__all__ = ["ENCODINGS", "REGISTRY", "Encoding", "EncodingSpec", "HeadMasks", "PruneTarget",
+           "encoding_spec", "make_encoding", "register_encoding"]
+
+#: The paper's budget for encodings that do not say otherwise.
+DEFAULT_BUDGET = 200
 
 
 @dataclass(frozen=True)
@@ -36,23 +54,165 @@ class HeadMasks:
 
 
 @dataclass(frozen=True)
+class PruneTarget:
+    """Units the genes switch in ``head.layers[layer]``: its ``"inputs"`` (the input features;
+    layer 0 only) or its output ``"neurons"`` (a hidden layer). The pruning baselines prune the
+    same units, so they act where the search acts."""
+
+    layer: int
+    units: str  # "inputs" or "neurons"
+
+    def size(self, n_features: int, hidden: tuple[int, ...]) -> int:
+        """How many units the target has in a head of these sizes."""
+        return int(n_features) if self.units == "inputs" else int(hidden[self.layer])
+
+
+@dataclass(frozen=True)
+class EncodingSpec:
+    """The rules of one chromosome layout, for any head size.
+
+    ``targets`` lists the units the genes switch, in gene order: by default the chromosome is
+    one gene per unit of each target, concatenated (``both`` is FC1's neurons then FC2's).
+    Subclasses may override :meth:`n_genes` and :meth:`decode_genes` for other layouts;
+    ``targets`` still says which layers the pruning baselines prune.
+    """
+
+    name: str
+    description: str
+    hidden_layers: int
+    targets: tuple[PruneTarget, ...]
+    default_evaluations: int = DEFAULT_BUDGET
+
+    def __post_init__(self) -> None:
+        if int(self.hidden_layers) < 0:
+            raise ConfigError(f"encoding {self.name!r}: hidden_layers={self.hidden_layers} must "
+                              "be at least 0")
+        if not self.targets:
+            raise ConfigError(f"encoding {self.name!r} has no targets; give the units its genes "
+                              "switch, e.g. PruneTarget(0, 'inputs')")
+        for t in self.targets:
+            if t.units == "inputs" and t.layer == 0:
+                continue
+            if t.units == "neurons" and 0 <= t.layer < int(self.hidden_layers):
+                continue
+            raise ConfigError(
+                f"encoding {self.name!r}: target {t} does not exist in a head of "
+                f"{self.hidden_layers} hidden layer(s); use PruneTarget(0, 'inputs') or "
+                f"PruneTarget(i, 'neurons') with 0 <= i < {self.hidden_layers}")
+        if int(self.default_evaluations) < 1:
+            raise ConfigError(f"encoding {self.name!r}: default_evaluations="
+                              f"{self.default_evaluations} must be at least 1")
+
+    def n_genes(self, n_features: int, hidden: tuple[int, ...]) -> int:
+        """Genes of a chromosome for a head on ``n_features`` inputs with ``hidden`` sizes."""
+        return sum(t.size(n_features, hidden) for t in self.targets)
+
+    def decode_genes(self, genes: np.ndarray, n_features: int,
+                     hidden: tuple[int, ...]) -> HeadMasks:
+        """Masks for boolean ``genes`` of the right length; units no gene switches stay on."""
+        features = np.ones(n_features, dtype=bool)
+        layers = [np.ones(h, dtype=bool) for h in hidden]
+        start = 0
+        for t in self.targets:
+            part = genes[start:start + t.size(n_features, hidden)]
+            start += part.size
+            if t.units == "inputs":
+                features = part
+            else:
+                layers[t.layer] = part
+        return HeadMasks(features=features, hidden=tuple(layers))
+
+
+#: Every encoding by name, in the order help texts list them.
+REGISTRY: dict[str, EncodingSpec] = {}
+
+_S = TypeVar("_S", EncodingSpec, type)
+
+
+def register_encoding(spec: _S, *, replace: bool = False) -> _S:
+    """Add ``spec`` (an :class:`EncodingSpec`, or a subclass that takes no arguments, so this
+    also works as a class decorator) to the registry; returns it unchanged.
+
+    Raises ConfigError if the name is taken, unless ``replace``.
+    """
+    instance = spec() if isinstance(spec, type) else spec
+    if not isinstance(instance, EncodingSpec):
+        raise ConfigError(f"register_encoding needs an EncodingSpec, got {type(instance).__name__}")
+    if instance.name in REGISTRY and not replace:
+        raise ConfigError(f"encoding {instance.name!r} is registered already; pick another name "
+                          "or pass replace=True")
+    REGISTRY[instance.name] = instance
+    return spec
+
+
+def encoding_spec(name: str) -> EncodingSpec:
+    """The registered encoding ``name``; ConfigError naming the known ones otherwise."""
+    try:
+        return REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"encoding={name!r} is unknown; choose one of "
+                          f"{', '.join(REGISTRY)}") from None
+
+
+class _Descriptions(Mapping[str, str]):
+    """Read-only view name -> description of the registry (always current)."""
+
+    def __getitem__(self, name: str) -> str:
+        return REGISTRY[name].description
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(REGISTRY)
+
+    def __len__(self) -> int:
+        return len(REGISTRY)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+#: name -> one-line description, for help texts and choices (a view of :data:`REGISTRY`).
+ENCODINGS: Mapping[str, str] = _Descriptions()
+
+_INPUTS = PruneTarget(0, "inputs")
+_FC1, _FC2 = PruneTarget(0, "neurons"), PruneTarget(1, "neurons")
+for _spec in (
+    EncodingSpec("fs", "one-layer head; one gene per input feature (feature selection)",
+                 hidden_layers=1, targets=(_INPUTS,)),
+    EncodingSpec("fc", "one-layer head; one gene per neuron of the hidden layer",
+                 hidden_layers=1, targets=(_FC1,)),
+    EncodingSpec("fc1", "two-layer head; one gene per neuron of the first hidden layer",
+                 hidden_layers=2, targets=(_FC1,)),
+    EncodingSpec("fc2", "two-layer head; one gene per neuron of the second hidden layer",
+                 hidden_layers=2, targets=(_FC2,)),
+    # The paper gives both layers' genes together a larger budget.
+    EncodingSpec("both", "two-layer head; genes for the neurons of both hidden layers "
+                 "(first half FC1)", hidden_layers=2, targets=(_FC1, _FC2),
+                 default_evaluations=300),
+):
+    register_encoding(_spec)
+
+
+@dataclass(frozen=True)
 class Encoding:
-    """A chromosome layout for a head of ``hidden`` layer sizes on ``n_features`` inputs."""
+    """A chromosome layout for a head of ``hidden`` layer sizes on ``n_features`` inputs; its
+    rules come from the registered :class:`EncodingSpec` called ``name``."""
 
     name: str
     n_features: int
     hidden: tuple[int, ...]
 
     @property
-    def n_genes(self) -> int:
-        if self.name == "fs":
-            return self.n_features
-        if self.name == "both":
-            return sum(self.hidden)
-        return self.hidden[self._layer_index()]
+    def spec(self) -> EncodingSpec:
+        return encoding_spec(self.name)
 
-    def _layer_index(self) -> int:
-        return {"fc": 0, "fc1": 0, "fc2": 1}[self.name]
+    @property
+    def n_genes(self) -> int:
+        return int(self.spec.n_genes(self.n_features, self.hidden))
+
+    @property
+    def prune_targets(self) -> tuple[PruneTarget, ...]:
+        """The layers the genes act on, which the pruning baselines prune too."""
+        return self.spec.targets
 
     def decode(self, chromosome: np.ndarray) -> HeadMasks:
         """Masks of the units switched on by ``chromosome`` (all other units stay on)."""
@@ -62,16 +222,12 @@ class Encoding:
                 f"chromosome has {genes.size} genes but encoding {self.name!r} "
                 f"needs {self.n_genes}"
             )
-        features = np.ones(self.n_features, dtype=bool)
-        hidden = [np.ones(h, dtype=bool) for h in self.hidden]
-        if self.name == "fs":
-            features = genes
-        elif self.name == "both":
-            hidden[0] = genes[: self.hidden[0]]
-            hidden[1] = genes[self.hidden[0]:]
-        else:
-            hidden[self._layer_index()] = genes
-        return HeadMasks(features=features, hidden=tuple(hidden))
+        masks = self.spec.decode_genes(genes, self.n_features, self.hidden)
+        sizes = (masks.features.size,) + tuple(m.size for m in masks.hidden)
+        if sizes != (self.n_features,) + self.hidden:
+            raise ConfigError(f"encoding {self.name!r} decoded masks of sizes {sizes}, not "
+                              f"{(self.n_features,) + self.hidden}; fix its decode_genes")
+        return masks
 
     def full(self) -> np.ndarray:
         """The chromosome with every gene on (the not-pruned head)."""
@@ -84,13 +240,13 @@ class Encoding:
 def make_encoding(name: str, n_features: int, hidden_size: int = 512) -> Encoding:
     """The encoding ``name`` for a head on ``n_features`` inputs with hidden layers of ``hidden_size``.
 
-    ``fs`` and ``fc`` use the paper's one-layer head, ``fc1``, ``fc2`` and ``both`` its two-layer head.
+    The number of hidden layers is the encoding's: ``fs`` and ``fc`` use the paper's one-layer
+    head, ``fc1``, ``fc2`` and ``both`` its two-layer head.
     """
-    if name not in ENCODINGS:
-        raise ConfigError(f"encoding={name!r} is unknown; choose one of {', '.join(ENCODINGS)}")
+    spec = encoding_spec(name)
     if int(n_features) < 1:
         raise ConfigError(f"n_features={n_features} must be at least 1")
     if int(hidden_size) < 1:
         raise ConfigError(f"hidden_size={hidden_size} must be at least 1")
-    layers = 1 if name in ("fs", "fc") else 2
-    return Encoding(name=name, n_features=int(n_features), hidden=(int(hidden_size),) * layers)
+    return Encoding(name=name, n_features=int(n_features),
+                    hidden=(int(hidden_size),) * int(spec.hidden_layers))

@@ -29,7 +29,6 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from tqdm.auto import tqdm
 
 from evoprune.backbones import DEFAULT_BACKBONE, Backbone, get_backbone
-from evoprune.backbones.base import preprocess_image
 from evoprune.data import open_rgb
 from evoprune.data._messages import listed
 from evoprune.errors import ConfigError, DataError
@@ -93,13 +92,13 @@ class _ImageFiles(torch.utils.data.Dataset):
 
     def __init__(self, paths: Sequence[str], backbone: Backbone) -> None:
         self.paths = list(paths)
-        self.size, self.mean, self.std = backbone.image_size, backbone.mean, backbone.std
+        self.preprocessing = backbone.preprocessing  # picklable data, for the workers
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> np.ndarray:
-        return preprocess_image(open_rgb(self.paths[index]), self.size, self.mean, self.std)
+        return self.preprocessing(open_rgb(self.paths[index]))
 
     def batch(self, start: int, stop: int) -> np.ndarray:
         return np.stack([self[i] for i in range(start, stop)])

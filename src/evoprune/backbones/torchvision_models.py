@@ -6,22 +6,21 @@ torch hub cache ($TORCH_HOME) or are downloaded there on first use.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 from types import ModuleType
 
 from torch import nn
 
-from evoprune.backbones.base import Backbone, GlobalPool
+from evoprune.backbones.base import Extractor, GlobalPool, Preprocessing, state_dict_id
 from evoprune.errors import BackboneError
 
 logger = logging.getLogger(__name__)
 
 SOURCE = "torchvision (optional extra)"
-IMAGE_SIZE = 224
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+#: torchvision's ImageNet models: 224 px, ImageNet mean and std (resized whole, no crop).
+PREPROCESSING = Preprocessing(image_size=224, mean=(0.485, 0.456, 0.406),
+                              std=(0.229, 0.224, 0.225))
 
 
 def _import_torchvision(name: str) -> ModuleType:
@@ -46,15 +45,6 @@ def is_available() -> bool:
     return True
 
 
-def _state_dict_id(model: nn.Module) -> str:
-    """First 16 hex digits of a sha256 over the state dict's names and tensor bytes."""
-    digest = hashlib.sha256()
-    for key, tensor in sorted(model.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def _pretrained(name: str) -> nn.Module:
     models = _import_torchvision(name).models
     try:
@@ -66,38 +56,23 @@ def _pretrained(name: str) -> nn.Module:
         ) from exc
 
 
-def _backbone(
-    name: str,
-    model: nn.Module,
-    feature_module: nn.Module,
-    feature_dim: int,
-    forward_batch: int = 4,
-) -> Backbone:
-    return Backbone(
-        name=name,
-        feature_dim=feature_dim,
-        image_size=IMAGE_SIZE,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        weights_id=_state_dict_id(model),
-        feature_module=feature_module,
-        classifier_module=model,
-        forward_batch=forward_batch,
-    )
+def _extractor(model: nn.Module, feature_module: nn.Module, forward_batch: int = 4) -> Extractor:
+    return Extractor(feature_module=feature_module, classifier_module=model,
+                     weights_id=state_dict_id(model), forward_batch=forward_batch)
 
 
-def build_resnet50() -> Backbone:
+def build_resnet50() -> Extractor:
     model = _pretrained("resnet50")
     body = nn.Sequential(*list(model.children())[:-2])  # up to layer4; drops avgpool and fc
-    return _backbone("resnet50", model, GlobalPool(body), 2048)
+    return _extractor(model, GlobalPool(body))
 
 
-def build_densenet121() -> Backbone:
+def build_densenet121() -> Extractor:
     model = _pretrained("densenet121")
-    return _backbone("densenet121", model, GlobalPool(model.features, relu=True), 1024)
+    return _extractor(model, GlobalPool(model.features, relu=True))
 
 
-def build_vgg19() -> Backbone:
+def build_vgg19() -> Extractor:
     model = _pretrained("vgg19")
     # Its first block holds 64 x 224 x 224 maps (12.8 MB an image): two images per pass.
-    return _backbone("vgg19", model, GlobalPool(model.features), 512, forward_batch=2)
+    return _extractor(model, GlobalPool(model.features), forward_batch=2)

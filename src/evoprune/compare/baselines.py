@@ -1,6 +1,6 @@
 """The paper's comparison methods, scored on the held-out test set that the search never saw.
 
-- ``not_pruned``: every gene on, trained like any candidate.
+- ``not_pruned``: every gene on, trained like any candidate (the run's reference head, reused).
 - ``best_fixed``: random masks at densities 10 %..90 %, the best density chosen by the *same*
   fitness split as the search, retrained on all training data.
 - ``weight``: one-shot magnitude pruning of the trained not-pruned head (Han et al. 2015).
@@ -17,23 +17,39 @@ on; neuron pruning keeps exactly as many units in each such layer as the evolved
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from torch import nn
 
-from evoprune.encodings import Encoding
+from evoprune.encodings import Encoding, PruneTarget
 from evoprune.errors import ConfigError
+from evoprune.model.head import (
+    CompactHead,
+    TrainerConfig,
+    TrainingHooks,
+    accuracy,
+    feature_stats,
+    fit_head,
+    get_trainer,
+    train_head,
+)
 from evoprune.problem import HeadProblem, make_folds
-from evoprune.model.head import (CompactHead, TrainerConfig, accuracy, feature_stats, get_trainer,
-                   make_optimizer, train_head, training_tensors)
 
 log = logging.getLogger(__name__)
 
-METHODS = ("not_pruned", "best_fixed", "weight", "neuron", "polynomial_decay")
+#: The baselines, in the order they run and are reported, with their labels in tables and plots.
+METHOD_LABELS = {
+    "not_pruned": "Not pruned",
+    "best_fixed": "Best fixed",
+    "weight": "Weight pruning",
+    "neuron": "Neuron pruning",
+    "polynomial_decay": "Polynomial decay",
+}
+METHODS = tuple(METHOD_LABELS)
 FIXED_DENSITIES = tuple(round(0.1 * i, 1) for i in range(1, 10))
 
 
@@ -58,35 +74,12 @@ class BaselineResult:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class PruneTarget:
-    """A layer the encoding's genes act on: ``head.layers[layer]``'s inputs or output neurons."""
-
-    layer: int
-    units: str  # "inputs" (feature selection) or "neurons"
-
-
-def prune_targets(encoding: Encoding) -> tuple[PruneTarget, ...]:
-    """fs: the first layer's inputs; fc/fc1: the first hidden layer; fc2: the second; both: both."""
-    if encoding.name == "fs":
-        return (PruneTarget(0, "inputs"),)
-    if encoding.name in ("fc", "fc1"):
-        return (PruneTarget(0, "neurons"),)
-    if encoding.name == "fc2":
-        return (PruneTarget(1, "neurons"),)
-    if encoding.name == "both":
-        return (PruneTarget(0, "neurons"), PruneTarget(1, "neurons"))
-    raise ConfigError(f"encoding={encoding.name!r} has no pruning baselines")
-
-
 def kept_units(encoding: Encoding, mask: np.ndarray) -> dict[int, int]:
-    """Units the evolved ``mask`` keeps in each pruned layer (layer index -> count)."""
+    """Units the evolved ``mask`` keeps in each layer the encoding prunes (layer index -> count)."""
     masks = encoding.decode(mask)
-    out = {}
-    for t in prune_targets(encoding):
-        out[t.layer] = int(masks.features.sum()) if t.units == "inputs" else int(
-            masks.hidden[t.layer].sum())
-    return out
+    return {t.layer: int(masks.features.sum() if t.units == "inputs" else
+                         masks.hidden[t.layer].sum())
+            for t in encoding.prune_targets}
 
 
 def _n_keep(n: int, fraction: float) -> int:
@@ -188,58 +181,61 @@ def polynomial_schedule(final_sparsity: float, initial_sparsity: float = 0.1, ep
     return steps
 
 
+class _PolynomialPruning(TrainingHooks):
+    """Prunes ``layers`` by magnitude at the schedule's epochs and keeps pruned weights at zero
+    (their gradients and values are masked around every optimiser step)."""
+
+    def __init__(self, head: CompactHead, layers: tuple[int, ...],
+                 schedule: list[tuple[int, float]]) -> None:
+        self.steps = dict(schedule)
+        self.masks = {i: torch.ones_like(head.layers[i].weight) for i in layers}
+        self.record: list[dict] = []
+
+    def on_epoch_start(self, head: CompactHead, epoch: int) -> None:
+        if epoch not in self.steps:
+            return
+        achieved = {}
+        with torch.no_grad():
+            for i in self.masks:
+                w = head.layers[i].weight
+                n_zero = int(round(self.steps[epoch] * w.numel()))
+                self.masks[i] = _magnitude_mask(w, n_zero, self.masks[i])
+                w.mul_(self.masks[i])
+                achieved[str(i)] = float((w == 0).sum()) / w.numel()
+        self.record.append({"epoch": epoch, "target_sparsity": self.steps[epoch],
+                            "achieved_sparsity": achieved})
+
+    def after_backward(self, head: CompactHead) -> None:
+        for i, mask in self.masks.items():
+            head.layers[i].weight.grad.mul_(mask)
+
+    def after_step(self, head: CompactHead) -> None:
+        with torch.no_grad():
+            for i, mask in self.masks.items():
+                head.layers[i].weight.mul_(mask)
+
+
 def polynomial_decay(head: CompactHead, layers: tuple[int, ...], keep_fraction: float,
                      X: np.ndarray, y: np.ndarray, trainer: str | TrainerConfig = "fast",
                      seed: int = 0, initial_sparsity: float = 0.1, epochs: int = 25,
                      frequency: int = 5) -> tuple[CompactHead, list[dict]]:
     """Fine-tune a copy of the trained ``head`` on (X, y) for ``epochs`` epochs with the run's
-    optimiser settings, pruning ``layers`` by magnitude on :func:`polynomial_schedule`.
+    optimiser at its initial learning rate (no decay, no early stopping), pruning ``layers`` by
+    magnitude on :func:`polynomial_schedule`.
 
     Masks stay fixed between steps (gradients and weights of pruned positions are zeroed), so
     pruned weights stay zero. Returns the head and the schedule as carried out: per step the
     epoch, target and achieved sparsity of each layer.
     """
     cfg = get_trainer(trainer)
-    final = 1.0 - float(keep_fraction)
-    schedule = polynomial_schedule(final, initial_sparsity, epochs, frequency)
-    tuned = copy.deepcopy(head).train()
-    Xs, ys = training_tensors(tuned, X, y)
-    params = list(tuned.parameters())
-    opt = make_optimizer(params, cfg)
-    weights = {i: tuned.layers[i].weight for i in layers}
-    masks = {i: torch.ones_like(w) for i, w in weights.items()}
-    gen = torch.Generator().manual_seed(int(seed) + 2)
-    n = Xs.shape[0]
-    bs = min(cfg.batch_size, n)
-    loss_fn = nn.CrossEntropyLoss()
-    record = []
-    steps = dict(schedule)
-    for epoch in range(int(epochs) + 1):
-        if epoch in steps:
-            achieved = {}
-            with torch.no_grad():
-                for i, w in weights.items():
-                    n_zero = int(round(steps[epoch] * w.numel()))
-                    masks[i] = _magnitude_mask(w, n_zero, masks[i])
-                    w.mul_(masks[i])
-                    achieved[str(i)] = float((w == 0).sum()) / w.numel()
-            record.append({"epoch": epoch, "target_sparsity": steps[epoch],
-                           "achieved_sparsity": achieved})
-        if epoch == int(epochs):
-            break
-        order = torch.randperm(n, generator=gen)
-        for start in range(0, n, bs):
-            idx = order[start:start + bs]
-            loss = loss_fn(tuned.mlp(Xs[idx]), ys[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for i, w in weights.items():
-                w.grad.mul_(masks[i])
-            opt.step()
-            with torch.no_grad():
-                for i, w in weights.items():
-                    w.mul_(masks[i])
-    return tuned.eval(), record
+    schedule = polynomial_schedule(1.0 - float(keep_fraction), initial_sparsity, epochs,
+                                   frequency)
+    tuned = copy.deepcopy(head)
+    pruning = _PolynomialPruning(tuned, layers, schedule)
+    fine_tune = dataclasses.replace(cfg, max_epochs=int(epochs), lr_decay=0.0)
+    fit_head(tuned, X, y, fine_tune, torch.Generator().manual_seed(int(seed) + 2),
+             early_stopping=False, hooks=pruning)
+    return tuned, pruning.record
 
 
 def nonzero_params(head: CompactHead) -> int:
@@ -298,19 +294,33 @@ def run_baselines(encoding: Encoding, evolved_mask: np.ndarray, X_train: np.ndar
                   trainer: str | TrainerConfig = "fast", seed: int = 0,
                   fitness_split: str = "validation", val_fraction: float = 0.2,
                   cv_folds: int = 5, initial_sparsity: float = 0.1, poly_epochs: int = 25,
-                  poly_frequency: int = 5) -> dict[str, BaselineResult]:
-    """Every method of :data:`METHODS` for one run, sized like its ``evolved_mask``."""
+                  poly_frequency: int = 5, reference: CompactHead | None = None,
+                  reference_seconds: float | None = None) -> dict[str, BaselineResult]:
+    """Every method of :data:`METHODS` for one run, sized like its ``evolved_mask``.
+
+    ``reference`` is the run's not-pruned head, trained by the run on the same data with the
+    same trainer and seed (``reference_seconds`` is the time that took): it is reused, not
+    trained again. Without it the not-pruned head is trained here.
+    """
     evolved_mask = np.asarray(evolved_mask, dtype=np.uint8)
-    targets = prune_targets(encoding)
+    targets = encoding.prune_targets
     layers = tuple(t.layer for t in targets)
     keep_fraction = float(evolved_mask.mean())
     results: dict[str, BaselineResult] = {}
 
     t0 = time.perf_counter()
-    ref = train_head(X_train, y_train, encoding.decode(encoding.full()), n_classes, trainer,
-                     seed=seed, stats=feature_stats(X_train)).head
-    results["not_pruned"] = BaselineResult("not_pruned", accuracy(ref, X_test, y_test), 1.0,
-                                           ref.n_params(), time.perf_counter() - t0)
+    if reference is None:
+        reference = train_head(X_train, y_train, encoding.decode(encoding.full()), n_classes,
+                               trainer, seed=seed, stats=feature_stats(X_train)).head
+        reference_seconds = time.perf_counter() - t0
+    elif reference.sizes != (encoding.n_features,) + encoding.hidden + (n_classes,):
+        raise ConfigError(f"the reference head has layer sizes {reference.sizes}, not those of "
+                          f"the not-pruned head of encoding {encoding.name!r}: "
+                          f"{(encoding.n_features,) + encoding.hidden + (n_classes,)}")
+    ref = reference
+    results["not_pruned"] = BaselineResult(
+        "not_pruned", accuracy(ref, X_test, y_test), 1.0, ref.n_params(),
+        float(reference_seconds or 0.0))
     log.debug("not pruned: %.4f", results["not_pruned"].test_accuracy)
 
     results["best_fixed"], _ = best_fixed(

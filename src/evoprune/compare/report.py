@@ -18,18 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from evoprune.compare.baselines import METHOD_LABELS as BASELINE_LABELS
+from evoprune.compare.baselines import METHODS
 from evoprune.io import atomic_write, atomic_write_text
 from evoprune.report import _pyplot, save_figure
 
-METHOD_LABELS = {
-    "evoprune": "EvoPruneDeepTL",
-    "not_pruned": "Not pruned",
-    "best_fixed": "Best fixed",
-    "weight": "Weight pruning",
-    "neuron": "Neuron pruning",
-    "polynomial_decay": "Polynomial decay",
-}
-BASELINES = ("not_pruned", "best_fixed", "weight", "neuron", "polynomial_decay")
+#: Every row's method: evoprune, then the baselines in the order of :data:`baselines.METHODS`.
+METHOD_LABELS = {"evoprune": "EvoPruneDeepTL", **BASELINE_LABELS}
+BASELINES = METHODS
 STATS_FIELDS = ["encoding", "baseline", "n", "evoprune_mean", "baseline_mean", "mean_diff",
                 "sd_diff", "ci95_low", "ci95_high", "wins", "ties", "losses", "wilcoxon_p",
                 "wilcoxon_p_holm", "min_possible_wilcoxon_p", "ttest_p"]
@@ -76,7 +72,7 @@ def _best_so_far(path: Path) -> tuple[list[int], list[float]]:
     from evoprune.runs.store import read_history
 
     hist = read_history(path)
-    return [h["index"] for h in hist], [h["best_fitness"] for h in hist]
+    return [h.index for h in hist], [h.best_fitness for h in hist]
 
 
 def _meta(cc, out: Path) -> dict:

@@ -27,9 +27,14 @@ import numpy as np
 from evoprune import __version__
 from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError, EvoPruneError
-from evoprune.runs.experiment import PreparedData, RunConfig, prepare_data, run_experiment
-from evoprune.runs.store import mask_to_hex
 from evoprune.io import atomic_write_json
+from evoprune.runs.experiment import (
+    PreparedData,
+    RunConfig,
+    prepare_data,
+    run_experiment,
+)
+from evoprune.runs.store import mask_to_hex
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +106,10 @@ def run_dir(out: Path, encoding: str, run: int) -> Path:
 
 def finished_result(path: Path, cfg: RunConfig) -> dict | None:
     """result.json of ``path`` if it holds a finished run of exactly ``cfg``."""
+    from evoprune.runs.experiment import _portable_run  # the settings as the run saves them
+
     saved = _read_json(path / "config.json")
-    if saved is None or saved.get("run") != cfg.to_dict():
+    if saved is None or saved.get("run") != _portable_run(cfg, path):
         return None
     return _read_json(path / "result.json")
 

@@ -94,7 +94,7 @@ class CompactHead(nn.Module):
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor],
-                        n_inputs: int | None = None) -> "CompactHead":
+                        n_inputs: int | None = None) -> CompactHead:
         """A head rebuilt from a saved state dict, its layer sizes read from the weight shapes.
 
         ``n_inputs`` is the backbone's feature size (not stored in the state dict); by default
@@ -217,6 +217,79 @@ class TrainedHead:
     final_loss: float
 
 
+class TrainingHooks:
+    """Steps a caller adds to :func:`fit_head`'s loop (skorch-style callback object); each
+    default does nothing. Polynomial decay prunes with them while fine-tuning."""
+
+    def on_epoch_start(self, head: CompactHead, epoch: int) -> None:
+        """Before the batches of ``epoch`` (0-based)."""
+
+    def after_backward(self, head: CompactHead) -> None:
+        """Gradients computed, before the optimiser's step."""
+
+    def after_step(self, head: CompactHead) -> None:
+        """After the optimiser's step."""
+
+
+def fit_head(head: CompactHead, X: np.ndarray, y: np.ndarray, cfg: TrainerConfig,
+             generator: torch.Generator, *, early_stopping: bool = True,
+             hooks: TrainingHooks | None = None) -> TrainedHead:
+    """The one training loop: ``cfg.max_epochs`` epochs of shuffled mini-batches over (X, y),
+    updating ``head`` in place; returns it in eval mode.
+
+    With ``early_stopping`` it stops after ``cfg.early_stop_patience`` epochs without a
+    training-loss gain of ``cfg.min_delta`` and keeps the weights of the best epoch; without, it
+    runs every epoch and keeps the last weights. ``generator`` draws the batch orders.
+    """
+    hooks = hooks if hooks is not None else TrainingHooks()
+    head.train()
+    Xs, ys = training_tensors(head, X, y)
+    params = list(head.parameters())
+    opt = make_optimizer(params, cfg)
+    n = Xs.shape[0]
+    bs = min(cfg.batch_size, n)
+    best_loss = math.inf
+    best_state = None
+    stale = 0
+    step = 0
+    epoch = 0
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    for epoch in range(1, cfg.max_epochs + 1):
+        hooks.on_epoch_start(head, epoch - 1)
+        order = torch.randperm(n, generator=generator)
+        total = 0.0
+        for start in range(0, n, bs):
+            idx = order[start:start + bs]
+            if cfg.lr_decay:
+                for group in opt.param_groups:
+                    group["lr"] = cfg.lr / (1.0 + cfg.lr_decay * step)
+            logits = head.mlp(Xs[idx])
+            loss = loss_fn(logits, ys[idx])
+            opt.zero_grad(set_to_none=True)
+            (loss / idx.numel()).backward()
+            hooks.after_backward(head)
+            opt.step()
+            hooks.after_step(head)
+            total += float(loss.detach())
+            step += 1
+        epoch_loss = total / n
+        if epoch_loss < best_loss - cfg.min_delta:
+            best_loss = epoch_loss
+            if early_stopping:
+                best_state = [p.detach().clone() for p in params]
+            stale = 0
+        else:
+            stale += 1
+            if early_stopping and stale >= cfg.early_stop_patience:
+                break
+    if best_state is not None:
+        with torch.no_grad():
+            for p, saved in zip(params, best_state):
+                p.copy_(saved)
+    head.eval()
+    return TrainedHead(head=head, epochs=epoch, final_loss=best_loss)
+
+
 def train_head(X: np.ndarray, y: np.ndarray, masks: HeadMasks, n_classes: int,
                trainer: str | TrainerConfig = "fast", seed: int = 0,
                stats: tuple[np.ndarray, np.ndarray] | None = None) -> TrainedHead:
@@ -230,48 +303,7 @@ def train_head(X: np.ndarray, y: np.ndarray, masks: HeadMasks, n_classes: int,
     if cfg.standardize:
         mean, std = stats if stats is not None else feature_stats(X)
     head = build_head(masks, n_classes, mean=mean, std=std, seed=seed)
-    gen = torch.Generator().manual_seed(int(seed) + 1)
-    Xs, ys = training_tensors(head, X, y)
-    params = list(head.parameters())
-    opt = make_optimizer(params, cfg)
-    n = Xs.shape[0]
-    bs = min(cfg.batch_size, n)
-    best_loss = math.inf
-    best_state = None
-    stale = 0
-    step = 0
-    epoch = 0
-    loss_fn = nn.CrossEntropyLoss(reduction="sum")
-    for epoch in range(1, cfg.max_epochs + 1):
-        order = torch.randperm(n, generator=gen)
-        total = 0.0
-        for start in range(0, n, bs):
-            idx = order[start:start + bs]
-            if cfg.lr_decay:
-                for group in opt.param_groups:
-                    group["lr"] = cfg.lr / (1.0 + cfg.lr_decay * step)
-            logits = head.mlp(Xs[idx])
-            loss = loss_fn(logits, ys[idx])
-            opt.zero_grad(set_to_none=True)
-            (loss / idx.numel()).backward()
-            opt.step()
-            total += float(loss.detach())
-            step += 1
-        epoch_loss = total / n
-        if epoch_loss < best_loss - cfg.min_delta:
-            best_loss = epoch_loss
-            best_state = [p.detach().clone() for p in params]
-            stale = 0
-        else:
-            stale += 1
-            if stale >= cfg.early_stop_patience:
-                break
-    if best_state is not None:
-        with torch.no_grad():
-            for p, saved in zip(params, best_state):
-                p.copy_(saved)
-    head.eval()
-    return TrainedHead(head=head, epochs=epoch, final_loss=best_loss)
+    return fit_head(head, X, y, cfg, torch.Generator().manual_seed(int(seed) + 1))
 
 
 @torch.no_grad()

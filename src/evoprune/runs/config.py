@@ -52,7 +52,12 @@ MAX_SEED = 2**32 - 1
 
 def default_evaluations(encoding: str) -> int:
     """The paper's budget for ``encoding``: 300 for ``both``, else 200."""
-    return DEFAULT_EVALUATIONS.get(encoding, 200)
+    from evoprune.encodings import (  # the encoding owns its budget
+        DEFAULT_BUDGET,
+        REGISTRY,
+    )
+
+    return REGISTRY[encoding].default_evaluations if encoding in REGISTRY else DEFAULT_BUDGET
 
 
 # --- choice lists read from the registries that own them (imported on first use) -----------
