@@ -138,6 +138,8 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--out", default=str(HERE / "multiobjective.json"))
+    p.add_argument("--keep", default=None, metavar="DIR",
+                   help="keep the run folders in DIR (default: a temporary folder)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("evoprune").setLevel(logging.WARNING)
@@ -146,9 +148,10 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     prepare_data(base.validate(), progress=False, cache_dir=args.cache_dir)  # features cached
     with tempfile.TemporaryDirectory(prefix="evoprune-mo-bench-") as tmp:
-        rows = [one_seed(base, s, Path(tmp), args.members, args.cache_dir)
+        root = Path(args.keep or tmp)
+        rows = [one_seed(base, s, root, args.members, args.cache_dir)
                 for s in range(args.seeds)]
-        ood = ood_run(base, 0, Path(tmp), args.ood, args.cache_dir)
+        ood = ood_run(base, 0, root, args.ood, args.cache_dir)
     summary = summarise(rows)
     summary["ood_auroc_selected"] = ood["ood_auroc_selected"]
     summary["ood_auroc_not_pruned"] = ood["ood_auroc_not_pruned"]

@@ -109,3 +109,31 @@ def test_an_empty_ood_folder_is_refused(faces_folder, feature_cache, tmp_path, c
                  "--ood", str(empty), "--population", "4", "--evaluations", "4", "--out",
                  str(out), "--cache-dir", str(feature_cache), "--no-progress"]) == 2
     assert str(empty) in caplog.text and not out.exists()
+
+
+def test_the_ensembles_onnx_model_matches_the_library(mo_run, feature_cache, faces_folder,
+                                                      tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from PIL import Image
+
+    from evoprune.backbones import get_backbone
+    from evoprune.model.head import predict_proba
+    from evoprune.runs.store import load_head
+
+    out, result = mo_run
+    k = min(2, len(result["front"]))
+    model = tmp_path / "ensemble.onnx"
+    assert main(["ensemble", str(out), "--members", str(k), "--export", str(model),
+                 "--cache-dir", str(feature_cache), "--no-progress"]) == 0
+    members = json.loads((out / "ensemble.json").read_text())["members"]
+    meta = json.loads((tmp_path / "ensemble.onnx.json").read_text())
+    assert meta["members"] == members and len(meta["head_sizes"]) == k
+    backbone = get_backbone(result["backbone"])
+    paths = sorted((faces_folder / "face").iterdir())[:4]
+    batch = np.stack([backbone.preprocess(Image.open(p)) for p in paths]).astype(np.float32)
+    got = ort.InferenceSession(str(model)).run(None, {"images": batch})[0]
+    feats = backbone.features(batch)
+    heads = [load_head(out / "front" / f"head_{m}.safetensors", result["feature_dim"])
+             for m in members]
+    want = np.mean([predict_proba(h, feats) for h in heads], axis=0)
+    assert np.abs(got - want).max() < 1e-4

@@ -329,3 +329,54 @@ def read_onnx_metadata(path: str | Path) -> dict:
     if ONNX_METADATA_KEY not in props:
         raise ConfigError(f"{path} holds no evoprune metadata; was it exported by evoprune?")
     return json.loads(props[ONNX_METADATA_KEY])
+
+
+class EnsembleClassifier(nn.Module):
+    """(N, 3, H, W) preprocessed images -> (N, C) probabilities averaged over several compact
+    heads that share one backbone pass (a soft-vote ensemble of front heads)."""
+
+    def __init__(self, features: nn.Module, heads: list[CompactHead]):
+        super().__init__()
+        self.features = features
+        self.heads = nn.ModuleList(heads)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pooled = self.features(images)
+        return torch.stack([torch.softmax(h(pooled), dim=1) for h in self.heads]).mean(dim=0)
+
+
+def export_ensemble(run_dir: str | Path, members: list[int], out: str | Path,
+                    vote: str = "soft") -> Path:
+    """Write the ensemble of front heads ``members`` (their ranks in pareto.csv) of a
+    multi-objective run as one ONNX model, with its metadata as ``out + '.json'``."""
+    from evoprune.backbones import get_backbone
+    from evoprune.runs.store import FRONT_DIR, load_head
+
+    if vote != "soft":
+        raise ConfigError("the exported ensemble averages the heads' probabilities (a soft "
+                          "vote); use --vote soft with --export")
+    run = open_run(run_dir)
+    front = {m["rank"]: m for m in run.result.front or []}
+    missing = [k for k in members if k not in front]
+    if missing or not members:
+        raise ConfigError(f"{run.path} has no front heads {missing or members}; ensembles come "
+                          "from a multi-objective run's front (pareto.csv)")
+    out = check_output_path(out, option="--export", example="ensemble.onnx")
+    meta_out = check_output_path(Path(str(out) + ".json"), option="--export")
+    heads = [load_head(run.path / FRONT_DIR / f"head_{k}.safetensors", run.result.feature_dim)
+             for k in members]
+    backbone = get_backbone(run.result.backbone)
+    module = EnsembleClassifier(backbone.feature_extractor(), heads).eval()
+    metadata = model_metadata(run, backbone, heads[0], reference=False, head_only=False)
+    metadata.update(head=f"ensemble of {len(heads)} front heads (mean probability)",
+                    members=list(members), head_sizes=[list(h.sizes) for h in heads],
+                    head_params=sum(h.n_params() for h in heads),
+                    head_macs=sum(h.n_macs() for h in heads),
+                    test_accuracy=None)
+    example = torch.zeros(2, 3, *metadata["preprocessing"]["image_size"])
+    with writing_to(out, "--export"):
+        _write_onnx(module, example, out, metadata)
+    with writing_to(meta_out, "--export"):
+        atomic_write_json(meta_out, metadata)
+    log.info("exported an ensemble of %d front heads to %s", len(heads), out)
+    return out
