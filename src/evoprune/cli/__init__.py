@@ -7,40 +7,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from evoprune.cli.options import add_run_command_options
 from evoprune.cli.tables import format_table
 from evoprune.errors import EvoPruneError
 
 log = logging.getLogger("evoprune")
-
-
-def add_output_options(p: argparse.ArgumentParser, out_help: str | None = None,
-                       overwrite: bool = False) -> None:
-    """Options that are not run settings: where results and features go, progress bars.
-    ``out_help=None`` leaves out --out (a command that defines its own)."""
-    g = p.add_argument_group("output")
-    if out_help is not None:
-        g.add_argument("--out", default=None, metavar="DIR", help=out_help)
-    if overwrite:
-        g.add_argument("--overwrite", action="store_true",
-                       help="when --out holds a run of another configuration, move it aside "
-                            "(to a sibling folder) and start afresh instead of stopping")
-    g.add_argument("--cache-dir", default=None,
-                   help="feature cache folder. Default: $EVOPRUNE_CACHE_DIR or "
-                        "~/.cache/evoprune/features")
-    g.add_argument("--no-progress", action="store_true", help="hide progress bars")
-
-
-def _add_run_options(p: argparse.ArgumentParser, per_run: bool = True) -> None:
-    """The options of one run, generated from the run settings' declaration
-    (:mod:`evoprune.runs.config`). ``per_run=False`` leaves out --encoding, --seed and --out,
-    which a command that makes several runs (compare) defines its own way."""
-    from evoprune.runs.config import add_run_options
-
-    add_run_options(p, exclude=() if per_run else ("encoding", "seed"))
-    add_output_options(p, out_help=(
-        "results folder. Default: runs/<data>_<encoding>_<backbone>_s<seed>-<hash of every "
-        "setting that changes the result>; rerunning the same command resumes it"
-    ) if per_run else None, overwrite=per_run)
 
 
 def _config_from_args(args: argparse.Namespace):
@@ -130,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "a fitness split inside the training data, the best mask "
                                    "retrained and scored on the held-out test set next to the "
                                    "not-pruned head.")
-    _add_run_options(p)
+    add_run_command_options(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("backbones", help="list the feature extractors")
     p.set_defaults(func=cmd_backbones)

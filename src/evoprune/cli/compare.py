@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from evoprune.cli.options import add_run_command_options
 from evoprune.errors import ConfigError
 
 log = logging.getLogger("evoprune")
@@ -14,8 +15,6 @@ log = logging.getLogger("evoprune")
 
 def add_compare_command(sub: argparse._SubParsersAction) -> None:
     """Register ``compare`` on the main parser's subcommands (with the options of ``run``)."""
-    from evoprune.cli import _add_run_options
-
     p = sub.add_parser(
         "compare", help="repeat runs of several encodings and compare them with the baselines",
         description="Run every encoding --runs times (seeds --seed-base + k) and, for each run, "
@@ -35,7 +34,7 @@ def add_compare_command(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--out", default=None, metavar="DIR",
                    help="output folder. Default: runs/compare_<data>_<backbone>_<trainer>_"
                         "<fitness split>_s<seed base>")
-    _add_run_options(p, per_run=False)
+    add_run_command_options(p, per_run=False)
     p.set_defaults(func=cmd_compare)
 
 
