@@ -7,9 +7,9 @@ def load(run_dir):
     """A fitted :class:`~evoprune.estimator.EvoPruneClassifier` from a run folder.
 
     It predicts on feature matrices and on images (paths or PIL images); see
-    :func:`evoprune.runs.store.load`. Imported on first use so that ``import evoprune`` stays light.
+    `evoprune.estimator.load`. Imported on first use so that ``import evoprune`` stays light.
     """
-    from evoprune.runs.store import load as _load
+    from evoprune.estimator import load as _load
 
     return _load(run_dir)
 

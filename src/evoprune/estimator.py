@@ -6,12 +6,14 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from evoprune.encodings import make_encoding
 from evoprune.model.head import feature_stats, predict_proba, train_head
 from evoprune.runs.config import (
     DEFAULT_EVALUATIONS,
@@ -19,13 +21,14 @@ from evoprune.runs.config import (
     validate_estimator_params,
 )
 from evoprune.runs.search import evolve
+from evoprune.runs.store import HISTORY_FILE, RESULT_FILE, open_run, read_history
 from evoprune.search import EvaluationRecord
 
-from .errors import ConfigError
+from .errors import ConfigError, EvoPruneError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_EVALUATIONS", "EvoPruneClassifier", "default_evaluations"]
+__all__ = ["DEFAULT_EVALUATIONS", "EvoPruneClassifier", "default_evaluations", "load"]
 
 
 class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
@@ -267,3 +270,46 @@ def _looks_like_images(X) -> bool:
 
         return bool(X) and all(isinstance(x, (str, os.PathLike, Image.Image)) for x in X)
     return getattr(X, "ndim", None) == 4
+
+
+def load(run_dir: str | Path) -> EvoPruneClassifier:
+    """A fitted :class:`~evoprune.estimator.EvoPruneClassifier` from a run folder.
+
+    It predicts on feature matrices of the run's backbone and, because it knows that backbone
+    (``backbone_``), on images too: a list of paths or PIL images, or a 4-d array.
+    ``classes_`` are the run's class names.
+    """
+    run = open_run(run_dir)
+    r, cfg = run.result, run.run_config
+    params = {"encoding": r.encoding, "hidden_size": r.hidden_size}
+    accepted = EvoPruneClassifier().get_params()
+    for name, value in cfg.items():
+        if name in accepted and name not in params:
+            params[name] = tuple(value) if isinstance(value, list) else value
+    params["random_state"] = r.seed
+    clf = EvoPruneClassifier(**params)
+    head = run.head()
+    encoding = make_encoding(r.encoding, r.feature_dim, r.hidden_size)
+    best_mask = np.asarray(r.best_mask, dtype=np.uint8)
+    try:
+        masks = encoding.decode(best_mask)
+    except EvoPruneError as exc:
+        raise EvoPruneError(f"{run.path / RESULT_FILE}: best_mask does not fit: {exc}") from None
+    expected = masks.sizes + (len(r.classes),)
+    if head.sizes != expected or not np.array_equal(head.feature_index.numpy(),
+                                                    np.flatnonzero(masks.features)):
+        raise EvoPruneError(f"{run.head_path()} (layer sizes {head.sizes}) does not match the "
+                            f"best mask in result.json (sizes {expected}); the folder is "
+                            "inconsistent: run the experiment again")
+    clf.classes_ = np.asarray(r.classes)
+    clf.n_features_in_ = r.feature_dim
+    clf.encoding_ = encoding
+    clf.best_mask_ = best_mask
+    clf.masks_ = masks
+    clf.head_ = head
+    clf.backbone_ = r.backbone
+    clf.best_fitness_ = float(r.fitness)
+    history = run.path / HISTORY_FILE
+    clf.history_ = [rec.as_row() for rec in read_history(history)] if history.is_file() else []
+    clf.run_dir_ = run.path
+    return clf

@@ -101,9 +101,9 @@ def collect_images(items: list[str]) -> list[str]:
 def cmd_predict(args: argparse.Namespace) -> int:
     from evoprune.backbones import get_backbone
     from evoprune.data.images import find_unreadable
+    from evoprune.estimator import load
     from evoprune.export import check_output_path
     from evoprune.features import extract_features
-    from evoprune.runs.store import load
 
     if args.csv:  # before the (slow) feature extraction
         check_output_path(args.csv, "--csv", example="predictions.csv")

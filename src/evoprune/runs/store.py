@@ -240,7 +240,7 @@ class RunResult(Mapping):
         return d
 
     @classmethod
-    def from_dict(cls, doc: Mapping[str, Any], path: Path | str = RESULT_FILE) -> "RunResult":
+    def from_dict(cls, doc: Mapping[str, Any], path: Path | str = RESULT_FILE) -> RunResult:
         """Check the schema version and every key's presence and type; one message naming the
         file and the key otherwise."""
         version = doc.get("schema_version")
@@ -533,51 +533,3 @@ class RunWriter:
         """The complete history (atomically) and result.json, the last file written."""
         write_history(self.out / HISTORY_FILE, history, objectives)
         atomic_write_json(self.out / RESULT_FILE, result.to_dict())
-
-
-# --- a fitted classifier from a folder -------------------------------------------------------
-
-def load(run_dir: str | Path):
-    """A fitted :class:`~evoprune.estimator.EvoPruneClassifier` from a run folder.
-
-    It predicts on feature matrices of the run's backbone and, because it knows that backbone
-    (``backbone_``), on images too: a list of paths or PIL images, or a 4-d array.
-    ``classes_`` are the run's class names.
-    """
-    from evoprune.encodings import make_encoding
-    from evoprune.estimator import EvoPruneClassifier
-
-    run = open_run(run_dir)
-    r, cfg = run.result, run.run_config
-    params = {"encoding": r.encoding, "hidden_size": r.hidden_size}
-    accepted = EvoPruneClassifier().get_params()
-    for name, value in cfg.items():
-        if name in accepted and name not in params:
-            params[name] = tuple(value) if isinstance(value, list) else value
-    params["random_state"] = r.seed
-    clf = EvoPruneClassifier(**params)
-    head = run.head()
-    encoding = make_encoding(r.encoding, r.feature_dim, r.hidden_size)
-    best_mask = np.asarray(r.best_mask, dtype=np.uint8)
-    try:
-        masks = encoding.decode(best_mask)
-    except EvoPruneError as exc:
-        raise EvoPruneError(f"{run.path / RESULT_FILE}: best_mask does not fit: {exc}") from None
-    expected = masks.sizes + (len(r.classes),)
-    if head.sizes != expected or not np.array_equal(head.feature_index.numpy(),
-                                                    np.flatnonzero(masks.features)):
-        raise EvoPruneError(f"{run.head_path()} (layer sizes {head.sizes}) does not match the "
-                            f"best mask in result.json (sizes {expected}); the folder is "
-                            "inconsistent: run the experiment again")
-    clf.classes_ = np.asarray(r.classes)
-    clf.n_features_in_ = r.feature_dim
-    clf.encoding_ = encoding
-    clf.best_mask_ = best_mask
-    clf.masks_ = masks
-    clf.head_ = head
-    clf.backbone_ = r.backbone
-    clf.best_fitness_ = float(r.fitness)
-    history = run.path / HISTORY_FILE
-    clf.history_ = [rec.as_row() for rec in read_history(history)] if history.is_file() else []
-    clf.run_dir_ = run.path
-    return clf
