@@ -11,6 +11,7 @@ import pytest
 from evoprune.cli import main
 from evoprune.compare import baselines
 from evoprune.compare import runner as compare
+from evoprune.compare.layout import SUMMARY_FIELDS
 from evoprune.compare.report import holm, paired_stats
 
 METHODS = ["evoprune", "not_pruned", "best_fixed", "weight", "neuron", "polynomial_decay"]
@@ -62,7 +63,7 @@ def _summary(out):
 
 def test_summary_has_every_method_and_run(tiny_compare):
     rows = _summary(tiny_compare)
-    assert list(rows[0]) == compare.SUMMARY_FIELDS
+    assert list(rows[0]) == SUMMARY_FIELDS
     keys = {(r["encoding"], r["method"], r["run"]) for r in rows}
     assert len(rows) == len(keys) == 2 * 2 * 6
     assert keys == {(e, m, str(k)) for e in ENCODINGS for m in METHODS for k in (0, 1)}

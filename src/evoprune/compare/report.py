@@ -20,6 +20,7 @@ import numpy as np
 
 from evoprune.compare.baselines import METHOD_LABELS as BASELINE_LABELS
 from evoprune.compare.baselines import METHODS
+from evoprune.compare.layout import SUMMARY_FIELDS, run_dir
 from evoprune.io import atomic_write, atomic_write_text
 from evoprune.report import _pyplot, save_figure
 
@@ -33,8 +34,6 @@ STATS_FIELDS = ["encoding", "baseline", "n", "evoprune_mean", "baseline_mean", "
 
 def write_reports(cc, out: Path, rows: list[dict]) -> None:
     """summary.csv, stats.csv, table.md, convergence_<encoding>.png, accuracy_vs_active.png."""
-    from evoprune.compare.runner import SUMMARY_FIELDS, run_dir
-
     out = Path(out)
     write_csv(out / "summary.csv", SUMMARY_FIELDS, rows)
     stats = paired_stats(rows, cc.encodings)
@@ -76,8 +75,6 @@ def _best_so_far(path: Path) -> tuple[list[int], list[float]]:
 
 
 def _meta(cc, out: Path) -> dict:
-    from evoprune.compare.runner import run_dir
-
     meta = {"dataset": Path(cc.base.data).name or cc.base.data, "n_train": None, "n_test": None,
             "test_set": None, "leaked": cc.base.fitness_split == "test",
             "settings": f"backbone {cc.base.backbone}, trainer {cc.base.trainer}, fitness on "

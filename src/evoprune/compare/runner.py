@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from evoprune import __version__
+from evoprune.compare.layout import run_dir
 from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError, EvoPruneError
 from evoprune.io import atomic_write_json
@@ -39,8 +40,6 @@ from evoprune.runs.store import mask_to_hex
 log = logging.getLogger(__name__)
 
 BASELINES_FILE = "baselines.json"
-SUMMARY_FIELDS = ["encoding", "method", "run", "seed", "test_accuracy", "active_fraction",
-                  "head_params", "seconds"]
 
 
 @dataclass
@@ -98,10 +97,6 @@ class CompareConfig:
                 "runs": int(self.runs), "seed_base": int(self.seed_base),
                 "initial_sparsity": self.initial_sparsity, "poly_epochs": self.poly_epochs,
                 "poly_frequency": self.poly_frequency}
-
-
-def run_dir(out: Path, encoding: str, run: int) -> Path:
-    return Path(out) / "runs" / f"{encoding}_run{run}"
 
 
 def finished_result(path: Path, cfg: RunConfig) -> dict | None:
