@@ -10,7 +10,6 @@ Ratios, not absolute seconds, are the figures to compare across machines.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import platform
 import sys
@@ -23,10 +22,10 @@ import torch
 from evoprune.data import stratified_split
 from evoprune.encodings import make_encoding
 from evoprune.estimator import EvoPruneClassifier
-from evoprune.runs.experiment import RunConfig, prepare_data
-from evoprune.problem import make_folds
-from evoprune.model.head import accuracy, get_trainer, train_head
 from evoprune.io import atomic_write_json
+from evoprune.model.head import accuracy, get_trainer, train_head
+from evoprune.problem import make_folds
+from evoprune.runs.experiment import RunConfig, prepare_data
 from evoprune.search import init_population
 
 log = logging.getLogger("benchmarks")
@@ -155,7 +154,8 @@ def scaling(data, n_classes: int, sizes: list[int], dims: list[int], repeats: in
                 accuracy(trained.head, fold.X_score, fold.y_score)
                 t.append(time.perf_counter() - t0)
             rows.append({"images": n, "feature_dim": d, "seconds_per_eval": float(np.median(t))})
-            log.info("scaling: %d images, %d features: %.3f s/eval", n, d, rows[-1]["seconds_per_eval"])
+            log.info("scaling: %d images, %d features: %.3f s/eval", n, d,
+                     rows[-1]["seconds_per_eval"])
     return rows
 
 
@@ -185,7 +185,8 @@ def main(argv=None) -> int:
     res: dict = {"quick": quick, "machine": {"python": platform.python_version(),
                                              "torch": torch.__version__,
                                              "threads": torch.get_num_threads(),
-                                             "processor": platform.processor() or platform.machine()},
+                                             "processor": (platform.processor()
+                                                           or platform.machine())},
                  "dataset": {"name": data.name, "n_train": len(y_train), "n_test": len(y_test),
                              "feature_dim": int(X_train.shape[1]), "n_fit": len(fold.y_fit)}}
     # warm-up: the first training in a process pays one-off costs (allocator, kernels)
@@ -235,7 +236,8 @@ def main(argv=None) -> int:
     }
     if "vs_sklearn_genetic_speedup" in res:
         res["targets"]["vs_sklearn_genetic_speedup>=5_at_equal_or_better_accuracy"] = (
-            res["vs_sklearn_genetic_speedup"] >= 5 and res["vs_sklearn_genetic_accuracy_delta"] >= 0)
+            res["vs_sklearn_genetic_speedup"] >= 5
+            and res["vs_sklearn_genetic_accuracy_delta"] >= 0)
     res["benchmark_seconds"] = time.perf_counter() - t_start
     atomic_write_json(out, res)
     sys.stdout.write(format_table(res) + f"\nwritten: {out}\n")

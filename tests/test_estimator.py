@@ -6,9 +6,9 @@ from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
 from evoprune import EvoPruneClassifier, ImageFeatures
+from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError
 from evoprune.problem import HeadProblem, make_folds
-from evoprune.encodings import make_encoding
 
 
 def _data(n=240, d=24, seed=0):

@@ -6,8 +6,15 @@ import torch
 
 from evoprune.encodings import HeadMasks, make_encoding
 from evoprune.errors import ConfigError
-from evoprune.model.head import (TRAINERS, accuracy, build_head, dense_sizes, feature_stats,
-                           predict_proba, train_head)
+from evoprune.model.head import (
+    TRAINERS,
+    accuracy,
+    build_head,
+    dense_sizes,
+    feature_stats,
+    predict_proba,
+    train_head,
+)
 
 
 @pytest.mark.parametrize("name,genes,layers", [("fs", 64, 1), ("fc", 16, 1), ("fc1", 16, 2),

@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 
 from evoprune.errors import ConfigError
-from evoprune.search import (SteadyStateGA, init_population, mutate, nam_select, parse_init,
-                             replace_worst, uniform_crossover)
+from evoprune.search import (
+    SteadyStateGA,
+    init_population,
+    mutate,
+    nam_select,
+    parse_init,
+    replace_worst,
+    uniform_crossover,
+)
 
 
 def rng(seed=0):

@@ -13,8 +13,7 @@ from evoprune.cli import main
 from evoprune.errors import ConfigError, EvoPruneError
 from evoprune.runs.config import RunConfig
 from evoprune.runs.experiment import run_experiment
-from evoprune.runs.store import (RunResult, history_fields, open_run, read_history,
-                                 write_history)
+from evoprune.runs.store import RunResult, history_fields, open_run, read_history, write_history
 from evoprune.search import EvaluationRecord
 
 

@@ -238,7 +238,8 @@ class Encoding:
 
 
 def make_encoding(name: str, n_features: int, hidden_size: int = 512) -> Encoding:
-    """The encoding ``name`` for a head on ``n_features`` inputs with hidden layers of ``hidden_size``.
+    """The encoding ``name`` for a head on ``n_features`` inputs with hidden layers of
+    ``hidden_size``.
 
     The number of hidden layers is the encoding's: ``fs`` and ``fc`` use the paper's one-layer
     head, ``fc1``, ``fc2`` and ``both`` its two-layer head.

@@ -54,7 +54,8 @@ def make_folds(X: np.ndarray, y: np.ndarray, fitness_split: str, *, seed: int,
 
     if fitness_split not in FITNESS_SPLITS:
         raise ConfigError(
-            f"fitness_split={fitness_split!r} is unknown; choose one of {', '.join(FITNESS_SPLITS)}")
+            f"fitness_split={fitness_split!r} is unknown; choose one of "
+            f"{', '.join(FITNESS_SPLITS)}")
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y)
     if fitness_split == "test":

@@ -16,7 +16,8 @@ def listed(items: Sequence[str], limit: int = MAX_LISTED) -> str:
 
 
 def case_clashes(names: Sequence[str]) -> list[list[str]]:
-    """Groups (each sorted) of distinct names that are equal ignoring case, e.g. [['Cat', 'cat']]."""
+    """Groups (each sorted) of distinct names that are equal ignoring case,
+    e.g. [['Cat', 'cat']]."""
     groups: dict[str, set[str]] = {}
     for name in names:
         groups.setdefault(name.casefold(), set()).add(name)

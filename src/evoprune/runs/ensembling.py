@@ -42,8 +42,8 @@ def build_ensemble(run_dir: str | Path, members: int = 3, vote: str = "soft", *,
                    cache_dir: str | Path | None = None, progress: bool = True) -> dict:
     """Choose ``members`` front heads of the multi-objective run in ``run_dir`` and score
     their ensemble; returns (and writes) the ``ensemble.json`` contents."""
-    from evoprune.ensemble import VOTES, choose_members, ensemble_predict
     from evoprune.encodings import make_encoding
+    from evoprune.ensemble import VOTES, choose_members, ensemble_predict
     from evoprune.ood import auroc, fpr_at_95_tpr, ood_score
     from evoprune.runs.experiment import prepare_data, prepare_ood
     from evoprune.runs.store import FRONT_DIR, hex_to_mask, load_head, open_run

@@ -24,8 +24,14 @@ from evoprune.model.head import dense_sizes, get_trainer
 from evoprune.runs.config import RunConfig, default_out_dir
 from evoprune.runs.front import FinalHeads, finish_heads, write_front
 from evoprune.runs.search import Evolved, evolve
-from evoprune.runs.store import (HEAD_FILE, REFERENCE_HEAD_FILE, RunResult, RunWriter,
-                                 portable_path, save_head)
+from evoprune.runs.store import (
+    HEAD_FILE,
+    REFERENCE_HEAD_FILE,
+    RunResult,
+    RunWriter,
+    portable_path,
+    save_head,
+)
 from evoprune.search import EvaluationRecord
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,15 @@ import numpy as np
 
 from evoprune.encodings import Encoding, make_encoding
 from evoprune.problem import HeadProblem, make_folds
-from evoprune.search import (Evaluation, EvaluationRecord, Evaluator, Executor, SearchResult,
-                             make_algorithm, run_search)
+from evoprune.search import (
+    Evaluation,
+    EvaluationRecord,
+    Evaluator,
+    Executor,
+    SearchResult,
+    make_algorithm,
+    run_search,
+)
 
 
 @dataclass

@@ -4,11 +4,23 @@ The search sees only a problem that maps chromosomes to minimised objectives; it
 about images, heads or torch. NSGA-II (``evoprune.search.nsga2``) imports pymoo on first use.
 """
 
-from evoprune.search.evaluator import (Evaluation, EvaluationRecord, Evaluator, SearchResult,
-                                       run_search)
+from evoprune.search.evaluator import (
+    Evaluation,
+    EvaluationRecord,
+    Evaluator,
+    SearchResult,
+    run_search,
+)
 from evoprune.search.executors import Executor, LocalExecutor
-from evoprune.search.operators import (INIT_CHOICES, init_population, mutate, nam_select,
-                                       parse_init, replace_worst, uniform_crossover)
+from evoprune.search.operators import (
+    INIT_CHOICES,
+    init_population,
+    mutate,
+    nam_select,
+    parse_init,
+    replace_worst,
+    uniform_crossover,
+)
 from evoprune.search.ssga import FunctionProblem, SteadyStateGA
 
 ALGORITHMS = ("ssga", "nsga2")

@@ -35,9 +35,9 @@ class NSGA2Search:
         from pymoo.algorithms.moo.nsga2 import NSGA2
         from pymoo.core.problem import Problem
         from pymoo.core.sampling import Sampling
+        from pymoo.core.termination import NoTermination
         from pymoo.operators.crossover.ux import UX
         from pymoo.operators.mutation.bitflip import BitflipMutation
-        from pymoo.core.termination import NoTermination
 
         density = self.density
 

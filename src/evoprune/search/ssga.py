@@ -12,10 +12,21 @@ from collections.abc import Callable
 import numpy as np
 
 from evoprune.errors import ConfigError
-from evoprune.search.evaluator import (Evaluation, EvaluationRecord, Evaluator, SearchResult,
-                                       run_search)
-from evoprune.search.operators import (init_population, mutate, nam_select, parse_init,
-                                       replace_worst, uniform_crossover)
+from evoprune.search.evaluator import (
+    Evaluation,
+    EvaluationRecord,
+    Evaluator,
+    SearchResult,
+    run_search,
+)
+from evoprune.search.operators import (
+    init_population,
+    mutate,
+    nam_select,
+    parse_init,
+    replace_worst,
+    uniform_crossover,
+)
 
 
 class SteadyStateGA:
