@@ -32,7 +32,7 @@ from evoprune.backbones import DEFAULT_BACKBONE, Backbone, get_backbone
 from evoprune.data import open_rgb
 from evoprune.data._messages import listed
 from evoprune.errors import ConfigError, DataError
-from evoprune.io import atomic_write
+from evoprune.io import atomic_write, file_sha256
 
 __all__ = [
     "FeatureResult",
@@ -70,8 +70,7 @@ def default_cache_dir() -> Path:
 
 def _file_sha256(path: str) -> bytes:
     try:
-        with open(path, "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").digest()
+        return file_sha256(path)
     except OSError as exc:
         raise DataError(f"Cannot read image file {path}: {exc}") from exc
 
@@ -149,9 +148,10 @@ def _check_finite(X: np.ndarray, backbone_name: str, names: Sequence[str]) -> No
     """
     bad_rows = np.flatnonzero(~np.isfinite(X).all(axis=1))
     if bad_rows.size:
+        bad_names = listed([str(names[i]) for i in bad_rows.tolist()])
         raise DataError(
             f"backbone {backbone_name!r} gave NaN or infinite features for {bad_rows.size} of "
-            f"{len(X)} image(s): {listed([str(names[i]) for i in bad_rows])}; its weights are "
+            f"{len(X)} image(s): {bad_names}; its weights are "
             "probably damaged: reinstall the backbone's package (or delete its downloaded "
             "weights) or choose another backbone"
         )

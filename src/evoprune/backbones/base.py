@@ -12,6 +12,7 @@ from PIL import Image
 from torch import nn
 
 from evoprune.errors import BackboneError, ConfigError
+from evoprune.io import file_sha256
 
 __all__ = ["Backbone", "BackboneInfo", "Extractor", "GlobalPool", "Preprocessing", "freeze",
            "sha256_file", "state_dict_id"]
@@ -141,8 +142,7 @@ def state_dict_id(model: nn.Module) -> str:
 
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file's bytes."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+    return file_sha256(path).hex()
 
 
 def freeze(module: nn.Module) -> nn.Module:
