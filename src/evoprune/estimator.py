@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -143,7 +144,7 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
             mask, fitness = self.search_.best, self.search_.best_fitness
         else:
             chosen = self.search_.history[self._pareto(evolved, cfg)]
-            mask, fitness = chosen.chromosome, chosen.fitness
+            mask, fitness = chosen.mask(), chosen.fitness
         self.best_mask_ = mask.astype(np.uint8)
         self.best_fitness_ = float(fitness)
         self.masks_ = enc.decode(self.best_mask_)
@@ -166,7 +167,7 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
             "fitness": np.array([r.fitness for r in rows]),
             "auroc": np.array([np.nan if r.auroc is None else r.auroc for r in rows]),
             "selected": np.arange(len(rows)) == pick,
-            "mask": np.stack([r.chromosome for r in rows]).astype(np.uint8),
+            "mask": np.stack([r.mask() for r in rows]).astype(np.uint8),
         }
         return idx[pick]
 
@@ -281,7 +282,7 @@ def load(run_dir: str | Path) -> EvoPruneClassifier:
     """
     run = open_run(run_dir)
     r, cfg = run.result, run.run_config
-    params = {"encoding": r.encoding, "hidden_size": r.hidden_size}
+    params: dict[str, Any] = {"encoding": r.encoding, "hidden_size": r.hidden_size}
     accepted = EvoPruneClassifier().get_params()
     for name, value in cfg.items():
         if name in accepted and name not in params:

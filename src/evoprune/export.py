@@ -172,7 +172,7 @@ def writing_to(path: str | Path, option: str = "--out") -> Iterator[None]:
 
 
 def build_model(run: RunFolder, reference: bool = False,
-                head_only: bool = False) -> tuple[nn.Module, dict]:
+                head_only: bool = False) -> tuple[HeadClassifier | ImageClassifier, dict]:
     """The run's deployable torch module (eval mode) and the metadata that goes with it."""
     from .backbones import get_backbone
 

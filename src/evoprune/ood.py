@@ -9,6 +9,7 @@ positive class of every metric.
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import math
 import os
@@ -234,7 +235,7 @@ def write_ood_images(source: str | os.PathLike, folder: str | os.PathLike) -> li
     for i, img in enumerate(images):
         path = os.path.join(out, f"{text}-{i:04d}.png")
         if not os.path.isfile(path):
-            atomic_write(path, lambda tmp, img=img: img.save(tmp, format="PNG"))
+            atomic_write(path, functools.partial(img.save, format="PNG"))
         paths.append(path)
     return paths
 
@@ -263,7 +264,7 @@ def ood_split(n: int, seed: int, test_fraction: float = 0.2) -> tuple[np.ndarray
 
 
 def _scan_folder(root: str) -> list[str]:
-    found = []
+    found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         found.extend(os.path.join(dirpath, f) for f in sorted(filenames) if is_image_file(f))
@@ -345,7 +346,7 @@ def _digits() -> list[Image.Image]:
     grey = load_digits().images  # (1797, 8, 8), values 0..16
     scaled = np.clip(np.rint(grey * (255.0 / 16.0)), 0, 255).astype(np.uint8)
     side = 8 * _DIGIT_SCALE
-    return [Image.fromarray(g).resize((side, side), Image.NEAREST).convert("RGB")
+    return [Image.fromarray(g).resize((side, side), Image.Resampling.NEAREST).convert("RGB")
             for g in scaled]
 
 
@@ -357,7 +358,8 @@ def _crops(a: np.ndarray) -> list[Image.Image]:
         for left in np.linspace(0, w - s, _GRID).round().astype(int):
             crop = Image.fromarray(a[top:top + s, left:left + s])
             if s > _CROP_MAX_SIDE:
-                crop = crop.resize((_CROP_MAX_SIDE, _CROP_MAX_SIDE), Image.LANCZOS)
+                crop = crop.resize((_CROP_MAX_SIDE, _CROP_MAX_SIDE),
+                                   Image.Resampling.LANCZOS)
             out.append(crop)
     return out
 

@@ -128,7 +128,7 @@ class HeadProblem:
                              self.trainer, seed=self.seed, stats=f.stats)
         acc = accuracy(trained.head, f.X_score, f.y_score)
         auroc = None
-        if "ood" in self.objectives:
+        if "ood" in self.objectives and self.ood_features is not None:  # given, by __init__
             from evoprune.model.head import logits
             from evoprune.ood import auroc as auroc_of
             from evoprune.ood import ood_score

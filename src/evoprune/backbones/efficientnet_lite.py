@@ -5,12 +5,16 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from evoprune.backbones.base import Extractor, GlobalPool, Preprocessing, sha256_file
 from evoprune.errors import BackboneError
+
+if TYPE_CHECKING:  # the package has no type information: these are Any to a type checker
+    from efficientnet_lite_pytorch.model import EfficientNet, MBConvBlock
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +65,7 @@ class _Block(nn.Module):
     out: the Lite variants have no SE, and drop-connect is the identity at inference.
     """
 
-    def __init__(self, block: nn.Module) -> None:
+    def __init__(self, block: MBConvBlock) -> None:
         super().__init__()
         args = block._block_args
         if block.has_se:
@@ -97,7 +101,7 @@ class _Trunk(nn.Module):
     ``torch.jit.trace``, ``torch.jit.script`` and ONNX export all accept.
     """
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: EfficientNet) -> None:
         super().__init__()
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
         self.blocks = nn.Sequential(*(_Block(block) for block in net._blocks))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 from types import ModuleType
+from typing import Any
 
 from torch import nn
 
@@ -45,7 +46,9 @@ def is_available() -> bool:
     return True
 
 
-def _pretrained(name: str) -> nn.Module:
+def _pretrained(name: str) -> Any:
+    """torchvision's ``name`` model with its ImageNet weights (torchvision is imported at run
+    time, so its model classes are unknown to a type checker)."""
     models = _import_torchvision(name).models
     try:
         return getattr(models, name)(weights="DEFAULT")

@@ -94,7 +94,7 @@ def weight_prune(head: CompactHead, layers: tuple[int, ...], keep_fraction: floa
     pruned = copy.deepcopy(head)
     with torch.no_grad():
         for i in layers:
-            w = pruned.layers[i].weight
+            w = pruned.linears[i].weight
             w.mul_(_magnitude_mask(w, w.numel() - _n_keep(w.numel(), keep_fraction)))
     return pruned
 
@@ -117,7 +117,7 @@ def _magnitude_mask(w: torch.Tensor, n_zero: int, already: torch.Tensor | None =
 def unit_norms(head: CompactHead, target: PruneTarget) -> torch.Tensor:
     """L2 norm of each unit's weights: an input's outgoing weights in the first layer, or a
     neuron's incoming weights."""
-    w = head.layers[target.layer].weight.detach()
+    w = head.linears[target.layer].weight.detach()
     return w.norm(dim=0) if target.units == "inputs" else w.norm(dim=1)
 
 
@@ -125,8 +125,8 @@ def neuron_prune(head: CompactHead, targets: tuple[PruneTarget, ...],
                  keep: dict[int, int]) -> CompactHead:
     """A physically smaller copy of ``head`` keeping, in each target layer, the ``keep[layer]``
     units with the largest weight norms (norms taken on the trained head; no fine-tuning)."""
-    feature_keep = np.arange(head.layers[0].in_features)
-    hidden_keep = [np.arange(layer.out_features) for layer in head.layers[:-1]]
+    feature_keep = np.arange(head.linears[0].in_features)
+    hidden_keep = [np.arange(layer.out_features) for layer in head.linears[:-1]]
     for t in targets:
         norms = unit_norms(head, t)
         k = int(keep[t.layer])
@@ -144,7 +144,7 @@ def remove_units(head: CompactHead, feature_keep: np.ndarray,
                  hidden_keep: list[np.ndarray]) -> CompactHead:
     """A new compact head holding only the given positions of ``head``'s inputs and hidden
     neurons, with their trained weights."""
-    n_classes = head.layers[-1].out_features
+    n_classes = head.linears[-1].out_features
     fk = torch.as_tensor(np.asarray(feature_keep, dtype=np.int64))
     keeps = [fk] + [torch.as_tensor(np.asarray(h, dtype=np.int64)) for h in hidden_keep]
     keeps.append(torch.arange(n_classes))
@@ -153,7 +153,7 @@ def remove_units(head: CompactHead, feature_keep: np.ndarray,
     with torch.no_grad():
         new.shift.copy_(head.shift[fk])
         new.scale.copy_(head.scale[fk])
-        for i, (old, layer) in enumerate(zip(head.layers, new.layers)):
+        for i, (old, layer) in enumerate(zip(head.linears, new.linears)):
             layer.weight.copy_(old.weight[keeps[i + 1]][:, keeps[i]])
             layer.bias.copy_(old.bias[keeps[i + 1]])
     return new.eval()
@@ -188,7 +188,7 @@ class _PolynomialPruning(TrainingHooks):
     def __init__(self, head: CompactHead, layers: tuple[int, ...],
                  schedule: list[tuple[int, float]]) -> None:
         self.steps = dict(schedule)
-        self.masks = {i: torch.ones_like(head.layers[i].weight) for i in layers}
+        self.masks = {i: torch.ones_like(head.linears[i].weight) for i in layers}
         self.record: list[dict] = []
 
     def on_epoch_start(self, head: CompactHead, epoch: int) -> None:
@@ -197,7 +197,7 @@ class _PolynomialPruning(TrainingHooks):
         achieved = {}
         with torch.no_grad():
             for i in self.masks:
-                w = head.layers[i].weight
+                w = head.linears[i].weight
                 n_zero = int(round(self.steps[epoch] * w.numel()))
                 self.masks[i] = _magnitude_mask(w, n_zero, self.masks[i])
                 w.mul_(self.masks[i])
@@ -207,12 +207,14 @@ class _PolynomialPruning(TrainingHooks):
 
     def after_backward(self, head: CompactHead) -> None:
         for i, mask in self.masks.items():
-            head.layers[i].weight.grad.mul_(mask)
+            grad = head.linears[i].weight.grad
+            if grad is not None:  # None only for a layer that took no part in the loss
+                grad.mul_(mask)
 
     def after_step(self, head: CompactHead) -> None:
         with torch.no_grad():
             for i, mask in self.masks.items():
-                head.layers[i].weight.mul_(mask)
+                head.linears[i].weight.mul_(mask)
 
 
 def polynomial_decay(head: CompactHead, layers: tuple[int, ...], keep_fraction: float,
@@ -244,8 +246,8 @@ def nonzero_params(head: CompactHead) -> int:
 
 def sparsity_of(head: CompactHead, layers: tuple[int, ...]) -> float:
     """Fraction of zero weights over ``layers``."""
-    zeros = sum(int((head.layers[i].weight == 0).sum()) for i in layers)
-    return zeros / sum(head.layers[i].weight.numel() for i in layers)
+    zeros = sum(int((head.linears[i].weight == 0).sum()) for i in layers)
+    return zeros / sum(head.linears[i].weight.numel() for i in layers)
 
 
 def fixed_density_masks(n_genes: int, seed: int,

@@ -15,6 +15,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,11 +37,11 @@ def write_reports(cc, out: Path, rows: list[dict]) -> None:
     """summary.csv, stats.csv, table.md, convergence_<encoding>.png, accuracy_vs_active.png."""
     out = Path(out)
     write_csv(out / "summary.csv", SUMMARY_FIELDS, rows)
-    stats = paired_stats(rows, cc.encodings)
+    stats = paired_stats(rows, cc.variants)
     write_csv(out / "stats.csv", STATS_FIELDS, stats)
     meta = _meta(cc, out)
-    atomic_write_text(out / "table.md", format_table_md(rows, stats, cc.encodings, meta))
-    for enc in cc.encodings:
+    atomic_write_text(out / "table.md", format_table_md(rows, stats, cc.variants, meta))
+    for enc in cc.variants:
         curves = []
         for k in range(int(cc.runs)):
             hist = run_dir(out, enc, k) / "history.csv"
@@ -80,7 +81,7 @@ def _meta(cc, out: Path) -> dict:
             "settings": f"backbone {cc.base.backbone}, trainer {cc.base.trainer}, fitness on "
                         f"{cc.base.fitness_split}, population {cc.base.population}, "
                         f"{cc.base.evaluations or 'the default'} evaluations per run"}
-    for enc in cc.encodings:
+    for enc in cc.variants:
         try:
             r = json.loads((run_dir(out, enc, 0) / "result.json").read_text())
         except (OSError, ValueError):
@@ -109,11 +110,12 @@ def paired_stats(rows: Sequence[dict], encodings: Sequence[str]) -> list[dict]:
             n = len(d)
             nonzero = int(np.count_nonzero(d))
             sd = float(d.std(ddof=1)) if n > 1 else math.nan
-            row = {"encoding": enc, "baseline": base, "n": n,
-                   "evoprune_mean": float(a.mean()), "baseline_mean": float(b.mean()),
-                   "mean_diff": float(d.mean()), "sd_diff": sd,
-                   "wins": int((d > 0).sum()), "ties": n - nonzero, "losses": int((d < 0).sum()),
-                   "min_possible_wilcoxon_p": 2.0 / 2 ** nonzero if nonzero else math.nan}
+            row: dict[str, Any] = {
+                "encoding": enc, "baseline": base, "n": n,
+                "evoprune_mean": float(a.mean()), "baseline_mean": float(b.mean()),
+                "mean_diff": float(d.mean()), "sd_diff": sd,
+                "wins": int((d > 0).sum()), "ties": n - nonzero, "losses": int((d < 0).sum()),
+                "min_possible_wilcoxon_p": 2.0 / 2 ** nonzero if nonzero else math.nan}
             if n > 1 and sd > 0:
                 half = float(st.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
                 row["ci95_low"], row["ci95_high"] = row["mean_diff"] - half, row["mean_diff"] + half
@@ -195,7 +197,8 @@ def format_table_md(rows: Sequence[dict], stats: Sequence[dict], encodings: Sequ
             rs = cells.get((m, e), [])
             accs = [float(r["test_accuracy"]) for r in rs]
             text = _mean_sd(accs)
-            if rs and best[e] is not None and np.isclose(np.mean(accs), best[e]):
+            top = best[e]
+            if rs and top is not None and np.isclose(np.mean(accs), top):
                 text = f"**{text}**"
             parts += [text, _mean_sd([float(r["active_fraction"]) for r in rs], 100.0, 1)]
         lines.append(f"| {label} | " + " | ".join(parts) + " |")

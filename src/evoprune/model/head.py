@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -73,6 +74,11 @@ class CompactHead(nn.Module):
     the backbone's full feature vector and is self-contained for export.
     """
 
+    # buffers, declared for type checkers (nn.Module.__getattr__ is typed Tensor | Module)
+    feature_index: torch.Tensor
+    shift: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, n_inputs: int, feature_index: np.ndarray, hidden_sizes: tuple[int, ...],
                  n_classes: int, mean: np.ndarray | None = None, std: np.ndarray | None = None):
         super().__init__()
@@ -122,8 +128,13 @@ class CompactHead(nn.Module):
         return head.eval()
 
     @property
+    def linears(self) -> list[nn.Linear]:
+        """``layers`` as what they are: a ModuleList is typed as holding plain Modules."""
+        return [cast(nn.Linear, layer) for layer in self.layers]
+
+    @property
     def sizes(self) -> tuple[int, ...]:
-        return (self.layers[0].in_features,) + tuple(layer.out_features for layer in self.layers)
+        return (self.linears[0].in_features,) + tuple(layer.out_features for layer in self.linears)
 
     def mlp(self, x: torch.Tensor) -> torch.Tensor:
         """Logits from inputs already selected and standardised (the training path)."""
@@ -143,7 +154,7 @@ class CompactHead(nn.Module):
 
     def n_macs(self) -> int:
         """Multiply-adds for one input vector."""
-        return sum(layer.in_features * layer.out_features for layer in self.layers)
+        return sum(layer.in_features * layer.out_features for layer in self.linears)
 
 
 def dense_sizes(n_features: int, hidden: tuple[int, ...], n_classes: int) -> tuple[int, int]:
@@ -176,7 +187,7 @@ def build_head(masks: HeadMasks, n_classes: int, *, mean: np.ndarray | None = No
     sel_std = None if std is None else np.asarray(std)[feature_index]
     head = CompactHead(full_sizes[0], feature_index, tuple(len(k) for k in keep[1:-1]), n_classes,
                        sel_mean, sel_std)
-    for i, layer in enumerate(head.layers):
+    for i, layer in enumerate(head.linears):
         full = _glorot(full_sizes[i + 1], full_sizes[i], gen)
         rows, cols = torch.as_tensor(keep[i + 1]), torch.as_tensor(keep[i])
         with torch.no_grad():

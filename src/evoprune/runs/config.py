@@ -29,7 +29,7 @@ import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from evoprune.errors import ConfigError
 
@@ -332,7 +332,12 @@ def estimator_settings() -> tuple[Setting, ...]:
 
 def estimator_defaults() -> dict[str, Any]:
     """``{parameter name: default}`` of the estimator, from the declaration."""
-    return {s.estimator: s.default for s in estimator_settings()}
+    return {name: s.default for name, s in estimator_params().items()}
+
+
+def estimator_params() -> dict[str, Setting]:
+    """``{parameter name: setting}`` of the estimator, in the order of its ``__init__``."""
+    return {s.estimator: s for s in SETTINGS if s.estimator is not None}
 
 
 def result_settings() -> tuple[str, ...]:
@@ -507,16 +512,33 @@ def _fingerprint(self) -> str:
 
 #: Everything that decides a run's result (output folder, cache and progress aside): one field
 #: per setting of :data:`SETTINGS`, with its default; build it with keywords.
-RunConfig = dataclasses.make_dataclass(
-    "RunConfig",
-    [(s.name, s.type | None if s.nullable else s.type, field(default=s.default))
-     for s in SETTINGS],
-    namespace={"validate": _validate, "resolved": _resolved, "to_dict": _to_dict,
-               "from_dict": classmethod(_from_dict), "result_dict": _result_dict,
-               "fingerprint": _fingerprint,
-               "__doc__": "The settings of one run (fields and defaults from SETTINGS)."},
-)
-RunConfig.__module__ = __name__
+if TYPE_CHECKING:
+    class RunConfig:
+        """What a type checker sees: the methods; the fields are made from SETTINGS at run
+        time, so they are ``Any`` here (listing them again would declare each setting twice)."""
+
+        __dataclass_fields__: ClassVar[dict[str, Any]]
+
+        def __init__(self, **settings: Any) -> None: ...
+        def __getattr__(self, name: str) -> Any: ...
+        def validate(self) -> RunConfig: ...
+        def resolved(self) -> RunConfig: ...
+        def to_dict(self) -> dict[str, Any]: ...
+        @classmethod
+        def from_dict(cls, doc: Mapping[str, Any]) -> RunConfig: ...
+        def result_dict(self) -> dict[str, Any]: ...
+        def fingerprint(self) -> str: ...
+else:
+    RunConfig = dataclasses.make_dataclass(
+        "RunConfig",
+        [(s.name, s.type | None if s.nullable else s.type, field(default=s.default))
+         for s in SETTINGS],
+        namespace={"validate": _validate, "resolved": _resolved, "to_dict": _to_dict,
+                   "from_dict": classmethod(_from_dict), "result_dict": _result_dict,
+                   "fingerprint": _fingerprint,
+                   "__doc__": "The settings of one run (fields and defaults from SETTINGS)."},
+    )
+    RunConfig.__module__ = __name__
 
 
 def default_out_dir(cfg: RunConfig) -> Path:
@@ -576,11 +598,12 @@ def config_from_args(args, **overrides: Any) -> RunConfig:
 def validate_estimator_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """Check an estimator's ``get_params()`` (parameter names, e.g. ``random_state``) through
     the declaration; returns ``{parameter name: resolved value}``."""
-    by_param = {s.estimator: s for s in estimator_settings()}
+    by_param = estimator_params()
     values = {by_param[k].name: v for k, v in params.items() if k in by_param}
-    py_names = {s.name: s.estimator for s in by_param.values() if s.estimator != s.name}
+    name_of = {s.name: param for param, s in by_param.items()}
+    py_names = {name: param for name, param in name_of.items() if param != name}
     resolved = validate_values(values, py_names=py_names)
-    return {BY_NAME[k].estimator: v for k, v in resolved.items()}
+    return {name_of[k]: v for k, v in resolved.items()}
 
 
 def config_from_estimator_params(params: Mapping[str, Any]) -> RunConfig:

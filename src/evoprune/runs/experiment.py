@@ -287,7 +287,7 @@ def _result(cfg: RunConfig, data: PreparedData, evolved: Evolved, final: FinalHe
 
 def _ood_fields(final: FinalHeads) -> dict:
     """Held-out OOD AUROC and FPR95 of the shipped and the not-pruned head, when measured."""
-    if final.reference_ood is None:
+    if final.reference_ood is None or final.front is None:  # measured for a front only
         return {}
     chosen = next(m for m in final.front if m.selected)
     return {"test_auroc": chosen.test_auroc, "test_fpr95": chosen.test_fpr95,

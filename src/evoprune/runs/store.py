@@ -84,7 +84,7 @@ def history_fields(objectives: Sequence[str] = ("accuracy",)) -> list[str]:
 
 def history_row(rec: EvaluationRecord) -> dict:
     row = rec.as_row()
-    row["mask"] = mask_to_hex(rec.chromosome)
+    row["mask"] = mask_to_hex(rec.mask())
     return row
 
 
@@ -143,7 +143,7 @@ class HistoryAppender:
         self.written.append(rec)
         if i < len(self.existing):
             old = self.existing[i]
-            if old.chromosome is not None and np.array_equal(old.chromosome, rec.chromosome):
+            if old.chromosome is not None and np.array_equal(old.chromosome, rec.mask()):
                 return
             self.fh.close()  # the replay left the recorded path: keep what matches
             self.existing = []
@@ -169,7 +169,7 @@ def known_evaluations(records: Sequence[EvaluationRecord],
         if any(natural[name] is None for name in objectives):
             continue
         F = np.array([to_minimised(name, natural[name]) for name in objectives])
-        known[r.chromosome.tobytes()] = Evaluation(F=F, accuracy=r.fitness, auroc=r.auroc)
+        known[r.mask().tobytes()] = Evaluation(F=F, accuracy=r.fitness, auroc=r.auroc)
     return known
 
 
@@ -280,10 +280,11 @@ class RunResult(Mapping):
         return tuple(self.to_dict())
 
 
-_SIMPLE = {"str": str, "int": int, "float": (int, float), "bool": bool}
+_SIMPLE: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float),
+                                               "bool": bool}
 
 
-def _has_type(value: Any, annotation: str) -> bool:
+def _has_type(value: Any, annotation: object) -> bool:
     """Whether a JSON value fits a field annotation written as text (``from __future__``)."""
     kinds = [a.strip() for a in str(annotation).split("|")]
     for kind in kinds:

@@ -17,6 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
+from evoprune.errors import EvoPruneError
 from evoprune.search.executors import Executor, LocalExecutor
 from evoprune.search.operators import rank_key
 
@@ -47,13 +48,21 @@ class EvaluationRecord:
     active_fraction: float
     best_fitness: float
     best_active_fraction: float
-    chromosome: np.ndarray = field(repr=False, compare=False, default=None)
+    chromosome: np.ndarray | None = field(repr=False, compare=False, default=None)
     auroc: float | None = None
     hypervolume: float | None = None
 
     def as_row(self) -> dict:
         """The record without its chromosome and without values that were not measured."""
         return {k: v for k, v in self.__dict__.items() if k != "chromosome" and v is not None}
+
+    def mask(self) -> np.ndarray:
+        """The chromosome, which every record of a search has; only a history read without
+        its gene count lacks it."""
+        if self.chromosome is None:
+            raise EvoPruneError(f"evaluation {self.index} was read without its chromosome "
+                                "(read the history with its gene count)")
+        return self.chromosome
 
 
 @dataclass
@@ -175,7 +184,7 @@ class Evaluator:
 
     def result(self, iterations: int, stopped_early: bool = False) -> SearchResult:
         best = self.history[self._best]
-        return SearchResult(best=best.chromosome, best_fitness=best.fitness,
+        return SearchResult(best=best.mask(), best_fitness=best.fitness,
                             history=self.history, evaluations=len(self.history),
                             iterations=iterations, memory_hits=self.hits,
                             objectives=tuple(self.problem.objectives),

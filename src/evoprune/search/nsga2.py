@@ -64,13 +64,15 @@ class NSGA2Search:
         if self._started:
             self.iteration += 1
         self._started = True
-        self._asked = self.algorithm.ask()
-        return self._asked.get("X").astype(np.uint8)
+        asked = self._asked = self.algorithm.ask()
+        return asked.get("X").astype(np.uint8)
 
     def tell(self, chromosomes: np.ndarray, F: np.ndarray) -> None:
         """Rows with objectives (not NaN) go to pymoo's survival."""
         F = np.asarray(F, dtype=float)
         keep = ~np.isnan(F).any(axis=1)
+        if self._asked is None:
+            raise RuntimeError("NSGA2Search.tell() before ask()")
         infills = self._asked[keep]
         infills.set("F", F[keep])
         self.algorithm.tell(infills=infills)

@@ -85,7 +85,7 @@ class SteadyStateGA:
         """Fitness is -F[:, 0] (higher is better); rows without objectives (NaN: no budget
         was left for them) are dropped."""
         fitness = -np.asarray(F, dtype=float)[:, 0]
-        if self.pop is None:
+        if self.pop is None or self.fit is None:  # the first generation
             self.pop, self.fit = np.asarray(chromosomes, dtype=np.uint8), fitness
             return
         keep = ~np.isnan(fitness)
