@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+import scipy.stats
 
 from evoprune.cli import main
 from evoprune.compare import baselines
@@ -67,9 +68,14 @@ def test_summary_has_every_method_and_run(tiny_compare):
     keys = {(r["encoding"], r["method"], r["run"]) for r in rows}
     assert len(rows) == len(keys) == 2 * 2 * 6
     assert keys == {(e, m, str(k)) for e in ENCODINGS for m in METHODS for k in (0, 1)}
+    n_test = {json.loads((tiny_compare / "runs" / f"{e}_run{k}" / "result.json").read_text())[
+        "n_test"] for e in ENCODINGS for k in (0, 1)}
+    assert len(n_test) == 1  # one held-out test set
+    (n,) = n_test
     for r in rows:
         assert int(r["seed"]) == 7 + int(r["run"])
-        assert 0.0 <= float(r["test_accuracy"]) <= 1.0
+        correct = float(r["test_accuracy"]) * n  # an accuracy on those n images
+        assert correct == pytest.approx(round(correct), abs=1e-6) and 0 <= round(correct) <= n
         assert 0.0 < float(r["active_fraction"]) <= 1.0
         assert int(r["head_params"]) > 0 and float(r["seconds"]) >= 0
     for e in ENCODINGS:
@@ -118,10 +124,17 @@ def test_table_stats_and_plots(tiny_compare):
     stats = list(csv.DictReader((tiny_compare / "stats.csv").open()))
     assert {(s["encoding"], s["baseline"]) for s in stats} == {
         (e, m) for e in ENCODINGS for m in METHODS[1:]}
+    acc = {(r["encoding"], r["method"], int(r["run"])): float(r["test_accuracy"])
+           for r in _summary(tiny_compare)}
     for s in stats:
         assert int(s["n"]) == 2
+        a = np.array([acc[(s["encoding"], "evoprune", k)] for k in (0, 1)])
+        b = np.array([acc[(s["encoding"], s["baseline"], k)] for k in (0, 1)])
+        assert (int(s["wins"]), int(s["losses"])) == (int((a > b).sum()), int((a < b).sum()))
         assert int(s["wins"]) + int(s["ties"]) + int(s["losses"]) == 2
-        assert 0.0 <= float(s["wilcoxon_p"]) <= 1.0
+        # the paired test of these two runs, computed here from summary.csv
+        expected = 1.0 if (a == b).all() else scipy.stats.wilcoxon(a, b).pvalue
+        assert float(s["wilcoxon_p"]) == pytest.approx(expected)
         assert float(s["wilcoxon_p_holm"]) >= float(s["wilcoxon_p"])
     for name in ["convergence_fs.png", "convergence_fc2.png", "accuracy_vs_active.png"]:
         data = (tiny_compare / name).read_bytes()
@@ -223,3 +236,24 @@ def test_wilcoxon_with_five_runs_cannot_go_below_0_0625():
 def test_holm_adjustment():
     assert holm([0.01, 0.04, 0.03, float("nan")])[:3] == pytest.approx([0.03, 0.06, 0.06])
     assert np.isnan(holm([0.01, float("nan")])[1])
+
+
+def test_compare_puts_the_multiobjective_selected_head_beside_the_paper_ga(
+        faces_folder, feature_cache, tmp_path):
+    out = tmp_path / "cmp"
+    args = ["-q", "compare", "--data", str(faces_folder), "--encodings", "fs", "--algorithms",
+            "ssga,nsga2", "--runs", "1", "--evaluations", "8", "--population", "4",
+            "--hidden-size", "16", "--out", str(out), "--cache-dir", str(feature_cache),
+            "--no-progress"]
+    assert main(args) == 0
+    rows = _summary(out)
+    assert {r["encoding"] for r in rows} == {"fs", "fs-nsga2"}
+    mo = json.loads((out / "runs" / "fs-nsga2_run0" / "result.json").read_text())
+    assert mo["algorithm"] == "nsga2" and mo["objectives"] == ["accuracy", "size"]
+    evo = next(r for r in rows if r["encoding"] == "fs-nsga2" and r["method"] == "evoprune")
+    assert float(evo["active_fraction"]) == mo["active_fraction"]
+    # the baselines of the nsga2 run are sized like its selected head
+    fixed = next(r for r in rows if r["encoding"] == "fs-nsga2" and r["method"] == "weight")
+    assert abs(float(fixed["active_fraction"]) - mo["active_fraction"]) < 0.01
+    assert "fs-nsga2 accuracy" in (out / "table.md").read_text()
+    assert main(args[:6] + ["--algorithms", "sga"] + args[8:]) == 2

@@ -168,12 +168,6 @@ def _writing(out: Path) -> bool:
     return any(out.glob(".*.tmp")) or any(out.glob(".tmp*"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 8: a SIGKILL during save_head leaves safetensors' own temporary file (.tmpXXXXXX) "
-    "and the atomic write's .<name>.XXXX.tmp in the results folder; the rerun then refuses "
-    "the folder as holding foreign files, and nothing removes stale temporary files (run "
-    "store: RunWriter.begin should remove them, save_head should not let safetensors write a "
-    "second temporary file)"))
 def test_sigkill_during_final_writing_then_rerun_is_identical(reference, faces_folder,
                                                               tmp_path_factory):
     base = tmp_path_factory.mktemp("kill-writing")

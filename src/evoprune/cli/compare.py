@@ -26,6 +26,11 @@ def add_compare_command(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("comparison")
     g.add_argument("--encodings", default="fs,fc1,fc2,both", type=_encodings,
                    help="comma-separated encodings to compare. Default: fs,fc1,fc2,both")
+    g.add_argument("--algorithms", default="ssga",
+                   type=lambda text: tuple(a.strip() for a in text.split(",") if a.strip()),
+                   help="ssga (the paper's GA), nsga2 (the multi-objective search, accuracy and "
+                        "size, its selected head compared; rows <encoding>-nsga2) or ssga,nsga2. "
+                        "Default: ssga")
     g.add_argument("--runs", type=int, default=5,
                    help="independent runs per encoding (the paper: 5). Default: 5")
     g.add_argument("--seed-base", type=int, default=0,
@@ -60,7 +65,7 @@ def compare_config_from_args(args: argparse.Namespace):
 
     base = config_from_args(args, encoding=args.encodings[0], seed=args.seed_base)
     cc = CompareConfig(base=base, encodings=args.encodings, runs=args.runs,
-                       seed_base=args.seed_base)
+                       seed_base=args.seed_base, algorithms=args.algorithms)
     cc.check()
     return cc
 

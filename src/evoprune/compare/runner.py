@@ -49,6 +49,7 @@ class CompareConfig:
     base: RunConfig
     encodings: tuple[str, ...] = ("fs", "fc1", "fc2", "both")
     runs: int = 5
+    algorithms: tuple[str, ...] = ("ssga",)
     seed_base: int = 0
     initial_sparsity: float = 0.1
     poly_epochs: int = 25
@@ -79,13 +80,32 @@ class CompareConfig:
             raise ConfigError(f"--seed-base {self.seed_base} (seed_base={self.seed_base!r}): "
                               f"must be an integer in [0, {MAX_SEED - (self.runs - 1)}] so that "
                               f"the seeds of all {self.runs} runs stay within [0, {MAX_SEED}]")
-        for enc in self.encodings:  # the base settings, with each encoding's budget
-            dataclasses.replace(self.base, encoding=enc, seed=self.seed_base).validate()
+        bad = [a for a in self.algorithms if a not in ("ssga", "nsga2")]
+        if bad or not self.algorithms or len(set(self.algorithms)) != len(self.algorithms):
+            raise ConfigError(f"--algorithms {','.join(self.algorithms)}: give ssga, nsga2 or "
+                              "both, each once")
+        for label in self.variants:  # the base settings, with each encoding's budget
+            self.run_config(label, 0)
 
-    def run_config(self, encoding: str, run: int) -> RunConfig:
-        """The resolved configuration of run ``run`` (0-based) of ``encoding``."""
-        return dataclasses.replace(self.base, encoding=encoding,
-                                   seed=int(self.seed_base) + int(run)).resolved()
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """One label per (encoding, algorithm) compared: the encoding for the paper's GA,
+        ``<encoding>-nsga2`` for the multi-objective search's selected head."""
+        return tuple(enc if alg == "ssga" else f"{enc}-nsga2"
+                     for alg in self.algorithms for enc in self.encodings)
+
+    def run_config(self, variant: str, run: int) -> RunConfig:
+        """The resolved configuration of run ``run`` (0-based) of ``variant`` (an encoding, or
+        ``<encoding>-nsga2``: objectives accuracy,size unless the base asks for more)."""
+        encoding, _, algorithm = variant.partition("-")
+        changes: dict = {"encoding": encoding, "seed": int(self.seed_base) + int(run)}
+        if algorithm == "nsga2":
+            changes["algorithm"] = "nsga2"
+            if len(self.base.objectives) < 2:
+                changes["objectives"] = ("accuracy", "size")
+        else:
+            changes.update(algorithm="ssga", objectives=("accuracy",), select=None)
+        return dataclasses.replace(self.base, **changes).validate()
 
     def baseline_settings(self, cfg: RunConfig, best_mask: np.ndarray) -> dict:
         return {"run": cfg.to_dict(), "evolved_mask": mask_to_hex(best_mask),
@@ -94,7 +114,7 @@ class CompareConfig:
 
     def to_dict(self) -> dict:
         return {"base": self.base.to_dict(), "encodings": list(self.encodings),
-                "runs": int(self.runs), "seed_base": int(self.seed_base),
+                "algorithms": list(self.algorithms), "runs": int(self.runs), "seed_base": int(self.seed_base),
                 "initial_sparsity": self.initial_sparsity, "poly_epochs": self.poly_epochs,
                 "poly_frequency": self.poly_frequency}
 
@@ -146,7 +166,7 @@ def run_comparison(cc: CompareConfig, out: str | Path, *, progress: bool = True,
                                     progress=progress, cache_dir=cache_dir)
         return prepared
 
-    plan = [(enc, k) for k in range(int(cc.runs)) for enc in cc.encodings]
+    plan = [(enc, k) for k in range(int(cc.runs)) for enc in cc.variants]
     done = 0
     with tqdm(total=len(plan), desc="compare", unit="run", disable=not progress,
               dynamic_ncols=True) as bar:
@@ -201,7 +221,7 @@ def summary_rows(cc: CompareConfig, out: Path) -> list[dict]:
     from evoprune.compare.baselines import METHODS
 
     rows = []
-    for enc in cc.encodings:
+    for enc in cc.variants:
         for k in range(int(cc.runs)):
             cfg = cc.run_config(enc, k)
             path = run_dir(out, enc, k)

@@ -373,11 +373,14 @@ def read_json(path: Path) -> dict:
 
 
 def save_head(head: CompactHead, path: Path) -> None:
-    """The head's weights as safetensors (never a pickle), written atomically."""
-    from safetensors.torch import save_file
+    """The head's weights as safetensors (never a pickle), written atomically: serialised in
+    memory, then through :func:`~evoprune.io.atomic_write` (safetensors' own ``save_file``
+    writes through a temporary file of its own that a killed process would leave behind)."""
+    from safetensors.torch import save
 
     tensors = {k: v.detach().contiguous() for k, v in head.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    data = save(tensors, metadata={"format": "pt"})
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def load_head(path: str | Path, n_inputs: int | None = None) -> CompactHead:
@@ -416,8 +419,14 @@ def resolve_path(text: str, base: Path) -> str:
     return str(candidate.resolve()) if candidate.exists() else text
 
 
+def _is_temporary(name: str) -> bool:
+    """A write that a killed process left unfinished: ours (``.NAME.XXXX.tmp``) or the
+    ``.tmpXXXX`` of safetensors' ``save_file`` (used by earlier versions)."""
+    return name.startswith(".") and (name.endswith(".tmp") or name.startswith(".tmp"))
+
+
 def _is_owned(name: str) -> bool:
-    if name in OWNED_NAMES or (name.startswith(".") and name.endswith(".tmp")):
+    if name in OWNED_NAMES or _is_temporary(name):
         return True
     return name.startswith(_OWNED_PREFIXES) and name.endswith(_OWNED_SUFFIXES)
 
@@ -523,6 +532,9 @@ class RunWriter:
         elif self.out.is_dir() and any(self.out.iterdir()) and self.overwrite:
             _move_aside(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
+        for leftover in self.out.iterdir():  # unfinished writes of a killed run
+            if leftover.is_file() and _is_temporary(leftover.name):
+                leftover.unlink()
         for name in RESULT_FILES:
             (self.out / name).unlink(missing_ok=True)
         atomic_write_json(cfg_file, config_doc)
