@@ -61,16 +61,30 @@ def test_cv_fitness_averages_folds_inside_training_data():
     folds = make_folds(X, yi, "cv", seed=0, cv_folds=4)
     assert len(folds) == 4
     assert sum(len(f.y_score) for f in folds) == len(y)  # every sample validated once
-    clf = _small(encoding="fs", fitness_split="cv", cv_folds=3).fit(X, y)
-    assert 0 <= clf.best_fitness_ <= 1
+    clf = _small(encoding="fs", fitness_split="cv", cv_folds=3, random_state=4).fit(X, y)
+    # the best fitness is the mean accuracy of the best mask over the 3 folds, computed again
+    # here, and above chance (1/3) by a margin (a short search with the fast trainer)
+    cv = make_folds(X, yi, "cv", seed=4, cv_folds=3)
+    again = HeadProblem(make_encoding("fs", 24, 16), 3, cv, clf.trainer, seed=4)
+    assert again.accuracy(clf.best_mask_[None])[0] == pytest.approx(clf.best_fitness_)
+    assert clf.best_fitness_ > 0.42
 
 
 def test_eval_set_scores_fitness_on_it():
-    X, y = _data()
-    Xe, ye = X[:40], y[:40]
-    clf = _small(encoding="fs").fit(X[40:], y[40:], eval_set=(Xe, ye))
-    # the best fitness is an accuracy on 40 samples: a multiple of 1/40
-    assert abs(clf.best_fitness_ * 40 - round(clf.best_fitness_ * 40)) < 1e-9
+    """37 eval samples, while the default validation split of the 240 training samples would
+    hold 47: a fitness measured on the validation split instead fails both checks."""
+    X, y = _data(n=277)
+    Xe, ye, Xf, yf = X[:37], y[:37], X[37:], y[37:]
+    clf = _small(encoding="fs", random_state=3).fit(Xf, yf, eval_set=(Xe, ye))
+    yi_f, yi_e = np.searchsorted(clf.classes_, yf), np.searchsorted(clf.classes_, ye)
+    assert len(make_folds(Xf, yi_f, "validation", seed=3)[0].y_score) == 47  # stratified
+    # an accuracy on 37 samples: a multiple of 1/37 (1/48 would not be, except 0 and 1) ...
+    assert abs(clf.best_fitness_ * 37 - round(clf.best_fitness_ * 37)) < 1e-9
+    assert 0 < clf.best_fitness_ < 1
+    # ... and the one that the best mask's head scores on the eval set, computed again here
+    on_eval = make_folds(Xf, yi_f, "test", seed=3, eval_set=(Xe, yi_e))
+    again = HeadProblem(make_encoding("fs", 24, 16), 3, on_eval, clf.trainer, seed=3)
+    assert again.accuracy(clf.best_mask_[None])[0] == pytest.approx(clf.best_fitness_)
 
 
 @pytest.mark.parametrize("kwargs,match", [

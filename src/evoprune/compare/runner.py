@@ -114,7 +114,8 @@ class CompareConfig:
 
     def to_dict(self) -> dict:
         return {"base": self.base.to_dict(), "encodings": list(self.encodings),
-                "algorithms": list(self.algorithms), "runs": int(self.runs), "seed_base": int(self.seed_base),
+                "algorithms": list(self.algorithms), "runs": int(self.runs),
+                "seed_base": int(self.seed_base),
                 "initial_sparsity": self.initial_sparsity, "poly_epochs": self.poly_epochs,
                 "poly_frequency": self.poly_frequency}
 
