@@ -2,6 +2,7 @@
 
 import json
 import logging
+import shutil
 
 import pytest
 
@@ -42,3 +43,23 @@ def tiny_run(tmp_path_factory, feature_cache, faces_folder):
     result = run_experiment(cfg, out, progress=False, cache_dir=feature_cache)
     assert json.loads((out / "result.json").read_text()) == result
     return out, result, cfg
+
+
+@pytest.fixture()
+def run_copy(tiny_run, tmp_path):
+    """A private copy of the finished tiny run (the shared one must not change)."""
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run[0], copy)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny heads train faster on one thread than on cores shared with other work; a module
+    uses it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

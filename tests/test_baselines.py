@@ -14,13 +14,7 @@ N_FEATURES, HIDDEN, N_CLASSES = 24, 16, 3
 PRUNED = {"fs": (0,), "fc": (0,), "fc1": (0,), "fc2": (1,), "both": (0, 1)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny heads train faster on one thread than on cores shared with other work."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

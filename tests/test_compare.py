@@ -25,15 +25,7 @@ def _args(data, out, cache):
             "--hidden-size", "32", "--out", str(out), "--cache-dir", str(cache), "--no-progress"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny heads train faster on one thread than on cores shared with other work."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 #: (layer sizes, training rows) of every head trained to convergence while tiny_compare ran.
@@ -41,7 +33,7 @@ _TRAININGS: list[tuple[tuple[int, ...], int]] = []
 
 
 @pytest.fixture(scope="module")
-def tiny_compare(tmp_path_factory, faces_folder, feature_cache, one_thread):
+def tiny_compare(tmp_path_factory, faces_folder, feature_cache, one_torch_thread):
     from evoprune.model import head as head_module
 
     out = tmp_path_factory.mktemp("compare")

@@ -6,7 +6,6 @@ culprit, exit status 2 from the CLI and nothing half-written.
 
 import errno
 import json
-import shutil
 
 import pytest
 
@@ -15,14 +14,6 @@ from evoprune.cli import main
 from evoprune.errors import EvoPruneError
 from evoprune.export import checked_head, export_model
 from evoprune.runs.store import open_run
-
-
-@pytest.fixture()
-def run_copy(tiny_run, tmp_path):
-    """A private copy of the finished tiny run (the shared one must not change)."""
-    copy = tmp_path / "run"
-    shutil.copytree(tiny_run[0], copy)
-    return copy
 
 
 def _edit_result(run_dir, **changes):

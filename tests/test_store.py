@@ -4,7 +4,6 @@
 import csv
 import dataclasses
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -15,14 +14,6 @@ from evoprune.runs.config import RunConfig
 from evoprune.runs.experiment import run_experiment
 from evoprune.runs.store import RunResult, history_fields, open_run, read_history, write_history
 from evoprune.search import EvaluationRecord
-
-
-@pytest.fixture()
-def run_copy(tiny_run, tmp_path):
-    """A private copy of the finished tiny run (the shared one must not change)."""
-    copy = tmp_path / "run"
-    shutil.copytree(tiny_run[0], copy)
-    return copy
 
 
 def _args(faces_folder, feature_cache, out, *extra):
