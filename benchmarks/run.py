@@ -159,6 +159,67 @@ def scaling(data, n_classes: int, sizes: list[int], dims: list[int], repeats: in
     return rows
 
 
+def compare_trainers(res: dict, fold, X_test, y_test, masks, enc, n_classes) -> dict:
+    """The fast and the paper's trainer on the same masks, into ``res``; returns the fast
+    trainer's timings."""
+    # warm-up: the first training in a process pays one-off costs (allocator, kernels)
+    train_head(fold.X_fit[:64], fold.y_fit[:64], enc.decode(masks[0]), n_classes, "fast")
+    fast = time_trainer("fast", fold, X_test, y_test, masks, enc, n_classes)
+    paper = time_trainer("paper", fold, X_test, y_test, masks, enc, n_classes)
+    res["trainers"] = {"fast": fast, "paper": paper, "masks_active": [int(m.sum()) for m in masks],
+                       "fast_settings": get_trainer("fast").describe()}
+    res["paper_trainer_seconds_per_eval"] = paper["seconds_per_eval"]
+    res["fast_trainer_seconds_per_eval"] = fast["seconds_per_eval"]
+    res["fast_vs_paper_speedup"] = paper["seconds_per_eval"] / fast["seconds_per_eval"]
+    res["fast_vs_paper_accuracy_delta"] = 100 * (fast["test_accuracy"] - paper["test_accuracy"])
+    return fast
+
+
+def full_run(X_train, y_train, X_test, y_test, evaluations: int) -> dict:
+    """One whole search (population 30) with the estimator: its time and held-out result."""
+    clf = EvoPruneClassifier(encoding="fs", population=30, evaluations=evaluations, random_state=0)
+    t0 = time.perf_counter()
+    clf.fit(X_train, y_train)
+    return {"full_run_seconds": time.perf_counter() - t0,
+            "full_run": {"evaluations": clf.search_.evaluations, "population": 30,
+                         "search_seconds": clf.search_seconds_,
+                         "seconds_per_eval": clf.search_seconds_ / clf.search_.evaluations,
+                         "test_accuracy": float(clf.score(X_test, y_test)),
+                         "active_fraction": clf.active_fraction_, "fitness": clf.best_fitness_}}
+
+
+def compare_sklearn_genetic(X_train, y_train, X_test, y_test, evaluations: int,
+                            population: int) -> dict:
+    """sklearn-genetic-opt's feature selection against evoprune on the same fitness split;
+    empty when it is not installed."""
+    # the same split the search's fitness uses (make_folds draws it the same way)
+    fit_idx, val_idx = stratified_split(y_train, 0.2, 0)
+    sk = sklearn_genetic(X_train, y_train, [(fit_idx, val_idx)], X_test, y_test,
+                         evaluations, population, seed=0)
+    if sk is None:
+        return {}
+    return {"sklearn_genetic": sk,
+            "sklearn_genetic_seconds_per_eval": sk["seconds_per_eval"],
+            "vs_sklearn_genetic_speedup": sk["seconds_per_eval"] / sk["evoprune_seconds_per_eval"],
+            "vs_sklearn_genetic_accuracy_delta": 100 * (sk["evoprune_test_accuracy"]
+                                                        - sk["test_accuracy"])}
+
+
+def targets(res: dict, evaluations: int) -> dict:
+    """Which of the project's speed and accuracy targets ``res`` meets."""
+    met = {
+        "full_run_seconds<=180": res["full_run_seconds"] * (200 / evaluations) <= 180,
+        "fast_vs_paper_speedup>=10": res["fast_vs_paper_speedup"] >= 10,
+        "fast_vs_paper_accuracy_within_1pt": abs(res["fast_vs_paper_accuracy_delta"]) <= 1,
+        "train_fraction_of_matmul_peak>=0.3": res["train_fraction_of_matmul_peak"] >= 0.3,
+    }
+    if "vs_sklearn_genetic_speedup" in res:
+        met["vs_sklearn_genetic_speedup>=5_at_equal_or_better_accuracy"] = (
+            res["vs_sklearn_genetic_speedup"] >= 5
+            and res["vs_sklearn_genetic_accuracy_delta"] >= 0)
+    return met
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller budgets (a few minutes)")
@@ -189,55 +250,17 @@ def main(argv=None) -> int:
                                                            or platform.machine())},
                  "dataset": {"name": data.name, "n_train": len(y_train), "n_test": len(y_test),
                              "feature_dim": int(X_train.shape[1]), "n_fit": len(fold.y_fit)}}
-    # warm-up: the first training in a process pays one-off costs (allocator, kernels)
-    train_head(fold.X_fit[:64], fold.y_fit[:64], enc.decode(masks[0]), n_classes, "fast")
-    fast = time_trainer("fast", fold, X_test, y_test, masks, enc, n_classes)
-    paper = time_trainer("paper", fold, X_test, y_test, masks, enc, n_classes)
-    res["trainers"] = {"fast": fast, "paper": paper, "masks_active": [int(m.sum()) for m in masks],
-                       "fast_settings": get_trainer("fast").describe()}
-    res["paper_trainer_seconds_per_eval"] = paper["seconds_per_eval"]
-    res["fast_trainer_seconds_per_eval"] = fast["seconds_per_eval"]
-    res["fast_vs_paper_speedup"] = paper["seconds_per_eval"] / fast["seconds_per_eval"]
-    res["fast_vs_paper_accuracy_delta"] = 100 * (fast["test_accuracy"] - paper["test_accuracy"])
-
-    clf = EvoPruneClassifier(encoding="fs", population=30, evaluations=evaluations, random_state=0)
-    t0 = time.perf_counter()
-    clf.fit(X_train, y_train)
-    res["full_run_seconds"] = time.perf_counter() - t0
-    res["full_run"] = {"evaluations": clf.search_.evaluations, "population": 30,
-                       "search_seconds": clf.search_seconds_,
-                       "seconds_per_eval": clf.search_seconds_ / clf.search_.evaluations,
-                       "test_accuracy": float(clf.score(X_test, y_test)),
-                       "active_fraction": clf.active_fraction_, "fitness": clf.best_fitness_}
-
+    fast = compare_trainers(res, fold, X_test, y_test, masks, enc, n_classes)
+    res.update(full_run(X_train, y_train, X_test, y_test, evaluations))
     if not args.no_sklearn_genetic:
-        # the same split the search's fitness uses (make_folds draws it the same way)
-        fit_idx, val_idx = stratified_split(y_train, 0.2, 0)
-        sk = sklearn_genetic(X_train, y_train, [(fit_idx, val_idx)], X_test, y_test,
-                             50 if quick else evaluations, 10 if quick else 30, seed=0)
-        if sk is not None:
-            res["sklearn_genetic"] = sk
-            res["sklearn_genetic_seconds_per_eval"] = sk["seconds_per_eval"]
-            res["vs_sklearn_genetic_speedup"] = (sk["seconds_per_eval"]
-                                                 / sk["evoprune_seconds_per_eval"])
-            res["vs_sklearn_genetic_accuracy_delta"] = 100 * (sk["evoprune_test_accuracy"]
-                                                              - sk["test_accuracy"])
-
+        res.update(compare_sklearn_genetic(X_train, y_train, X_test, y_test,
+                                           50 if quick else evaluations, 10 if quick else 30))
     res["matmul_gflops"] = matmul_gflops()
     res["train_gflops"] = fast["gflops"]
     res["train_fraction_of_matmul_peak"] = res["train_gflops"] / res["matmul_gflops"]
     res["scaling"] = scaling(data, n_classes, [500, 1000, 2600], [1280, 2048],
                              repeats=1 if quick else 3)
-    res["targets"] = {
-        "full_run_seconds<=180": res["full_run_seconds"] * (200 / evaluations) <= 180,
-        "fast_vs_paper_speedup>=10": res["fast_vs_paper_speedup"] >= 10,
-        "fast_vs_paper_accuracy_within_1pt": abs(res["fast_vs_paper_accuracy_delta"]) <= 1,
-        "train_fraction_of_matmul_peak>=0.3": res["train_fraction_of_matmul_peak"] >= 0.3,
-    }
-    if "vs_sklearn_genetic_speedup" in res:
-        res["targets"]["vs_sklearn_genetic_speedup>=5_at_equal_or_better_accuracy"] = (
-            res["vs_sklearn_genetic_speedup"] >= 5
-            and res["vs_sklearn_genetic_accuracy_delta"] >= 0)
+    res["targets"] = targets(res, evaluations)
     res["benchmark_seconds"] = time.perf_counter() - t_start
     atomic_write_json(out, res)
     sys.stdout.write(format_table(res) + f"\nwritten: {out}\n")
