@@ -116,15 +116,7 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         if params["fitness_split"] == "test" and eval_set is None:
             raise ConfigError("fitness_split='test' scores fitness on a test set: pass it to fit "
                               "as eval_set=(X_test, y_test), or use 'validation' or 'cv'")
-        eval_idx = None
-        if eval_set is not None:
-            X_eval, y_eval = eval_set
-            X_eval = self._check_features(X_eval, "eval_set's X")
-            y_eval = np.asarray(y_eval)
-            if y_eval.ndim != 1 or len(y_eval) != len(X_eval):
-                raise ConfigError(f"eval_set has {len(X_eval)} rows of X but y of shape "
-                                  f"{y_eval.shape}; give one label per row")
-            eval_idx = (X_eval, self._encode_labels(y_eval))
+        eval_idx = None if eval_set is None else self._checked_eval_set(eval_set)
         seed = int(self.random_state)
         cfg = self._run_config()
         if X_ood is not None:
@@ -153,6 +145,16 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
                                 seed=seed, stats=feature_stats(X)).head
         self.final_train_seconds_ = time.perf_counter() - t0
         return self
+
+    def _checked_eval_set(self, eval_set: tuple) -> tuple[np.ndarray, np.ndarray]:
+        """``eval_set`` as (features, class indices), checked like ``X`` and ``y``."""
+        X_eval, y_eval = eval_set
+        X_eval = self._check_features(X_eval, "eval_set's X")
+        y_eval = np.asarray(y_eval)
+        if y_eval.ndim != 1 or len(y_eval) != len(X_eval):
+            raise ConfigError(f"eval_set has {len(X_eval)} rows of X but y of shape "
+                              f"{y_eval.shape}; give one label per row")
+        return X_eval, self._encode_labels(y_eval)
 
     def _pareto(self, evolved, cfg) -> int:
         """Set ``pareto_`` (the front, smallest head first) and return the history position of
