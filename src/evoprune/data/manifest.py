@@ -25,17 +25,7 @@ def load_manifest(csv_path: str) -> ImageDataset:
     csv_path = os.path.abspath(csv_path)
     base_dir = os.path.dirname(csv_path)
     header, rows = _read_rows(csv_path)
-    column = {name.strip().lower(): i for i, name in enumerate(header)}
-    missing = [c for c in _REQUIRED if c not in column]
-    if missing:
-        hint = ""
-        if len(header) == 1 and any(sep in header[0] for sep in ";\t"):
-            hint = " (the file looks separated by ';' or tabs: it must be comma-separated)"
-        raise DataError(
-            f"manifest {csv_path!r} lacks column(s) {', '.join(missing)}: found columns "
-            f"{', '.join(repr(h) for h in header)}{hint}; the header needs 'path' and 'label' "
-            "(and optionally 'split' with values train/test)"
-        )
+    column = _column_index(csv_path, header)
     if not rows:
         raise DataError(f"manifest {csv_path!r} has a header but no rows; add one row per image")
 
@@ -67,21 +57,7 @@ def load_manifest(csv_path: str) -> ImageDataset:
 
     test_idx = None
     if _SPLIT in column:
-        splits = [cell(r, _SPLIT).lower() for _, r in rows]
-        bad = [f"{n} ({s!r})" for (n, _), s in zip(rows, splits) if s not in _SPLIT_VALUES]
-        if bad:
-            raise DataError(
-                f"manifest {csv_path!r}: the split column must be 'train' or 'test', but "
-                f"line(s) {listed(bad)} say otherwise; fix them or drop the split column"
-            )
-        test_idx = np.flatnonzero(np.asarray(splits) == "test").astype(np.int64)
-        n_test = len(test_idx)
-        if n_test in (0, len(paths)):
-            empty = "test" if n_test == 0 else "train"
-            raise DataError(
-                f"manifest {csv_path!r}: the split column marks no row as {empty!r}; mark some "
-                "rows, or drop the split column to let evoprune make the split"
-            )
+        test_idx = _marked_test_rows(csv_path, [(n, cell(r, _SPLIT).lower()) for n, r in rows])
     name = os.path.splitext(os.path.basename(csv_path))[0]
     logger.info("%s: %d images in %d classes%s", csv_path, len(paths), len(classes),
                 "" if test_idx is None else f", {len(test_idx)} marked test")
@@ -152,3 +128,38 @@ def _check_paths(csv_path: str, paths: list[str], as_written: list[str]) -> None
             f"manifest {csv_path!r} lists {len(dupes)} file(s) more than once: {listed(dupes)}; "
             "keep one row per image"
         )
+
+
+def _column_index(csv_path: str, header: list[str]) -> dict[str, int]:
+    """``{column name (lower case): position}``; DataError when path or label is missing."""
+    column = {name.strip().lower(): i for i, name in enumerate(header)}
+    missing = [c for c in _REQUIRED if c not in column]
+    if missing:
+        hint = ""
+        if len(header) == 1 and any(sep in header[0] for sep in ";\t"):
+            hint = " (the file looks separated by ';' or tabs: it must be comma-separated)"
+        raise DataError(
+            f"manifest {csv_path!r} lacks column(s) {', '.join(missing)}: found columns "
+            f"{', '.join(repr(h) for h in header)}{hint}; the header needs 'path' and 'label' "
+            "(and optionally 'split' with values train/test)"
+        )
+    return column
+
+
+def _marked_test_rows(csv_path: str, splits: list[tuple[int, str]]) -> np.ndarray:
+    """Positions of the rows whose split column says ``test``, from (line number, value)
+    pairs; every value must be train or test, and both must occur."""
+    bad = [f"{n} ({s!r})" for n, s in splits if s not in _SPLIT_VALUES]
+    if bad:
+        raise DataError(
+            f"manifest {csv_path!r}: the split column must be 'train' or 'test', but "
+            f"line(s) {listed(bad)} say otherwise; fix them or drop the split column"
+        )
+    test_idx = np.flatnonzero(np.asarray([s for _, s in splits]) == "test").astype(np.int64)
+    if len(test_idx) in (0, len(splits)):
+        empty = "test" if len(test_idx) == 0 else "train"
+        raise DataError(
+            f"manifest {csv_path!r}: the split column marks no row as {empty!r}; mark some "
+            "rows, or drop the split column to let evoprune make the split"
+        )
+    return test_idx
