@@ -97,22 +97,31 @@ def test_out_that_is_not_evoprunes_to_write_is_refused(faces_folder, feature_cac
     assert where != "inside_data" or not out.exists()
 
 
+def _interrupt_after(monkeypatch, n: int):
+    """Ctrl-C when the problem is asked for its (n + 1)-th evaluation; returns the real
+    method, to put back."""
+    from evoprune.problem import HeadProblem
+
+    real = HeadProblem.evaluate_one
+    calls = {"n": 0}
+
+    def interrupted(self, chrom):
+        calls["n"] += 1
+        if calls["n"] > n:
+            raise KeyboardInterrupt
+        return real(self, chrom)
+
+    monkeypatch.setattr(HeadProblem, "evaluate_one", interrupted)
+    return real
+
+
 def test_interrupting_a_resumed_run_during_its_replay_keeps_every_evaluation(
         faces_folder, feature_cache, tmp_path, monkeypatch):
     from evoprune.problem import HeadProblem
     from evoprune.runs import store
 
     out = tmp_path / "run"
-    real = HeadProblem.evaluate_one
-    calls = {"n": 0}
-
-    def stop_after_ten(self, chrom):
-        calls["n"] += 1
-        if calls["n"] > 10:
-            raise KeyboardInterrupt
-        return real(self, chrom)
-
-    monkeypatch.setattr(HeadProblem, "evaluate_one", stop_after_ten)
+    real = _interrupt_after(monkeypatch, 10)
     assert main(_args(faces_folder, feature_cache, out)) == 130
     rows = read_history(out / "history.csv")
     assert len(rows) == 10
@@ -144,16 +153,7 @@ def test_resumed_run_equals_an_uninterrupted_one(tiny_run, faces_folder, feature
     from evoprune.problem import HeadProblem
 
     out = tmp_path / "run"
-    real = HeadProblem.evaluate_one
-    calls = {"n": 0}
-
-    def stop(self, chrom):
-        calls["n"] += 1
-        if calls["n"] > 7:
-            raise KeyboardInterrupt
-        return real(self, chrom)
-
-    monkeypatch.setattr(HeadProblem, "evaluate_one", stop)
+    real = _interrupt_after(monkeypatch, 7)
     assert main(_args(faces_folder, feature_cache, out)) == 130
     monkeypatch.setattr(HeadProblem, "evaluate_one", real)
     assert main(_args(faces_folder, feature_cache, out)) == 0
