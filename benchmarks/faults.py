@@ -205,7 +205,7 @@ def history_rows(out: Path) -> int:
         return 0
 
 
-# --- the cases -------------------------------------------------------------------------------------
+# --- the cases ------------------------------------------------------------------------------------
 
 CASES: list[tuple[str, str, Callable[[Context], Outcome]]] = []
 
@@ -590,7 +590,7 @@ def ensemble_on_a_single_objective_run(ctx):
                         guard=[ctx.ref])
 
 
-# --- interrupts ------------------------------------------------------------------------------------
+# --- interrupts -----------------------------------------------------------------------------------
 
 def interrupted(ctx: Context, name: str, moments: list[tuple[Callable[[Path, str], bool], int]],
                 ref: Path | None = None, extra: tuple[str, ...] = (),
@@ -685,7 +685,7 @@ def sigkill_during_feature_extraction(ctx):
                        extra=("--limit", "60"), cache=cache)
 
 
-# --- setup and report ------------------------------------------------------------------------------
+# --- setup and report -----------------------------------------------------------------------------
 
 def write_faces(root: Path, small: Path, per_class_small: int = 12) -> None:
     """The 200 face / non-face crops of scikit-image as class folders, and a small copy."""

@@ -42,8 +42,8 @@ def format_run_table(result: dict) -> str:
     lines.append("")
     lines.append(f"{result['dataset']}: {result['n_train']} training / {result['n_test']} held-out "
                  f"images, {result['n_classes']} classes, backbone {result['backbone']}{leak}")
-    lines.append(f"fitness ({result['fitness_split']}) of the shipped mask: {result['fitness']:.4f}; "
-                 f"{result['evaluations']} evaluations")
+    lines.append(f"fitness ({result['fitness_split']}) of the shipped mask: "
+                 f"{result['fitness']:.4f}; {result['evaluations']} evaluations")
     lines.append(f"seconds: features {t['features']:.1f}"
                  f"{' (cached)' if result['features_cached'] else ''}, search {t['search']:.1f}, "
                  f"final training {t['final_training']:.1f} (+{t.get('reference_training', 0):.1f} "
