@@ -17,7 +17,6 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from evoprune.encodings import make_encoding
 from evoprune.model.head import feature_stats, predict_proba, train_head
 from evoprune.runs.config import (
-    DEFAULT_EVALUATIONS,
     default_evaluations,
     validate_estimator_params,
 )
@@ -29,7 +28,7 @@ from .errors import ConfigError, EvoPruneError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_EVALUATIONS", "EvoPruneClassifier", "default_evaluations", "load"]
+__all__ = ["EvoPruneClassifier", "default_evaluations", "load"]
 
 
 class EvoPruneClassifier(ClassifierMixin, BaseEstimator):

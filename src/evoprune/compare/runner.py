@@ -122,10 +122,10 @@ class CompareConfig:
 
 def finished_result(path: Path, cfg: RunConfig) -> dict | None:
     """result.json of ``path`` if it holds a finished run of exactly ``cfg``."""
-    from evoprune.runs.experiment import _portable_run  # the settings as the run saves them
+    from evoprune.runs.experiment import saved_settings
 
     saved = _read_json(path / "config.json")
-    if saved is None or saved.get("run") != _portable_run(cfg, path):
+    if saved is None or saved.get("run") != saved_settings(cfg, path):
         return None
     return _read_json(path / "result.json")
 

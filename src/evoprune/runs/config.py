@@ -33,9 +33,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from evoprune.errors import ConfigError
 
-#: The paper's budgets: 200 evaluations for one-layer encodings and FS, 300 for both layers.
-DEFAULT_EVALUATIONS = {"both": 300}
-
 #: Objectives a run can ask for, in their canonical order (columns of the objective matrix).
 OBJECTIVES = ("accuracy", "size", "ood")
 ALGORITHMS = ("auto", "ssga", "nsga2")

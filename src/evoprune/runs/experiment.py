@@ -177,7 +177,7 @@ def run_experiment(cfg: RunConfig, out: str | Path | None = None, *, progress: b
     cfg = cfg.validate()
     out = Path(out) if out is not None else default_out_dir(cfg)
     writer = RunWriter(out, overwrite)
-    run_doc = _portable_run(cfg, out)
+    run_doc = saved_settings(cfg, out)
     writer.check(run_doc, data_roots=_data_roots(cfg))
     data = prepared if prepared is not None else prepare_data(cfg, progress=progress,
                                                               cache_dir=cache_dir)
@@ -223,8 +223,9 @@ def _search(cfg: RunConfig, data: PreparedData, ood: OODData | None, known: dict
                       callbacks=[appender, show], known=known, classes=data.classes)
 
 
-def _portable_run(cfg: RunConfig, out: Path) -> dict:
-    """The settings as saved: the data path relative to the results folder when absolute."""
+def saved_settings(cfg: RunConfig, out: Path) -> dict:
+    """The settings as a run in ``out`` saves them in config.json: image sources (data, ood)
+    relative to the results folder."""
     doc = cfg.to_dict()
     for key, source in _image_sources(cfg).items():
         doc[key] = portable_path(source, out)
@@ -258,7 +259,7 @@ def _result(cfg: RunConfig, data: PreparedData, evolved: Evolved, final: FinalHe
     masks = enc.decode(mask)
     ref_params, ref_macs = dense_sizes(data.X.shape[1], enc.hidden, data.n_classes)
     return RunResult(
-        dataset=data.name, data=_portable_run(cfg, out)["data"], backbone=cfg.backbone,
+        dataset=data.name, data=saved_settings(cfg, out)["data"], backbone=cfg.backbone,
         feature_dim=int(data.X.shape[1]), encoding=cfg.encoding, hidden_size=cfg.hidden_size,
         trainer=cfg.trainer, fitness_split=cfg.fitness_split,
         leaked_test_set=cfg.fitness_split == "test", seed=cfg.seed, classes=data.classes,

@@ -113,9 +113,7 @@ class Evaluator:
         self.history: list[EvaluationRecord] = []
         self.F: list[np.ndarray] = []
         self.hits = 0
-        self.reused = 0
         self._best = 0
-        self._hv = None
         if problem.n_obj > 1:
             from evoprune.pareto import default_ref_point
 
@@ -147,11 +145,7 @@ class Evaluator:
             fresh = iter(self.executor.evaluate(self.problem, chromosomes[new]) if new else [])
             for i in todo:
                 key = chromosomes[i].tobytes()
-                if key in self.known:
-                    ev = self.known[key]
-                    self.reused += 1
-                else:
-                    ev = next(fresh)
+                ev = self.known[key] if key in self.known else next(fresh)
                 self.memory[key] = ev
                 self._record(chromosomes[i], ev, iteration)
         nan = np.full(self.problem.n_obj, np.nan)
