@@ -226,3 +226,30 @@ def test_fold_on_data_without_partitions_is_refused(faces_folder, feature_cache,
     with pytest.raises(ConfigError, match="--fold 2"):
         run_experiment(cfg, tmp_path / "run", progress=False, cache_dir=feature_cache)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("when", ["begin", "finish"])
+def test_an_unwritable_results_folder_gets_one_message(faces_folder, feature_cache, tmp_path,
+                                                       monkeypatch, caplog, when):
+    """Tests run as root, so a read-only folder is simulated: the store's writes fail."""
+    import errno
+
+    from evoprune.runs import store
+
+    def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    target = "atomic_write_json" if when == "begin" else "write_history"
+    if when == "finish":
+        real = store.RunWriter.finish
+
+        def finish(self, *args):
+            monkeypatch.setattr(store, target, denied)
+            return real(self, *args)
+
+        monkeypatch.setattr(store.RunWriter, "finish", finish)
+    else:
+        monkeypatch.setattr(store, target, denied)
+    out = tmp_path / "run"
+    assert main(_args(faces_folder, feature_cache, out)) == 2
+    assert f"cannot write the results folder {out}: Permission denied" in caplog.text

@@ -121,13 +121,18 @@ class CompareConfig:
 
 
 def finished_result(path: Path, cfg: RunConfig) -> dict | None:
-    """result.json of ``path`` if it holds a finished run of exactly ``cfg``."""
+    """result.json of ``path`` if it holds a finished run of exactly ``cfg`` (read through the
+    run store; a missing, unfinished or damaged folder is simply not finished)."""
     from evoprune.runs.experiment import saved_settings
+    from evoprune.runs.store import open_run
 
-    saved = _read_json(path / "config.json")
-    if saved is None or saved.get("run") != saved_settings(cfg, path):
+    try:
+        run = open_run(path)
+    except EvoPruneError:
         return None
-    return _read_json(path / "result.json")
+    if run.run_config != saved_settings(cfg, path):
+        return None
+    return run.result.to_dict()
 
 
 def finished_baselines(path: Path, settings: dict) -> dict | None:

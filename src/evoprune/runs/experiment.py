@@ -302,16 +302,17 @@ def _write_outputs(writer: RunWriter, cfg: RunConfig, data: PreparedData, evolve
     from evoprune.report import plot_convergence, plot_front, plot_hypervolume
 
     out = writer.out
-    save_head(final.head, out / HEAD_FILE)
-    save_head(final.reference, out / REFERENCE_HEAD_FILE)
     history = evolved.result.history
     title = f"{data.name} · {cfg.encoding} · {cfg.backbone} · seed {cfg.seed}"
-    plot_convergence(history, out / "convergence.png", title=title)
-    if final.front is not None:
-        write_front(out, final.front)
-        plot_front(history, final.front, final.reference_test_accuracy, out / "pareto.png",
-                   title=title)
-        plot_hypervolume(history, out / "hypervolume.png", title=title)
+    with writer.writing():
+        save_head(final.head, out / HEAD_FILE)
+        save_head(final.reference, out / REFERENCE_HEAD_FILE)
+        plot_convergence(history, out / "convergence.png", title=title)
+        if final.front is not None:
+            write_front(out, final.front)
+            plot_front(history, final.front, final.reference_test_accuracy,
+                       out / "pareto.png", title=title)
+            plot_hypervolume(history, out / "hypervolume.png", title=title)
     writer.finish(result, history, cfg.objectives)
 
 

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -531,18 +532,30 @@ class RunWriter:
                     log.info("resuming: %d evaluations are already in %s", len(records), hist)
         elif self.out.is_dir() and any(self.out.iterdir()) and self.overwrite:
             _move_aside(self.out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        for leftover in self.out.iterdir():  # unfinished writes of a killed run
-            if leftover.is_file() and _is_temporary(leftover.name):
-                leftover.unlink()
-        for name in RESULT_FILES:
-            (self.out / name).unlink(missing_ok=True)
-        atomic_write_json(cfg_file, config_doc)
-        return known_evaluations(records, objectives), HistoryAppender(hist, objectives,
-                                                                        records)
+        with self.writing():
+            self.out.mkdir(parents=True, exist_ok=True)
+            for leftover in self.out.iterdir():  # unfinished writes of a killed run
+                if leftover.is_file() and _is_temporary(leftover.name):
+                    leftover.unlink()
+            for name in RESULT_FILES:
+                (self.out / name).unlink(missing_ok=True)
+            atomic_write_json(cfg_file, config_doc)
+            appender = HistoryAppender(hist, objectives, records)
+        return known_evaluations(records, objectives), appender
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """An OSError while writing the folder (read-only, disk full...) as one message."""
+        try:
+            yield
+        except OSError as exc:
+            raise EvoPruneError(f"cannot write the results folder {self.out}: "
+                                f"{exc.strerror or exc}; give --out a folder you can write "
+                                "to") from None
 
     def finish(self, result: RunResult, history: Sequence[EvaluationRecord],
                objectives: Sequence[str]) -> None:
         """The complete history (atomically) and result.json, the last file written."""
-        write_history(self.out / HISTORY_FILE, history, objectives)
-        atomic_write_json(self.out / RESULT_FILE, result.to_dict())
+        with self.writing():
+            write_history(self.out / HISTORY_FILE, history, objectives)
+            atomic_write_json(self.out / RESULT_FILE, result.to_dict())
