@@ -33,8 +33,14 @@ def make_run(out: Path, quick: bool, limit: int | None, cache_dir: str | None) -
     """A small feature-selection run on ELPV (real images) in ``out``."""
     from evoprune.runs.experiment import RunConfig, run_experiment
 
-    cfg = RunConfig(data="elpv", encoding="fs", limit=limit or (200 if quick else 600),
-                    population=8 if quick else 20, evaluations=16 if quick else 60, seed=0)
+    cfg = RunConfig(
+        data="elpv",
+        encoding="fs",
+        limit=limit or (200 if quick else 600),
+        population=8 if quick else 20,
+        evaluations=16 if quick else 60,
+        seed=0,
+    )
     log.info("making a run: %s", cfg)
     run_experiment(cfg, out, progress=False, cache_dir=cache_dir)
     return out
@@ -79,15 +85,21 @@ def time_pair(sessions: dict, feed: dict, batch: int, rounds: int, target_s: flo
     per_image: dict[str, list[float]] = {name: [] for name in sessions}
     names = list(sessions)
     for r in range(rounds):
-        for name in (names if r % 2 == 0 else names[::-1]):
+        for name in names if r % 2 == 0 else names[::-1]:
             sess, n = sessions[name], calls[name]
             t0 = time.perf_counter()
             for _ in range(n):
                 sess.run(None, feed)
             per_image[name].append((time.perf_counter() - t0) / (n * batch))
-    return {name: {"median_s_per_image": statistics.median(v), "min_s_per_image": min(v),
-                   "rounds_s_per_image": v, "calls_per_block": calls[name]}
-            for name, v in per_image.items()}
+    return {
+        name: {
+            "median_s_per_image": statistics.median(v),
+            "min_s_per_image": min(v),
+            "rounds_s_per_image": v,
+            "calls_per_block": calls[name],
+        }
+        for name, v in per_image.items()
+    }
 
 
 def initializer_elements(path: Path) -> int:
@@ -111,8 +123,7 @@ def measure(run_dir: Path, work: Path, threads: int, rounds: int) -> dict:
     models: dict[str, dict] = {}
     for name, reference in variants.items():
         tag = "reference" if reference else "pruned"
-        head = export_model(run_dir, work / f"{tag}_head.onnx", reference=reference,
-                            head_only=True)
+        head = export_model(run_dir, work / f"{tag}_head.onnx", reference=reference, head_only=True)
         full = export_model(run_dir, work / f"{tag}_model.onnx", reference=reference)
         models[name] = {
             "head_params": head.metadata["head_params"],
@@ -123,14 +134,17 @@ def measure(run_dir: Path, work: Path, threads: int, rounds: int) -> dict:
             "model_onnx_bytes": full.path.stat().st_size,
             "model_onnx_initializer_elements": initializer_elements(full.path),
             "safetensors_bytes": run.head_path(reference).stat().st_size,
-            "_head": head.path, "_model": full.path,
+            "_head": head.path,
+            "_model": full.path,
         }
     images, paths = input_images(run, 32)
     clf = evoprune.load(run_dir)
     features = get_backbone(clf.backbone_).features(images)
     expected = clf.predict_proba(images)  # the library's own route from images
-    sessions = {kind: {name: session(m[f"_{kind}"], threads) for name, m in models.items()}
-                for kind in ("head", "model")}
+    sessions = {
+        kind: {name: session(m[f"_{kind}"], threads) for name, m in models.items()}
+        for kind in ("head", "model")
+    }
     got = sessions["model"]["pruned"].run(None, {"images": images})[0]
     agreement = float(np.abs(got - expected).max())
     latency = {}
@@ -138,25 +152,36 @@ def measure(run_dir: Path, work: Path, threads: int, rounds: int) -> dict:
         for batch in (1, 32):
             feed = {key: np.ascontiguousarray(inputs[:batch])}
             target = 0.05 if kind == "head" else 0.3
-            latency[f"{kind}_batch{batch}"] = time_pair(sessions[kind], feed, batch, rounds,
-                                                        target)
+            latency[f"{kind}_batch{batch}"] = time_pair(sessions[kind], feed, batch, rounds, target)
     for m in models.values():
         m.pop("_head"), m.pop("_model")
     r = run.result
     return {
-        "run": {"path": str(run_dir), "dataset": r.get("dataset"), "data": r.get("data"),
-                "n_images": r.get("n_images"), "backbone": r["backbone"],
-                "encoding": r["encoding"], "active_units": r.get("active_units"),
-                "total_units": r.get("total_units"), "test_accuracy": r.get("test_accuracy"),
-                "reference_test_accuracy": r.get("reference_test_accuracy")},
+        "run": {
+            "path": str(run_dir),
+            "dataset": r.get("dataset"),
+            "data": r.get("data"),
+            "n_images": r.get("n_images"),
+            "backbone": r["backbone"],
+            "encoding": r["encoding"],
+            "active_units": r.get("active_units"),
+            "total_units": r.get("total_units"),
+            "test_accuracy": r.get("test_accuracy"),
+            "reference_test_accuracy": r.get("reference_test_accuracy"),
+        },
         "models": models,
         "latency": latency,
         "onnx_vs_library_max_abs_diff": agreement,
         "input_images": len(paths),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpus": os.cpu_count(), "load_average": list(os.getloadavg()),
-                    "onnxruntime": ort.__version__, "torch": torch.__version__,
-                    "python": platform.python_version()},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+            "load_average": list(os.getloadavg()),
+            "onnxruntime": ort.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
         "settings": {"threads": threads, "rounds": rounds},
     }
 
@@ -167,9 +192,15 @@ def fmt_time(seconds: float) -> str:
 
 def table(res: dict) -> str:
     p, n = res["models"]["pruned"], res["models"]["not pruned"]
-    rows = [("", "pruned", "not pruned", "pruned / not"),
-            ("head layer sizes", "-".join(map(str, p["head_sizes"])),
-             "-".join(map(str, n["head_sizes"])), "")]
+    rows = [
+        ("", "pruned", "not pruned", "pruned / not"),
+        (
+            "head layer sizes",
+            "-".join(map(str, p["head_sizes"])),
+            "-".join(map(str, n["head_sizes"])),
+            "",
+        ),
+    ]
 
     def add(label, key):
         rows.append((label, f"{p[key]:,}", f"{n[key]:,}", f"{p[key] / n[key]:.3f}"))
@@ -179,41 +210,65 @@ def table(res: dict) -> str:
     add("head .safetensors (bytes)", "safetensors_bytes")
     add("head alone .onnx (bytes)", "head_onnx_bytes")
     add("full model .onnx (bytes)", "model_onnx_bytes")
-    labels = {"head_batch1": "head alone, batch 1", "head_batch32": "head alone, batch 32",
-              "model_batch1": "full model, batch 1", "model_batch32": "full model, batch 32"}
+    labels = {
+        "head_batch1": "head alone, batch 1",
+        "head_batch32": "head alone, batch 32",
+        "model_batch1": "full model, batch 1",
+        "model_batch32": "full model, batch 32",
+    }
     for key, label in labels.items():
         lp = res["latency"][key]["pruned"]["median_s_per_image"]
         ln = res["latency"][key]["not pruned"]["median_s_per_image"]
         rows.append((f"latency / image: {label}", fmt_time(lp), fmt_time(ln), f"{lp / ln:.3f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
-                       enumerate(zip(r, widths))) for r in rows]
+    lines = [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        for r in rows
+    ]
     lines.insert(1, "-" * len(lines[0]))
     run, m = res["run"], res["machine"]
-    acc = (f"held-out accuracy {run['test_accuracy']:.4f} pruned vs "
-           f"{run['reference_test_accuracy']:.4f} not pruned")
-    lines += ["", f"{run['dataset']} ({run['n_images']} images), {run['backbone']}, encoding "
-              f"{run['encoding']}, active units {run['active_units']}; {acc}",
-              f"onnxruntime {m['onnxruntime']}, {res['settings']['threads']} thread(s), "
-              f"median of {res['settings']['rounds']} alternating rounds, "
-              f"{res['input_images']} real images; {m['cpus']} CPUs, load average "
-              f"{m['load_average'][0]:.1f}",
-              f"ONNX full model vs library probabilities: max abs diff "
-              f"{res['onnx_vs_library_max_abs_diff']:.2e}"]
+    acc = (
+        f"held-out accuracy {run['test_accuracy']:.4f} pruned vs "
+        f"{run['reference_test_accuracy']:.4f} not pruned"
+    )
+    lines += [
+        "",
+        f"{run['dataset']} ({run['n_images']} images), {run['backbone']}, encoding "
+        f"{run['encoding']}, active units {run['active_units']}; {acc}",
+        f"onnxruntime {m['onnxruntime']}, {res['settings']['threads']} thread(s), "
+        f"median of {res['settings']['rounds']} alternating rounds, "
+        f"{res['input_images']} real images; {m['cpus']} CPUs, load average "
+        f"{m['load_average'][0]:.1f}",
+        f"ONNX full model vs library probabilities: max abs diff "
+        f"{res['onnx_vs_library_max_abs_diff']:.2e}",
+    ]
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", nargs="?", default=None,
-                        help="a folder written by 'evoprune run'; default: make a quick run")
+    parser.add_argument(
+        "run_dir",
+        nargs="?",
+        default=None,
+        help="a folder written by 'evoprune run'; default: make a quick run",
+    )
     parser.add_argument("--quick", action="store_true", help="smaller run and fewer rounds")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="ELPV images for the run it makes (default 600; 200 with --quick)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="onnxruntime intra-op threads (default 1: steadiest on a shared CPU)")
-    parser.add_argument("--rounds", type=int, default=None, help="timing rounds (default 7; 3 "
-                                                                 "with --quick)")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="ELPV images for the run it makes (default 600; 200 with --quick)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="onnxruntime intra-op threads (default 1: steadiest on a shared CPU)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="timing rounds (default 7; 3 with --quick)"
+    )
     parser.add_argument("--cache-dir", default=None, help="feature cache folder")
     parser.add_argument("--out", default=str(HERE / "export_results.json"))
     args = parser.parse_args(argv)
@@ -223,12 +278,16 @@ def main(argv=None) -> int:
     rounds = args.rounds or (3 if args.quick else 7)
     with tempfile.TemporaryDirectory(prefix="evoprune-export-bench-") as tmp:
         tmp = Path(tmp)
-        run_dir = Path(args.run_dir) if args.run_dir else make_run(tmp / "run", args.quick,
-                                                                   args.limit, args.cache_dir)
+        run_dir = (
+            Path(args.run_dir)
+            if args.run_dir
+            else make_run(tmp / "run", args.quick, args.limit, args.cache_dir)
+        )
         t0 = time.perf_counter()
         res = measure(run_dir, tmp, args.threads, rounds)
-        res["settings"].update(quick=args.quick, made_run=args.run_dir is None,
-                               seconds=time.perf_counter() - t0)
+        res["settings"].update(
+            quick=args.quick, made_run=args.run_dir is None, seconds=time.perf_counter() - t0
+        )
         if args.run_dir is None:
             res["run"]["path"] = "(temporary quick run on elpv)"
     atomic_write_json(args.out, res)

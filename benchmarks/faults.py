@@ -79,8 +79,9 @@ class Context:
     def __post_init__(self) -> None:
         self.faces, self.small = self.root / "faces", self.root / "small"
         self.cache = self.root / "cache"
-        self.ref, self.ref60, self.multi = (self.root / "refs" / n / "run"
-                                            for n in ("ref", "ref60", "multi"))
+        self.ref, self.ref60, self.multi = (
+            self.root / "refs" / n / "run" for n in ("ref", "ref60", "multi")
+        )
         self._n = 0
 
     def fresh(self, name: str) -> Path:
@@ -94,21 +95,50 @@ class Context:
 
 # --- running the command line ------------------------------------------------------------------
 
+
 def env() -> dict:
     """One thread everywhere, so floats agree between the reference and every rerun."""
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
 
 
 def cli(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", _MAIN, *map(str, args)], env=env(),
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", _MAIN, *map(str, args)],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
-def run_args(data: Path | str, out: Path, cache: Path, *extra: str, evaluations: int = EVALUATIONS,
-             population: int = 6) -> list[str]:
-    return ["run", "--data", str(data), "--encoding", "fs", "--population", str(population),
-            "--evaluations", str(evaluations), "--seed", "1", "--cache-dir", str(cache),
-            "--out", str(out), "--no-progress", *extra]
+def run_args(
+    data: Path | str,
+    out: Path,
+    cache: Path,
+    *extra: str,
+    evaluations: int = EVALUATIONS,
+    population: int = 6,
+) -> list[str]:
+    return [
+        "run",
+        "--data",
+        str(data),
+        "--encoding",
+        "fs",
+        "--population",
+        str(population),
+        "--evaluations",
+        str(evaluations),
+        "--seed",
+        "1",
+        "--cache-dir",
+        str(cache),
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def set_option(args: list[str], option: str, value: str) -> list[str]:
@@ -134,13 +164,15 @@ def clean_error(proc: subprocess.CompletedProcess) -> tuple[bool, str]:
     return False, f"exit {proc.returncode}; stderr tail: {proc.stderr[-800:]}"
 
 
-def kill_when(args: list[str], moment: Callable[[str], bool], sig: int, log_file: Path,
-              grace: float = 120.0) -> int | None:
+def kill_when(
+    args: list[str], moment: Callable[[str], bool], sig: int, log_file: Path, grace: float = 120.0
+) -> int | None:
     """Start ``evoprune args``, send ``sig`` as soon as ``moment(stderr so far)`` holds, and
     return its exit status; None when it ended by itself before the moment came."""
     with log_file.open("w") as err:
-        proc = subprocess.Popen([sys.executable, "-c", _MAIN, *args], env=env(),
-                                stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _MAIN, *args], env=env(), stdout=subprocess.DEVNULL, stderr=err
+        )
     try:
         deadline = time.monotonic() + TIMEOUT
         while not moment(log_file.read_text()):
@@ -157,10 +189,14 @@ def kill_when(args: list[str], moment: Callable[[str], bool], sig: int, log_file
 
 # --- comparing folders ---------------------------------------------------------------------------
 
+
 def snapshot(folder: Path) -> dict[str, str]:
     """sha256 of every file under ``folder`` by relative path."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def lost(before: dict[str, str], folder: Path) -> list[str]:
@@ -189,8 +225,11 @@ def leftovers(folder: Path) -> list[str]:
     """Temporary files of writes that never finished (ours and the safetensors library's)."""
     if not folder.is_dir():
         return []
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and (
-        p.name.endswith(".tmp") or p.name.startswith(".tmp")))
+    return sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.name.startswith(".") and (p.name.endswith(".tmp") or p.name.startswith(".tmp"))
+    )
 
 
 def copy_run(src: Path, dst: Path) -> Path:
@@ -214,6 +253,7 @@ def case(kind: str):
     def register(fn: Callable[[Context], Outcome]):
         CASES.append((fn.__name__, kind, fn))
         return fn
+
     return register
 
 
@@ -268,8 +308,9 @@ def another_limit_same_out(ctx):
 def out_is_a_file(ctx):
     path = ctx.fresh("out_is_a_file") / "results.txt"
     path.write_text("my notes\n")
-    return expect_error(ctx, "out_is_a_file", run_args(ctx.small, path, ctx.cache),
-                        guard=[path.parent])
+    return expect_error(
+        ctx, "out_is_a_file", run_args(ctx.small, path, ctx.cache), guard=[path.parent]
+    )
 
 
 @case("bad_input")
@@ -277,8 +318,9 @@ def out_inside_a_class_folder(ctx):
     data = ctx.fresh("out_inside_a_class_folder") / "data"
     shutil.copytree(ctx.small, data)
     out = data / "face" / "results"
-    return expect_error(ctx, "out_inside_a_class_folder", run_args(data, out, ctx.cache),
-                        guard=[data])
+    return expect_error(
+        ctx, "out_inside_a_class_folder", run_args(data, out, ctx.cache), guard=[data]
+    )
 
 
 @case("bad_input")
@@ -287,8 +329,9 @@ def out_is_a_folder_of_foreign_files(ctx):
     out.mkdir()
     (out / "history.csv").write_text("my own history\n")
     (out / "thesis.tex").write_text("\\documentclass{article}\n")
-    return expect_error(ctx, "out_is_a_folder_of_foreign_files",
-                        run_args(ctx.small, out, ctx.cache), guard=[out])
+    return expect_error(
+        ctx, "out_is_a_folder_of_foreign_files", run_args(ctx.small, out, ctx.cache), guard=[out]
+    )
 
 
 def damaged_cache(ctx: Context, name: str, damage: Callable[[Path], None]) -> Outcome:
@@ -300,18 +343,25 @@ def damaged_cache(ctx: Context, name: str, damage: Callable[[Path], None]) -> Ou
     damage(cache / f"{key}.npz")
     out = base / "run"
     proc = cli(*run_args(ctx.faces, out, cache, "--limit", "60"))
-    warned = any(line.startswith("WARNING") and "damaged" in line
-                 for line in proc.stderr.splitlines())
+    warned = any(
+        line.startswith("WARNING") and "damaged" in line for line in proc.stderr.splitlines()
+    )
     if proc.returncode != 0 or "Traceback" in proc.stderr:
         return Outcome(name, "bad_input", detail=f"exit {proc.returncode}: {proc.stderr[-800:]}")
     diff = differences(out, ctx.ref60)
-    return Outcome(name, "bad_input", handled=warned and not diff, wrong_result=bool(diff),
-                   detail=("warned; " if warned else "NO warning; ")
-                   + (f"differs: {', '.join(diff)}" if diff else "result identical"))
+    return Outcome(
+        name,
+        "bad_input",
+        handled=warned and not diff,
+        wrong_result=bool(diff),
+        detail=("warned; " if warned else "NO warning; ")
+        + (f"differs: {', '.join(diff)}" if diff else "result identical"),
+    )
 
 
-def _rewrite_npz(path: Path, change: Callable[[np.ndarray], np.ndarray],
-                 fix_checksum: bool = False) -> None:
+def _rewrite_npz(
+    path: Path, change: Callable[[np.ndarray], np.ndarray], fix_checksum: bool = False
+) -> None:
     with np.load(path, allow_pickle=False) as archive:
         header = json.loads(str(archive["header"][()]))
         X = change(archive["features"].copy())
@@ -349,8 +399,11 @@ def cache_flipped_bytes(ctx):
 
 @case("bad_input")
 def cache_nan_with_a_matching_checksum(ctx):
-    return damaged_cache(ctx, "cache_nan_with_a_matching_checksum",
-                         lambda p: _rewrite_npz(p, _nan, fix_checksum=True))
+    return damaged_cache(
+        ctx,
+        "cache_nan_with_a_matching_checksum",
+        lambda p: _rewrite_npz(p, _nan, fix_checksum=True),
+    )
 
 
 @case("bad_input")
@@ -365,8 +418,9 @@ def cache_permuted_rows(ctx):
 
 @case("bad_input")
 def cache_truncated(ctx):
-    return damaged_cache(ctx, "cache_truncated",
-                         lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]))
+    return damaged_cache(
+        ctx, "cache_truncated", lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    )
 
 
 def small_copy(ctx: Context, name: str) -> Path:
@@ -380,8 +434,9 @@ def symlink_loop_class_folder(ctx):
     """A class folder that is a symbolic link to itself."""
     data = small_copy(ctx, "symlink_loop_class_folder")
     (data / "loop").symlink_to(data / "loop", target_is_directory=True)
-    return expect_error(ctx, "symlink_loop_class_folder",
-                        run_args(data, data.parent / "run", ctx.cache))
+    return expect_error(
+        ctx, "symlink_loop_class_folder", run_args(data, data.parent / "run", ctx.cache)
+    )
 
 
 @case("bad_input")
@@ -392,11 +447,16 @@ def symlink_to_the_parent_inside_a_class_folder(ctx):
     (data / "face" / "up").symlink_to(data, target_is_directory=True)
     proc = cli(*run_args(data, data.parent / "run", ctx.cache, evaluations=4, population=4))
     if proc.returncode == 0 and "Traceback" not in proc.stderr:
-        return Outcome("symlink_to_the_parent_inside_a_class_folder", "bad_input", handled=True,
-                       detail="ignored: the run finished")
+        return Outcome(
+            "symlink_to_the_parent_inside_a_class_folder",
+            "bad_input",
+            handled=True,
+            detail="ignored: the run finished",
+        )
     ok, detail = clean_error(proc)
-    return Outcome("symlink_to_the_parent_inside_a_class_folder", "bad_input", handled=ok,
-                   detail=detail)
+    return Outcome(
+        "symlink_to_the_parent_inside_a_class_folder", "bad_input", handled=ok, detail=detail
+    )
 
 
 @case("bad_input")
@@ -410,15 +470,17 @@ def symlink_loop_file(ctx):
 @case("bad_input")
 def seed_minus_1(ctx):
     out = ctx.fresh("seed_minus_1") / "run"
-    return expect_error(ctx, "seed_minus_1",
-                        set_option(run_args(ctx.small, out, ctx.cache), "--seed", "-1"))
+    return expect_error(
+        ctx, "seed_minus_1", set_option(run_args(ctx.small, out, ctx.cache), "--seed", "-1")
+    )
 
 
 @case("bad_input")
 def seed_2_pow_64(ctx):
     out = ctx.fresh("seed_2_pow_64") / "run"
-    return expect_error(ctx, "seed_2_pow_64",
-                        set_option(run_args(ctx.small, out, ctx.cache), "--seed", str(2 ** 64)))
+    return expect_error(
+        ctx, "seed_2_pow_64", set_option(run_args(ctx.small, out, ctx.cache), "--seed", str(2**64))
+    )
 
 
 @case("bad_input")
@@ -427,35 +489,48 @@ def out_under_a_regular_file(ctx):
     permission bits, a file in the path cannot be worked around)."""
     base = ctx.fresh("out_under_a_regular_file")
     (base / "file").write_text("x")
-    return expect_error(ctx, "out_under_a_regular_file",
-                        run_args(ctx.small, base / "file" / "run", ctx.cache), guard=[base])
+    return expect_error(
+        ctx,
+        "out_under_a_regular_file",
+        run_args(ctx.small, base / "file" / "run", ctx.cache),
+        guard=[base],
+    )
 
 
 @case("bad_input")
 def predict_csv_is_a_folder(ctx):
     base = ctx.fresh("predict_csv_is_a_folder")
     (base / "folder").mkdir()
-    return expect_error(ctx, "predict_csv_is_a_folder",
-                        ["predict", ctx.ref, ctx.small / "face", "--csv", base / "folder",
-                         "--no-progress"], guard=[ctx.ref])
+    return expect_error(
+        ctx,
+        "predict_csv_is_a_folder",
+        ["predict", ctx.ref, ctx.small / "face", "--csv", base / "folder", "--no-progress"],
+        guard=[ctx.ref],
+    )
 
 
 @case("bad_input")
 def predict_csv_under_a_file(ctx):
     base = ctx.fresh("predict_csv_under_a_file")
     (base / "file").write_text("x")
-    return expect_error(ctx, "predict_csv_under_a_file",
-                        ["predict", ctx.ref, ctx.small / "face", "--csv",
-                         base / "file" / "p.csv", "--no-progress"], guard=[ctx.ref])
+    return expect_error(
+        ctx,
+        "predict_csv_under_a_file",
+        ["predict", ctx.ref, ctx.small / "face", "--csv", base / "file" / "p.csv", "--no-progress"],
+        guard=[ctx.ref],
+    )
 
 
 @case("bad_input")
 def export_out_under_a_file(ctx):
     base = ctx.fresh("export_out_under_a_file")
     (base / "file").write_text("x")
-    return expect_error(ctx, "export_out_under_a_file",
-                        ["export", ctx.ref, "--out", base / "file" / "model.onnx"],
-                        guard=[ctx.ref])
+    return expect_error(
+        ctx,
+        "export_out_under_a_file",
+        ["export", ctx.ref, "--out", base / "file" / "model.onnx"],
+        guard=[ctx.ref],
+    )
 
 
 @case("bad_input")
@@ -470,8 +545,9 @@ def show_null_accuracy(ctx):
 @case("bad_input")
 def evaluations_0(ctx):
     out = ctx.fresh("evaluations_0") / "run"
-    return expect_error(ctx, "evaluations_0",
-                        set_option(run_args(ctx.small, out, ctx.cache), "--evaluations", "0"))
+    return expect_error(
+        ctx, "evaluations_0", set_option(run_args(ctx.small, out, ctx.cache), "--evaluations", "0")
+    )
 
 
 @case("bad_input")
@@ -483,8 +559,9 @@ def limit_0(ctx):
 @case("bad_input")
 def fold_3_without_partitions(ctx):
     out = ctx.fresh("fold_3_without_partitions") / "run"
-    return expect_error(ctx, "fold_3_without_partitions",
-                        run_args(ctx.small, out, ctx.cache, "--fold", "3"))
+    return expect_error(
+        ctx, "fold_3_without_partitions", run_args(ctx.small, out, ctx.cache, "--fold", "3")
+    )
 
 
 @case("bad_input")
@@ -501,11 +578,16 @@ def class_folders_differ_in_case(ctx):
     for p in sorted((data / "face").iterdir())[:6]:
         p.rename(data / "Face" / p.name)
     proc = cli(*run_args(data, data.parent / "run", ctx.cache, evaluations=6, population=4))
-    warned = [line for line in proc.stderr.splitlines()
-              if line.startswith("WARNING") and "case" in line]
+    warned = [
+        line for line in proc.stderr.splitlines() if line.startswith("WARNING") and "case" in line
+    ]
     ok = proc.returncode == 0 and bool(warned) and "Traceback" not in proc.stderr
-    return Outcome("class_folders_differ_in_case", "bad_input", handled=ok,
-                   detail=warned[0] if ok else f"exit {proc.returncode}: {proc.stderr[-800:]}")
+    return Outcome(
+        "class_folders_differ_in_case",
+        "bad_input",
+        handled=ok,
+        detail=warned[0] if ok else f"exit {proc.returncode}: {proc.stderr[-800:]}",
+    )
 
 
 @case("bad_input")
@@ -525,8 +607,12 @@ def swapped_head_files_export(ctx):
     head.rename(tmp)
     ref.rename(head)
     tmp.rename(ref)
-    return expect_error(ctx, "swapped_head_files_export",
-                        ["export", out, "--out", out.parent / "model.onnx"], guard=[out])
+    return expect_error(
+        ctx,
+        "swapped_head_files_export",
+        ["export", out, "--out", out.parent / "model.onnx"],
+        guard=[out],
+    )
 
 
 @case("bad_input")
@@ -545,8 +631,9 @@ def csv_unclosed_quote(ctx):
         rows += [f"{p},{cls}" for p in sorted((ctx.small / cls).iterdir())]
     rows[7] = f'"{rows[7]}'  # line 8 opens a quote that never closes
     (base / "manifest" / "data.csv").write_text("\n".join(rows) + "\n")
-    out = expect_error(ctx, "csv_unclosed_quote",
-                       run_args(base / "manifest" / "data.csv", base / "run", ctx.cache))
+    out = expect_error(
+        ctx, "csv_unclosed_quote", run_args(base / "manifest" / "data.csv", base / "run", ctx.cache)
+    )
     if out.handled and "line 8" not in out.detail:
         out.handled = False
         out.detail = "names the wrong line (expected line 8): " + out.detail
@@ -556,45 +643,66 @@ def csv_unclosed_quote(ctx):
 @case("bad_input")
 def unknown_objective(ctx):
     out = ctx.fresh("unknown_objective") / "run"
-    return expect_error(ctx, "unknown_objective",
-                        run_args(ctx.small, out, ctx.cache, "--objectives", "accuracy,speed"))
+    return expect_error(
+        ctx,
+        "unknown_objective",
+        run_args(ctx.small, out, ctx.cache, "--objectives", "accuracy,speed"),
+    )
 
 
 @case("bad_input")
 def ood_objective_without_ood(ctx):
     out = ctx.fresh("ood_objective_without_ood") / "run"
-    return expect_error(ctx, "ood_objective_without_ood",
-                        run_args(ctx.small, out, ctx.cache, "--objectives", "accuracy,ood"))
+    return expect_error(
+        ctx,
+        "ood_objective_without_ood",
+        run_args(ctx.small, out, ctx.cache, "--objectives", "accuracy,ood"),
+    )
 
 
 @case("bad_input")
 def select_on_a_single_objective_run(ctx):
     out = ctx.fresh("select_on_a_single_objective_run") / "run"
-    return expect_error(ctx, "select_on_a_single_objective_run",
-                        run_args(ctx.small, out, ctx.cache, "--select", "knee"))
+    return expect_error(
+        ctx,
+        "select_on_a_single_objective_run",
+        run_args(ctx.small, out, ctx.cache, "--select", "knee"),
+    )
 
 
 @case("bad_input")
 def ensemble_members_over_the_front(ctx):
     out = copy_run(ctx.multi, ctx.fresh("ensemble_members_over_the_front") / "run")
     front = len(json.loads((out / "result.json").read_text())["front"])
-    return expect_error(ctx, "ensemble_members_over_the_front",
-                        ["ensemble", out, "--members", str(front + 5), "--cache-dir", ctx.cache,
-                         "--no-progress"], guard=[out])
+    return expect_error(
+        ctx,
+        "ensemble_members_over_the_front",
+        ["ensemble", out, "--members", str(front + 5), "--cache-dir", ctx.cache, "--no-progress"],
+        guard=[out],
+    )
 
 
 @case("bad_input")
 def ensemble_on_a_single_objective_run(ctx):
-    return expect_error(ctx, "ensemble_on_a_single_objective_run",
-                        ["ensemble", ctx.ref, "--cache-dir", ctx.cache, "--no-progress"],
-                        guard=[ctx.ref])
+    return expect_error(
+        ctx,
+        "ensemble_on_a_single_objective_run",
+        ["ensemble", ctx.ref, "--cache-dir", ctx.cache, "--no-progress"],
+        guard=[ctx.ref],
+    )
 
 
 # --- interrupts -----------------------------------------------------------------------------------
 
-def interrupted(ctx: Context, name: str, moments: list[tuple[Callable[[Path, str], bool], int]],
-                ref: Path | None = None, extra: tuple[str, ...] = (),
-                cache: Path | None = None) -> Outcome:
+
+def interrupted(
+    ctx: Context,
+    name: str,
+    moments: list[tuple[Callable[[Path, str], bool], int]],
+    ref: Path | None = None,
+    extra: tuple[str, ...] = (),
+    cache: Path | None = None,
+) -> Outcome:
     """Start the reference's command and interrupt it at each of ``moments`` in turn (each a
     rerun of the same command), then run it to completion and compare with ``ref``."""
     ref = ref or ctx.ref
@@ -608,18 +716,32 @@ def interrupted(ctx: Context, name: str, moments: list[tuple[Callable[[Path, str
         if rows < rows_before:
             loss.append(f"history fell from {rows_before} to {rows} rows")
         rows_before = rows
-        notes.append(f"{signal.Signals(sig).name}: " + (
-            "finished before the moment" if status is None else f"exit {status}, {rows} rows"))
+        notes.append(
+            f"{signal.Signals(sig).name}: "
+            + ("finished before the moment" if status is None else f"exit {status}, {rows} rows")
+        )
     proc = cli(*args)
     if proc.returncode != 0 or "Traceback" in proc.stderr:
-        return Outcome(name, "interrupt", data_loss=bool(loss), detail="; ".join(
-            notes + loss + [f"rerun exit {proc.returncode}: {proc.stderr[-600:]}"]))
+        return Outcome(
+            name,
+            "interrupt",
+            data_loss=bool(loss),
+            detail="; ".join(
+                notes + loss + [f"rerun exit {proc.returncode}: {proc.stderr[-600:]}"]
+            ),
+        )
     diff, temps = differences(out, ref), leftovers(out)
     notes += [f"rerun differs: {', '.join(diff)}" if diff else "rerun identical"]
     if temps:
         notes.append(f"temporary files left: {', '.join(temps)}")
-    return Outcome(name, "interrupt", handled=not diff and not temps and not loss,
-                   data_loss=bool(loss), wrong_result=bool(diff), detail="; ".join(notes + loss))
+    return Outcome(
+        name,
+        "interrupt",
+        handled=not diff and not temps and not loss,
+        data_loss=bool(loss),
+        wrong_result=bool(diff),
+        detail="; ".join(notes + loss),
+    )
 
 
 def at_rows(k: int):
@@ -637,6 +759,7 @@ def extracting(delay: float):
         if "Feature cache miss" not in text:
             return False
         return time.monotonic() - started.setdefault("t", time.monotonic()) >= delay
+
     return moment
 
 
@@ -666,26 +789,38 @@ def sigkill_during_final_writing(ctx):
 
 @case("interrupt")
 def sigint_during_a_resumed_replay(ctx):
-    return interrupted(ctx, "sigint_during_a_resumed_replay",
-                       [(at_rows(8), signal.SIGKILL), (replaying, signal.SIGINT)])
+    return interrupted(
+        ctx,
+        "sigint_during_a_resumed_replay",
+        [(at_rows(8), signal.SIGKILL), (replaying, signal.SIGINT)],
+    )
 
 
 @case("interrupt")
 def sigkill_twice_in_the_search(ctx):
-    return interrupted(ctx, "sigkill_twice_in_the_search",
-                       [(at_rows(3), signal.SIGKILL), (at_rows(9), signal.SIGKILL)])
+    return interrupted(
+        ctx,
+        "sigkill_twice_in_the_search",
+        [(at_rows(3), signal.SIGKILL), (at_rows(9), signal.SIGKILL)],
+    )
 
 
 @case("interrupt")
 def sigkill_during_feature_extraction(ctx):
     """A fresh cache, killed while the --limit 60 run extracts its features."""
     cache = ctx.fresh("empty_cache")
-    return interrupted(ctx, "sigkill_during_feature_extraction",
-                       [(extracting(0.5), signal.SIGKILL)], ref=ctx.ref60,
-                       extra=("--limit", "60"), cache=cache)
+    return interrupted(
+        ctx,
+        "sigkill_during_feature_extraction",
+        [(extracting(0.5), signal.SIGKILL)],
+        ref=ctx.ref60,
+        extra=("--limit", "60"),
+        cache=cache,
+    )
 
 
 # --- setup and report -----------------------------------------------------------------------------
+
 
 def write_faces(root: Path, small: Path, per_class_small: int = 12) -> None:
     """The 200 face / non-face crops of scikit-image as class folders, and a small copy."""
@@ -703,8 +838,11 @@ def write_faces(root: Path, small: Path, per_class_small: int = 12) -> None:
 
 def prepare(ctx: Context) -> None:
     write_faces(ctx.faces, ctx.small)
-    for out, extra in ((ctx.ref, ()), (ctx.ref60, ("--limit", "60")),
-                       (ctx.multi, ("--objectives", "accuracy,size"))):
+    for out, extra in (
+        (ctx.ref, ()),
+        (ctx.ref60, ("--limit", "60")),
+        (ctx.multi, ("--objectives", "accuracy,size")),
+    ):
         proc = cli(*run_args(ctx.faces, out, ctx.cache, *extra))
         if proc.returncode != 0:
             raise SystemExit(f"reference run {out.name} failed:\n{proc.stderr[-3000:]}")
@@ -715,18 +853,28 @@ def prepare(ctx: Context) -> None:
 def summarise(outcomes: list[Outcome]) -> dict:
     bad = [o for o in outcomes if o.kind == "bad_input"]
     intr = [o for o in outcomes if o.kind == "interrupt"]
-    return {"bad_input_kinds_tried": len(bad),
-            "bad_input_handled_cleanly": sum(o.handled for o in bad),
-            "interrupts_tried": len(intr),
-            "interrupts_resumed_identically": sum(o.handled for o in intr),
-            "data_loss_cases": sum(o.data_loss for o in outcomes),
-            "wrong_result_cases": sum(o.wrong_result for o in outcomes)}
+    return {
+        "bad_input_kinds_tried": len(bad),
+        "bad_input_handled_cleanly": sum(o.handled for o in bad),
+        "interrupts_tried": len(intr),
+        "interrupts_resumed_identically": sum(o.handled for o in intr),
+        "data_loss_cases": sum(o.data_loss for o in outcomes),
+        "wrong_result_cases": sum(o.wrong_result for o in outcomes),
+    }
 
 
 def table(outcomes: list[Outcome]) -> str:
     rows = [("case", "kind", "ok", "loss", "wrong", "s")] + [
-        (o.name, o.kind, "yes" if o.handled else "NO", "LOSS" if o.data_loss else "",
-         "WRONG" if o.wrong_result else "", f"{o.seconds:.0f}") for o in outcomes]
+        (
+            o.name,
+            o.kind,
+            "yes" if o.handled else "NO",
+            "LOSS" if o.data_loss else "",
+            "WRONG" if o.wrong_result else "",
+            f"{o.seconds:.0f}",
+        )
+        for o in outcomes
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "-" * len(lines[0]))
@@ -762,14 +910,20 @@ def main(argv: list[str] | None = None) -> int:
             outcomes.append(outcome)
     summary = summarise(outcomes)
     sys.stdout.write(table(outcomes) + "\n\n" + json.dumps(summary, indent=2) + "\n")
-    atomic_write_json(args.out, {
-        "summary": summary,
-        "targets": {"data_loss_cases": 0, "wrong_result_cases": 0},
-        "cases": [asdict(o) for o in outcomes],
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                    "threads_per_run": 1},
-        "seconds": round(time.perf_counter() - start, 1),
-    })
+    atomic_write_json(
+        args.out,
+        {
+            "summary": summary,
+            "targets": {"data_loss_cases": 0, "wrong_result_cases": 0},
+            "cases": [asdict(o) for o in outcomes],
+            "machine": {
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "threads_per_run": 1,
+            },
+            "seconds": round(time.perf_counter() - start, 1),
+        },
+    )
     return 0
 
 

@@ -55,41 +55,53 @@ def search_hypervolume(run_dir: Path) -> float:
 def smallest_within(result: dict, points: float = 1.0) -> float:
     """Active fraction of the smallest front head whose held-out accuracy is within ``points``
     of the not-pruned head's (1.0 when none is)."""
-    ok = [m["active_fraction"] for m in result["front"]
-          if m["test_accuracy"] >= result["reference_test_accuracy"] - points / 100 - 1e-9]
+    ok = [
+        m["active_fraction"]
+        for m in result["front"]
+        if m["test_accuracy"] >= result["reference_test_accuracy"] - points / 100 - 1e-9
+    ]
     return min(ok, default=1.0)
 
 
 def one_seed(base: RunConfig, seed: int, root: Path, members: int, cache_dir) -> dict:
     out = {}
     for algorithm, objectives in (("ssga", ("accuracy",)), ("nsga2", ("accuracy", "size"))):
-        cfg = RunConfig(**{**base.to_dict(), "seed": seed, "algorithm": algorithm,
-                           "objectives": objectives})
+        cfg = RunConfig(
+            **{**base.to_dict(), "seed": seed, "algorithm": algorithm, "objectives": objectives}
+        )
         run_dir = root / f"{algorithm}_s{seed}"
         t0 = time.perf_counter()
         result = run_experiment(cfg, run_dir, progress=False, cache_dir=cache_dir)
-        out[algorithm] = {"seconds": time.perf_counter() - t0, "result": result,
-                          "hypervolume": search_hypervolume(run_dir), "dir": run_dir}
+        out[algorithm] = {
+            "seconds": time.perf_counter() - t0,
+            "result": result,
+            "hypervolume": search_hypervolume(run_dir),
+            "dir": run_dir,
+        }
     mo = out["nsga2"]["result"]
     k = min(members, len(mo["front"]))
     ens = build_ensemble(out["nsga2"]["dir"], k, "soft", cache_dir=cache_dir, progress=False)
     so = out["ssga"]["result"]
     row = {
         "seed": seed,
-        "ssga_test_accuracy": so["test_accuracy"], "ssga_active_fraction": so["active_fraction"],
+        "ssga_test_accuracy": so["test_accuracy"],
+        "ssga_active_fraction": so["active_fraction"],
         "not_pruned_test_accuracy": mo["reference_test_accuracy"],
         "front_size": len(mo["front"]),
         "smallest_within_1pt_active_fraction": smallest_within(mo),
         "selected_active_fraction": mo["active_fraction"],
         "selected_test_accuracy": mo["test_accuracy"],
-        "ensemble_members": ens["members"], "ensemble_test_accuracy": ens["test_accuracy"],
+        "ensemble_members": ens["members"],
+        "ensemble_test_accuracy": ens["test_accuracy"],
         "best_single_front_test_accuracy": ens["best_single_test_accuracy"],
         "nsga2_hypervolume": out["nsga2"]["hypervolume"],
         "ssga_hypervolume": out["ssga"]["hypervolume"],
-        "nsga2_seconds": out["nsga2"]["seconds"], "ssga_seconds": out["ssga"]["seconds"],
+        "nsga2_seconds": out["nsga2"]["seconds"],
+        "ssga_seconds": out["ssga"]["seconds"],
     }
-    log.info("seed %d: %s", seed, json.dumps({k: v for k, v in row.items()
-                                               if not isinstance(v, list)}))
+    log.info(
+        "seed %d: %s", seed, json.dumps({k: v for k, v in row.items() if not isinstance(v, list)})
+    )
     return row
 
 
@@ -97,14 +109,16 @@ def summarise(rows: list[dict]) -> dict:
     mean = statistics.fmean
     return {
         "smallest_within_1pt_active_fraction": statistics.median(
-            r["smallest_within_1pt_active_fraction"] for r in rows),
+            r["smallest_within_1pt_active_fraction"] for r in rows
+        ),
         "selected_active_fraction": mean(r["selected_active_fraction"] for r in rows),
-        "selected_vs_not_pruned_accuracy_delta": 100 * mean(
-            r["selected_test_accuracy"] - r["not_pruned_test_accuracy"] for r in rows),
+        "selected_vs_not_pruned_accuracy_delta": 100
+        * mean(r["selected_test_accuracy"] - r["not_pruned_test_accuracy"] for r in rows),
         "ensemble_vs_best_single_wins": sum(
-            r["ensemble_test_accuracy"] > r["best_single_front_test_accuracy"] for r in rows),
-        "ensemble_vs_not_pruned_accuracy_delta": 100 * mean(
-            r["ensemble_test_accuracy"] - r["not_pruned_test_accuracy"] for r in rows),
+            r["ensemble_test_accuracy"] > r["best_single_front_test_accuracy"] for r in rows
+        ),
+        "ensemble_vs_not_pruned_accuracy_delta": 100
+        * mean(r["ensemble_test_accuracy"] - r["not_pruned_test_accuracy"] for r in rows),
         "nsga2_vs_ssga_hypervolume_ratio": mean(r["nsga2_hypervolume"] for r in rows)
         / mean(r["ssga_hypervolume"] for r in rows),
         "mo_vs_so_seconds_ratio": sum(r["nsga2_seconds"] for r in rows)
@@ -113,18 +127,24 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def ood_run(base: RunConfig, seed: int, root: Path, ood: str, cache_dir) -> dict:
-    cfg = RunConfig(**{**base.to_dict(), "seed": seed, "objectives": ("accuracy", "size", "ood"),
-                       "ood": ood})
+    cfg = RunConfig(
+        **{**base.to_dict(), "seed": seed, "objectives": ("accuracy", "size", "ood"), "ood": ood}
+    )
     t0 = time.perf_counter()
     r = run_experiment(cfg, root / f"ood_{ood}_s{seed}", progress=False, cache_dir=cache_dir)
-    return {"ood_set": ood, "seed": seed, "seconds": time.perf_counter() - t0,
-            "ood_auroc_selected": r["test_auroc"], "ood_auroc_not_pruned":
-            r["reference_test_auroc"], "ood_fpr95_selected": r["test_fpr95"],
-            "ood_fpr95_not_pruned": r["reference_test_fpr95"],
-            "selected_active_fraction": r["active_fraction"],
-            "selected_test_accuracy": r["test_accuracy"],
-            "not_pruned_test_accuracy": r["reference_test_accuracy"],
-            "front_size": len(r["front"])}
+    return {
+        "ood_set": ood,
+        "seed": seed,
+        "seconds": time.perf_counter() - t0,
+        "ood_auroc_selected": r["test_auroc"],
+        "ood_auroc_not_pruned": r["reference_test_auroc"],
+        "ood_fpr95_selected": r["test_fpr95"],
+        "ood_fpr95_not_pruned": r["reference_test_fpr95"],
+        "selected_active_fraction": r["active_fraction"],
+        "selected_test_accuracy": r["test_accuracy"],
+        "not_pruned_test_accuracy": r["reference_test_accuracy"],
+        "front_size": len(r["front"]),
+    }
 
 
 def main(argv=None) -> int:
@@ -138,32 +158,43 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--out", default=str(HERE / "multiobjective.json"))
-    p.add_argument("--keep", default=None, metavar="DIR",
-                   help="keep the run folders in DIR (default: a temporary folder)")
+    p.add_argument(
+        "--keep",
+        default=None,
+        metavar="DIR",
+        help="keep the run folders in DIR (default: a temporary folder)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("evoprune").setLevel(logging.WARNING)
-    base = RunConfig(data=args.data, encoding=args.encoding, evaluations=args.evaluations,
-                     limit=args.limit)
+    base = RunConfig(
+        data=args.data, encoding=args.encoding, evaluations=args.evaluations, limit=args.limit
+    )
     t0 = time.perf_counter()
     prepare_data(base.validate(), progress=False, cache_dir=args.cache_dir)  # features cached
     with tempfile.TemporaryDirectory(prefix="evoprune-mo-bench-") as tmp:
         root = Path(args.keep or tmp)
-        rows = [one_seed(base, s, root, args.members, args.cache_dir)
-                for s in range(args.seeds)]
+        rows = [one_seed(base, s, root, args.members, args.cache_dir) for s in range(args.seeds)]
         ood = ood_run(base, 0, root, args.ood, args.cache_dir)
     summary = summarise(rows)
     summary["ood_auroc_selected"] = ood["ood_auroc_selected"]
     summary["ood_auroc_not_pruned"] = ood["ood_auroc_not_pruned"]
-    met = {k: (summary[k] <= t if op == "<=" else summary[k] >= t)
-           for k, (op, t) in TARGETS.items()}
-    met["ood_auroc_selected_vs_not_pruned"] = (summary["ood_auroc_selected"]
-                                               >= summary["ood_auroc_not_pruned"])
-    doc = {**summary, "targets": {k: f"{op} {t}" for k, (op, t) in TARGETS.items()},
-           "met": met, "per_seed": rows, "ood_run": ood,
-           "settings": {**base.to_dict(), "seeds": args.seeds, "members": args.members},
-           "machine": {"platform": platform.platform(), "python": sys.version.split()[0]},
-           "wall_seconds": time.perf_counter() - t0}
+    met = {
+        k: (summary[k] <= t if op == "<=" else summary[k] >= t) for k, (op, t) in TARGETS.items()
+    }
+    met["ood_auroc_selected_vs_not_pruned"] = (
+        summary["ood_auroc_selected"] >= summary["ood_auroc_not_pruned"]
+    )
+    doc = {
+        **summary,
+        "targets": {k: f"{op} {t}" for k, (op, t) in TARGETS.items()},
+        "met": met,
+        "per_seed": rows,
+        "ood_run": ood,
+        "settings": {**base.to_dict(), "seeds": args.seeds, "members": args.members},
+        "machine": {"platform": platform.platform(), "python": sys.version.split()[0]},
+        "wall_seconds": time.perf_counter() - t0,
+    }
     atomic_write_json(args.out, doc)
     width = max(map(len, summary))
     lines = [f"{'metric'.ljust(width)}  {'value':>9}  target   met"]

@@ -50,7 +50,7 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
         t0 = time.perf_counter()
         torch.mm(a, b)
         best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n**3 / best / 1e9
 
 
 def time_trainer(trainer: str, fold, X_test, y_test, masks, enc, n_classes) -> dict:
@@ -60,18 +60,30 @@ def time_trainer(trainer: str, fold, X_test, y_test, masks, enc, n_classes) -> d
     for chrom in masks:
         m = enc.decode(chrom)
         t0 = time.perf_counter()
-        trained = train_head(fold.X_fit, fold.y_fit, m, n_classes, trainer, seed=0,
-                             stats=fold.stats)
+        trained = train_head(
+            fold.X_fit, fold.y_fit, m, n_classes, trainer, seed=0, stats=fold.stats
+        )
         val.append(accuracy(trained.head, fold.X_score, fold.y_score))
         secs.append(time.perf_counter() - t0)
         test.append(accuracy(trained.head, X_test, y_test))
         epochs.append(trained.epochs)
         flops.append(training_flops(trained.head.sizes, len(fold.y_fit), trained.epochs))
-        log.info("%s trainer, %d active genes: %.2f s, %d epochs, test %.4f", trainer,
-                 int(chrom.sum()), secs[-1], epochs[-1], test[-1])
-    return {"seconds_per_eval": float(np.mean(secs)), "test_accuracy": float(np.mean(test)),
-            "val_accuracy": float(np.mean(val)), "epochs": float(np.mean(epochs)),
-            "gflops": float(np.sum(flops) / np.sum(secs) / 1e9), "per_mask_test": test}
+        log.info(
+            "%s trainer, %d active genes: %.2f s, %d epochs, test %.4f",
+            trainer,
+            int(chrom.sum()),
+            secs[-1],
+            epochs[-1],
+            test[-1],
+        )
+    return {
+        "seconds_per_eval": float(np.mean(secs)),
+        "test_accuracy": float(np.mean(test)),
+        "val_accuracy": float(np.mean(val)),
+        "epochs": float(np.mean(epochs)),
+        "gflops": float(np.sum(flops) / np.sum(secs) / 1e9),
+        "per_mask_test": test,
+    }
 
 
 class _Counting:
@@ -80,8 +92,9 @@ class _Counting:
     calls = 0
 
 
-def sklearn_genetic(X_train, y_train, fold_pairs, X_test, y_test, evaluations: int,
-                    population: int, seed: int) -> dict | None:
+def sklearn_genetic(
+    X_train, y_train, fold_pairs, X_test, y_test, evaluations: int, population: int, seed: int
+) -> dict | None:
     """sklearn-genetic-opt's GAFeatureSelectionCV with a one-hidden-layer (512) MLPClassifier
     (scikit-learn's defaults otherwise) on the same features and validation split, about
     ``evaluations`` evaluations; then evoprune's FS search with the same population and exactly
@@ -89,8 +102,10 @@ def sklearn_genetic(X_train, y_train, fold_pairs, X_test, y_test, evaluations: i
     try:
         from sklearn_genetic import GAFeatureSelectionCV
     except ImportError:
-        log.warning("sklearn-genetic-opt is not installed (pip install 'evoprune[bench]'); "
-                    "skipping that comparison")
+        log.warning(
+            "sklearn-genetic-opt is not installed (pip install 'evoprune[bench]'); "
+            "skipping that comparison"
+        )
         return None
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import Pipeline
@@ -101,35 +116,57 @@ def sklearn_genetic(X_train, y_train, fold_pairs, X_test, y_test, evaluations: i
             _Counting.calls += 1
             return super().fit(X, y)
 
-    est = Pipeline([("scale", StandardScaler()),
-                    ("mlp", CountingMLP(hidden_layer_sizes=(512,), random_state=seed))])
+    est = Pipeline(
+        [
+            ("scale", StandardScaler()),
+            ("mlp", CountingMLP(hidden_layer_sizes=(512,), random_state=seed)),
+        ]
+    )
     # eaMuPlusLambda evaluates the initial population, then 2 x population children per
     # generation (fewer when children repeat and hit its cache)
     generations = max(1, round((evaluations - population) / (2 * population)))
-    search = GAFeatureSelectionCV(est, cv=fold_pairs, scoring="accuracy",
-                                  population_size=population, generations=generations,
-                                  n_jobs=1, verbose=False, refit=False)
+    search = GAFeatureSelectionCV(
+        est,
+        cv=fold_pairs,
+        scoring="accuracy",
+        population_size=population,
+        generations=generations,
+        n_jobs=1,
+        verbose=False,
+        refit=False,
+    )
     _Counting.calls = 0
     np.random.seed(seed)
     import random
+
     random.seed(seed)
     t0 = time.perf_counter()
     search.fit(X_train, y_train)
     seconds = time.perf_counter() - t0
     evals = _Counting.calls
     support = np.asarray(search.support_, dtype=bool)
-    final = Pipeline([("scale", StandardScaler()),
-                      ("mlp", MLPClassifier(hidden_layer_sizes=(512,), random_state=seed))])
+    final = Pipeline(
+        [
+            ("scale", StandardScaler()),
+            ("mlp", MLPClassifier(hidden_layer_sizes=(512,), random_state=seed)),
+        ]
+    )
     final.fit(X_train[:, support], y_train)
-    ours = EvoPruneClassifier(encoding="fs", population=population, evaluations=evals,
-                              random_state=seed).fit(X_train, y_train)
-    return {"seconds": seconds, "evaluations": evals, "seconds_per_eval": seconds / max(evals, 1),
-            "population": population, "generations": generations,
-            "active_fraction": float(support.mean()),
-            "test_accuracy": float(final.score(X_test[:, support], y_test)),
-            "evoprune_seconds_per_eval": ours.search_seconds_ / ours.search_.evaluations,
-            "evoprune_test_accuracy": float(ours.score(X_test, y_test)),
-            "evoprune_active_fraction": ours.active_fraction_}
+    ours = EvoPruneClassifier(
+        encoding="fs", population=population, evaluations=evals, random_state=seed
+    ).fit(X_train, y_train)
+    return {
+        "seconds": seconds,
+        "evaluations": evals,
+        "seconds_per_eval": seconds / max(evals, 1),
+        "population": population,
+        "generations": generations,
+        "active_fraction": float(support.mean()),
+        "test_accuracy": float(final.score(X_test[:, support], y_test)),
+        "evoprune_seconds_per_eval": ours.search_seconds_ / ours.search_.evaluations,
+        "evoprune_test_accuracy": float(ours.score(X_test, y_test)),
+        "evoprune_active_fraction": ours.active_fraction_,
+    }
 
 
 def scaling(data, n_classes: int, sizes: list[int], dims: list[int], repeats: int) -> list[dict]:
@@ -139,8 +176,9 @@ def scaling(data, n_classes: int, sizes: list[int], dims: list[int], repeats: in
     g = np.random.default_rng(0)
     X, y = data.X_train, data.y_train
     for d in dims:
-        Xd = X if d == X.shape[1] else np.hstack([X, np.zeros((len(X), d - X.shape[1]),
-                                                              np.float32)])
+        Xd = (
+            X if d == X.shape[1] else np.hstack([X, np.zeros((len(X), d - X.shape[1]), np.float32)])
+        )
         enc = make_encoding("fs", d)
         for n in sizes:
             idx = g.choice(len(Xd), size=n, replace=n > len(Xd))
@@ -149,13 +187,21 @@ def scaling(data, n_classes: int, sizes: list[int], dims: list[int], repeats: in
             t = []
             for _ in range(repeats):
                 t0 = time.perf_counter()
-                trained = train_head(fold.X_fit, fold.y_fit, enc.decode(chrom), n_classes,
-                                     "fast", seed=0, stats=fold.stats)
+                trained = train_head(
+                    fold.X_fit,
+                    fold.y_fit,
+                    enc.decode(chrom),
+                    n_classes,
+                    "fast",
+                    seed=0,
+                    stats=fold.stats,
+                )
                 accuracy(trained.head, fold.X_score, fold.y_score)
                 t.append(time.perf_counter() - t0)
             rows.append({"images": n, "feature_dim": d, "seconds_per_eval": float(np.median(t))})
-            log.info("scaling: %d images, %d features: %.3f s/eval", n, d,
-                     rows[-1]["seconds_per_eval"])
+            log.info(
+                "scaling: %d images, %d features: %.3f s/eval", n, d, rows[-1]["seconds_per_eval"]
+            )
     return rows
 
 
@@ -166,8 +212,12 @@ def compare_trainers(res: dict, fold, X_test, y_test, masks, enc, n_classes) -> 
     train_head(fold.X_fit[:64], fold.y_fit[:64], enc.decode(masks[0]), n_classes, "fast")
     fast = time_trainer("fast", fold, X_test, y_test, masks, enc, n_classes)
     paper = time_trainer("paper", fold, X_test, y_test, masks, enc, n_classes)
-    res["trainers"] = {"fast": fast, "paper": paper, "masks_active": [int(m.sum()) for m in masks],
-                       "fast_settings": get_trainer("fast").describe()}
+    res["trainers"] = {
+        "fast": fast,
+        "paper": paper,
+        "masks_active": [int(m.sum()) for m in masks],
+        "fast_settings": get_trainer("fast").describe(),
+    }
     res["paper_trainer_seconds_per_eval"] = paper["seconds_per_eval"]
     res["fast_trainer_seconds_per_eval"] = fast["seconds_per_eval"]
     res["fast_vs_paper_speedup"] = paper["seconds_per_eval"] / fast["seconds_per_eval"]
@@ -180,29 +230,39 @@ def full_run(X_train, y_train, X_test, y_test, evaluations: int) -> dict:
     clf = EvoPruneClassifier(encoding="fs", population=30, evaluations=evaluations, random_state=0)
     t0 = time.perf_counter()
     clf.fit(X_train, y_train)
-    return {"full_run_seconds": time.perf_counter() - t0,
-            "full_run": {"evaluations": clf.search_.evaluations, "population": 30,
-                         "search_seconds": clf.search_seconds_,
-                         "seconds_per_eval": clf.search_seconds_ / clf.search_.evaluations,
-                         "test_accuracy": float(clf.score(X_test, y_test)),
-                         "active_fraction": clf.active_fraction_, "fitness": clf.best_fitness_}}
+    return {
+        "full_run_seconds": time.perf_counter() - t0,
+        "full_run": {
+            "evaluations": clf.search_.evaluations,
+            "population": 30,
+            "search_seconds": clf.search_seconds_,
+            "seconds_per_eval": clf.search_seconds_ / clf.search_.evaluations,
+            "test_accuracy": float(clf.score(X_test, y_test)),
+            "active_fraction": clf.active_fraction_,
+            "fitness": clf.best_fitness_,
+        },
+    }
 
 
-def compare_sklearn_genetic(X_train, y_train, X_test, y_test, evaluations: int,
-                            population: int) -> dict:
+def compare_sklearn_genetic(
+    X_train, y_train, X_test, y_test, evaluations: int, population: int
+) -> dict:
     """sklearn-genetic-opt's feature selection against evoprune on the same fitness split;
     empty when it is not installed."""
     # the same split the search's fitness uses (make_folds draws it the same way)
     fit_idx, val_idx = stratified_split(y_train, 0.2, 0)
-    sk = sklearn_genetic(X_train, y_train, [(fit_idx, val_idx)], X_test, y_test,
-                         evaluations, population, seed=0)
+    sk = sklearn_genetic(
+        X_train, y_train, [(fit_idx, val_idx)], X_test, y_test, evaluations, population, seed=0
+    )
     if sk is None:
         return {}
-    return {"sklearn_genetic": sk,
-            "sklearn_genetic_seconds_per_eval": sk["seconds_per_eval"],
-            "vs_sklearn_genetic_speedup": sk["seconds_per_eval"] / sk["evoprune_seconds_per_eval"],
-            "vs_sklearn_genetic_accuracy_delta": 100 * (sk["evoprune_test_accuracy"]
-                                                        - sk["test_accuracy"])}
+    return {
+        "sklearn_genetic": sk,
+        "sklearn_genetic_seconds_per_eval": sk["seconds_per_eval"],
+        "vs_sklearn_genetic_speedup": sk["seconds_per_eval"] / sk["evoprune_seconds_per_eval"],
+        "vs_sklearn_genetic_accuracy_delta": 100
+        * (sk["evoprune_test_accuracy"] - sk["test_accuracy"]),
+    }
 
 
 def targets(res: dict, evaluations: int) -> dict:
@@ -215,8 +275,8 @@ def targets(res: dict, evaluations: int) -> dict:
     }
     if "vs_sklearn_genetic_speedup" in res:
         met["vs_sklearn_genetic_speedup>=5_at_equal_or_better_accuracy"] = (
-            res["vs_sklearn_genetic_speedup"] >= 5
-            and res["vs_sklearn_genetic_accuracy_delta"] >= 0)
+            res["vs_sklearn_genetic_speedup"] >= 5 and res["vs_sklearn_genetic_accuracy_delta"] >= 0
+        )
     return met
 
 
@@ -243,23 +303,36 @@ def main(argv=None) -> int:
     if n_masks > 1:
         masks += list(init_population(np.random.default_rng(1), n_masks - 1, enc.n_genes))
 
-    res: dict = {"quick": quick, "machine": {"python": platform.python_version(),
-                                             "torch": torch.__version__,
-                                             "threads": torch.get_num_threads(),
-                                             "processor": (platform.processor()
-                                                           or platform.machine())},
-                 "dataset": {"name": data.name, "n_train": len(y_train), "n_test": len(y_test),
-                             "feature_dim": int(X_train.shape[1]), "n_fit": len(fold.y_fit)}}
+    res: dict = {
+        "quick": quick,
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "processor": (platform.processor() or platform.machine()),
+        },
+        "dataset": {
+            "name": data.name,
+            "n_train": len(y_train),
+            "n_test": len(y_test),
+            "feature_dim": int(X_train.shape[1]),
+            "n_fit": len(fold.y_fit),
+        },
+    }
     fast = compare_trainers(res, fold, X_test, y_test, masks, enc, n_classes)
     res.update(full_run(X_train, y_train, X_test, y_test, evaluations))
     if not args.no_sklearn_genetic:
-        res.update(compare_sklearn_genetic(X_train, y_train, X_test, y_test,
-                                           50 if quick else evaluations, 10 if quick else 30))
+        res.update(
+            compare_sklearn_genetic(
+                X_train, y_train, X_test, y_test, 50 if quick else evaluations, 10 if quick else 30
+            )
+        )
     res["matmul_gflops"] = matmul_gflops()
     res["train_gflops"] = fast["gflops"]
     res["train_fraction_of_matmul_peak"] = res["train_gflops"] / res["matmul_gflops"]
-    res["scaling"] = scaling(data, n_classes, [500, 1000, 2600], [1280, 2048],
-                             repeats=1 if quick else 3)
+    res["scaling"] = scaling(
+        data, n_classes, [500, 1000, 2600], [1280, 2048], repeats=1 if quick else 3
+    )
     res["targets"] = targets(res, evaluations)
     res["benchmark_seconds"] = time.perf_counter() - t_start
     atomic_write_json(out, res)
@@ -291,8 +364,11 @@ def format_table(res: dict) -> str:
         row("evoprune s/eval, same population and evals", sk["evoprune_seconds_per_eval"])
         row("  its test accuracy", sk["evoprune_test_accuracy"], "{:.4f}")
         row("evoprune vs sklearn-genetic speed-up (x)", res["vs_sklearn_genetic_speedup"], "{:.1f}")
-        row("evoprune - sklearn-genetic accuracy (pts)", res["vs_sklearn_genetic_accuracy_delta"],
-            "{:+.2f}")
+        row(
+            "evoprune - sklearn-genetic accuracy (pts)",
+            res["vs_sklearn_genetic_accuracy_delta"],
+            "{:+.2f}",
+        )
     row("large matmul GFLOP/s", res["matmul_gflops"], "{:.1f}")
     row("head training GFLOP/s", res["train_gflops"], "{:.1f}")
     row("training / matmul peak", res["train_fraction_of_matmul_peak"], "{:.2f}")
@@ -302,8 +378,10 @@ def format_table(res: dict) -> str:
     for r in res["scaling"]:
         lines.append(f"  {r['images']:7d} {r['feature_dim']:9d} {r['seconds_per_eval']:8.3f}")
     lines.append("")
-    lines.append("targets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}"
-                                         for k, v in res["targets"].items()))
+    lines.append(
+        "targets: "
+        + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in res["targets"].items())
+    )
     return "\n".join(lines)
 
 

@@ -21,8 +21,14 @@ from evoprune.backbones import (
 )
 from evoprune.errors import BackboneError, ConfigError
 
-ALL_NAMES = {"efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2",
-             "resnet50", "densenet121", "vgg19"}
+ALL_NAMES = {
+    "efficientnet-lite0",
+    "efficientnet-lite1",
+    "efficientnet-lite2",
+    "resnet50",
+    "densenet121",
+    "vgg19",
+}
 CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 COFFEE_CLASSES = {967, 504}  # espresso, coffee mug
 
@@ -206,17 +212,24 @@ def tiny_backbone():
 
     torch.manual_seed(0)
     net = _TinyNet()
-    pre = Preprocessing(image_size=32, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3),
-                        resize="bicubic", channels="BGR")
-    register_backbone("Tiny-Test", lambda: net, feature_dim=8, preprocessing=pre,
-                      description="a tiny test network")
+    pre = Preprocessing(
+        image_size=32, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3), resize="bicubic", channels="BGR"
+    )
+    register_backbone(
+        "Tiny-Test",
+        lambda: net,
+        feature_dim=8,
+        preprocessing=pre,
+        description="a tiny test network",
+    )
     yield net, pre
     registry.REGISTRY.pop("tiny-test")
     registry._built.pop("tiny-test", None)
 
 
-def test_a_registered_backbone_extracts_features_of_real_images(tiny_backbone, faces_folder,
-                                                                tmp_path):
+def test_a_registered_backbone_extracts_features_of_real_images(
+    tiny_backbone, faces_folder, tmp_path
+):
     from evoprune.features import extract_features
 
     net, pre = tiny_backbone
@@ -255,8 +268,9 @@ def test_register_backbone_refuses_duplicates_and_bad_settings(tiny_backbone):
 
     net, pre = tiny_backbone
     with pytest.raises(ConfigError, match="registered already"):
-        register_backbone("efficientnet-lite0", lambda: net, feature_dim=8, preprocessing=pre,
-                          description="?")
+        register_backbone(
+            "efficientnet-lite0", lambda: net, feature_dim=8, preprocessing=pre, description="?"
+        )
     with pytest.raises(ConfigError, match="feature_dim"):
         register_backbone("other", lambda: net, feature_dim=0, preprocessing=pre, description="")
     with pytest.raises(ConfigError, match="resize='area' is unknown"):
@@ -265,8 +279,14 @@ def test_register_backbone_refuses_duplicates_and_bad_settings(tiny_backbone):
         Preprocessing(image_size=32, mean=(0.5,), std=(0.5,) * 3)
     assert "other" not in registry.REGISTRY
     # a feature size that the module does not give is reported when features are computed
-    register_backbone("tiny-test", lambda: net, feature_dim=9, preprocessing=pre,
-                      description="wrong size", replace=True)
+    register_backbone(
+        "tiny-test",
+        lambda: net,
+        feature_dim=9,
+        preprocessing=pre,
+        description="wrong size",
+        replace=True,
+    )
     with pytest.raises(BackboneError, match="feature_dim=9"):
         get_backbone("tiny-test").features(np.zeros((2, 3, 32, 32), dtype=np.float32))
 
@@ -278,5 +298,7 @@ def test_builtin_preprocessing_is_data_read_from_one_place(lite0):
     assert lite0.preprocessing is PREPROCESSING["efficientnet-lite0"]
     assert lite0.preprocessing == Preprocessing(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     # the cache key string of the built-in backbones is unchanged (existing caches stay valid)
-    assert lite0.preprocess_id == "resize=224x224,bilinear,nocrop;rgb/255;mean=0.5,0.5,0.5;" \
-                                  "std=0.5,0.5,0.5"
+    assert (
+        lite0.preprocess_id == "resize=224x224,bilinear,nocrop;rgb/255;mean=0.5,0.5,0.5;"
+        "std=0.5,0.5,0.5"
+    )

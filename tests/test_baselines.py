@@ -133,8 +133,9 @@ def test_polynomial_decay_follows_its_schedule_and_ends_exact(data, heads, name)
     ref = heads[name]
     layers = PRUNED[name]
     keep = 0.3
-    tuned, record = bl.polynomial_decay(ref, layers, keep, X, y, "fast", seed=0, epochs=25,
-                                        frequency=5)
+    tuned, record = bl.polynomial_decay(
+        ref, layers, keep, X, y, "fast", seed=0, epochs=25, frequency=5
+    )
     schedule = bl.polynomial_schedule(1 - keep, 0.1, 25, 5)
     assert [r["epoch"] for r in record] == [t for t, _ in schedule]
     for r, (_, target) in zip(record, schedule):
@@ -154,8 +155,7 @@ def test_polynomial_decay_follows_its_schedule_and_ends_exact(data, heads, name)
 
 
 @pytest.mark.parametrize("peak", [0.3, 0.7])
-def test_best_fixed_picks_the_density_by_fitness_inside_the_training_data(data, monkeypatch,
-                                                                           peak):
+def test_best_fixed_picks_the_density_by_fitness_inside_the_training_data(data, monkeypatch, peak):
     X, y, Xt, yt = data
     seen = []
 
@@ -197,14 +197,17 @@ def test_run_baselines_sizes_every_method_like_the_evolved_head(data):
     X, y, Xt, yt = data
     enc = make_encoding("both", N_FEATURES, HIDDEN)
     mask = _mask(enc, 0.25)
-    res = bl.run_baselines(enc, mask, X, y, Xt, yt, N_CLASSES, seed=2, poly_epochs=10,
-                           poly_frequency=5)
+    res = bl.run_baselines(
+        enc, mask, X, y, Xt, yt, N_CLASSES, seed=2, poly_epochs=10, poly_frequency=5
+    )
     assert list(res) == list(bl.METHODS)
     assert res["not_pruned"].active_fraction == 1.0
     for m in ("weight", "neuron", "polynomial_decay"):
         assert res[m].active_fraction == pytest.approx(mask.mean(), abs=1e-3), m
-    assert res["neuron"].details["kept_units"] == {"0": int(mask[:HIDDEN].sum()),
-                                                   "1": int(mask[HIDDEN:].sum())}
+    assert res["neuron"].details["kept_units"] == {
+        "0": int(mask[:HIDDEN].sum()),
+        "1": int(mask[HIDDEN:].sum()),
+    }
     assert res["polynomial_decay"].details["schedule"][-1]["epoch"] == 5
     ref = train_head(X, y, enc.decode(enc.full()), N_CLASSES, "fast", seed=2).head
     assert res["not_pruned"].test_accuracy == accuracy(ref, Xt, yt)
@@ -241,8 +244,17 @@ def test_run_baselines_reuses_the_given_reference_head(data, monkeypatch):
     assert res_other["neuron"].details["sizes"] == res["neuron"].details["sizes"]
     assert res_other["not_pruned"].test_accuracy == accuracy(other, Xt, yt)
     with pytest.raises(ConfigError, match="reference head has layer sizes"):
-        bl.run_baselines(make_encoding("fs", N_FEATURES, HIDDEN), _mask(enc, 0.5)[:N_FEATURES],
-                         X, y, Xt, yt, N_CLASSES, reference=ref, **kw)
+        bl.run_baselines(
+            make_encoding("fs", N_FEATURES, HIDDEN),
+            _mask(enc, 0.5)[:N_FEATURES],
+            X,
+            y,
+            Xt,
+            yt,
+            N_CLASSES,
+            reference=ref,
+            **kw,
+        )
 
 
 # Computed by the code before polynomial decay and training from scratch shared one loop
@@ -251,12 +263,16 @@ def test_run_baselines_reuses_the_given_reference_head(data, monkeypatch):
 # the initial rate. Per trainer: the reference head's and the fine-tuned head's weight sums
 # per layer, and the first output row of the fine-tuned head.
 POLY_PINNED = {
-    "fast": ([-5.159421920776367, 0.7587428092956543, -1.0750601291656494],
-             [-4.759883880615234, 6.188551902770996, -1.4167088270187378],
-             [0.5347259044647217, -0.16720275580883026, 0.014009227976202965]),
-    "paper": ([-3.087498426437378, -0.008149981498718262, -0.7472883462905884],
-              [-0.08068990707397461, 5.783848285675049, -0.747288167476654],
-              [0.6270341873168945, -0.07312296330928802, 0.09009888768196106]),
+    "fast": (
+        [-5.159421920776367, 0.7587428092956543, -1.0750601291656494],
+        [-4.759883880615234, 6.188551902770996, -1.4167088270187378],
+        [0.5347259044647217, -0.16720275580883026, 0.014009227976202965],
+    ),
+    "paper": (
+        [-3.087498426437378, -0.008149981498718262, -0.7472883462905884],
+        [-0.08068990707397461, 5.783848285675049, -0.747288167476654],
+        [0.6270341873168945, -0.07312296330928802, 0.09009888768196106],
+    ),
 }
 
 
@@ -266,17 +282,17 @@ def test_training_and_polynomial_decay_weights_are_pinned(trainer):
 
     from evoprune.model.head import TRAINERS
 
-    cfg = {"fast": dataclasses.replace(TRAINERS["fast"], batch_size=32),
-           "paper": dataclasses.replace(TRAINERS["paper"], lr=0.01, lr_decay=0.05,
-                                        max_epochs=40)}[trainer]
+    cfg = {
+        "fast": dataclasses.replace(TRAINERS["fast"], batch_size=32),
+        "paper": dataclasses.replace(TRAINERS["paper"], lr=0.01, lr_decay=0.05, max_epochs=40),
+    }[trainer]
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(3), 50)
     X = rng.normal(size=(len(y), 24)).astype(np.float32)
     X[:, :6] += 2.0 * np.eye(3)[y].repeat(2, axis=1)
     enc = make_encoding("both", 24, 16)
     ref = train_head(X, y, enc.decode(enc.full()), 3, cfg, seed=3).head
-    tuned, record = bl.polynomial_decay(ref, (0, 1), 0.3, X, y, cfg, seed=3, epochs=7,
-                                        frequency=2)
+    tuned, record = bl.polynomial_decay(ref, (0, 1), 0.3, X, y, cfg, seed=3, epochs=7, frequency=2)
     ref_sums, sums, row = POLY_PINNED[trainer]
     with torch.no_grad():
         got_ref = [float(ref.layers[i].weight.sum()) for i in range(3)]

@@ -20,9 +20,29 @@ ENCODINGS = ["fs", "fc2"]
 
 
 def _args(data, out, cache):
-    return ["-q", "compare", "--data", str(data), "--encodings", ",".join(ENCODINGS),
-            "--runs", "2", "--seed-base", "7", "--evaluations", "6", "--population", "4",
-            "--hidden-size", "32", "--out", str(out), "--cache-dir", str(cache), "--no-progress"]
+    return [
+        "-q",
+        "compare",
+        "--data",
+        str(data),
+        "--encodings",
+        ",".join(ENCODINGS),
+        "--runs",
+        "2",
+        "--seed-base",
+        "7",
+        "--evaluations",
+        "6",
+        "--population",
+        "4",
+        "--hidden-size",
+        "32",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(cache),
+        "--no-progress",
+    ]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -60,8 +80,11 @@ def test_summary_has_every_method_and_run(tiny_compare):
     keys = {(r["encoding"], r["method"], r["run"]) for r in rows}
     assert len(rows) == len(keys) == 2 * 2 * 6
     assert keys == {(e, m, str(k)) for e in ENCODINGS for m in METHODS for k in (0, 1)}
-    n_test = {json.loads((tiny_compare / "runs" / f"{e}_run{k}" / "result.json").read_text())[
-        "n_test"] for e in ENCODINGS for k in (0, 1)}
+    n_test = {
+        json.loads((tiny_compare / "runs" / f"{e}_run{k}" / "result.json").read_text())["n_test"]
+        for e in ENCODINGS
+        for k in (0, 1)
+    }
     assert len(n_test) == 1  # one held-out test set
     (n,) = n_test
     for r in rows:
@@ -83,11 +106,15 @@ def test_summary_has_every_method_and_run(tiny_compare):
             assert int(mine["not_pruned"]["head_params"]) == result["reference_head_params"]
             for m in ("weight", "neuron", "polynomial_decay"):  # same size as the evolved head
                 assert float(mine[m]["active_fraction"]) == pytest.approx(
-                    result["active_fraction"], abs=1e-3)
+                    result["active_fraction"], abs=1e-3
+                )
             assert float(mine["not_pruned"]["active_fraction"]) == 1.0
     # every run shares the one held-out test set drawn with the seed base
-    tests = {json.loads((tiny_compare / "runs" / f"{e}_run{k}" / "result.json").read_text())[
-        "test_set"] for e in ENCODINGS for k in (0, 1)}
+    tests = {
+        json.loads((tiny_compare / "runs" / f"{e}_run{k}" / "result.json").read_text())["test_set"]
+        for e in ENCODINGS
+        for k in (0, 1)
+    }
     assert tests == {"stratified 20% held out (seed 7)"}
 
 
@@ -99,25 +126,39 @@ def test_each_runs_not_pruned_head_is_trained_once(tiny_compare):
         result = json.loads((tiny_compare / "runs" / f"{e}_run0" / "result.json").read_text())
         full = tuple(result["total_units"].values()) + (result["n_classes"],)
         n_full = sum(1 for sizes, n in _TRAININGS if sizes == full and n == result["n_train"])
-        runs = [json.loads((tiny_compare / "runs" / f"{e}_run{k}" / "result.json").read_text())
-                for k in (0, 1)]
+        runs = [
+            json.loads((tiny_compare / "runs" / f"{e}_run{k}" / "result.json").read_text())
+            for k in (0, 1)
+        ]
         assert n_full == sum(1 + (r["active_fraction"] == 1.0) for r in runs), e
         reused = json.loads((tiny_compare / "runs" / f"{e}_run0" / "baselines.json").read_text())
-        assert reused["methods"]["not_pruned"]["seconds"] == result["timings"][
-            "reference_training"]
+        assert reused["methods"]["not_pruned"]["seconds"] == result["timings"]["reference_training"]
 
 
 def test_table_stats_and_plots(tiny_compare):
     table = (tiny_compare / "table.md").read_text()
-    for label in ["EvoPruneDeepTL", "Not pruned", "Best fixed", "Weight pruning",
-                  "Neuron pruning", "Polynomial decay", "fs accuracy", "fc2 % active",
-                  "Wilcoxon", "smallest possible", "cannot"]:
+    for label in [
+        "EvoPruneDeepTL",
+        "Not pruned",
+        "Best fixed",
+        "Weight pruning",
+        "Neuron pruning",
+        "Polynomial decay",
+        "fs accuracy",
+        "fc2 % active",
+        "Wilcoxon",
+        "smallest possible",
+        "cannot",
+    ]:
         assert label in table, label
     stats = list(csv.DictReader((tiny_compare / "stats.csv").open()))
     assert {(s["encoding"], s["baseline"]) for s in stats} == {
-        (e, m) for e in ENCODINGS for m in METHODS[1:]}
-    acc = {(r["encoding"], r["method"], int(r["run"])): float(r["test_accuracy"])
-           for r in _summary(tiny_compare)}
+        (e, m) for e in ENCODINGS for m in METHODS[1:]
+    }
+    acc = {
+        (r["encoding"], r["method"], int(r["run"])): float(r["test_accuracy"])
+        for r in _summary(tiny_compare)
+    }
     for s in stats:
         assert int(s["n"]) == 2
         a = np.array([acc[(s["encoding"], "evoprune", k)] for k in (0, 1)])
@@ -146,6 +187,7 @@ def test_polynomial_schedule_is_recorded(tiny_compare):
 def _forbid(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("finished work was redone")
+
     monkeypatch.setattr(compare, "run_experiment", boom)
     monkeypatch.setattr(compare, "prepare_data", boom)
     monkeypatch.setattr(baselines, "train_head", boom)
@@ -160,8 +202,9 @@ def _copy(tiny_compare, tmp_path_factory, name):
     return out
 
 
-def test_second_invocation_redoes_nothing(tiny_compare, faces_folder, feature_cache,
-                                          tmp_path_factory, monkeypatch, capsys):
+def test_second_invocation_redoes_nothing(
+    tiny_compare, faces_folder, feature_cache, tmp_path_factory, monkeypatch, capsys
+):
     out = _copy(tiny_compare, tmp_path_factory, "again")
     before = (out / "summary.csv").read_text()
     _forbid(monkeypatch)
@@ -171,8 +214,9 @@ def test_second_invocation_redoes_nothing(tiny_compare, faces_folder, feature_ca
     assert "EvoPruneDeepTL" in capsys.readouterr().out
 
 
-def test_only_missing_work_is_done(tiny_compare, faces_folder, feature_cache, tmp_path_factory,
-                                   monkeypatch):
+def test_only_missing_work_is_done(
+    tiny_compare, faces_folder, feature_cache, tmp_path_factory, monkeypatch
+):
     out = _copy(tiny_compare, tmp_path_factory, "partial")
     (out / "runs" / "fs_run1" / "baselines.json").unlink()
     (out / "summary.csv").unlink()
@@ -185,12 +229,14 @@ def test_only_missing_work_is_done(tiny_compare, faces_folder, feature_cache, tm
 
     def no_search(*a, **k):
         raise AssertionError("a finished run was searched again")
+
     monkeypatch.setattr(baselines, "run_baselines", counting)
     monkeypatch.setattr(compare, "run_experiment", no_search)
     assert main(_args(faces_folder, out, feature_cache)) == 0
     assert calls == ["fs"]
-    old = {(r["encoding"], r["method"], r["run"]): r["test_accuracy"]
-           for r in _summary(tiny_compare)}
+    old = {
+        (r["encoding"], r["method"], r["run"]): r["test_accuracy"] for r in _summary(tiny_compare)
+    }
     new = {(r["encoding"], r["method"], r["run"]): r["test_accuracy"] for r in _summary(out)}
     assert new == old  # redone baselines are deterministic
 
@@ -231,12 +277,32 @@ def test_holm_adjustment():
 
 
 def test_compare_puts_the_multiobjective_selected_head_beside_the_paper_ga(
-        faces_folder, feature_cache, tmp_path):
+    faces_folder, feature_cache, tmp_path
+):
     out = tmp_path / "cmp"
-    args = ["-q", "compare", "--data", str(faces_folder), "--encodings", "fs", "--algorithms",
-            "ssga,nsga2", "--runs", "1", "--evaluations", "8", "--population", "4",
-            "--hidden-size", "16", "--out", str(out), "--cache-dir", str(feature_cache),
-            "--no-progress"]
+    args = [
+        "-q",
+        "compare",
+        "--data",
+        str(faces_folder),
+        "--encodings",
+        "fs",
+        "--algorithms",
+        "ssga,nsga2",
+        "--runs",
+        "1",
+        "--evaluations",
+        "8",
+        "--population",
+        "4",
+        "--hidden-size",
+        "16",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(feature_cache),
+        "--no-progress",
+    ]
     assert main(args) == 0
     rows = _summary(out)
     assert {r["encoding"] for r in rows} == {"fs", "fs-nsga2"}

@@ -31,54 +31,77 @@ def test_runconfig_fields_are_the_declared_settings_with_their_defaults():
     assert RunConfig(data="x", population=6, evaluations=12, seed=1).population == 6
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(population=1),
-     "--population 1 (population=1): must be at least 4 (mating draws 1 + 3 parents)"),
-    (dict(evaluations=0), "--evaluations 0 (evaluations=0): must be at least 1"),
-    (dict(evaluations=-5), "--evaluations -5 (evaluations=-5): must be at least 1"),
-    (dict(population=10, evaluations=9),
-     "--evaluations 9 (evaluations=9): must be at least population=10"),
-    (dict(population=300), "--evaluations 200 (evaluations=200): must be at least "
-                           "population=300: the initial population counts toward the budget "
-                           "(the default for encoding fs; give --evaluations)"),
-    (dict(mutation_prob=2), "--mutation-prob 2.0 (mutation_prob=2.0): must be within [0, 1]"),
-    (dict(mutation_prob=-0.1), "(mutation_prob=-0.1): must be within [0, 1]"),
-    (dict(init="1.5"), "--init 1.5 (init='1.5'): must be 'random', a density"),
-    (dict(init="dense"), "--init dense (init='dense')"),
-    (dict(seed=-1), "--seed -1 (seed=-1): must be an integer in [0, 4294967295]"),
-    (dict(seed=2**64), "(seed=18446744073709551616): must be an integer in [0, 4294967295]"),
-    (dict(seed=1.5), "--seed 1.5 (seed=1.5): must be an integer"),
-    (dict(limit=0), "--limit 0 (limit=0): must be at least 1"),
-    (dict(fold=-1), "--fold -1 (fold=-1): must be at least 0"),
-    (dict(test_fraction=0.0), "--test-fraction 0.0 (test_fraction=0.0): must be between 0 and 1"),
-    (dict(test_fraction=1.0), "(test_fraction=1.0): must be between 0 and 1"),
-    (dict(val_fraction=1.5), "--val-fraction 1.5 (val_fraction=1.5): must be between 0 and 1"),
-    (dict(val_fraction=float("nan")), "(val_fraction=nan): must be a finite number"),
-    (dict(cv_folds=1), "--cv-folds 1 (cv_folds=1): must be at least 2"),
-    (dict(hidden_size=0), "--hidden-size 0 (hidden_size=0): must be at least 1"),
-    (dict(data=""), "--data '' (data=''): must name a folder"),
-    (dict(backbone="resnet5"), "--backbone resnet5 (backbone='resnet5'): is not a known backbone"),
-    (dict(encoding="fc9"), "--encoding fc9 (encoding='fc9'): is unknown; choose one of fs"),
-    (dict(trainer="slow"), "--trainer slow (trainer='slow'): is unknown; choose one of"),
-    (dict(fitness_split="holdout"), "--fitness-split holdout (fitness_split='holdout')"),
-    (dict(population="10"), "--population 10 (population='10'): must be an integer"),
-    (dict(objectives="size"), "--objectives size (objectives='size'): must include accuracy"),
-    (dict(objectives="accuracy,speed"), "unknown objective(s) speed"),
-    (dict(objectives="accuracy,accuracy"), "repeats an objective"),
-    (dict(objectives=""), "must name at least one objective"),
-    (dict(objectives="accuracy,size", algorithm="ssga"),
-     "--algorithm ssga (algorithm='ssga'): the steady-state GA optimises one objective"),
-    (dict(algorithm="moead"), "--algorithm moead (algorithm='moead'): is unknown"),
-    (dict(select="knee"), "--select knee (select='knee'): choosing a head from a front needs "
-                          "more than one objective"),
-    (dict(select="one-se"), "needs more than one objective"),
-    (dict(objectives="accuracy,size", select="smallest"), "--select smallest"),
-    (dict(objectives="accuracy,size", select="smallest-within:-1"), "smallest-within:X"),
-    (dict(objectives="accuracy,ood"), "ood needs --ood PATH or a built-in OOD set"),
-    (dict(objectives="accuracy,ood", ood="no/such/folder"),
-     "--ood no/such/folder (ood='no/such/folder'): is neither a built-in OOD set"),
-    (dict(ood_score="logit"), "--ood-score logit (ood_score='logit'): is unknown"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (
+            dict(population=1),
+            "--population 1 (population=1): must be at least 4 (mating draws 1 + 3 parents)",
+        ),
+        (dict(evaluations=0), "--evaluations 0 (evaluations=0): must be at least 1"),
+        (dict(evaluations=-5), "--evaluations -5 (evaluations=-5): must be at least 1"),
+        (
+            dict(population=10, evaluations=9),
+            "--evaluations 9 (evaluations=9): must be at least population=10",
+        ),
+        (
+            dict(population=300),
+            "--evaluations 200 (evaluations=200): must be at least "
+            "population=300: the initial population counts toward the budget "
+            "(the default for encoding fs; give --evaluations)",
+        ),
+        (dict(mutation_prob=2), "--mutation-prob 2.0 (mutation_prob=2.0): must be within [0, 1]"),
+        (dict(mutation_prob=-0.1), "(mutation_prob=-0.1): must be within [0, 1]"),
+        (dict(init="1.5"), "--init 1.5 (init='1.5'): must be 'random', a density"),
+        (dict(init="dense"), "--init dense (init='dense')"),
+        (dict(seed=-1), "--seed -1 (seed=-1): must be an integer in [0, 4294967295]"),
+        (dict(seed=2**64), "(seed=18446744073709551616): must be an integer in [0, 4294967295]"),
+        (dict(seed=1.5), "--seed 1.5 (seed=1.5): must be an integer"),
+        (dict(limit=0), "--limit 0 (limit=0): must be at least 1"),
+        (dict(fold=-1), "--fold -1 (fold=-1): must be at least 0"),
+        (
+            dict(test_fraction=0.0),
+            "--test-fraction 0.0 (test_fraction=0.0): must be between 0 and 1",
+        ),
+        (dict(test_fraction=1.0), "(test_fraction=1.0): must be between 0 and 1"),
+        (dict(val_fraction=1.5), "--val-fraction 1.5 (val_fraction=1.5): must be between 0 and 1"),
+        (dict(val_fraction=float("nan")), "(val_fraction=nan): must be a finite number"),
+        (dict(cv_folds=1), "--cv-folds 1 (cv_folds=1): must be at least 2"),
+        (dict(hidden_size=0), "--hidden-size 0 (hidden_size=0): must be at least 1"),
+        (dict(data=""), "--data '' (data=''): must name a folder"),
+        (
+            dict(backbone="resnet5"),
+            "--backbone resnet5 (backbone='resnet5'): is not a known backbone",
+        ),
+        (dict(encoding="fc9"), "--encoding fc9 (encoding='fc9'): is unknown; choose one of fs"),
+        (dict(trainer="slow"), "--trainer slow (trainer='slow'): is unknown; choose one of"),
+        (dict(fitness_split="holdout"), "--fitness-split holdout (fitness_split='holdout')"),
+        (dict(population="10"), "--population 10 (population='10'): must be an integer"),
+        (dict(objectives="size"), "--objectives size (objectives='size'): must include accuracy"),
+        (dict(objectives="accuracy,speed"), "unknown objective(s) speed"),
+        (dict(objectives="accuracy,accuracy"), "repeats an objective"),
+        (dict(objectives=""), "must name at least one objective"),
+        (
+            dict(objectives="accuracy,size", algorithm="ssga"),
+            "--algorithm ssga (algorithm='ssga'): the steady-state GA optimises one objective",
+        ),
+        (dict(algorithm="moead"), "--algorithm moead (algorithm='moead'): is unknown"),
+        (
+            dict(select="knee"),
+            "--select knee (select='knee'): choosing a head from a front needs "
+            "more than one objective",
+        ),
+        (dict(select="one-se"), "needs more than one objective"),
+        (dict(objectives="accuracy,size", select="smallest"), "--select smallest"),
+        (dict(objectives="accuracy,size", select="smallest-within:-1"), "smallest-within:X"),
+        (dict(objectives="accuracy,ood"), "ood needs --ood PATH or a built-in OOD set"),
+        (
+            dict(objectives="accuracy,ood", ood="no/such/folder"),
+            "--ood no/such/folder (ood='no/such/folder'): is neither a built-in OOD set",
+        ),
+        (dict(ood_score="logit"), "--ood-score logit (ood_score='logit'): is unknown"),
+    ],
+)
 def test_validate_names_option_value_and_range(kwargs, message):
     with pytest.raises(ConfigError) as err:
         RunConfig(**kwargs).validate()
@@ -88,7 +111,11 @@ def test_validate_names_option_value_and_range(kwargs, message):
 def test_validate_resolves_settings_that_depend_on_others():
     cfg = RunConfig().validate()
     assert (cfg.evaluations, cfg.algorithm, cfg.select, cfg.objectives) == (
-        200, "ssga", None, ("accuracy",))
+        200,
+        "ssga",
+        None,
+        ("accuracy",),
+    )
     assert RunConfig(encoding="both").validate().evaluations == 300 == default_evaluations("both")
     mo = RunConfig(objectives="size,accuracy").validate()
     assert (mo.objectives, mo.algorithm, mo.select) == (("accuracy", "size"), "nsga2", "one-se")
@@ -119,11 +146,27 @@ def test_dict_round_trip_and_saved_configs_of_another_version():
 
 #: For each result setting, another valid value (a new setting must be added here).
 OTHER_VALUES = {
-    "data": "other", "encoding": "fc", "backbone": "efficientnet-lite1", "hidden_size": 256,
-    "population": 20, "evaluations": 150, "trainer": "paper", "fitness_split": "cv",
-    "val_fraction": 0.3, "cv_folds": 3, "test_fraction": 0.25, "fold": 1, "init": "0.5",
-    "mutation_prob": 0.1, "seed": 1, "skip_bad_images": True, "limit": 300,
-    "objectives": "accuracy,size", "algorithm": "nsga2", "select": None, "ood": "digits",
+    "data": "other",
+    "encoding": "fc",
+    "backbone": "efficientnet-lite1",
+    "hidden_size": 256,
+    "population": 20,
+    "evaluations": 150,
+    "trainer": "paper",
+    "fitness_split": "cv",
+    "val_fraction": 0.3,
+    "cv_folds": 3,
+    "test_fraction": 0.25,
+    "fold": 1,
+    "init": "0.5",
+    "mutation_prob": 0.1,
+    "seed": 1,
+    "skip_bad_images": True,
+    "limit": 300,
+    "objectives": "accuracy,size",
+    "algorithm": "nsga2",
+    "select": None,
+    "ood": "digits",
     "ood_score": "msp",
 }
 
@@ -157,6 +200,7 @@ def test_default_folder_refuses_bad_settings():
 
 # --- the command line, derived from the declaration -------------------------------------------
 
+
 def _parser(**kw):
     p = argparse.ArgumentParser()
     add_run_options(p, **kw)
@@ -173,11 +217,27 @@ def test_cli_options_come_from_the_declaration():
         assert a.choices == s.choice_list()
     # defaults parse to the default configuration; options parse to their settings
     assert config_from_args(p.parse_args([])) == RunConfig()
-    args = p.parse_args(["--population", "10", "--objectives", "accuracy,size",
-                         "--skip-bad-images", "--limit", "40", "--select", "knee"])
+    args = p.parse_args(
+        [
+            "--population",
+            "10",
+            "--objectives",
+            "accuracy,size",
+            "--skip-bad-images",
+            "--limit",
+            "40",
+            "--select",
+            "knee",
+        ]
+    )
     cfg = config_from_args(args).validate()
     assert (cfg.population, cfg.objectives, cfg.skip_bad_images, cfg.limit, cfg.select) == (
-        10, ("accuracy", "size"), True, 40, "knee")
+        10,
+        ("accuracy", "size"),
+        True,
+        40,
+        "knee",
+    )
     with pytest.raises(SystemExit):
         p.parse_args(["--trainer", "slow"])
     q = _parser(exclude=("encoding", "seed"))
@@ -207,12 +267,22 @@ def no_run(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("option", [["--population", "1"], ["--evaluations", "-5"],
-                                    ["--init", "1.5"], ["--mutation-prob", "2"],
-                                    ["--evaluations", "0"], ["--seed", "-1"],
-                                    ["--seed", str(2**70)], ["--limit", "0"],
-                                    ["--select", "knee"], ["--objectives", "accuracy,ood"],
-                                    ["--data", ""]])
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--population", "1"],
+        ["--evaluations", "-5"],
+        ["--init", "1.5"],
+        ["--mutation-prob", "2"],
+        ["--evaluations", "0"],
+        ["--seed", "-1"],
+        ["--seed", str(2**70)],
+        ["--limit", "0"],
+        ["--select", "knee"],
+        ["--objectives", "accuracy,ood"],
+        ["--data", ""],
+    ],
+)
 def test_bad_option_leaves_a_finished_run_untouched(tmp_path, no_run, caplog, option):
     """Issue 8.1: a bad value stops before anything is written, with one message."""
     from evoprune.cli import main
@@ -259,12 +329,13 @@ def test_compare_checks_settings_before_anything(tmp_path, monkeypatch, caplog):
     from evoprune.cli import main
     from evoprune.compare.runner import CompareConfig
 
-    monkeypatch.setattr(runner, "run_comparison",
-                        lambda *a, **k: pytest.fail("comparison started"))
-    for option, text in [(["--runs", "0"], "--runs 0 (runs=0)"),
-                         (["--population", "2"], "--population 2"),
-                         (["--seed-base", "-1"], "--seed-base -1"),
-                         (["--encodings", "fs,fs"], "repeats an encoding")]:
+    monkeypatch.setattr(runner, "run_comparison", lambda *a, **k: pytest.fail("comparison started"))
+    for option, text in [
+        (["--runs", "0"], "--runs 0 (runs=0)"),
+        (["--population", "2"], "--population 2"),
+        (["--seed-base", "-1"], "--seed-base -1"),
+        (["--encodings", "fs,fs"], "repeats an encoding"),
+    ]:
         caplog.clear()
         assert main(["compare", "--out", str(tmp_path / "c"), *option]) == 2
         assert text in caplog.text

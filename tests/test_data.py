@@ -30,11 +30,15 @@ SIDE = 48  # fixtures are small crops: real content, fast to write and decode
 @pytest.fixture(scope="module")
 def photos() -> dict[str, np.ndarray]:
     """Small crops of scikit-image's bundled photos (RGB uint8, and camera as grey)."""
-    def crop(a: np.ndarray, y: int, x: int) -> np.ndarray:
-        return np.ascontiguousarray(a[y:y + SIDE, x:x + SIDE])
 
-    chelsea, coffee, astronaut = skimage.data.chelsea(), skimage.data.coffee(), \
-        skimage.data.astronaut()
+    def crop(a: np.ndarray, y: int, x: int) -> np.ndarray:
+        return np.ascontiguousarray(a[y : y + SIDE, x : x + SIDE])
+
+    chelsea, coffee, astronaut = (
+        skimage.data.chelsea(),
+        skimage.data.coffee(),
+        skimage.data.astronaut(),
+    )
     return {
         "chelsea": crop(chelsea, 100, 150),
         "chelsea2": crop(chelsea, 150, 200),
@@ -100,14 +104,32 @@ def name_of(ds: ImageDataset, i: int) -> str:
 
 
 def test_image_extensions_are_lowercase_dotted_and_complete():
-    assert set(IMAGE_EXTENSIONS) == {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff",
-                                     ".webp"}
+    assert set(IMAGE_EXTENSIONS) == {
+        ".jpg",
+        ".jpeg",
+        ".png",
+        ".bmp",
+        ".gif",
+        ".tif",
+        ".tiff",
+        ".webp",
+    }
 
 
-@pytest.mark.parametrize("kind,ext", [
-    ("png", ".png"), ("jpg", ".jpg"), ("grey", ".png"), ("rgba", ".png"), ("palette", ".png"),
-    ("GIF", ".gif"), ("BMP", ".bmp"), ("TIFF", ".tif"), ("WEBP", ".webp"),
-])
+@pytest.mark.parametrize(
+    "kind,ext",
+    [
+        ("png", ".png"),
+        ("jpg", ".jpg"),
+        ("grey", ".png"),
+        ("rgba", ".png"),
+        ("palette", ".png"),
+        ("GIF", ".gif"),
+        ("BMP", ".bmp"),
+        ("TIFF", ".tif"),
+        ("WEBP", ".webp"),
+    ],
+)
 def test_open_rgb_returns_rgb_of_the_same_size_for_every_format(tmp_path, photos, kind, ext):
     path = save(photos["chelsea"], tmp_path / f"img{ext}", kind)
     img = open_rgb(str(path))
@@ -130,8 +152,8 @@ def test_open_rgb_grey_repeats_the_grey_values(tmp_path, photos, elpv_files):
 
 def test_open_rgb_composites_transparency_on_white(tmp_path, photos):
     rgba = np.dstack([photos["coffee"], np.full((SIDE, SIDE), 255, np.uint8)])
-    rgba[0, 0] = (200, 10, 10, 0)        # fully transparent red -> white
-    rgba[1, 1, 3] = 255                  # opaque -> unchanged
+    rgba[0, 0] = (200, 10, 10, 0)  # fully transparent red -> white
+    rgba[1, 1, 3] = 255  # opaque -> unchanged
     Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
     out = np.asarray(open_rgb(str(tmp_path / "a.png")))
     assert tuple(out[0, 0]) == (255, 255, 255)
@@ -145,7 +167,7 @@ def test_open_rgb_composites_transparency_on_white(tmp_path, photos):
 def test_open_rgb_palette_transparent_index_becomes_white(tmp_path, photos):
     pal = Image.fromarray(photos["astronaut"]).quantize(colors=8)
     index = pal.getpixel((0, 0))
-    assert pal.getpalette()[3 * index: 3 * index + 3] != [255, 255, 255]
+    assert pal.getpalette()[3 * index : 3 * index + 3] != [255, 255, 255]
     pal.save(tmp_path / "p.png", transparency=index)
     assert Image.open(tmp_path / "p.png").mode == "P"
     out = np.asarray(open_rgb(str(tmp_path / "p.png")))
@@ -158,18 +180,21 @@ def test_open_rgb_scales_16_bit_32_bit_and_float_grey(tmp_path):
     values16 = np.array([[0, 257 * 100, 65535]], np.uint16)
     Image.fromarray(values16).save(tmp_path / "a16.png")
     assert Image.open(tmp_path / "a16.png").mode == "I;16"
-    np.testing.assert_array_equal(np.asarray(open_rgb(str(tmp_path / "a16.png")))[0, :, 1],
-                                  [0, 100, 255])
+    np.testing.assert_array_equal(
+        np.asarray(open_rgb(str(tmp_path / "a16.png")))[0, :, 1], [0, 100, 255]
+    )
 
     Image.fromarray(np.array([[0, 100, 255]], np.int32)).save(tmp_path / "i.tif")
     assert Image.open(tmp_path / "i.tif").mode == "I"
-    np.testing.assert_array_equal(np.asarray(open_rgb(str(tmp_path / "i.tif")))[0, :, 2],
-                                  [0, 100, 255])
+    np.testing.assert_array_equal(
+        np.asarray(open_rgb(str(tmp_path / "i.tif")))[0, :, 2], [0, 100, 255]
+    )
 
     Image.fromarray(np.array([[0.0, 0.5, 1.0]], np.float32)).save(tmp_path / "f.tif")
     assert Image.open(tmp_path / "f.tif").mode == "F"
-    np.testing.assert_array_equal(np.asarray(open_rgb(str(tmp_path / "f.tif")))[0, :, 0],
-                                  [0, 128, 255])
+    np.testing.assert_array_equal(
+        np.asarray(open_rgb(str(tmp_path / "f.tif")))[0, :, 0], [0, 128, 255]
+    )
 
 
 def test_open_rgb_bilevel_and_cmyk(tmp_path, photos):
@@ -194,13 +219,22 @@ def test_open_rgb_raises_data_error_naming_the_path(tmp_path, photos):
 
 @pytest.fixture
 def class_folders(tmp_path, photos, elpv_files) -> Path:
-    root = class_tree(tmp_path / "pets", {
-        "cat": [(photos["chelsea"], "c1.png", "png"), (photos["chelsea2"], "c2.JPG", "jpg"),
-                (photos["chelsea"], "c3.png", "palette")],
-        "cup": [(photos["coffee"], "k1.jpeg", "jpg"), (photos["coffee2"], "k2.png", "rgba")],
-        "person": [(photos["astronaut"], "a1.webp", "WEBP"), (photos["camera"], "g1.png", "grey"),
-                   (photos["astronaut2"], "a2.bmp", "BMP")],
-    })
+    root = class_tree(
+        tmp_path / "pets",
+        {
+            "cat": [
+                (photos["chelsea"], "c1.png", "png"),
+                (photos["chelsea2"], "c2.JPG", "jpg"),
+                (photos["chelsea"], "c3.png", "palette"),
+            ],
+            "cup": [(photos["coffee"], "k1.jpeg", "jpg"), (photos["coffee2"], "k2.png", "rgba")],
+            "person": [
+                (photos["astronaut"], "a1.webp", "WEBP"),
+                (photos["camera"], "g1.png", "grey"),
+                (photos["astronaut2"], "a2.bmp", "BMP"),
+            ],
+        },
+    )
     shutil.copy(elpv_files[0], root / "person" / "cell.png")
     (root / "cat" / "notes.txt").write_text("ignored")
     (root / "cat" / ".hidden.png").write_bytes(b"ignored: hidden")
@@ -215,9 +249,17 @@ def test_layout_a_class_folders(class_folders):
     assert ds.classes == ["cat", "cup", "person"] and ds.n_classes == 3
     assert ds.labels.dtype == np.int64
     names = {name_of(ds, i): ds.classes[ds.labels[i]] for i in range(len(ds.paths))}
-    assert names == {"c1.png": "cat", "c2.JPG": "cat", "c3.png": "cat", "k1.jpeg": "cup",
-                     "k2.png": "cup", "a1.webp": "person", "g1.png": "person",
-                     "a2.bmp": "person", "cell.png": "person"}
+    assert names == {
+        "c1.png": "cat",
+        "c2.JPG": "cat",
+        "c3.png": "cat",
+        "k1.jpeg": "cup",
+        "k2.png": "cup",
+        "a1.webp": "person",
+        "g1.png": "person",
+        "a2.bmp": "person",
+        "cell.png": "person",
+    }
     assert all(os.path.isabs(p) and os.path.isfile(p) for p in ds.paths)
     assert ds.test_idx is None and ds.folds is None and ds.skipped == []
     # every path opens as RGB
@@ -236,19 +278,32 @@ def test_layout_a_accepts_pathlike_and_is_deterministic(class_folders):
 
 def test_layout_b_train_test(tmp_path, photos):
     root = tmp_path / "tt"
-    class_tree(root / "train", {
-        "cat": [(photos["chelsea"], "t1.png", "png"), (photos["chelsea2"], "t2.jpg", "jpg")],
-        "cup": [(photos["coffee"], "t3.png", "png")],
-        "person": [(photos["astronaut"], "t4.png", "png")],
-    })
-    class_tree(root / "test", {
-        "cat": [(photos["chelsea2"], "s1.png", "grey")],
-        "cup": [(photos["coffee2"], "s2.jpg", "jpg"), (photos["coffee"], "s3.png", "rgba")],
-    })
+    class_tree(
+        root / "train",
+        {
+            "cat": [(photos["chelsea"], "t1.png", "png"), (photos["chelsea2"], "t2.jpg", "jpg")],
+            "cup": [(photos["coffee"], "t3.png", "png")],
+            "person": [(photos["astronaut"], "t4.png", "png")],
+        },
+    )
+    class_tree(
+        root / "test",
+        {
+            "cat": [(photos["chelsea2"], "s1.png", "grey")],
+            "cup": [(photos["coffee2"], "s2.jpg", "jpg"), (photos["coffee"], "s3.png", "rgba")],
+        },
+    )
     ds = load_dataset(str(root))
     assert ds.classes == ["cat", "cup", "person"]
-    assert [name_of(ds, i) for i in range(len(ds.paths))] == \
-        ["t1.png", "t2.jpg", "t3.png", "t4.png", "s1.png", "s2.jpg", "s3.png"]
+    assert [name_of(ds, i) for i in range(len(ds.paths))] == [
+        "t1.png",
+        "t2.jpg",
+        "t3.png",
+        "t4.png",
+        "s1.png",
+        "s2.jpg",
+        "s3.png",
+    ]
     np.testing.assert_array_equal(ds.test_idx, [4, 5, 6])
     np.testing.assert_array_equal(ds.labels, [0, 0, 1, 2, 0, 1, 1])
     assert ds.folds is None
@@ -257,10 +312,17 @@ def test_layout_b_train_test(tmp_path, photos):
 
 def test_layout_b_test_class_missing_from_train(tmp_path, photos):
     root = tmp_path / "tt"
-    class_tree(root / "train", {"cat": [(photos["chelsea"], "a.png", "png")],
-                                "cup": [(photos["coffee"], "b.png", "png")]})
-    class_tree(root / "test", {"cat": [(photos["chelsea2"], "c.png", "png")],
-                               "dog": [(photos["astronaut"], "d.png", "png")]})
+    class_tree(
+        root / "train",
+        {"cat": [(photos["chelsea"], "a.png", "png")], "cup": [(photos["coffee"], "b.png", "png")]},
+    )
+    class_tree(
+        root / "test",
+        {
+            "cat": [(photos["chelsea2"], "c.png", "png")],
+            "dog": [(photos["astronaut"], "d.png", "png")],
+        },
+    )
     with pytest.raises(DataError, match=r"dog.*train folder lacks"):
         load_dataset(str(root))
 
@@ -287,8 +349,11 @@ def test_layout_c_partitions(partitions):
     assert ds.test_idx is None
     assert len(ds.folds) == 3
     assert len(ds.paths) == len(set(ds.paths)) == 3 * 6  # every distinct file path
-    expected_test = [["chelsea.png", "coffee.png"], ["chelsea2.png", "coffee2.png"],
-                     ["astronaut.png", "camera.png"]]
+    expected_test = [
+        ["chelsea.png", "coffee.png"],
+        ["chelsea2.png", "coffee2.png"],
+        ["astronaut.png", "camera.png"],
+    ]
     for k, (train_idx, test_idx) in enumerate(ds.folds):
         part = f"{os.sep}part{k}{os.sep}"
         assert sorted(name_of(ds, i) for i in test_idx) == expected_test[k]
@@ -306,8 +371,10 @@ def test_layout_c_symlinked_file_is_one_sample(tmp_path, photos):
     for key in ("chelsea", "chelsea2", "coffee", "coffee2"):
         save(photos[key], store / f"{key}.png")
     root = tmp_path / "linked"
-    layout = {"p0": {"train": ["chelsea", "coffee"], "test": ["chelsea2", "coffee2"]},
-              "p1": {"train": ["chelsea2", "coffee2"], "test": ["chelsea", "coffee"]}}
+    layout = {
+        "p0": {"train": ["chelsea", "coffee"], "test": ["chelsea2", "coffee2"]},
+        "p1": {"train": ["chelsea2", "coffee2"], "test": ["chelsea", "coffee"]},
+    }
     for part, splits in layout.items():
         for split, keys in splits.items():
             for key in keys:
@@ -354,8 +421,12 @@ def test_csv_without_split_relative_and_absolute_paths(manifest_images):
     ds = load_dataset(str(manifest_images / "list.csv"))
     assert ds.name == "list"
     assert ds.classes == ["cat", "cup", "person"]
-    assert [name_of(ds, i) for i in range(4)] == ["coffee.png", "chelsea.png", "coffee2.png",
-                                                  "astronaut.png"]
+    assert [name_of(ds, i) for i in range(4)] == [
+        "coffee.png",
+        "chelsea.png",
+        "coffee2.png",
+        "astronaut.png",
+    ]
     np.testing.assert_array_equal(ds.labels, [1, 0, 1, 2])
     assert ds.paths[0] == str(manifest_images / "img" / "coffee.png")
     assert ds.test_idx is None
@@ -395,17 +466,28 @@ def test_csv_unknown_paths_listed_with_count(manifest_images):
     assert "img/missing10.png" not in msg and "and 2 more" in msg
 
 
-@pytest.mark.parametrize("content,pattern", [
-    ("", "is empty"),
-    ("\n\n", "is empty"),
-    ("path,label\n", "no rows"),
-    ("path,label,split\nimg/chelsea.png,cat,train\nimg/coffee.png,cup,val\n", r"line\(s\) 3"),
-    ("path,label,split\nimg/chelsea.png,cat,train\nimg/coffee.png,cup,train\n", "no row as 'test'"),
-    ("path,label\nimg/chelsea.png,cat\nimg/coffee.png,cat\n", "only 1 label"),
-    ("path,label\nimg/chelsea.png,cat\nimg/coffee.png,\n", r"empty path or label on line\(s\) 3"),
-    ("path,label\nimg/chelsea.png,cat\nimg/coffee.png,cup\nimg/chelsea.png,cat\n",
-     "more than once"),
-])
+@pytest.mark.parametrize(
+    "content,pattern",
+    [
+        ("", "is empty"),
+        ("\n\n", "is empty"),
+        ("path,label\n", "no rows"),
+        ("path,label,split\nimg/chelsea.png,cat,train\nimg/coffee.png,cup,val\n", r"line\(s\) 3"),
+        (
+            "path,label,split\nimg/chelsea.png,cat,train\nimg/coffee.png,cup,train\n",
+            "no row as 'test'",
+        ),
+        ("path,label\nimg/chelsea.png,cat\nimg/coffee.png,cat\n", "only 1 label"),
+        (
+            "path,label\nimg/chelsea.png,cat\nimg/coffee.png,\n",
+            r"empty path or label on line\(s\) 3",
+        ),
+        (
+            "path,label\nimg/chelsea.png,cat\nimg/coffee.png,cup\nimg/chelsea.png,cat\n",
+            "more than once",
+        ),
+    ],
+)
 def test_csv_bad_content(manifest_images, content, pattern):
     (manifest_images / "x.csv").write_text(content)
     with pytest.raises(DataError, match=pattern) as err:
@@ -539,8 +621,10 @@ def test_no_images_at_all(tmp_path, photos):
 
 @pytest.fixture
 def with_bad_files(class_folders, photos) -> tuple[Path, list[Path]]:
-    bad = [truncated_png(photos["coffee"], class_folders / "cup" / "cut.png"),
-           class_folders / "cat" / "text.jpg"]
+    bad = [
+        truncated_png(photos["coffee"], class_folders / "cup" / "cut.png"),
+        class_folders / "cat" / "text.jpg",
+    ]
     bad[1].write_text("this is not a JPEG")
     buf = io.BytesIO()
     Image.fromarray(skimage.data.astronaut()).save(buf, format="JPEG")
@@ -581,11 +665,21 @@ def test_check_images_false_does_not_decode(with_bad_files):
 
 def test_skip_bad_renumbers_test_idx_and_folds(tmp_path, photos, partitions):
     root = tmp_path / "tt"
-    class_tree(root / "train", {"cat": [(photos["chelsea"], "t1.png", "png")],
-                                "cup": [(photos["coffee"], "t2.png", "png")]})
+    class_tree(
+        root / "train",
+        {
+            "cat": [(photos["chelsea"], "t1.png", "png")],
+            "cup": [(photos["coffee"], "t2.png", "png")],
+        },
+    )
     truncated_png(photos["chelsea2"], root / "train" / "cat" / "t0.png")
-    class_tree(root / "test", {"cat": [(photos["chelsea2"], "s1.png", "png")],
-                               "cup": [(photos["coffee2"], "s2.png", "png")]})
+    class_tree(
+        root / "test",
+        {
+            "cat": [(photos["chelsea2"], "s1.png", "png")],
+            "cup": [(photos["coffee2"], "s2.png", "png")],
+        },
+    )
     ds = load_dataset(str(root), skip_bad=True)
     assert [name_of(ds, i) for i in ds.test_idx] == ["s1.png", "s2.png"]
     assert name_of(ds, 0) == "t1.png" and len(ds.paths) == 4
@@ -607,8 +701,10 @@ def test_skip_bad_cannot_empty_a_class(tmp_path, photos):
 
 
 def test_corrupt_file_listing_is_capped(tmp_path, photos):
-    root = class_tree(tmp_path / "d", {"cat": [(photos["chelsea"], "a.png", "png")],
-                                       "cup": [(photos["coffee"], "b.png", "png")]})
+    root = class_tree(
+        tmp_path / "d",
+        {"cat": [(photos["chelsea"], "a.png", "png")], "cup": [(photos["coffee"], "b.png", "png")]},
+    )
     for i in range(13):
         (root / "cup" / f"bad{i:02d}.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(DataError, match="13 image file.*and 3 more"):

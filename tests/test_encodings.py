@@ -25,16 +25,21 @@ class Blocks(EncodingSpec):
     """One gene per block of 4 input features (the last block may be shorter)."""
 
     def __init__(self):
-        super().__init__("blocks", "one-layer head; one gene per block of 4 input features",
-                         hidden_layers=1, targets=(PruneTarget(0, "inputs"),),
-                         default_evaluations=7)
+        super().__init__(
+            "blocks",
+            "one-layer head; one gene per block of 4 input features",
+            hidden_layers=1,
+            targets=(PruneTarget(0, "inputs"),),
+            default_evaluations=7,
+        )
 
     def n_genes(self, n_features, hidden):
         return -(-n_features // BLOCK)
 
     def decode_genes(self, genes, n_features, hidden):
-        return HeadMasks(np.repeat(genes, BLOCK)[:n_features],
-                         tuple(np.ones(h, dtype=bool) for h in hidden))
+        return HeadMasks(
+            np.repeat(genes, BLOCK)[:n_features], tuple(np.ones(h, dtype=bool) for h in hidden)
+        )
 
 
 @pytest.fixture
@@ -51,7 +56,12 @@ def test_paper_encodings_keep_their_rules():
     layers = {name: len(make_encoding(name, 30, 16).hidden) for name in ENCODINGS}
     assert layers == {"fs": 1, "fc": 1, "fc1": 2, "fc2": 2, "both": 2}
     assert {n: default_evaluations(n) for n in ENCODINGS} == {
-        "fs": 200, "fc": 200, "fc1": 200, "fc2": 200, "both": 300}
+        "fs": 200,
+        "fc": 200,
+        "fc1": 200,
+        "fc2": 200,
+        "both": 300,
+    }
 
 
 def test_a_registered_encoding_drives_a_search(blocks):
@@ -61,8 +71,9 @@ def test_a_registered_encoding_drives_a_search(blocks):
     y = np.repeat([0, 1], 30)
     X = rng.normal(size=(60, 24)).astype(np.float32)
     X[:, 4] += 3.0 * y  # one informative feature, in the second block
-    clf = EvoPruneClassifier(encoding="blocks", hidden_size=8, population=4,
-                             random_state=0).fit(X, y)
+    clf = EvoPruneClassifier(encoding="blocks", hidden_size=8, population=4, random_state=0).fit(
+        X, y
+    )
     assert clf.encoding_.n_genes == 6 and clf.best_mask_.shape == (6,)
     assert clf.search_.evaluations == 7  # the budget the encoding declared
     expected = np.repeat(clf.best_mask_.astype(bool), BLOCK)
@@ -87,12 +98,14 @@ def test_registry_refuses_bad_or_duplicate_encodings(blocks):
 def test_a_decoding_of_the_wrong_size_is_reported(blocks):
     class Broken(Blocks):
         def __init__(self):
-            EncodingSpec.__init__(self, "broken", "?", hidden_layers=1,
-                                  targets=(PruneTarget(0, "inputs"),))
+            EncodingSpec.__init__(
+                self, "broken", "?", hidden_layers=1, targets=(PruneTarget(0, "inputs"),)
+            )
 
         def decode_genes(self, genes, n_features, hidden):
-            return HeadMasks(np.ones(n_features + 1, dtype=bool),
-                             tuple(np.ones(h, dtype=bool) for h in hidden))
+            return HeadMasks(
+                np.ones(n_features + 1, dtype=bool), tuple(np.ones(h, dtype=bool) for h in hidden)
+            )
 
     register_encoding(Broken)
     try:

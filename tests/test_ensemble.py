@@ -14,11 +14,13 @@ from evoprune.errors import ConfigError
 
 
 def test_soft_vote_is_the_mean_of_probabilities():
-    P = np.array([
-        [[0.9, 0.1], [0.4, 0.6]],
-        [[0.3, 0.7], [0.2, 0.8]],
-        [[0.6, 0.4], [0.9, 0.1]],
-    ])
+    P = np.array(
+        [
+            [[0.9, 0.1], [0.4, 0.6]],
+            [[0.3, 0.7], [0.2, 0.8]],
+            [[0.6, 0.4], [0.9, 0.1]],
+        ]
+    )
     assert soft_vote(P) == pytest.approx(np.array([[0.6, 0.4], [0.5, 0.5]]))
     # Image 1's mean is an exact 0.5/0.5 tie: argmax takes the lower class.
     assert ensemble_predict(P, "soft").tolist() == [0, 0]
@@ -37,10 +39,12 @@ def test_hard_vote_tie_goes_to_the_larger_summed_probability():
     # Image 0: one vote each for classes 0 and 1; summed probabilities 0.6+0.3 = 0.9 for
     # class 0 and 0.4+0.7 = 1.1 for class 1, so 1 wins although member 0 (the first) says 0.
     # Image 1: a three-class tie where class 2 is nobody's choice but must not win.
-    P = np.array([
-        [[0.6, 0.4, 0.0], [0.5, 0.1, 0.4]],
-        [[0.3, 0.7, 0.0], [0.1, 0.45, 0.45]],
-    ])
+    P = np.array(
+        [
+            [[0.6, 0.4, 0.0], [0.5, 0.1, 0.4]],
+            [[0.3, 0.7, 0.0], [0.1, 0.45, 0.45]],
+        ]
+    )
     # Image 1: member 0 -> class 0, member 1 -> class 1 (the first of 0.45/0.45), votes 1/1/0;
     # sums: class 0 0.6, class 1 0.55, class 2 0.85; class 2 has fewer votes, so class 0.
     assert hard_vote(P).tolist() == [1, 0]
@@ -76,7 +80,7 @@ def test_choose_members_diversity_of_masks_decides_when_given():
 def test_choose_members_accuracy_comes_first():
     # Member 1 disagrees most with member 0 but does not fix its mistake; member 2 does.
     y = np.array([0, 0, 1])
-    m0 = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4]])    # preds 0,0,0: 2/3
+    m0 = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4]])  # preds 0,0,0: 2/3
     m1 = np.array([[0.2, 0.8], [0.05, 0.95], [0.3, 0.7]])  # preds 1,1,1: 1/3
     m2 = np.array([[0.4, 0.6], [0.6, 0.4], [0.05, 0.95]])  # preds 1,0,1: 2/3
     P = np.stack([m0, m1, m2])

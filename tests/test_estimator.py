@@ -87,11 +87,14 @@ def test_eval_set_scores_fitness_on_it():
     assert again.accuracy(clf.best_mask_[None])[0] == pytest.approx(clf.best_fitness_)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(encoding="fc9"), "encoding"),
-    (dict(trainer="slow"), "trainer"),
-    (dict(fitness_split="holdout"), "fitness_split"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(encoding="fc9"), "encoding"),
+        (dict(trainer="slow"), "trainer"),
+        (dict(fitness_split="holdout"), "fitness_split"),
+    ],
+)
 def test_bad_parameters_are_named(kwargs, match):
     X, y = _data()
     with pytest.raises(ConfigError, match=match):
@@ -103,8 +106,9 @@ def test_single_class_and_shape_errors():
     with pytest.raises(ConfigError, match="class"):
         _small().fit(X, np.zeros(len(X)))
     clf = _small().fit(X, y)
-    with pytest.raises(ConfigError, match="X has 5 features, but EvoPruneClassifier is "
-                                          "expecting 24 features"):
+    with pytest.raises(
+        ConfigError, match="X has 5 features, but EvoPruneClassifier is expecting 24 features"
+    ):
         clf.predict(X[:, :5])
 
 
@@ -114,17 +118,22 @@ def test_pipeline_from_image_paths(faces_folder, feature_cache):
     g = np.random.default_rng(0)
     order = g.permutation(len(paths))
     train, test = order[:150], order[150:]
-    model = Pipeline([
-        ("features", ImageFeatures("efficientnet-lite0", cache_dir=feature_cache)),
-        ("head", EvoPruneClassifier(encoding="fs", population=6, evaluations=10,
-                                    random_state=0)),
-    ])
+    model = Pipeline(
+        [
+            ("features", ImageFeatures("efficientnet-lite0", cache_dir=feature_cache)),
+            (
+                "head",
+                EvoPruneClassifier(encoding="fs", population=6, evaluations=10, random_state=0),
+            ),
+        ]
+    )
     model.fit([paths[i] for i in train], labels[train])
     assert model.score([paths[i] for i in test], labels[test]) > 0.8
     assert model.named_steps["head"].best_mask_.size == 1280
 
 
 # --- one declaration, validated in one place --------------------------------------------------
+
 
 def test_init_signature_is_the_declarations_estimator_subset():
     import inspect
@@ -138,22 +147,25 @@ def test_init_signature_is_the_declarations_estimator_subset():
     assert EvoPruneClassifier().get_params() == estimator_defaults()
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(population=1), r"--population 1 \(population=1\): must be at least 4"),
-    (dict(random_state=-1), r"\(random_state=-1\): must be an integer in \[0, 4294967295\]"),
-    (dict(random_state=2**64), r"random_state=18446744073709551616"),
-    (dict(evaluations=0), r"evaluations=0"),
-    (dict(population=10, evaluations=5), r"must be at least population=10"),
-    (dict(mutation_prob=2.0), r"mutation_prob=2.0\): must be within \[0, 1\]"),
-    (dict(init="1.5"), r"init='1.5'"),
-    (dict(val_fraction=1.0), r"val_fraction=1.0"),
-    (dict(cv_folds=1), r"cv_folds=1"),
-    (dict(hidden_size=0), r"hidden_size=0"),
-    (dict(objectives="size"), r"must include accuracy"),
-    (dict(objectives=("accuracy", "size"), algorithm="ssga"), r"algorithm='ssga'"),
-    (dict(select="knee"), r"needs more than one objective"),
-    (dict(ood_score="logit"), r"ood_score='logit'"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(population=1), r"--population 1 \(population=1\): must be at least 4"),
+        (dict(random_state=-1), r"\(random_state=-1\): must be an integer in \[0, 4294967295\]"),
+        (dict(random_state=2**64), r"random_state=18446744073709551616"),
+        (dict(evaluations=0), r"evaluations=0"),
+        (dict(population=10, evaluations=5), r"must be at least population=10"),
+        (dict(mutation_prob=2.0), r"mutation_prob=2.0\): must be within \[0, 1\]"),
+        (dict(init="1.5"), r"init='1.5'"),
+        (dict(val_fraction=1.0), r"val_fraction=1.0"),
+        (dict(cv_folds=1), r"cv_folds=1"),
+        (dict(hidden_size=0), r"hidden_size=0"),
+        (dict(objectives="size"), r"must include accuracy"),
+        (dict(objectives=("accuracy", "size"), algorithm="ssga"), r"algorithm='ssga'"),
+        (dict(select="knee"), r"needs more than one objective"),
+        (dict(ood_score="logit"), r"ood_score='logit'"),
+    ],
+)
 def test_every_parameter_is_checked_before_any_work(kwargs, match, monkeypatch):
     import evoprune.estimator as est
 
@@ -183,8 +195,7 @@ def test_non_finite_features_are_refused_in_fit_and_predict(bad):
     with pytest.raises(ConfigError, match="NaN or infinite"):
         clf.predict(Xb)
     with pytest.raises(ConfigError, match="eval_set's X contains NaN"):
-        EvoPruneClassifier(hidden_size=8, population=4, evaluations=4).fit(
-            X, y, eval_set=(Xb, y))
+        EvoPruneClassifier(hidden_size=8, population=4, evaluations=4).fit(X, y, eval_set=(Xb, y))
 
 
 def test_eval_set_with_other_feature_count_names_the_expected_count():
@@ -195,6 +206,7 @@ def test_eval_set_with_other_feature_count_names_the_expected_count():
 
 # --- scikit-learn's estimator contract ----------------------------------------------------------
 
+
 def _tiny():
     # hidden_size 32: check_classifiers_train wants > 83 % training accuracy on 2-d blobs
     return EvoPruneClassifier(hidden_size=32, population=4, evaluations=6)
@@ -203,12 +215,21 @@ def _tiny():
 #: The checks that failed before (not fitted, n_features_in_, empty data, NaN/inf, sparse input,
 #: 2-d y, 1-d X, requires y) and the parameter contract: fast enough for every test run.
 FAST_CHECKS = [
-    "check_estimators_unfitted", "check_n_features_in_after_fitting",
-    "check_estimators_empty_data_messages", "check_estimators_nan_inf",
-    "check_estimator_sparse_array", "check_estimator_sparse_matrix", "check_supervised_y_2d",
-    "check_fit1d", "check_requires_y_none", "check_fit2d_predict1d",
-    "check_parameters_default_constructible", "check_get_params_invariance",
-    "check_set_params", "check_no_attributes_set_in_init", "check_classifiers_one_label",
+    "check_estimators_unfitted",
+    "check_n_features_in_after_fitting",
+    "check_estimators_empty_data_messages",
+    "check_estimators_nan_inf",
+    "check_estimator_sparse_array",
+    "check_estimator_sparse_matrix",
+    "check_supervised_y_2d",
+    "check_fit1d",
+    "check_requires_y_none",
+    "check_fit2d_predict1d",
+    "check_parameters_default_constructible",
+    "check_get_params_invariance",
+    "check_set_params",
+    "check_no_attributes_set_in_init",
+    "check_classifiers_one_label",
 ]
 
 
@@ -226,6 +247,7 @@ def test_check_estimator_passes_every_check():
     from sklearn.utils.estimator_checks import check_estimator
 
     results = check_estimator(_tiny(), on_fail=None)
-    failed = {r["check_name"]: repr(r["exception"])[:300] for r in results
-              if r["status"] == "failed"}
+    failed = {
+        r["check_name"]: repr(r["exception"])[:300] for r in results if r["status"] == "failed"
+    }
     assert len(results) >= 50 and not failed

@@ -10,10 +10,28 @@ from evoprune.cli import main
 from evoprune.runs.experiment import run_experiment
 from evoprune.runs.store import hex_to_mask, mask_to_hex
 
-REQUIRED = ["dataset", "backbone", "encoding", "trainer", "fitness_split", "seed", "n_classes",
-            "genes", "active_genes", "active_fraction", "fitness", "test_accuracy",
-            "reference_test_accuracy", "head_params", "reference_head_params", "evaluations",
-            "features_cached", "timings", "wall_seconds", "best_mask"]
+REQUIRED = [
+    "dataset",
+    "backbone",
+    "encoding",
+    "trainer",
+    "fitness_split",
+    "seed",
+    "n_classes",
+    "genes",
+    "active_genes",
+    "active_fraction",
+    "fitness",
+    "test_accuracy",
+    "reference_test_accuracy",
+    "head_params",
+    "reference_head_params",
+    "evaluations",
+    "features_cached",
+    "timings",
+    "wall_seconds",
+    "best_mask",
+]
 
 
 def test_tiny_run_writes_a_complete_results_folder(tiny_run):
@@ -31,8 +49,13 @@ def test_tiny_run_writes_a_complete_results_folder(tiny_run):
     # 2 balanced classes: chance is 0.5; real ImageNet features do far better
     assert r["test_accuracy"] > 0.8 and r["reference_test_accuracy"] > 0.8
     assert set(r["timings"]) == {"features", "search", "final_training", "reference_training"}
-    for name in ["config.json", "history.csv", "convergence.png", "head.safetensors",
-                 "reference_head.safetensors"]:
+    for name in [
+        "config.json",
+        "history.csv",
+        "convergence.png",
+        "head.safetensors",
+        "reference_head.safetensors",
+    ]:
         assert (out / name).stat().st_size > 0, name
     rows = list(csv.DictReader((out / "history.csv").open()))
     assert [int(x["index"]) for x in rows] == list(range(1, 13))
@@ -60,9 +83,28 @@ def test_second_run_uses_cached_features_and_resumes(tiny_run, feature_cache, tm
 
 
 def test_cli_run_prints_table_and_leak_warning(tmp_path, feature_cache, capsys, caplog):
-    code = main(["run", "--data", "elpv2", "--limit", "120", "--population", "4",
-                 "--evaluations", "5", "--fitness-split", "test", "--out", str(tmp_path),
-                 "--cache-dir", str(feature_cache), "--no-progress", "--encoding", "fc"])
+    code = main(
+        [
+            "run",
+            "--data",
+            "elpv2",
+            "--limit",
+            "120",
+            "--population",
+            "4",
+            "--evaluations",
+            "5",
+            "--fitness-split",
+            "test",
+            "--out",
+            str(tmp_path),
+            "--cache-dir",
+            str(feature_cache),
+            "--no-progress",
+            "--encoding",
+            "fc",
+        ]
+    )
     assert code == 0
     text = capsys.readouterr().out
     assert "not pruned" in text and "LEAKED" in text
@@ -86,8 +128,9 @@ def test_cli_lists_backbones_and_datasets(capsys):
     assert "elpv" in out and "elpv2" in out
 
 
-def test_ctrl_c_keeps_the_evaluations_made(faces_folder, feature_cache, tmp_path, monkeypatch,
-                                           caplog):
+def test_ctrl_c_keeps_the_evaluations_made(
+    faces_folder, feature_cache, tmp_path, monkeypatch, caplog
+):
     from evoprune.problem import HeadProblem
 
     real = HeadProblem.evaluate_one
@@ -100,8 +143,20 @@ def test_ctrl_c_keeps_the_evaluations_made(faces_folder, feature_cache, tmp_path
         return real(self, chrom)
 
     monkeypatch.setattr(HeadProblem, "evaluate_one", interrupted)
-    args = ["run", "--data", str(faces_folder), "--population", "4", "--evaluations", "8",
-            "--out", str(tmp_path), "--cache-dir", str(feature_cache), "--no-progress"]
+    args = [
+        "run",
+        "--data",
+        str(faces_folder),
+        "--population",
+        "4",
+        "--evaluations",
+        "8",
+        "--out",
+        str(tmp_path),
+        "--cache-dir",
+        str(feature_cache),
+        "--no-progress",
+    ]
     (tmp_path / "result.json").write_text("{}")  # an older run's result in the same folder
     assert main(args) == 130
     assert "resume" in caplog.text

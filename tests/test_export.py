@@ -59,8 +59,9 @@ def _batch(paths):
     return np.stack([backbone.preprocess(open_rgb(p)) for p in paths])
 
 
-def test_onnx_model_gives_the_library_probabilities(exported, tiny_run, sample_images,
-                                                    library_proba):
+def test_onnx_model_gives_the_library_probabilities(
+    exported, tiny_run, sample_images, library_proba
+):
     import onnxruntime as ort
 
     paths, truth = sample_images
@@ -85,8 +86,7 @@ def test_onnx_model_gives_the_library_probabilities(exported, tiny_run, sample_i
     assert "bilinear" in pre["resize"] and "no crop" in pre["resize"]
 
 
-def test_torchscript_model_gives_the_library_probabilities(exported, sample_images,
-                                                           library_proba):
+def test_torchscript_model_gives_the_library_probabilities(exported, sample_images, library_proba):
     extra = {TORCHSCRIPT_METADATA: ""}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -112,12 +112,15 @@ def test_pruned_export_is_physically_smaller(exported, tiny_run):
     pruned, ref = initializers(exported["onnx"].path), initializers(exported["reference"].path)
     assert pruned["head.layers.0.weight"] == [512, k] and ref["head.layers.0.weight"] == [512, 1280]
     assert pruned["head.feature_index"] == [k]
-    elements = {name: sum(int(np.prod(d)) for d in inits.values())
-                for name, inits in (("pruned", pruned), ("ref", ref))}
+    elements = {
+        name: sum(int(np.prod(d)) for d in inits.values())
+        for name, inits in (("pruned", pruned), ("ref", ref))
+    }
     # the backbones are identical; the heads differ by exactly the pruned weights (+ the
     # per-feature index, shift and scale of the dropped features)
     assert elements["ref"] - elements["pruned"] == (
-        result["reference_head_params"] - result["head_params"] + 3 * (1280 - k))
+        result["reference_head_params"] - result["head_params"] + 3 * (1280 - k)
+    )
     saved = 4 * (elements["ref"] - elements["pruned"])
     size_diff = exported["reference"].path.stat().st_size - exported["onnx"].path.stat().st_size
     assert abs(size_diff - saved) < 0.01 * saved
@@ -125,8 +128,9 @@ def test_pruned_export_is_physically_smaller(exported, tiny_run):
     assert exported["reference"].metadata["head_params"] == result["reference_head_params"]
 
 
-def test_load_round_trip_predicts_like_the_run(tiny_run, loaded, feature_cache, sample_images,
-                                               library_proba):
+def test_load_round_trip_predicts_like_the_run(
+    tiny_run, loaded, feature_cache, sample_images, library_proba
+):
     out, result, cfg = tiny_run
     clf = loaded
     assert list(clf.classes_) == result["classes"] == ["face", "not_face"]
@@ -179,7 +183,8 @@ def test_compact_head_from_state_dict_round_trip():
 
 
 def test_predict_cli_reports_a_corrupt_image_and_predicts_the_rest(
-        tiny_run, loaded, sample_images, tmp_path, capsys, caplog):
+    tiny_run, loaded, sample_images, tmp_path, capsys, caplog
+):
     out = tiny_run[0]
     folder = tmp_path / "new images"
     (folder / "sub").mkdir(parents=True)
@@ -212,12 +217,22 @@ def test_show_prints_the_key_figures(tiny_run, exported, tmp_path, capsys):
     assert main(["show", str(out)]) == 0
     text = capsys.readouterr().out
     k = r["active_genes"]
-    for figure in (r["dataset"], "efficientnet-lite0", "fs", f"{r['test_accuracy']:.4f}",
-                   f"{r['reference_test_accuracy']:.4f}", f"features {k}/1280", "fc1 512/512",
-                   f"{r['head_params']:,}", f"{r['reference_head_params']:,}",
-                   f"{r['head_macs']:,}", f"{r['reference_head_macs']:,}",
-                   f"x{r['head_params'] / r['reference_head_params']:.3f}",
-                   "head.safetensors", "reference_head.safetensors"):
+    for figure in (
+        r["dataset"],
+        "efficientnet-lite0",
+        "fs",
+        f"{r['test_accuracy']:.4f}",
+        f"{r['reference_test_accuracy']:.4f}",
+        f"features {k}/1280",
+        "fc1 512/512",
+        f"{r['head_params']:,}",
+        f"{r['reference_head_params']:,}",
+        f"{r['head_macs']:,}",
+        f"{r['reference_head_macs']:,}",
+        f"x{r['head_params'] / r['reference_head_params']:.3f}",
+        "head.safetensors",
+        "reference_head.safetensors",
+    ):
         assert figure in text, figure
     assert "LEAKED" not in text and ".onnx" not in text
     # a leaked run with an exported model beside it
@@ -254,8 +269,9 @@ def test_incomplete_run_folders_are_clear_errors(tiny_run, tmp_path, caplog):
     assert "head.safetensors" in caplog.text and not (tmp_path / "m.onnx").exists()
 
 
-def test_onnx_export_without_onnx_installed_is_a_clear_error(tiny_run, tmp_path, monkeypatch,
-                                                             caplog):
+def test_onnx_export_without_onnx_installed_is_a_clear_error(
+    tiny_run, tmp_path, monkeypatch, caplog
+):
     import sys
 
     monkeypatch.setitem(sys.modules, "onnx", None)  # makes `import onnx` fail
@@ -274,8 +290,13 @@ def test_exports_hold_no_absolute_paths_of_the_machine(exported, tiny_run, tmp_p
     """
     source_dir = os.path.dirname(os.path.dirname(evoprune.__file__))
     site_packages = os.path.dirname(os.path.dirname(torch.__file__))
-    forbidden = [str(tiny_run[0]), str(tmp_path_factory.getbasetemp()), source_dir,
-                 site_packages, "site-packages"]
+    forbidden = [
+        str(tiny_run[0]),
+        str(tmp_path_factory.getbasetemp()),
+        source_dir,
+        site_packages,
+        "site-packages",
+    ]
     files = [f for e in exported.values() for f in (e.path, e.metadata_path)]
     for path in files:
         data = path.read_bytes()

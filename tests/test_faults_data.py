@@ -26,8 +26,11 @@ SIDE = 32
 def crops() -> list[np.ndarray]:
     """Small real photo crops (RGB uint8)."""
     photo = skimage.data.chelsea()
-    return [np.ascontiguousarray(photo[y:y + SIDE, x:x + SIDE])
-            for y in (60, 120, 180) for x in (100, 200)]
+    return [
+        np.ascontiguousarray(photo[y : y + SIDE, x : x + SIDE])
+        for y in (60, 120, 180)
+        for x in (100, 200)
+    ]
 
 
 def make_classes(root: Path, crops: list[np.ndarray], classes=("cat", "dog"), per_class=3) -> Path:
@@ -76,13 +79,15 @@ def test_a_dataset_path_that_is_a_looping_link(tmp_path):
 
 
 @pytest.mark.parametrize("source", ["", "   "])
-def test_an_empty_data_source_is_refused_not_the_current_folder(tmp_path, crops, monkeypatch,
-                                                                source):
+def test_an_empty_data_source_is_refused_not_the_current_folder(
+    tmp_path, crops, monkeypatch, source
+):
     """Before: '' resolved to the current folder and loaded whatever lay there."""
     make_classes(tmp_path, crops)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError,
-                       match=r"^--data is empty; give a folder, a CSV or a built-in name"):
+    with pytest.raises(
+        ConfigError, match=r"^--data is empty; give a folder, a CSV or a built-in name"
+    ):
         load_dataset(source)
 
 
@@ -160,8 +165,11 @@ def test_a_large_jpeg_is_decoded_at_reduced_size(big_jpeg, monkeypatch, caplog):
 
 def test_a_large_png_is_refused_with_the_fix(tmp_path):
     path = png_claiming(tmp_path / "poster.png", 8000, 7000)
-    with pytest.raises(DataError, match=r"poster\.png' is too large: 8000x7000 pixels \(56 "
-                                        r"megapixels\), over the 50-megapixel limit.*downscale"):
+    with pytest.raises(
+        DataError,
+        match=r"poster\.png' is too large: 8000x7000 pixels \(56 "
+        r"megapixels\), over the 50-megapixel limit.*downscale",
+    ):
         open_rgb(str(path))
 
 
@@ -174,8 +182,11 @@ def test_an_image_over_pillows_hard_limit_gets_our_message(tmp_path):
 def test_a_large_image_in_a_dataset_is_listed_by_the_check(tmp_path, crops):
     root = make_classes(tmp_path / "pets", crops)
     png_claiming(root / "dog" / "poster.png", 8000, 7000)
-    with pytest.raises(DataError, match=r"poster\.png \(too large: 8000x7000 pixels.*"
-                                        r"--skip-bad-images"):
+    with pytest.raises(
+        DataError,
+        match=r"poster\.png \(too large: 8000x7000 pixels.*"
+        r"--skip-bad-images",
+    ):
         load_dataset(str(root))
     ds = load_dataset(str(root), skip_bad=True)
     assert [os.path.basename(p) for p in ds.skipped] == ["poster.png"]
@@ -190,8 +201,11 @@ def test_split_errors_name_the_class_not_an_index_or_a_function():
     with pytest.raises(DataError, match=r"class 'cup' has 1; each class needs at least 2") as err:
         stratified_split(labels, 0.3, seed=0, classes=["cat", "dog", "cup"])
     assert "stratified_split" not in str(err.value) and "class 2" not in str(err.value)
-    with pytest.raises(DataError, match=r"3-fold split: class 'dog' has 2, class 'cup' has 1; "
-                                        r".*use fewer folds") as err:
+    with pytest.raises(
+        DataError,
+        match=r"3-fold split: class 'dog' has 2, class 'cup' has 1; "
+        r".*use fewer folds",
+    ) as err:
         kfold_splits(labels, 3, seed=0, classes=["cat", "dog", "cup"])
     assert "kfold_splits" not in str(err.value)
     with pytest.raises(DataError, match=r"label 2 has 1"):  # no names known: the label value
@@ -206,8 +220,11 @@ def test_train_without_test_says_so(tmp_path, crops, present, missing):
     """Before: 'class folder .../train has no images (it has subfolder(s) cat, dog ...)'."""
     root = tmp_path / "split"
     make_classes(root / present, crops)
-    with pytest.raises(DataError, match=rf"^{root}/{present} exists but {root}/{missing} does "
-                                        rf"not; .*add {root}/{missing}") as err:
+    with pytest.raises(
+        DataError,
+        match=rf"^{root}/{present} exists but {root}/{missing} does "
+        rf"not; .*add {root}/{missing}",
+    ) as err:
         load_dataset(str(root))
     assert "has no images" not in str(err.value)
 
@@ -235,8 +252,11 @@ def test_an_unclosed_csv_quote_is_reported_where_it_opened(tmp_path, crops, row)
         Image.fromarray(crops[i]).save(tmp_path / f"{i}.png")
     csv = tmp_path / "m.csv"
     csv.write_text(f"path,label\n0.png,cat\n{row}\n2.png,cat\n3.png,dog\n")
-    with pytest.raises(DataError, match=r"m\.csv' line 3: a quote opened on this line is not "
-                                        r"closed, so the row runs on to line 5"):
+    with pytest.raises(
+        DataError,
+        match=r"m\.csv' line 3: a quote opened on this line is not "
+        r"closed, so the row runs on to line 5",
+    ):
         load_dataset(str(csv))
 
 

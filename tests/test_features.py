@@ -30,9 +30,18 @@ from evoprune.features import (
 )
 
 # (skimage photo, file format); colour ones are class 1, grey ones class 0
-PHOTOS = [("chelsea", "png"), ("coffee", "jpg"), ("astronaut", "png"), ("rocket", "jpg"),
-          ("immunohistochemistry", "bmp"), ("camera", "png"), ("coins", "jpg"), ("moon", "png"),
-          ("page", "bmp"), ("text", "png")]
+PHOTOS = [
+    ("chelsea", "png"),
+    ("coffee", "jpg"),
+    ("astronaut", "png"),
+    ("rocket", "jpg"),
+    ("immunohistochemistry", "bmp"),
+    ("camera", "png"),
+    ("coins", "jpg"),
+    ("moon", "png"),
+    ("page", "bmp"),
+    ("text", "png"),
+]
 N = len(PHOTOS)
 
 
@@ -101,8 +110,9 @@ def test_features_shape_dtype_and_second_call_is_cached(
 def test_batches_and_worker_processes_give_the_same_features(backbone, paths, reference):
     small = extract_features(backbone, paths, use_cache=False, batch_size=3, progress=False)
     np.testing.assert_allclose(small.X, reference.X, rtol=1e-4, atol=1e-5)
-    workers = extract_features(backbone, paths[:4], use_cache=False, batch_size=2,
-                               num_workers=1, progress=False)
+    workers = extract_features(
+        backbone, paths[:4], use_cache=False, batch_size=2, num_workers=1, progress=False
+    )
     np.testing.assert_allclose(workers.X, reference.X[:4], rtol=1e-4, atol=1e-5)
 
 
@@ -133,18 +143,23 @@ def test_changing_one_byte_or_the_order_misses_the_cache(backbone, paths, refere
 
 def test_cache_key_covers_the_backbone(backbone, paths):
     key = cache_key(backbone, paths)
-    other = SimpleNamespace(name=backbone.name, weights_id=backbone.weights_id,
-                            preprocess_id=backbone.preprocess_id + ";other")
+    other = SimpleNamespace(
+        name=backbone.name,
+        weights_id=backbone.weights_id,
+        preprocess_id=backbone.preprocess_id + ";other",
+    )
     assert cache_key(other, paths) != key
-    other = SimpleNamespace(name=backbone.name, weights_id="0" * 16,
-                            preprocess_id=backbone.preprocess_id)
+    other = SimpleNamespace(
+        name=backbone.name, weights_id="0" * 16, preprocess_id=backbone.preprocess_id
+    )
     assert cache_key(other, paths) != key
     assert len(key) == 64
 
 
 def test_use_cache_false_writes_nothing(backbone, paths, tmp_path):
-    result = extract_features(backbone, paths[:2], cache_dir=tmp_path, use_cache=False,
-                              progress=False)
+    result = extract_features(
+        backbone, paths[:2], cache_dir=tmp_path, use_cache=False, progress=False
+    )
     assert not result.cached and result.X.shape == (2, 1280)
     assert list(tmp_path.iterdir()) == []
 
@@ -168,10 +183,12 @@ def test_bad_arguments(backbone, paths, tmp_path):
 
 
 def test_image_features_in_a_pipeline(paths, labels, reference, tmp_path):
-    pipe = Pipeline([
-        ("features", ImageFeatures(cache_dir=tmp_path)),
-        ("clf", LogisticRegression(max_iter=2000)),
-    ])
+    pipe = Pipeline(
+        [
+            ("features", ImageFeatures(cache_dir=tmp_path)),
+            ("clf", LogisticRegression(max_iter=2000)),
+        ]
+    )
     pipe.fit(paths, labels)
     assert pipe.named_steps["features"].n_features_out_ == 1280
     predicted = pipe.predict(paths)
@@ -187,8 +204,9 @@ def test_image_features_from_pil_images_and_arrays(paths, reference, tmp_path):
     arrays = [np.asarray(Image.open(paths[i]).convert("RGB")) for i in colour]
     images = [Image.fromarray(a) for a in arrays]
     for inputs in (arrays, images):
-        np.testing.assert_allclose(transformer.transform(inputs), reference.X[colour],
-                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            transformer.transform(inputs), reference.X[colour], rtol=1e-4, atol=1e-5
+        )
     assert list(tmp_path.iterdir()) == []  # in-memory images are not cached
     assert len(transformer.get_feature_names_out()) == 1280
     with pytest.raises(ConfigError, match="uint8"):
@@ -218,6 +236,7 @@ def _flip_byte(path: Path, X: np.ndarray, header: dict) -> None:
 def _edit_rows(edit):
     def damage(path: Path, X: np.ndarray, header: dict) -> None:
         _save_entry(path, edit(X.copy()), header)  # the header keeps the old checksum
+
     return damage
 
 
@@ -236,6 +255,7 @@ def _with_x(value):
     def edit(X):
         X[2] = value
         return X
+
     return edit
 
 
@@ -361,6 +381,7 @@ def test_an_unwritable_cache_is_used_without_caching(
         (tmp_path / "plain-file").write_text("not a folder")
         cache = tmp_path / "plain-file" / "cache"
     else:
+
         def read_only(path, write):
             raise PermissionError(13, "Permission denied", str(path))
 

@@ -17,8 +17,10 @@ from evoprune.model.head import (
 )
 
 
-@pytest.mark.parametrize("name,genes,layers", [("fs", 64, 1), ("fc", 16, 1), ("fc1", 16, 2),
-                                               ("fc2", 16, 2), ("both", 32, 2)])
+@pytest.mark.parametrize(
+    "name,genes,layers",
+    [("fs", 64, 1), ("fc", 16, 1), ("fc1", 16, 2), ("fc2", 16, 2), ("both", 32, 2)],
+)
 def test_encoding_sizes(name, genes, layers):
     enc = make_encoding(name, 64, hidden_size=16)
     assert enc.n_genes == genes and len(enc.hidden) == layers
@@ -100,8 +102,16 @@ def test_trainers_learn_and_are_deterministic(trainer):
 
 def test_paper_trainer_settings_are_the_papers():
     p = TRAINERS["paper"]
-    assert (p.optimizer, p.lr, p.momentum, p.batch_size, p.max_epochs, p.early_stop_patience,
-            p.min_delta, p.lr_decay) == ("sgd", 1e-3, 0.9, 32, 600, 10, 1e-5, 1e-6)
+    assert (
+        p.optimizer,
+        p.lr,
+        p.momentum,
+        p.batch_size,
+        p.max_epochs,
+        p.early_stop_patience,
+        p.min_delta,
+        p.lr_decay,
+    ) == ("sgd", 1e-3, 0.9, 32, 600, 10, 1e-5, 1e-6)
 
 
 def test_empty_feature_selection_still_predicts():

@@ -30,9 +30,27 @@ _TIMEOUT = 300  # seconds any one run may take on a slow, busy machine
 
 
 def _command(data: Path, cache: Path, out: Path) -> list[str]:
-    return [sys.executable, "-c", _MAIN, "run", "--data", str(data), "--encoding", "fs",
-            "--population", "6", "--evaluations", str(_EVALUATIONS), "--seed", "1",
-            "--cache-dir", str(cache), "--out", str(out), "--no-progress"]
+    return [
+        sys.executable,
+        "-c",
+        _MAIN,
+        "run",
+        "--data",
+        str(data),
+        "--encoding",
+        "fs",
+        "--population",
+        "6",
+        "--evaluations",
+        str(_EVALUATIONS),
+        "--seed",
+        "1",
+        "--cache-dir",
+        str(cache),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
 
 
 def _env() -> dict:
@@ -41,8 +59,14 @@ def _env() -> dict:
 
 def _run(data: Path, cache: Path, out: Path) -> None:
     """One run to completion (a rerun resumes whatever an interrupted one left)."""
-    proc = subprocess.run(_command(data, cache, out), env=_env(), capture_output=True,
-                          text=True, timeout=_TIMEOUT, check=False)
+    proc = subprocess.run(
+        _command(data, cache, out),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=_TIMEOUT,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
 
@@ -51,13 +75,15 @@ def _kill_when(data: Path, cache: Path, out: Path, moment, log: Path) -> None:
     """Start a run and SIGKILL it as soon as ``moment(log_text)`` is true (polled every few
     milliseconds); fails when the run ends by itself first."""
     with log.open("w") as err:
-        proc = subprocess.Popen(_command(data, cache, out), env=_env(), stdout=subprocess.DEVNULL,
-                                stderr=err)
+        proc = subprocess.Popen(
+            _command(data, cache, out), env=_env(), stdout=subprocess.DEVNULL, stderr=err
+        )
     try:
         deadline = time.monotonic() + _TIMEOUT
         while not moment(log.read_text()):
-            assert proc.poll() is None, f"the run ended before the moment to kill it:\n" \
-                                        f"{log.read_text()[-3000:]}"
+            assert proc.poll() is None, (
+                f"the run ended before the moment to kill it:\n{log.read_text()[-3000:]}"
+            )
             assert time.monotonic() < deadline, "the moment to kill never came"
             time.sleep(0.005)
         proc.send_signal(signal.SIGKILL)
@@ -105,8 +131,9 @@ def _assert_same_as_reference(out: Path, cache: Path, reference) -> None:
     assert len(read_history(out / "history.csv")) == _EVALUATIONS
     for name in ("head.safetensors", "reference_head.safetensors", "convergence.png"):
         assert (out / name).is_file(), name
-    assert json.loads((out / "config.json").read_text()) == \
-        json.loads((ref_out / "config.json").read_text())
+    assert json.loads((out / "config.json").read_text()) == json.loads(
+        (ref_out / "config.json").read_text()
+    )
     assert np.array_equal(_cache_matrix(cache), _cache_matrix(ref_cache))
     assert _leftovers(out, cache) == []
 
@@ -129,8 +156,9 @@ def _private_cache_copy(reference, base: Path) -> Path:
     return cache
 
 
-def test_sigkill_during_feature_extraction_then_rerun_is_identical(reference, faces_folder,
-                                                                   tmp_path_factory):
+def test_sigkill_during_feature_extraction_then_rerun_is_identical(
+    reference, faces_folder, tmp_path_factory
+):
     rng = random.Random(8001)
     base = tmp_path_factory.mktemp("kill-features")
     out, cache = base / "out", base / "cache"  # a fresh cache: the run must extract
@@ -140,8 +168,7 @@ def test_sigkill_during_feature_extraction_then_rerun_is_identical(reference, fa
         if "Feature cache miss" not in text:
             return False
         started.setdefault("t", time.monotonic())
-        return time.monotonic() - started["t"] >= started.setdefault("delay",
-                                                                     rng.uniform(0.2, 2.0))
+        return time.monotonic() - started["t"] >= started.setdefault("delay", rng.uniform(0.2, 2.0))
 
     _kill_when(faces_folder, cache, out, extracting, base / "killed.log")
     assert not list(cache.glob("*.npz")), "the kill came after the extraction had finished"
@@ -150,8 +177,9 @@ def test_sigkill_during_feature_extraction_then_rerun_is_identical(reference, fa
     _assert_same_as_reference(out, cache, reference)
 
 
-def test_sigkill_during_the_search_then_rerun_is_identical(reference, faces_folder,
-                                                           tmp_path_factory):
+def test_sigkill_during_the_search_then_rerun_is_identical(
+    reference, faces_folder, tmp_path_factory
+):
     rows = random.Random(8002).randint(2, _EVALUATIONS - 2)
     base = tmp_path_factory.mktemp("kill-search")
     out, cache = base / "out", _private_cache_copy(reference, base)
@@ -168,8 +196,9 @@ def _writing(out: Path) -> bool:
     return any(out.glob(".*.tmp")) or any(out.glob(".tmp*"))
 
 
-def test_sigkill_during_final_writing_then_rerun_is_identical(reference, faces_folder,
-                                                              tmp_path_factory):
+def test_sigkill_during_final_writing_then_rerun_is_identical(
+    reference, faces_folder, tmp_path_factory
+):
     base = tmp_path_factory.mktemp("kill-writing")
     out, cache = base / "out", _private_cache_copy(reference, base)
     _kill_when(faces_folder, cache, out, lambda _: _writing(out), base / "killed.log")

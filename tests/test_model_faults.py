@@ -85,8 +85,7 @@ def test_export_out_under_a_regular_file_is_one_clear_error(tiny_run, tmp_path, 
     assert blocker.read_text() == "a file, not a folder"
 
 
-def test_export_to_a_read_only_folder_is_one_clear_error(tiny_run, tmp_path, monkeypatch,
-                                                         caplog):
+def test_export_to_a_read_only_folder_is_one_clear_error(tiny_run, tmp_path, monkeypatch, caplog):
     # Tests run as root, which may write anywhere: the refused rename stands for a read-only
     # folder (or a full disk) at the moment the model is written.
     monkeypatch.setattr(evoprune.io.os, "replace", _permission_denied)
@@ -99,27 +98,27 @@ def test_export_to_a_read_only_folder_is_one_clear_error(tiny_run, tmp_path, mon
     assert list((tmp_path / "ro").iterdir()) == []  # no model, no temporary file left
 
 
-def test_predict_csv_that_is_a_folder_is_one_clear_error(tiny_run, faces_folder, tmp_path,
-                                                         caplog):
+def test_predict_csv_that_is_a_folder_is_one_clear_error(tiny_run, faces_folder, tmp_path, caplog):
     image = str(next((faces_folder / "face").glob("*.png")))
-    assert main(["predict", str(tiny_run[0]), image, "--csv", str(tmp_path),
-                 "--no-progress"]) == 2
+    assert main(["predict", str(tiny_run[0]), image, "--csv", str(tmp_path), "--no-progress"]) == 2
     assert f"--csv {tmp_path} is a folder" in caplog.text
     assert str(tmp_path / "predictions.csv") in caplog.text and "Traceback" not in caplog.text
     blocker = tmp_path / "file"
     blocker.write_text("")
-    assert main(["predict", str(tiny_run[0]), image, "--csv", str(blocker / "p.csv"),
-                 "--no-progress"]) == 2
+    assert (
+        main(["predict", str(tiny_run[0]), image, "--csv", str(blocker / "p.csv"), "--no-progress"])
+        == 2
+    )
     assert f"{blocker} is a file, not a folder" in caplog.text
 
 
-def test_predict_csv_in_a_read_only_folder_is_one_clear_error(tiny_run, faces_folder, tmp_path,
-                                                              monkeypatch, caplog, capsys):
+def test_predict_csv_in_a_read_only_folder_is_one_clear_error(
+    tiny_run, faces_folder, tmp_path, monkeypatch, caplog, capsys
+):
     monkeypatch.setattr(evoprune.io.os, "replace", _permission_denied)
     image = str(next((faces_folder / "face").glob("*.png")))
     csv_file = tmp_path / "pred.csv"
-    assert main(["predict", str(tiny_run[0]), image, "--csv", str(csv_file),
-                 "--no-progress"]) == 2
+    assert main(["predict", str(tiny_run[0]), image, "--csv", str(csv_file), "--no-progress"]) == 2
     assert f"cannot write {csv_file}: Permission denied" in caplog.text
     assert "give --csv a file in a folder you can write to" in caplog.text
     assert "Traceback" not in caplog.text
@@ -127,10 +126,17 @@ def test_predict_csv_in_a_read_only_folder_is_one_clear_error(tiny_run, faces_fo
     assert "face" in capsys.readouterr().out  # the predictions were still printed
 
 
-@pytest.mark.parametrize("key, value", [
-    ("test_accuracy", None), ("reference_test_accuracy", "high"), ("classes", None),
-    ("n_classes", None), ("active_units", [1, 2]), ("head_params", None),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("test_accuracy", None),
+        ("reference_test_accuracy", "high"),
+        ("classes", None),
+        ("n_classes", None),
+        ("active_units", [1, 2]),
+        ("head_params", None),
+    ],
+)
 def test_show_on_a_null_or_wrong_value_is_one_clear_error(run_copy, key, value, caplog):
     _edit_result(run_copy, **{key: value})
     assert main(["show", str(run_copy)]) == 2

@@ -28,9 +28,26 @@ def ood_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def mo_run(tmp_path_factory, faces_folder, feature_cache, ood_folder):
     out = tmp_path_factory.mktemp("mo") / "run"
-    args = ["run", "--data", str(faces_folder), "--objectives", "accuracy,size,ood",
-            "--ood", str(ood_folder), "--population", "6", "--evaluations", "18", "--seed", "2",
-            "--out", str(out), "--cache-dir", str(feature_cache), "--no-progress"]
+    args = [
+        "run",
+        "--data",
+        str(faces_folder),
+        "--objectives",
+        "accuracy,size,ood",
+        "--ood",
+        str(ood_folder),
+        "--population",
+        "6",
+        "--evaluations",
+        "18",
+        "--seed",
+        "2",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(feature_cache),
+        "--no-progress",
+    ]
     assert main(args) == 0
     return out, json.loads((out / "result.json").read_text())
 
@@ -50,8 +67,12 @@ def test_the_front_is_written_and_the_selected_head_is_the_runs_head(mo_run):
         assert 0 <= float(r["test_auroc"]) <= 1 and 0 <= float(r["test_fpr95"]) <= 1
         assert (out / "front" / f"head_{r['rank']}.safetensors").is_file()
     # no front member is dominated by another on the search's objectives
-    F = np.array([[1 - float(r["fitness"]), float(r["active_fraction"]),
-                   1 - float(r["fitness_auroc"])] for r in rows])
+    F = np.array(
+        [
+            [1 - float(r["fitness"]), float(r["active_fraction"]), 1 - float(r["fitness_auroc"])]
+            for r in rows
+        ]
+    )
     for i in range(len(F)):
         assert not any((F[j] <= F[i]).all() and (F[j] < F[i]).any() for j in range(len(F)))
     header = next(csv.reader((out / "history.csv").open()))
@@ -71,8 +92,20 @@ def test_show_and_load_use_the_selected_head(mo_run):
 def test_ensemble_of_front_heads(mo_run, feature_cache, capsys):
     out, result = mo_run
     k = min(2, len(result["front"]))
-    assert main(["ensemble", str(out), "--members", str(k), "--cache-dir", str(feature_cache),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "ensemble",
+                str(out),
+                "--members",
+                str(k),
+                "--cache-dir",
+                str(feature_cache),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     doc = json.loads((out / "ensemble.json").read_text())
     assert len(doc["members"]) == k and 0 <= doc["test_accuracy"] <= 1
     assert doc["not_pruned_test_accuracy"] == result["reference_test_accuracy"]
@@ -88,14 +121,16 @@ def test_ensemble_errors(mo_run, tiny_run, feature_cache, caplog):
     assert "single-objective run" in caplog.text
 
 
-@pytest.mark.parametrize("extra,match", [
-    (["--objectives", "accuracy,speed"], "speed"),
-    (["--objectives", "accuracy,size,ood"], "--ood"),
-    (["--select", "knee"], "more than one objective"),
-    (["--algorithm", "ssga", "--objectives", "accuracy,size"], "ssga"),
-])
-def test_bad_multiobjective_options_get_one_message(faces_folder, tmp_path, caplog, extra,
-                                                    match):
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (["--objectives", "accuracy,speed"], "speed"),
+        (["--objectives", "accuracy,size,ood"], "--ood"),
+        (["--select", "knee"], "more than one objective"),
+        (["--algorithm", "ssga", "--objectives", "accuracy,size"], "ssga"),
+    ],
+)
+def test_bad_multiobjective_options_get_one_message(faces_folder, tmp_path, caplog, extra, match):
     out = tmp_path / "run"
     assert main(["run", "--data", str(faces_folder), "--out", str(out), *extra]) == 2
     assert match in caplog.text and not out.exists()
@@ -105,14 +140,35 @@ def test_an_empty_ood_folder_is_refused(faces_folder, feature_cache, tmp_path, c
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "run"
-    assert main(["run", "--data", str(faces_folder), "--objectives", "accuracy,size,ood",
-                 "--ood", str(empty), "--population", "4", "--evaluations", "4", "--out",
-                 str(out), "--cache-dir", str(feature_cache), "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "--data",
+                str(faces_folder),
+                "--objectives",
+                "accuracy,size,ood",
+                "--ood",
+                str(empty),
+                "--population",
+                "4",
+                "--evaluations",
+                "4",
+                "--out",
+                str(out),
+                "--cache-dir",
+                str(feature_cache),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert str(empty) in caplog.text and not out.exists()
 
 
-def test_the_ensembles_onnx_model_matches_the_library(mo_run, feature_cache, faces_folder,
-                                                      tmp_path):
+def test_the_ensembles_onnx_model_matches_the_library(
+    mo_run, feature_cache, faces_folder, tmp_path
+):
     ort = pytest.importorskip("onnxruntime")
     from PIL import Image
 
@@ -123,8 +179,22 @@ def test_the_ensembles_onnx_model_matches_the_library(mo_run, feature_cache, fac
     out, result = mo_run
     k = min(2, len(result["front"]))
     model = tmp_path / "ensemble.onnx"
-    assert main(["ensemble", str(out), "--members", str(k), "--export", str(model),
-                 "--cache-dir", str(feature_cache), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "ensemble",
+                str(out),
+                "--members",
+                str(k),
+                "--export",
+                str(model),
+                "--cache-dir",
+                str(feature_cache),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     members = json.loads((out / "ensemble.json").read_text())["members"]
     meta = json.loads((tmp_path / "ensemble.onnx.json").read_text())
     assert meta["members"] == members and len(meta["head_sizes"]) == k
@@ -133,7 +203,8 @@ def test_the_ensembles_onnx_model_matches_the_library(mo_run, feature_cache, fac
     batch = np.stack([backbone.preprocess(Image.open(p)) for p in paths]).astype(np.float32)
     got = ort.InferenceSession(str(model)).run(None, {"images": batch})[0]
     feats = backbone.features(batch)
-    heads = [load_head(out / "front" / f"head_{m}.safetensors", result["feature_dim"])
-             for m in members]
+    heads = [
+        load_head(out / "front" / f"head_{m}.safetensors", result["feature_dim"]) for m in members
+    ]
     want = np.mean([predict_proba(h, feats) for h in heads], axis=0)
     assert np.abs(got - want).max() < 1e-4

@@ -28,7 +28,8 @@ def test_energy_score_is_temperature_times_logsumexp():
     expected = np.log(np.exp(LOGITS).sum(axis=1))
     assert energy_score(LOGITS) == pytest.approx(expected)
     assert energy_score(LOGITS, T=2.0) == pytest.approx(
-        2.0 * np.log(np.exp(LOGITS / 2.0).sum(axis=1)))
+        2.0 * np.log(np.exp(LOGITS / 2.0).sum(axis=1))
+    )
 
 
 def test_msp_and_temperature_scores():

@@ -83,9 +83,9 @@ def test_select_accuracy_breaks_ties_by_size():
 
 
 def test_select_smallest_within_points():
-    assert select(ACC, SIZE, "smallest-within:1") == 3   # >= 0.79
-    assert select(ACC, SIZE, "smallest-within:2") == 2   # >= 0.78, exactly on the threshold
-    assert select(ACC, SIZE, "smallest-within:5") == 1   # >= 0.75
+    assert select(ACC, SIZE, "smallest-within:1") == 3  # >= 0.79
+    assert select(ACC, SIZE, "smallest-within:2") == 2  # >= 0.78, exactly on the threshold
+    assert select(ACC, SIZE, "smallest-within:5") == 1  # >= 0.75
     assert select(ACC, SIZE, "smallest-within:0") == 5
 
 

@@ -109,6 +109,7 @@ def _onemax(calls):
     def f(chroms):
         calls.append(len(chroms))
         return (chroms @ w) / w.sum() - 0.5 * chroms.mean(axis=1) ** 2
+
     return f
 
 
@@ -140,7 +141,8 @@ def test_memory_uses_no_budget():
 
 def test_stops_when_no_new_chromosome_can_be_made():
     res = SteadyStateGA(population=4, evaluations=50, seed=0, max_stale_iterations=30).run(
-        2, lambda c: c.sum(axis=1).astype(float))
+        2, lambda c: c.sum(axis=1).astype(float)
+    )
     assert res.stopped_early and res.evaluations <= 3
 
 
@@ -155,16 +157,18 @@ def test_same_seed_same_search_other_seed_differs():
 
 def test_best_result_ties_go_to_fewer_active_genes():
     # fitness ignores the genes entirely: every evaluation ties; the sparsest must win
-    res = SteadyStateGA(population=6, evaluations=30, seed=2).run(
-        20, lambda c: np.zeros(len(c)))
+    res = SteadyStateGA(population=6, evaluations=30, seed=2).run(20, lambda c: np.zeros(len(c)))
     assert res.best.sum() == min(r.active_genes for r in res.history)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(population=3), "population"),
-    (dict(population=30, evaluations=10), "evaluations"),
-    (dict(mutation_prob=2.0), "mutation_prob"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(population=3), "population"),
+        (dict(population=30, evaluations=10), "evaluations"),
+        (dict(mutation_prob=2.0), "mutation_prob"),
+    ],
+)
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         SteadyStateGA(**kwargs)

@@ -36,8 +36,12 @@ class TwoObjectives:
 def test_nsga2_finds_the_known_front():
     problem = TwoObjectives()
     evaluator = Evaluator(problem, 300)
-    result = run_search(make_algorithm("nsga2", population=20, evaluations=300,
-                                       mutation_prob=0.07, init="random", seed=0), evaluator)
+    result = run_search(
+        make_algorithm(
+            "nsga2", population=20, evaluations=300, mutation_prob=0.07, init="random", seed=0
+        ),
+        evaluator,
+    )
     assert result.evaluations == 300 == len(set(problem.asked))  # no chromosome trained twice
     front = np.stack([r.chromosome for r in result.history])[non_dominated(result.F)]
     assert (front[:, 6:] == 0).all()  # every non-dominated head is on the true front
@@ -46,9 +50,15 @@ def test_nsga2_finds_the_known_front():
 
 
 def test_nsga2_is_deterministic_for_a_seed():
-    runs = [run_search(make_algorithm("nsga2", population=10, evaluations=40, mutation_prob=0.1,
-                                      init="random", seed=s), Evaluator(TwoObjectives(), 40))
-            for s in (3, 3, 4)]
+    runs = [
+        run_search(
+            make_algorithm(
+                "nsga2", population=10, evaluations=40, mutation_prob=0.1, init="random", seed=s
+            ),
+            Evaluator(TwoObjectives(), 40),
+        )
+        for s in (3, 3, 4)
+    ]
     assert np.array_equal(runs[0].F, runs[1].F)
     assert not np.array_equal(runs[0].F, runs[2].F)
 
@@ -68,8 +78,12 @@ def test_evaluator_remembers_every_objective_and_spends_no_budget_on_repeats():
 
 
 def test_hypervolume_is_recorded_and_never_falls():
-    result = run_search(make_algorithm("nsga2", population=8, evaluations=30, mutation_prob=0.1,
-                                       init="random", seed=1), Evaluator(TwoObjectives(), 30))
+    result = run_search(
+        make_algorithm(
+            "nsga2", population=8, evaluations=30, mutation_prob=0.1, init="random", seed=1
+        ),
+        Evaluator(TwoObjectives(), 30),
+    )
     hv = [r.hypervolume for r in result.history]
     assert all(h is not None for h in hv)
     assert all(b >= a for a, b in zip(hv, hv[1:]))
@@ -77,14 +91,21 @@ def test_hypervolume_is_recorded_and_never_falls():
 
 
 def test_a_resumed_multiobjective_search_retraces_its_path_without_training_again():
-    first = run_search(make_algorithm("nsga2", population=8, evaluations=30, mutation_prob=0.1,
-                                      init="random", seed=5), Evaluator(TwoObjectives(), 30))
+    first = run_search(
+        make_algorithm(
+            "nsga2", population=8, evaluations=30, mutation_prob=0.1, init="random", seed=5
+        ),
+        Evaluator(TwoObjectives(), 30),
+    )
     part = first.history[:17]
     known = known_evaluations(part, ("accuracy", "size"))
     problem = TwoObjectives()
-    again = run_search(make_algorithm("nsga2", population=8, evaluations=30, mutation_prob=0.1,
-                                      init="random", seed=5),
-                       Evaluator(problem, 30, known=known))
+    again = run_search(
+        make_algorithm(
+            "nsga2", population=8, evaluations=30, mutation_prob=0.1, init="random", seed=5
+        ),
+        Evaluator(problem, 30, known=known),
+    )
     assert [r.as_row() for r in again.history] == [r.as_row() for r in first.history]
     assert len(problem.asked) == 30 - 17  # only the evaluations that were not known
     assert np.array_equal(again.F, first.F)
@@ -102,16 +123,27 @@ def test_estimator_with_two_objectives_fits_the_selected_front_head():
 
     d = load_digits()
     X, y = d.data[:300].astype(np.float32), d.target[:300]
-    clf = EvoPruneClassifier(objectives=("accuracy", "size"), hidden_size=16, population=8,
-                             evaluations=24, random_state=0).fit(X, y)
+    clf = EvoPruneClassifier(
+        objectives=("accuracy", "size"),
+        hidden_size=16,
+        population=8,
+        evaluations=24,
+        random_state=0,
+    ).fit(X, y)
     front = clf.pareto_
     assert front["selected"].sum() == 1
     assert np.array_equal(clf.best_mask_, front["mask"][front["selected"]][0])
     assert list(front["active_fraction"]) == sorted(front["active_fraction"])
     assert clf.head_.sizes[0] == clf.best_mask_.sum()
     # accuracy rule: the most accurate front head is fitted
-    acc = EvoPruneClassifier(objectives=("accuracy", "size"), select="accuracy", hidden_size=16,
-                             population=8, evaluations=24, random_state=0).fit(X, y)
+    acc = EvoPruneClassifier(
+        objectives=("accuracy", "size"),
+        select="accuracy",
+        hidden_size=16,
+        population=8,
+        evaluations=24,
+        random_state=0,
+    ).fit(X, y)
     assert acc.best_fitness_ == front["fitness"].max()
 
 
@@ -122,5 +154,6 @@ def test_a_fitness_split_error_names_the_class():
     X = rng.normal(size=(40, 6)).astype(np.float32)
     y = np.array(["cat"] * 37 + ["cup"] * 3)
     with pytest.raises(EvoPruneError, match="class .cup. has 3"):
-        EvoPruneClassifier(fitness_split="cv", cv_folds=5, hidden_size=4, population=4,
-                           evaluations=4).fit(X, y)
+        EvoPruneClassifier(
+            fitness_split="cv", cv_folds=5, hidden_size=4, population=4, evaluations=4
+        ).fit(X, y)

@@ -7,8 +7,12 @@ from evoprune.runs.experiment import RunConfig, run_experiment
 
 @pytest.mark.slow
 def test_main_job_on_full_elpv(tmp_path, feature_cache):
-    r = run_experiment(RunConfig(data="elpv", encoding="fs", objectives=("accuracy", "size")),
-                       tmp_path, progress=False, cache_dir=feature_cache)
+    r = run_experiment(
+        RunConfig(data="elpv", encoding="fs", objectives=("accuracy", "size")),
+        tmp_path,
+        progress=False,
+        cache_dir=feature_cache,
+    )
     assert r["n_images"] == 2624 and r["evaluations"] == 200 and r["genes"] == 1280
     assert r["algorithm"] == "nsga2" and r["select"] == "one-se" and len(r["front"]) >= 2
     # 4 classes, majority class 57.5 % of the held-out images; features reach far above it

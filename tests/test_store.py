@@ -17,20 +17,43 @@ from evoprune.search import EvaluationRecord
 
 
 def _args(faces_folder, feature_cache, out, *extra):
-    return ["run", "--data", str(faces_folder), "--population", "6", "--evaluations", "12",
-            "--seed", "1", "--out", str(out), "--cache-dir", str(feature_cache),
-            "--no-progress", *extra]
+    return [
+        "run",
+        "--data",
+        str(faces_folder),
+        "--population",
+        "6",
+        "--evaluations",
+        "12",
+        "--seed",
+        "1",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(feature_cache),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def _snapshot(folder):
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
 
-@pytest.mark.parametrize("bad", [["--population", "1"], ["--evaluations", "-5"],
-                                 ["--init", "1.5"], ["--mutation-prob", "2"],
-                                 ["--evaluations", "0"], ["--seed", "-1"]])
-def test_a_bad_option_value_leaves_a_finished_run_untouched(run_copy, faces_folder,
-                                                             feature_cache, bad):
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--population", "1"],
+        ["--evaluations", "-5"],
+        ["--init", "1.5"],
+        ["--mutation-prob", "2"],
+        ["--evaluations", "0"],
+        ["--seed", "-1"],
+    ],
+)
+def test_a_bad_option_value_leaves_a_finished_run_untouched(
+    run_copy, faces_folder, feature_cache, bad
+):
     before = _snapshot(run_copy)
     args = _args(faces_folder, feature_cache, run_copy)
     if bad[0] in args:  # replace the good value
@@ -47,8 +70,9 @@ def test_a_failed_option_check_leaves_no_folder(faces_folder, feature_cache, tmp
     assert not out.exists()
 
 
-def test_another_configuration_is_refused_naming_the_differences(run_copy, faces_folder,
-                                                                  feature_cache, caplog):
+def test_another_configuration_is_refused_naming_the_differences(
+    run_copy, faces_folder, feature_cache, caplog
+):
     before = _snapshot(run_copy)
     args = _args(faces_folder, feature_cache, run_copy)
     args[args.index("--evaluations") + 1] = "14"
@@ -71,15 +95,26 @@ def test_default_folders_differ_for_folds_limits_and_budgets():
     from evoprune.runs.config import default_out_dir
 
     base = RunConfig(data="some/data")
-    names = {default_out_dir(dataclasses.replace(base, **change)) for change in
-             ({}, {"fold": 1}, {"limit": 300}, {"evaluations": 60}, {"population": 10},
-              {"init": "0.5"}, {"hidden_size": 64}, {"test_fraction": 0.3})}
+    names = {
+        default_out_dir(dataclasses.replace(base, **change))
+        for change in (
+            {},
+            {"fold": 1},
+            {"limit": 300},
+            {"evaluations": 60},
+            {"population": 10},
+            {"init": "0.5"},
+            {"hidden_size": 64},
+            {"test_fraction": 0.3},
+        )
+    }
     assert len(names) == 8
 
 
 @pytest.mark.parametrize("where", ["foreign", "file", "inside_data"])
-def test_out_that_is_not_evoprunes_to_write_is_refused(faces_folder, feature_cache, tmp_path,
-                                                       where, caplog):
+def test_out_that_is_not_evoprunes_to_write_is_refused(
+    faces_folder, feature_cache, tmp_path, where, caplog
+):
     if where == "foreign":
         out = tmp_path / "mine"
         out.mkdir()
@@ -116,7 +151,8 @@ def _interrupt_after(monkeypatch, n: int):
 
 
 def test_interrupting_a_resumed_run_during_its_replay_keeps_every_evaluation(
-        faces_folder, feature_cache, tmp_path, monkeypatch):
+    faces_folder, feature_cache, tmp_path, monkeypatch
+):
     from evoprune.problem import HeadProblem
     from evoprune.runs import store
 
@@ -144,12 +180,14 @@ def test_interrupting_a_resumed_run_during_its_replay_keeps_every_evaluation(
     assert main(_args(faces_folder, feature_cache, out)) == 0
     result = json.loads((out / "result.json").read_text())
     assert result["resumed_evaluations"] == 10 and result["evaluations"] == 12
-    assert [r.as_row() for r in read_history(out / "history.csv")][:10] == \
-        [r.as_row() for r in rows]
+    assert [r.as_row() for r in read_history(out / "history.csv")][:10] == [
+        r.as_row() for r in rows
+    ]
 
 
-def test_resumed_run_equals_an_uninterrupted_one(tiny_run, faces_folder, feature_cache,
-                                                 tmp_path, monkeypatch):
+def test_resumed_run_equals_an_uninterrupted_one(
+    tiny_run, faces_folder, feature_cache, tmp_path, monkeypatch
+):
     from evoprune.problem import HeadProblem
 
     out = tmp_path / "run"
@@ -181,10 +219,18 @@ def test_every_results_file_round_trips_through_the_store(tiny_run, tmp_path):
 
 
 def test_history_with_objectives_round_trips(tmp_path):
-    rec = EvaluationRecord(index=1, iteration=0, fitness=0.75, active_genes=3,
-                           active_fraction=0.375, best_fitness=0.75, best_active_fraction=0.375,
-                           chromosome=np.array([1, 1, 1, 0, 0, 0, 0, 0], np.uint8), auroc=0.625,
-                           hypervolume=0.1)
+    rec = EvaluationRecord(
+        index=1,
+        iteration=0,
+        fitness=0.75,
+        active_genes=3,
+        active_fraction=0.375,
+        best_fitness=0.75,
+        best_active_fraction=0.375,
+        chromosome=np.array([1, 1, 1, 0, 0, 0, 0, 0], np.uint8),
+        auroc=0.625,
+        hypervolume=0.1,
+    )
     path = tmp_path / "history.csv"
     objectives = ("accuracy", "size", "ood")
     write_history(path, [rec], objectives)
@@ -229,8 +275,9 @@ def test_fold_on_data_without_partitions_is_refused(faces_folder, feature_cache,
 
 
 @pytest.mark.parametrize("when", ["begin", "finish"])
-def test_an_unwritable_results_folder_gets_one_message(faces_folder, feature_cache, tmp_path,
-                                                       monkeypatch, caplog, when):
+def test_an_unwritable_results_folder_gets_one_message(
+    faces_folder, feature_cache, tmp_path, monkeypatch, caplog, when
+):
     """Tests run as root, so a read-only folder is simulated: the store's writes fail."""
     import errno
 

@@ -33,8 +33,17 @@ import numpy as np
 
 from evoprune.errors import ConfigError
 
-__all__ = ["ENCODINGS", "REGISTRY", "Encoding", "EncodingSpec", "HeadMasks", "PruneTarget",
-           "encoding_spec", "make_encoding", "register_encoding"]
+__all__ = [
+    "ENCODINGS",
+    "REGISTRY",
+    "Encoding",
+    "EncodingSpec",
+    "HeadMasks",
+    "PruneTarget",
+    "encoding_spec",
+    "make_encoding",
+    "register_encoding",
+]
 
 #: The paper's budget for encodings that do not say otherwise.
 DEFAULT_BUDGET = 200
@@ -85,11 +94,14 @@ class EncodingSpec:
 
     def __post_init__(self) -> None:
         if int(self.hidden_layers) < 0:
-            raise ConfigError(f"encoding {self.name!r}: hidden_layers={self.hidden_layers} must "
-                              "be at least 0")
+            raise ConfigError(
+                f"encoding {self.name!r}: hidden_layers={self.hidden_layers} must be at least 0"
+            )
         if not self.targets:
-            raise ConfigError(f"encoding {self.name!r} has no targets; give the units its genes "
-                              "switch, e.g. PruneTarget(0, 'inputs')")
+            raise ConfigError(
+                f"encoding {self.name!r} has no targets; give the units its genes "
+                "switch, e.g. PruneTarget(0, 'inputs')"
+            )
         for t in self.targets:
             if t.units == "inputs" and t.layer == 0:
                 continue
@@ -98,23 +110,27 @@ class EncodingSpec:
             raise ConfigError(
                 f"encoding {self.name!r}: target {t} does not exist in a head of "
                 f"{self.hidden_layers} hidden layer(s); use PruneTarget(0, 'inputs') or "
-                f"PruneTarget(i, 'neurons') with 0 <= i < {self.hidden_layers}")
+                f"PruneTarget(i, 'neurons') with 0 <= i < {self.hidden_layers}"
+            )
         if int(self.default_evaluations) < 1:
-            raise ConfigError(f"encoding {self.name!r}: default_evaluations="
-                              f"{self.default_evaluations} must be at least 1")
+            raise ConfigError(
+                f"encoding {self.name!r}: default_evaluations="
+                f"{self.default_evaluations} must be at least 1"
+            )
 
     def n_genes(self, n_features: int, hidden: tuple[int, ...]) -> int:
         """Genes of a chromosome for a head on ``n_features`` inputs with ``hidden`` sizes."""
         return sum(t.size(n_features, hidden) for t in self.targets)
 
-    def decode_genes(self, genes: np.ndarray, n_features: int,
-                     hidden: tuple[int, ...]) -> HeadMasks:
+    def decode_genes(
+        self, genes: np.ndarray, n_features: int, hidden: tuple[int, ...]
+    ) -> HeadMasks:
         """Masks for boolean ``genes`` of the right length; units no gene switches stay on."""
         features = np.ones(n_features, dtype=bool)
         layers = [np.ones(h, dtype=bool) for h in hidden]
         start = 0
         for t in self.targets:
-            part = genes[start:start + t.size(n_features, hidden)]
+            part = genes[start : start + t.size(n_features, hidden)]
             start += part.size
             if t.units == "inputs":
                 features = part
@@ -139,8 +155,10 @@ def register_encoding(spec: _S, *, replace: bool = False) -> _S:
     if not isinstance(instance, EncodingSpec):
         raise ConfigError(f"register_encoding needs an EncodingSpec, got {type(instance).__name__}")
     if instance.name in REGISTRY and not replace:
-        raise ConfigError(f"encoding {instance.name!r} is registered already; pick another name "
-                          "or pass replace=True")
+        raise ConfigError(
+            f"encoding {instance.name!r} is registered already; pick another name "
+            "or pass replace=True"
+        )
     REGISTRY[instance.name] = instance
     return spec
 
@@ -150,8 +168,9 @@ def encoding_spec(name: str) -> EncodingSpec:
     try:
         return REGISTRY[name]
     except (KeyError, TypeError):
-        raise ConfigError(f"encoding={name!r} is unknown; choose one of "
-                          f"{', '.join(REGISTRY)}") from None
+        raise ConfigError(
+            f"encoding={name!r} is unknown; choose one of {', '.join(REGISTRY)}"
+        ) from None
 
 
 class _Descriptions(Mapping[str, str]):
@@ -176,18 +195,38 @@ ENCODINGS: Mapping[str, str] = _Descriptions()
 _INPUTS = PruneTarget(0, "inputs")
 _FC1, _FC2 = PruneTarget(0, "neurons"), PruneTarget(1, "neurons")
 for _spec in (
-    EncodingSpec("fs", "one-layer head; one gene per input feature (feature selection)",
-                 hidden_layers=1, targets=(_INPUTS,)),
-    EncodingSpec("fc", "one-layer head; one gene per neuron of the hidden layer",
-                 hidden_layers=1, targets=(_FC1,)),
-    EncodingSpec("fc1", "two-layer head; one gene per neuron of the first hidden layer",
-                 hidden_layers=2, targets=(_FC1,)),
-    EncodingSpec("fc2", "two-layer head; one gene per neuron of the second hidden layer",
-                 hidden_layers=2, targets=(_FC2,)),
+    EncodingSpec(
+        "fs",
+        "one-layer head; one gene per input feature (feature selection)",
+        hidden_layers=1,
+        targets=(_INPUTS,),
+    ),
+    EncodingSpec(
+        "fc",
+        "one-layer head; one gene per neuron of the hidden layer",
+        hidden_layers=1,
+        targets=(_FC1,),
+    ),
+    EncodingSpec(
+        "fc1",
+        "two-layer head; one gene per neuron of the first hidden layer",
+        hidden_layers=2,
+        targets=(_FC1,),
+    ),
+    EncodingSpec(
+        "fc2",
+        "two-layer head; one gene per neuron of the second hidden layer",
+        hidden_layers=2,
+        targets=(_FC2,),
+    ),
     # The paper gives both layers' genes together a larger budget.
-    EncodingSpec("both", "two-layer head; genes for the neurons of both hidden layers "
-                 "(first half FC1)", hidden_layers=2, targets=(_FC1, _FC2),
-                 default_evaluations=300),
+    EncodingSpec(
+        "both",
+        "two-layer head; genes for the neurons of both hidden layers (first half FC1)",
+        hidden_layers=2,
+        targets=(_FC1, _FC2),
+        default_evaluations=300,
+    ),
 ):
     register_encoding(_spec)
 
@@ -219,14 +258,15 @@ class Encoding:
         genes = np.asarray(chromosome).astype(bool).ravel()
         if genes.size != self.n_genes:
             raise ConfigError(
-                f"chromosome has {genes.size} genes but encoding {self.name!r} "
-                f"needs {self.n_genes}"
+                f"chromosome has {genes.size} genes but encoding {self.name!r} needs {self.n_genes}"
             )
         masks = self.spec.decode_genes(genes, self.n_features, self.hidden)
         sizes = (masks.features.size,) + tuple(m.size for m in masks.hidden)
         if sizes != (self.n_features,) + self.hidden:
-            raise ConfigError(f"encoding {self.name!r} decoded masks of sizes {sizes}, not "
-                              f"{(self.n_features,) + self.hidden}; fix its decode_genes")
+            raise ConfigError(
+                f"encoding {self.name!r} decoded masks of sizes {sizes}, not "
+                f"{(self.n_features,) + self.hidden}; fix its decode_genes"
+            )
         return masks
 
     def full(self) -> np.ndarray:
@@ -249,5 +289,6 @@ def make_encoding(name: str, n_features: int, hidden_size: int = 512) -> Encodin
         raise ConfigError(f"n_features={n_features} must be at least 1")
     if int(hidden_size) < 1:
         raise ConfigError(f"hidden_size={hidden_size} must be at least 1")
-    return Encoding(name=name, n_features=int(n_features),
-                    hidden=(int(hidden_size),) * int(spec.hidden_layers))
+    return Encoding(
+        name=name, n_features=int(n_features), hidden=(int(hidden_size),) * int(spec.hidden_layers)
+    )

@@ -126,8 +126,7 @@ def choose_members(val_probas, y_val, k: int, masks=None, vote: str = "soft") ->
     if masks is not None:
         genes = np.asarray(masks).astype(bool)
         if genes.ndim != 2 or genes.shape[0] != K:
-            raise ConfigError(f"masks must be a (K={K}, L) 0/1 matrix, got shape "
-                              f"{genes.shape}")
+            raise ConfigError(f"masks must be a (K={K}, L) 0/1 matrix, got shape {genes.shape}")
     pred = P.argmax(axis=2)  # (K, N)
     single = (pred == y[None, :]).mean(axis=1) if N else np.zeros(K)
     chosen = [int(np.argmax(single))]  # argmax: first (lowest index) of the most accurate

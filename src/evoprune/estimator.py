@@ -65,13 +65,24 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
 
     # Explicit (scikit-learn reads the signature); names and defaults must equal
     # evoprune.runs.config.estimator_defaults(), which a test asserts.
-    def __init__(self, encoding: str = "fs", hidden_size: int = 512, population: int = 30,
-                 evaluations: int | None = None, trainer: str = "fast",
-                 fitness_split: str = "validation", val_fraction: float = 0.2,
-                 cv_folds: int = 5, init: str = "random", mutation_prob: float = 0.07,
-                 random_state: int = 0, objectives: tuple[str, ...] = ("accuracy",),
-                 algorithm: str = "auto", select: str | None = None,
-                 ood_score: str = "energy"):
+    def __init__(
+        self,
+        encoding: str = "fs",
+        hidden_size: int = 512,
+        population: int = 30,
+        evaluations: int | None = None,
+        trainer: str = "fast",
+        fitness_split: str = "validation",
+        val_fraction: float = 0.2,
+        cv_folds: int = 5,
+        init: str = "random",
+        mutation_prob: float = 0.07,
+        random_state: int = 0,
+        objectives: tuple[str, ...] = ("accuracy",),
+        algorithm: str = "auto",
+        select: str | None = None,
+        ood_score: str = "energy",
+    ):
         self.encoding = encoding
         self.hidden_size = hidden_size
         self.population = population
@@ -93,9 +104,15 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         (``evaluations``, ``algorithm``, ``select`` filled in); ConfigError names the culprit."""
         return validate_estimator_params(self.get_params(deep=False))
 
-    def fit(self, X, y, eval_set: tuple | None = None,
-            on_evaluation: Callable[[EvaluationRecord], None] | None = None,
-            known: dict | None = None, X_ood=None) -> EvoPruneClassifier:
+    def fit(
+        self,
+        X,
+        y,
+        eval_set: tuple | None = None,
+        on_evaluation: Callable[[EvaluationRecord], None] | None = None,
+        known: dict | None = None,
+        X_ood=None,
+    ) -> EvoPruneClassifier:
         """Search on (X, y), then retrain the best mask's head on all of (X, y).
 
         ``on_evaluation`` is called with each evaluation's record (progress, logging).
@@ -113,19 +130,31 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         if len(self.classes_) < 2:
             raise ConfigError(f"y has {len(self.classes_)} class; at least 2 are needed")
         if params["fitness_split"] == "test" and eval_set is None:
-            raise ConfigError("fitness_split='test' scores fitness on a test set: pass it to fit "
-                              "as eval_set=(X_test, y_test), or use 'validation' or 'cv'")
+            raise ConfigError(
+                "fitness_split='test' scores fitness on a test set: pass it to fit "
+                "as eval_set=(X_test, y_test), or use 'validation' or 'cv'"
+            )
         eval_idx = None if eval_set is None else self._checked_eval_set(eval_set)
         seed = int(self.random_state)
         cfg = self._run_config()
         if X_ood is not None:
             X_ood = self._check_features(X_ood, "X_ood")
         elif "ood" in cfg.objectives:
-            raise ConfigError("objectives include ood: pass features of out-of-distribution "
-                              "images to fit as X_ood=...")
-        evolved = evolve(X, y_idx, len(self.classes_), cfg, eval_set=eval_idx,
-                         ood_features=X_ood, classes=[str(c) for c in self.classes_],
-                         callbacks=[on_evaluation] if on_evaluation else [], known=known)
+            raise ConfigError(
+                "objectives include ood: pass features of out-of-distribution "
+                "images to fit as X_ood=..."
+            )
+        evolved = evolve(
+            X,
+            y_idx,
+            len(self.classes_),
+            cfg,
+            eval_set=eval_idx,
+            ood_features=X_ood,
+            classes=[str(c) for c in self.classes_],
+            callbacks=[on_evaluation] if on_evaluation else [],
+            known=known,
+        )
         enc = evolved.encoding
         self.search_ = evolved.result
         self.search_seconds_ = evolved.seconds
@@ -140,8 +169,15 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         self.best_fitness_ = float(fitness)
         self.masks_ = enc.decode(self.best_mask_)
         t0 = time.perf_counter()
-        self.head_ = train_head(X, y_idx, self.masks_, len(self.classes_), self.trainer,
-                                seed=seed, stats=feature_stats(X)).head
+        self.head_ = train_head(
+            X,
+            y_idx,
+            self.masks_,
+            len(self.classes_),
+            self.trainer,
+            seed=seed,
+            stats=feature_stats(X),
+        ).head
         self.final_train_seconds_ = time.perf_counter() - t0
         return self
 
@@ -151,8 +187,10 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         X_eval = self._check_features(X_eval, "eval_set's X")
         y_eval = np.asarray(y_eval)
         if y_eval.ndim != 1 or len(y_eval) != len(X_eval):
-            raise ConfigError(f"eval_set has {len(X_eval)} rows of X but y of shape "
-                              f"{y_eval.shape}; give one label per row")
+            raise ConfigError(
+                f"eval_set has {len(X_eval)} rows of X but y of shape "
+                f"{y_eval.shape}; give one label per row"
+            )
         return X_eval, self._encode_labels(y_eval)
 
     def _pareto(self, evolved, cfg) -> int:
@@ -194,17 +232,21 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         message: "X has 5 features, but EvoPruneClassifier is expecting 24 ...")."""
         try:
             if what == "X":
-                X = validate_data(self, X, reset=False, dtype=np.float32,
-                                  ensure_all_finite=False)
+                X = validate_data(self, X, reset=False, dtype=np.float32, ensure_all_finite=False)
             else:
                 X = check_array(X, dtype=np.float32, ensure_all_finite=False)
                 if X.shape[1] != self.n_features_in_:
-                    raise ValueError(f"{what} has {X.shape[1]} features, but "
-                                     f"{type(self).__name__} is expecting "
-                                     f"{self.n_features_in_} features as input.")
+                    raise ValueError(
+                        f"{what} has {X.shape[1]} features, but "
+                        f"{type(self).__name__} is expecting "
+                        f"{self.n_features_in_} features as input."
+                    )
         except ValueError as exc:
-            hint = ("" if "features as input" not in str(exc) else
-                    " Give features from the same extractor the classifier was fitted on.")
+            hint = (
+                ""
+                if "features as input" not in str(exc)
+                else " Give features from the same extractor the classifier was fitted on."
+            )
             raise ConfigError(f"{exc}{hint}") from None
         _refuse_non_finite(X, what)
         return X
@@ -215,8 +257,9 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         idx = np.clip(idx, 0, len(self.classes_) - 1)
         unknown = self.classes_[idx] != y
         if unknown.any():
-            raise ConfigError(f"labels {sorted(set(y[unknown].tolist()))[:5]} were not in the "
-                              "training labels")
+            raise ConfigError(
+                f"labels {sorted(set(y[unknown].tolist()))[:5]} were not in the training labels"
+            )
         return idx
 
     def _features(self, X) -> np.ndarray:
@@ -232,10 +275,12 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
 
         backbone = getattr(self, "backbone_", None)
         if backbone is None:
-            raise ConfigError("X looks like images, but this classifier was fitted on feature "
-                              "matrices and knows no backbone; pass features (for example from "
-                              "evoprune.features.ImageFeatures) or a classifier from "
-                              "evoprune.load(RUN_DIR)")
+            raise ConfigError(
+                "X looks like images, but this classifier was fitted on feature "
+                "matrices and knows no backbone; pass features (for example from "
+                "evoprune.features.ImageFeatures) or a classifier from "
+                "evoprune.load(RUN_DIR)"
+            )
         if getattr(X, "ndim", None) == 4 and np.asarray(X).dtype != np.uint8:
             return get_backbone(backbone).features(np.asarray(X, dtype=np.float32))
         return ImageFeatures(backbone, use_cache=False).transform(list(X))
@@ -262,7 +307,8 @@ def _refuse_non_finite(X: np.ndarray, what: str) -> None:
         raise ConfigError(
             f"{what} contains NaN or infinite values (inf) in {len(rows)} row(s), the first "
             f"{rows[:5].tolist()}; features must be finite: recompute them (a damaged feature "
-            "cache?) or drop those rows")
+            "cache?) or drop those rows"
+        )
 
 
 def _looks_like_images(X) -> bool:
@@ -298,11 +344,14 @@ def load(run_dir: str | Path) -> EvoPruneClassifier:
     except EvoPruneError as exc:
         raise EvoPruneError(f"{run.path / RESULT_FILE}: best_mask does not fit: {exc}") from None
     expected = masks.sizes + (len(r.classes),)
-    if head.sizes != expected or not np.array_equal(head.feature_index.numpy(),
-                                                    np.flatnonzero(masks.features)):
-        raise EvoPruneError(f"{run.head_path()} (layer sizes {head.sizes}) does not match the "
-                            f"best mask in result.json (sizes {expected}); the folder is "
-                            "inconsistent: run the experiment again")
+    if head.sizes != expected or not np.array_equal(
+        head.feature_index.numpy(), np.flatnonzero(masks.features)
+    ):
+        raise EvoPruneError(
+            f"{run.head_path()} (layer sizes {head.sizes}) does not match the "
+            f"best mask in result.json (sizes {expected}); the folder is "
+            "inconsistent: run the experiment again"
+        )
     clf.classes_ = np.asarray(r.classes)
     clf.n_features_in_ = r.feature_dim
     clf.encoding_ = encoding

@@ -80,8 +80,9 @@ class ExportedModel:
     metadata: dict
 
 
-def default_export_path(run_dir: str | Path, format: str = "onnx", reference: bool = False,
-                        head_only: bool = False) -> Path:
+def default_export_path(
+    run_dir: str | Path, format: str = "onnx", reference: bool = False, head_only: bool = False
+) -> Path:
     """``RUN_DIR/[reference_]model.onnx`` (``..._head.onnx`` for the head alone; ``.pt``)."""
     stem = ("reference_" if reference else "") + ("head_model" if head_only else "model")
     return Path(run_dir) / (stem + _suffix(format))
@@ -101,9 +102,11 @@ def _expected_sizes(run: RunFolder, reference: bool) -> tuple[tuple[int, ...], n
     try:
         masks = encoding.decode(chromosome)
     except EvoPruneError as exc:
-        raise EvoPruneError(f"{run.path / RESULT_FILE}: best_mask does not fit encoding "
-                            f"{r.encoding!r}: {exc}; rerun 'evoprune run' to rewrite the run "
-                            "folder") from None
+        raise EvoPruneError(
+            f"{run.path / RESULT_FILE}: best_mask does not fit encoding "
+            f"{r.encoding!r}: {exc}; rerun 'evoprune run' to rewrite the run "
+            "folder"
+        ) from None
     return masks.sizes + (len(r.classes),), np.flatnonzero(masks.features)
 
 
@@ -124,24 +127,31 @@ def checked_head(run: RunFolder, reference: bool = False) -> CompactHead:
     if _matches(head, expected):
         return head
     path = run.head_path(reference)
-    what = "the not-pruned (reference) head" if reference else (
-        "the evolved head that result.json's best mask describes")
-    message = (f"{path} does not hold {what}: its layer sizes are "
-               f"{'-'.join(map(str, head.sizes))}, expected "
-               f"{'-'.join(map(str, expected[0]))}")
+    what = (
+        "the not-pruned (reference) head"
+        if reference
+        else ("the evolved head that result.json's best mask describes")
+    )
+    message = (
+        f"{path} does not hold {what}: its layer sizes are "
+        f"{'-'.join(map(str, head.sizes))}, expected "
+        f"{'-'.join(map(str, expected[0]))}"
+    )
     try:
         swapped = _matches(head, _expected_sizes(run, not reference))
     except EvoPruneError:  # no usable best mask: nothing to compare with
         swapped = False
     if swapped:
-        message += (f"; it holds the {'evolved' if reference else 'not-pruned'} head, so "
-                    f"{HEAD_FILE} and {REFERENCE_HEAD_FILE} look swapped")
-    raise EvoPruneError(message + f". The run folder {run.path} is inconsistent: rerun "
-                                  "'evoprune run' to rewrite it")
+        message += (
+            f"; it holds the {'evolved' if reference else 'not-pruned'} head, so "
+            f"{HEAD_FILE} and {REFERENCE_HEAD_FILE} look swapped"
+        )
+    raise EvoPruneError(
+        message + f". The run folder {run.path} is inconsistent: rerun 'evoprune run' to rewrite it"
+    )
 
 
-def check_output_path(path: str | Path, option: str = "--out",
-                      example: str = "model.onnx") -> Path:
+def check_output_path(path: str | Path, option: str = "--out", example: str = "model.onnx") -> Path:
     """``path`` if a file can be created there: not a folder, no regular file among its parents.
 
     Checked before the (slow) work, so a mistyped ``--out`` fails at once. Permissions are found
@@ -149,13 +159,14 @@ def check_output_path(path: str | Path, option: str = "--out",
     """
     path = Path(path)
     if path.is_dir():
-        raise ConfigError(f"{option} {path} is a folder; give a file name such as "
-                          f"{path / example}")
+        raise ConfigError(f"{option} {path} is a folder; give a file name such as {path / example}")
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
-                raise ConfigError(f"{option} {path} cannot be written: {parent} is a file, not a "
-                                  f"folder; give {option} a path inside a folder")
+                raise ConfigError(
+                    f"{option} {path} cannot be written: {parent} is a file, not a "
+                    f"folder; give {option} a path inside a folder"
+                )
             break
     return path
 
@@ -167,38 +178,51 @@ def writing_to(path: str | Path, option: str = "--out") -> Iterator[None]:
         yield
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise EvoPruneError(f"cannot write {path}: {reason}; give {option} a file in a folder "
-                            "you can write to") from None
+        raise EvoPruneError(
+            f"cannot write {path}: {reason}; give {option} a file in a folder you can write to"
+        ) from None
 
 
-def build_model(run: RunFolder, reference: bool = False,
-                head_only: bool = False) -> tuple[HeadClassifier | ImageClassifier, dict]:
+def build_model(
+    run: RunFolder, reference: bool = False, head_only: bool = False
+) -> tuple[HeadClassifier | ImageClassifier, dict]:
     """The run's deployable torch module (eval mode) and the metadata that goes with it."""
     from .backbones import get_backbone
 
     head = checked_head(run, reference=reference)
     backbone = get_backbone(run.result["backbone"])
-    module = HeadClassifier(head) if head_only else ImageClassifier(backbone.feature_extractor(),
-                                                                   head)
+    module = (
+        HeadClassifier(head) if head_only else ImageClassifier(backbone.feature_extractor(), head)
+    )
     return module.eval(), model_metadata(run, backbone, head, reference, head_only)
 
 
-def model_metadata(run: RunFolder, backbone, head: CompactHead, reference: bool,
-                   head_only: bool) -> dict:
+def model_metadata(
+    run: RunFolder, backbone, head: CompactHead, reference: bool, head_only: bool
+) -> dict:
     """What a user of the exported file needs: its input, classes and preprocessing."""
     r = run.result
     size = backbone.image_size
     if head_only:
-        inputs = {"name": "features", "shape": ["batch", backbone.feature_dim],
-                  "description": f"pooled {backbone.name} features (float32)"}
+        inputs = {
+            "name": "features",
+            "shape": ["batch", backbone.feature_dim],
+            "description": f"pooled {backbone.name} features (float32)",
+        }
     else:
-        inputs = {"name": "images", "shape": ["batch", 3, size, size],
-                  "description": "preprocessed RGB images (float32), see preprocessing"}
+        inputs = {
+            "name": "images",
+            "shape": ["batch", 3, size, size],
+            "description": "preprocessed RGB images (float32), see preprocessing",
+        }
     return {
         "format": "evoprune-model-v1",
         "input": inputs,
-        "output": {"name": "probabilities", "shape": ["batch", len(r["classes"])],
-                   "description": "softmax class probabilities, in the order of classes"},
+        "output": {
+            "name": "probabilities",
+            "shape": ["batch", len(r["classes"])],
+            "description": "softmax class probabilities, in the order of classes",
+        },
         "classes": [str(c) for c in r["classes"]],
         "preprocessing": backbone.preprocessing.metadata(),
         "backbone": backbone.name,
@@ -216,8 +240,13 @@ def model_metadata(run: RunFolder, backbone, head: CompactHead, reference: bool,
     }
 
 
-def export_model(run_dir: str | Path, out: str | Path | None = None, format: str = "onnx",
-                 reference: bool = False, head_only: bool = False) -> ExportedModel:
+def export_model(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    format: str = "onnx",
+    reference: bool = False,
+    head_only: bool = False,
+) -> ExportedModel:
     """Write the run's model as ONNX or TorchScript, with its metadata as ``out + '.json'``.
 
     ``reference=True`` exports the not-pruned head instead of the evolved one; ``head_only=True``
@@ -225,8 +254,11 @@ def export_model(run_dir: str | Path, out: str | Path | None = None, format: str
     """
     suffix = _suffix(format)
     run = open_run(run_dir)
-    out = Path(out) if out is not None else default_export_path(run.path, format, reference,
-                                                               head_only)
+    out = (
+        Path(out)
+        if out is not None
+        else default_export_path(run.path, format, reference, head_only)
+    )
     check_output_path(out, example="model" + suffix)
     meta_out = check_output_path(Path(str(out) + ".json"), example=out.name + ".json")
     module, metadata = build_model(run, reference, head_only)
@@ -246,8 +278,13 @@ def export_model(run_dir: str | Path, out: str | Path | None = None, format: str
     except EvoPruneError:
         out.unlink(missing_ok=True)  # no model without the metadata that says how to feed it
         raise
-    log.info("exported %s (%s head, %s) to %s", format, metadata["head"],
-             "head only" if head_only else "with backbone", out)
+    log.info(
+        "exported %s (%s head, %s) to %s",
+        format,
+        metadata["head"],
+        "head only" if head_only else "with backbone",
+        out,
+    )
     return ExportedModel(path=out, metadata_path=meta_path, metadata=metadata)
 
 
@@ -255,8 +292,10 @@ def _write_onnx(module: nn.Module, example: torch.Tensor, out: Path, metadata: d
     try:
         import onnx
     except ImportError:
-        raise ConfigError("--format onnx needs the onnx package: pip install \"evoprune[export]\""
-                          ", or use --format torchscript") from None
+        raise ConfigError(
+            '--format onnx needs the onnx package: pip install "evoprune[export]"'
+            ", or use --format torchscript"
+        ) from None
 
     in_name = metadata["input"]["name"]
 
@@ -264,16 +303,27 @@ def _write_onnx(module: nn.Module, example: torch.Tensor, out: Path, metadata: d
         with warnings.catch_warnings():
             # The legacy (TorchScript-based) exporter is chosen on purpose: the dynamo exporter
             # needs onnxscript, which evoprune does not depend on.
-            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export",
-                                    category=DeprecationWarning)
+            warnings.filterwarnings(
+                "ignore",
+                message=".*legacy TorchScript-based ONNX export",
+                category=DeprecationWarning,
+            )
             warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
             # The backbone's static padding gives Slice ops with step -1 that the exporter does
             # not fold; onnxruntime folds them when it loads the model.
-            warnings.filterwarnings("ignore", message="Constant folding - Only steps=1",
-                                    category=UserWarning)
-            torch.onnx.export(module, (example,), str(tmp), dynamo=False, opset_version=ONNX_OPSET,
-                              input_names=[in_name], output_names=["probabilities"],
-                              dynamic_axes={in_name: {0: "batch"}, "probabilities": {0: "batch"}})
+            warnings.filterwarnings(
+                "ignore", message="Constant folding - Only steps=1", category=UserWarning
+            )
+            torch.onnx.export(
+                module,
+                (example,),
+                str(tmp),
+                dynamo=False,
+                opset_version=ONNX_OPSET,
+                input_names=[in_name],
+                output_names=["probabilities"],
+                dynamic_axes={in_name: {0: "batch"}, "probabilities": {0: "batch"}},
+            )
         model = onnx.load(str(tmp))
         del model.metadata_props[:]
         # One key per item for people reading the file; "evoprune" holds all of it as JSON.
@@ -289,8 +339,7 @@ def _write_onnx(module: nn.Module, example: torch.Tensor, out: Path, metadata: d
     atomic_write(out, write)
 
 
-def _write_torchscript(module: nn.Module, example: torch.Tensor, out: Path,
-                       metadata: dict) -> None:
+def _write_torchscript(module: nn.Module, example: torch.Tensor, out: Path, metadata: dict) -> None:
     # Traced, not scripted: CompactHead has Python-only helpers that TorchScript cannot compile,
     # and tracing records the same operations for any batch size. torch.jit is deprecated in
     # torch 2.13 but is still the single-file format that loads without the defining code.
@@ -313,8 +362,10 @@ def _strip_debug_data(archive: bytes, out: Path) -> None:
     site-packages and source files (thousands of them) and their line numbers. They serve only
     error messages; ``torch.jit.load`` runs the model the same without them.
     """
-    with zipfile.ZipFile(io.BytesIO(archive)) as src, \
-            zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+    with (
+        zipfile.ZipFile(io.BytesIO(archive)) as src,
+        zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst,
+    ):
         for info in src.infolist():
             if not info.filename.endswith(".debug_pkl"):
                 dst.writestr(info, src.read(info))
@@ -345,34 +396,44 @@ class EnsembleClassifier(nn.Module):
         return torch.stack([torch.softmax(h(pooled), dim=1) for h in self.heads]).mean(dim=0)
 
 
-def export_ensemble(run_dir: str | Path, members: list[int], out: str | Path,
-                    vote: str = "soft") -> Path:
+def export_ensemble(
+    run_dir: str | Path, members: list[int], out: str | Path, vote: str = "soft"
+) -> Path:
     """Write the ensemble of front heads ``members`` (their ranks in pareto.csv) of a
     multi-objective run as one ONNX model, with its metadata as ``out + '.json'``."""
     from evoprune.backbones import get_backbone
     from evoprune.runs.store import FRONT_DIR, load_head
 
     if vote != "soft":
-        raise ConfigError("the exported ensemble averages the heads' probabilities (a soft "
-                          "vote); use --vote soft with --export")
+        raise ConfigError(
+            "the exported ensemble averages the heads' probabilities (a soft "
+            "vote); use --vote soft with --export"
+        )
     run = open_run(run_dir)
     front = {m["rank"]: m for m in run.result.front or []}
     missing = [k for k in members if k not in front]
     if missing or not members:
-        raise ConfigError(f"{run.path} has no front heads {missing or members}; ensembles come "
-                          "from a multi-objective run's front (pareto.csv)")
+        raise ConfigError(
+            f"{run.path} has no front heads {missing or members}; ensembles come "
+            "from a multi-objective run's front (pareto.csv)"
+        )
     out = check_output_path(out, option="--export", example="ensemble.onnx")
     meta_out = check_output_path(Path(str(out) + ".json"), option="--export")
-    heads = [load_head(run.path / FRONT_DIR / f"head_{k}.safetensors", run.result.feature_dim)
-             for k in members]
+    heads = [
+        load_head(run.path / FRONT_DIR / f"head_{k}.safetensors", run.result.feature_dim)
+        for k in members
+    ]
     backbone = get_backbone(run.result.backbone)
     module = EnsembleClassifier(backbone.feature_extractor(), heads).eval()
     metadata = model_metadata(run, backbone, heads[0], reference=False, head_only=False)
-    metadata.update(head=f"ensemble of {len(heads)} front heads (mean probability)",
-                    members=list(members), head_sizes=[list(h.sizes) for h in heads],
-                    head_params=sum(h.n_params() for h in heads),
-                    head_macs=sum(h.n_macs() for h in heads),
-                    test_accuracy=None)
+    metadata.update(
+        head=f"ensemble of {len(heads)} front heads (mean probability)",
+        members=list(members),
+        head_sizes=[list(h.sizes) for h in heads],
+        head_params=sum(h.n_params() for h in heads),
+        head_macs=sum(h.n_macs() for h in heads),
+        test_accuracy=None,
+    )
     example = torch.zeros(2, 3, *metadata["preprocessing"]["image_size"])
     with writing_to(out, "--export"):
         _write_onnx(module, example, out, metadata)

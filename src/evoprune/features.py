@@ -182,7 +182,8 @@ def _read_cache(path: Path, key: str, shape: tuple[int, int]) -> np.ndarray | No
         return found
     logger.warning(
         "Feature cache file %s is damaged (%s); recomputing its features and rewriting it",
-        path, found,
+        path,
+        found,
     )
     return None
 
@@ -199,9 +200,7 @@ def _load_and_check(path: Path, key: str, shape: tuple[int, int]) -> np.ndarray 
     return X if problem is None else problem
 
 
-def _cache_problem(
-    header: Any, X: np.ndarray, key: str, shape: tuple[int, int]
-) -> str | None:
+def _cache_problem(header: Any, X: np.ndarray, key: str, shape: tuple[int, int]) -> str | None:
     """What is wrong with a loaded cache entry, or None when it is intact."""
     if not isinstance(header, dict):
         return "its header is not a JSON object"
@@ -210,8 +209,10 @@ def _cache_problem(
     if header.get("key") != key:
         return f"it holds the features of key {header.get('key')!r}, not of this file's key"
     if X.dtype != np.float32 or X.shape != shape or list(shape) != header.get("shape"):
-        return (f"it holds {X.dtype} {X.shape} (header says {header.get('shape')}), "
-                f"expected float32 {shape}")
+        return (
+            f"it holds {X.dtype} {X.shape} (header says {header.get('shape')}), "
+            f"expected float32 {shape}"
+        )
     if _digest(X) != header.get("sha256"):
         return "the features do not match their sha256 checksum"
     if not np.isfinite(X).all():
@@ -233,7 +234,9 @@ def _write_cache(path: Path, key: str, X: np.ndarray) -> None:
     except OSError as exc:
         logger.warning(
             "Cannot write feature cache %s (%s); the features are used but not cached: make "
-            "the folder writable or set EVOPRUNE_CACHE_DIR to a writable folder", path, exc,
+            "the folder writable or set EVOPRUNE_CACHE_DIR to a writable folder",
+            path,
+            exc,
         )
 
 
@@ -270,9 +273,7 @@ def extract_features(
         backbone = get_backbone(backbone)
     paths = _check_paths(paths)
     key = cache_key(backbone, paths)
-    cache_file = cache_file_path(
-        cache_dir if cache_dir is not None else default_cache_dir(), key
-    )
+    cache_file = cache_file_path(cache_dir if cache_dir is not None else default_cache_dir(), key)
     shape = (len(paths), backbone.feature_dim)
     if use_cache:
         X = _read_cache(cache_file, key, shape)

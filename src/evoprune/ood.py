@@ -85,9 +85,7 @@ DEFAULT_OOD_SCORE = "energy"
 def ood_score(name: str, logits) -> np.ndarray:
     """The OOD score ``name`` (a key of OOD_SCORES) of each row of ``logits``."""
     if name not in OOD_SCORES:
-        raise ConfigError(
-            f"unknown OOD score {name!r}; choose one of {', '.join(OOD_SCORES)}"
-        )
+        raise ConfigError(f"unknown OOD score {name!r}; choose one of {', '.join(OOD_SCORES)}")
     return OOD_SCORES[name](logits)
 
 
@@ -152,15 +150,33 @@ _BUILTIN_OOD = {
 # skimage.data images that ship inside the package (no download). Whichever load offline are
 # used; each gives 9 crops, so 12 or more of them give the ~100 images a split needs.
 _PHOTOS = (
-    "astronaut", "camera", "coffee", "chelsea", "rocket", "coins", "moon", "page", "text",
-    "clock", "horse", "immunohistochemistry", "hubble_deep_field", "retina", "brick", "grass",
-    "gravel", "colorwheel", "cell",
+    "astronaut",
+    "camera",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "coins",
+    "moon",
+    "page",
+    "text",
+    "clock",
+    "horse",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "retina",
+    "brick",
+    "grass",
+    "gravel",
+    "colorwheel",
+    "cell",
 )
-_GRID = 3            # crops per side: 3 x 3 overlapping square crops of half the short side
+_GRID = 3  # crops per side: 3 x 3 overlapping square crops of half the short side
 _CROP_MAX_SIDE = 256  # crops are downscaled to at most this (backbones resize to ~224 anyway)
-_DIGIT_SCALE = 4     # 8x8 -> 32x32, nearest neighbour: keeps the pixel blocks of the digits
-_OOD_HELP = ("give --ood a folder of images (searched recursively), a CSV with a 'path' column, "
-             f"or a built-in set: {', '.join(_BUILTIN_OOD)}")
+_DIGIT_SCALE = 4  # 8x8 -> 32x32, nearest neighbour: keeps the pixel blocks of the digits
+_OOD_HELP = (
+    "give --ood a folder of images (searched recursively), a CSV with a 'path' column, "
+    f"or a built-in set: {', '.join(_BUILTIN_OOD)}"
+)
 
 
 def builtin_ood_names() -> tuple[str, ...]:
@@ -173,8 +189,9 @@ def builtin_ood_sets() -> list[tuple[str, str]]:
     return list(_BUILTIN_OOD.items())
 
 
-def load_ood_images(source: str | os.PathLike, *, limit: int | None = None,
-                    seed: int = 0) -> list[Image.Image] | list[str]:
+def load_ood_images(
+    source: str | os.PathLike, *, limit: int | None = None, seed: int = 0
+) -> list[Image.Image] | list[str]:
     """The OOD images named by ``source``.
 
     Parameters
@@ -202,11 +219,11 @@ def load_ood_images(source: str | os.PathLike, *, limit: int | None = None,
     elif os.path.isfile(text) and text.lower().endswith(".csv"):
         images = _readable(text, _read_csv(text))
     elif os.path.isfile(text):
-        raise DataError(f"OOD images {text!r} is a file but not a CSV list of images; "
-                        f"{_OOD_HELP}")
+        raise DataError(f"OOD images {text!r} is a file but not a CSV list of images; {_OOD_HELP}")
     else:
-        raise DataError(f"OOD images {text!r}: no such folder or file, and not a built-in OOD "
-                        f"set; {_OOD_HELP}")
+        raise DataError(
+            f"OOD images {text!r}: no such folder or file, and not a built-in OOD set; {_OOD_HELP}"
+        )
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, Integral) or limit < 1:
             raise ConfigError(f"limit must be an integer >= 1, got {limit!r}")
@@ -248,12 +265,17 @@ def ood_split(n: int, seed: int, test_fraction: float = 0.2) -> tuple[np.ndarray
     held out, at least 1 and at most n - 1; the same n and seed always give the same split.
     """
     if isinstance(n, bool) or not isinstance(n, Integral) or n < 2:
-        raise DataError(f"an OOD split needs at least 2 OOD images, got {n!r}; add more images "
-                        "to the OOD set")
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, Real) \
-            or not 0.0 < float(test_fraction) < 1.0:
-        raise ConfigError(f"test_fraction must be a number strictly between 0 and 1, got "
-                          f"{test_fraction!r}")
+        raise DataError(
+            f"an OOD split needs at least 2 OOD images, got {n!r}; add more images to the OOD set"
+        )
+    if (
+        isinstance(test_fraction, bool)
+        or not isinstance(test_fraction, Real)
+        or not 0.0 < float(test_fraction) < 1.0
+    ):
+        raise ConfigError(
+            f"test_fraction must be a number strictly between 0 and 1, got {test_fraction!r}"
+        )
     n = int(n)
     n_held = min(max(round(n * float(test_fraction)), 1), n - 1)
     order = np.random.default_rng(seed).permutation(n)
@@ -269,9 +291,11 @@ def _scan_folder(root: str) -> list[str]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         found.extend(os.path.join(dirpath, f) for f in sorted(filenames) if is_image_file(f))
     if not found:
-        raise DataError(f"OOD folder {root!r} holds no image files (searched recursively for "
-                        "jpg, png, bmp, gif, tif, webp); put images of other kinds there or "
-                        "choose another --ood")
+        raise DataError(
+            f"OOD folder {root!r} holds no image files (searched recursively for "
+            "jpg, png, bmp, gif, tif, webp); put images of other kinds there or "
+            "choose another --ood"
+        )
     return found
 
 
@@ -281,36 +305,49 @@ def _read_csv(csv_path: str) -> list[str]:
         with open(csv_path, newline="", encoding="utf-8-sig") as fh:
             rows = [r for r in csv.reader(fh) if any(c.strip() for c in r)]
     except UnicodeDecodeError as exc:
-        raise DataError(f"OOD list {csv_path!r} is not UTF-8 text ({exc}); save it as UTF-8 "
-                        "CSV") from exc
+        raise DataError(
+            f"OOD list {csv_path!r} is not UTF-8 text ({exc}); save it as UTF-8 CSV"
+        ) from exc
     except (OSError, csv.Error) as exc:
         raise DataError(f"cannot read OOD list {csv_path!r} ({exc}); check the file") from exc
     if not rows or rows[0][0].strip().lower() != "path":
         first = rows[0][0] if rows else ""
-        raise DataError(f"OOD list {csv_path!r} must start with a header whose first column is "
-                        f"'path' (found {first!r}); write 'path' on the first line and one image "
-                        "path per line below it")
+        raise DataError(
+            f"OOD list {csv_path!r} must start with a header whose first column is "
+            f"'path' (found {first!r}); write 'path' on the first line and one image "
+            "path per line below it"
+        )
     written = [r[0].strip() for r in rows[1:] if r and r[0].strip()]
     if not written:
-        raise DataError(f"OOD list {csv_path!r} lists no images; add one image path per line "
-                        "under the 'path' header")
+        raise DataError(
+            f"OOD list {csv_path!r} lists no images; add one image path per line "
+            "under the 'path' header"
+        )
     paths = [os.path.normpath(os.path.join(base, os.path.expanduser(p))) for p in written]
     missing = [w for w, p in zip(written, paths) if not os.path.isfile(p)]
     if missing:
-        raise DataError(f"OOD list {csv_path!r}: {len(missing)} listed file(s) do not exist: "
-                        f"{listed(missing)} (relative paths are relative to {base!r}); fix the "
-                        "paths or remove those lines")
+        raise DataError(
+            f"OOD list {csv_path!r}: {len(missing)} listed file(s) do not exist: "
+            f"{listed(missing)} (relative paths are relative to {base!r}); fix the "
+            "paths or remove those lines"
+        )
     return paths
 
 
 def _readable(source: str, paths: list[str]) -> list[str]:
     bad = find_unreadable(paths)
     if len(bad) == len(paths):
-        raise DataError(f"none of the {len(paths)} OOD image(s) in {source!r} can be read (e.g. "
-                        f"{bad[0][0]!r}: {bad[0][1]}); replace them with readable image files")
+        raise DataError(
+            f"none of the {len(paths)} OOD image(s) in {source!r} can be read (e.g. "
+            f"{bad[0][0]!r}: {bad[0][1]}); replace them with readable image files"
+        )
     if bad:
-        logger.warning("OOD images %s: skipping %d unreadable file(s): %s", source, len(bad),
-                       listed([p for p, _ in bad]))
+        logger.warning(
+            "OOD images %s: skipping %d unreadable file(s): %s",
+            source,
+            len(bad),
+            listed([p for p, _ in bad]),
+        )
         unreadable = {p for p, _ in bad}
         paths = [p for p in paths if p not in unreadable]
     return paths
@@ -323,9 +360,11 @@ def _skimage_data():
     try:
         import skimage.data
     except ImportError as exc:
-        raise DataError("the built-in OOD sets 'photos' and 'faces' need scikit-image; install "
-                        "it (pip install scikit-image), or give --ood a folder of images or "
-                        "the built-in set 'digits'") from exc
+        raise DataError(
+            "the built-in OOD sets 'photos' and 'faces' need scikit-image; install "
+            "it (pip install scikit-image), or give --ood a folder of images or "
+            "the built-in set 'digits'"
+        ) from exc
     return skimage.data
 
 
@@ -346,8 +385,10 @@ def _digits() -> list[Image.Image]:
     grey = load_digits().images  # (1797, 8, 8), values 0..16
     scaled = np.clip(np.rint(grey * (255.0 / 16.0)), 0, 255).astype(np.uint8)
     side = 8 * _DIGIT_SCALE
-    return [Image.fromarray(g).resize((side, side), Image.Resampling.NEAREST).convert("RGB")
-            for g in scaled]
+    return [
+        Image.fromarray(g).resize((side, side), Image.Resampling.NEAREST).convert("RGB")
+        for g in scaled
+    ]
 
 
 def _crops(a: np.ndarray) -> list[Image.Image]:
@@ -356,10 +397,9 @@ def _crops(a: np.ndarray) -> list[Image.Image]:
     out = []
     for top in np.linspace(0, h - s, _GRID).round().astype(int):
         for left in np.linspace(0, w - s, _GRID).round().astype(int):
-            crop = Image.fromarray(a[top:top + s, left:left + s])
+            crop = Image.fromarray(a[top : top + s, left : left + s])
             if s > _CROP_MAX_SIDE:
-                crop = crop.resize((_CROP_MAX_SIDE, _CROP_MAX_SIDE),
-                                   Image.Resampling.LANCZOS)
+                crop = crop.resize((_CROP_MAX_SIDE, _CROP_MAX_SIDE), Image.Resampling.LANCZOS)
             out.append(crop)
     return out
 
@@ -381,9 +421,11 @@ def _photos() -> list[Image.Image]:
         images.extend(_crops(_to_rgb_uint8(np.asarray(a))))
         used.append(name)
     if not images:
-        raise DataError("the built-in OOD set 'photos' found none of scikit-image's bundled "
-                        "images in this installation; reinstall scikit-image, or give --ood a "
-                        "folder of images or the built-in set 'digits'")
+        raise DataError(
+            "the built-in OOD set 'photos' found none of scikit-image's bundled "
+            "images in this installation; reinstall scikit-image, or give --ood a "
+            "folder of images or the built-in set 'digits'"
+        )
     logger.debug("OOD photos from skimage.data: %s", ", ".join(used))
     return images
 

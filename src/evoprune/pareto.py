@@ -39,9 +39,7 @@ _TOL = 1e-9
 
 def _check_objective(name: str) -> None:
     if name not in OBJECTIVES:
-        raise ConfigError(
-            f"unknown objective {name!r}; choose from {', '.join(OBJECTIVES)}"
-        )
+        raise ConfigError(f"unknown objective {name!r}; choose from {', '.join(OBJECTIVES)}")
 
 
 def to_minimised(name: str, values):
@@ -70,11 +68,13 @@ def from_minimised(name: str, values):
 def _as_matrix(F, what: str = "F") -> np.ndarray:
     F = np.asarray(F, dtype=np.float64)
     if F.ndim != 2:
-        raise ConfigError(f"{what} must be an (N, M) matrix of objective values, got shape "
-                          f"{F.shape}")
+        raise ConfigError(
+            f"{what} must be an (N, M) matrix of objective values, got shape {F.shape}"
+        )
     if not np.all(np.isfinite(F)):
-        raise ConfigError(f"{what} contains NaN or infinite objective values; every head "
-                          "needs finite objectives")
+        raise ConfigError(
+            f"{what} contains NaN or infinite objective values; every head needs finite objectives"
+        )
     return F
 
 
@@ -102,8 +102,7 @@ def default_ref_point(n_objectives: int) -> np.ndarray:
     is no better than the worst possible head: hypervolumes of different runs and algorithms
     are comparable without looking at their data.
     """
-    if isinstance(n_objectives, bool) or not isinstance(n_objectives, Integral) \
-            or n_objectives < 1:
+    if isinstance(n_objectives, bool) or not isinstance(n_objectives, Integral) or n_objectives < 1:
         raise ConfigError(f"n_objectives must be an integer >= 1, got {n_objectives!r}")
     return np.ones(int(n_objectives), dtype=np.float64)
 
@@ -121,11 +120,16 @@ def hypervolume(F, ref_point=None) -> float:
     if F.size == 0:
         return 0.0
     F = _as_matrix(F)
-    ref = default_ref_point(F.shape[1]) if ref_point is None \
+    ref = (
+        default_ref_point(F.shape[1])
+        if ref_point is None
         else np.asarray(ref_point, dtype=np.float64).ravel()
+    )
     if ref.shape != (F.shape[1],):
-        raise ConfigError(f"ref_point has {ref.size} value(s) but F has {F.shape[1]} "
-                          "objective(s); give one reference value per objective")
+        raise ConfigError(
+            f"ref_point has {ref.size} value(s) but F has {F.shape[1]} "
+            "objective(s); give one reference value per objective"
+        )
     return float(HV(ref_point=ref)(F))
 
 
@@ -158,8 +162,10 @@ def parse_select(text) -> SelectionRule:
     """
     if isinstance(text, SelectionRule):
         return text
-    help_ = (f"choose one of {', '.join(SELECT_RULES)} (X in accuracy points, e.g. "
-             "smallest-within:1 for heads within 0.01 of the best fitness)")
+    help_ = (
+        f"choose one of {', '.join(SELECT_RULES)} (X in accuracy points, e.g. "
+        "smallest-within:1 for heads within 0.01 of the best fitness)"
+    )
     if not isinstance(text, str):
         raise ConfigError(f"selection rule must be text, got {text!r}; {help_}")
     value = text.strip().lower()
@@ -167,7 +173,7 @@ def parse_select(text) -> SelectionRule:
         return SelectionRule(value)
     prefix = "smallest-within:"
     if value.startswith(prefix):
-        raw = value[len(prefix):].strip()
+        raw = value[len(prefix) :].strip()
         try:
             points = float(raw)
         except ValueError:
@@ -191,8 +197,9 @@ def accuracy_standard_error(p: float, n: int) -> float:
     if isinstance(p, bool) or not isinstance(p, Real) or not 0.0 <= float(p) <= 1.0:
         raise ConfigError(f"accuracy p must be a number in [0, 1], got {p!r}")
     if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
-        raise ConfigError(f"n (images the accuracy was measured on) must be an integer >= 1, "
-                          f"got {n!r}")
+        raise ConfigError(
+            f"n (images the accuracy was measured on) must be an integer >= 1, got {n!r}"
+        )
     p = float(p)
     return math.sqrt(p * (1.0 - p) / int(n))
 
@@ -203,8 +210,10 @@ def _front_arrays(front_accuracy, front_size) -> tuple[np.ndarray, np.ndarray]:
     if acc.size == 0:
         raise ConfigError("cannot select a head from an empty front")
     if acc.shape != size.shape:
-        raise ConfigError(f"front_accuracy has {acc.size} value(s) but front_size has "
-                          f"{size.size}; give one accuracy and one size per front head")
+        raise ConfigError(
+            f"front_accuracy has {acc.size} value(s) but front_size has "
+            f"{size.size}; give one accuracy and one size per front head"
+        )
     if not (np.all(np.isfinite(acc)) and np.all(np.isfinite(size))):
         raise ConfigError("front accuracies and sizes must be finite numbers")
     return acc, size
@@ -260,8 +269,10 @@ def select(front_accuracy, front_size, rule="one-se", se: float | None = None) -
         return _smallest_at_least(acc, size, best_acc - rule.points / 100.0)
     if rule.name == "one-se":
         if se is None:
-            raise ConfigError("the one-se selection rule needs se, the standard error of the "
-                              "best fitness: pass se=accuracy_standard_error(best, n_score)")
+            raise ConfigError(
+                "the one-se selection rule needs se, the standard error of the "
+                "best fitness: pass se=accuracy_standard_error(best, n_score)"
+            )
         if isinstance(se, bool) or not isinstance(se, Real) or not math.isfinite(se) or se < 0:
             raise ConfigError(f"se must be a finite number >= 0, got {se!r}")
         return _smallest_at_least(acc, size, best_acc - float(se))
@@ -277,8 +288,8 @@ def _knee(acc: np.ndarray, size: np.ndarray) -> int:
         return (v - v.min()) / span if span > 0 else np.zeros_like(v)
 
     x, y = normalise(size), normalise(err)
-    a = _first_by([size, err], everyone)   # the smallest head (least accurate end)
-    b = _first_by([err, size], everyone)   # the most accurate head (largest end)
+    a = _first_by([size, err], everyone)  # the smallest head (least accurate end)
+    b = _first_by([err, size], everyone)  # the most accurate head (largest end)
     dx, dy = x[b] - x[a], y[b] - y[a]
     length = math.hypot(dx, dy)
     if length == 0.0:

@@ -40,10 +40,17 @@ class Fold:
     stats: tuple[np.ndarray, np.ndarray]
 
 
-def make_folds(X: np.ndarray, y: np.ndarray, fitness_split: str, *, seed: int,
-               val_fraction: float = 0.2, cv_folds: int = 5,
-               eval_set: tuple[np.ndarray, np.ndarray] | None = None,
-               classes: list[str] | None = None) -> list[Fold]:
+def make_folds(
+    X: np.ndarray,
+    y: np.ndarray,
+    fitness_split: str,
+    *,
+    seed: int,
+    val_fraction: float = 0.2,
+    cv_folds: int = 5,
+    eval_set: tuple[np.ndarray, np.ndarray] | None = None,
+    classes: list[str] | None = None,
+) -> list[Fold]:
     """The folds that fitness is averaged over, all inside (X, y) unless ``eval_set`` is given.
     ``classes`` (names of the class indices in ``y``) make split errors name the class.
 
@@ -54,15 +61,18 @@ def make_folds(X: np.ndarray, y: np.ndarray, fitness_split: str, *, seed: int,
 
     if fitness_split not in FITNESS_SPLITS:
         raise ConfigError(
-            f"fitness_split={fitness_split!r} is unknown; choose one of "
-            f"{', '.join(FITNESS_SPLITS)}")
+            f"fitness_split={fitness_split!r} is unknown; choose one of {', '.join(FITNESS_SPLITS)}"
+        )
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y)
     if fitness_split == "test":
         if eval_set is None:
             raise ConfigError("fitness_split='test' needs the test set passed as eval_set")
-        return [Fold(X, y, np.asarray(eval_set[0], np.float32), np.asarray(eval_set[1]),
-                     feature_stats(X))]
+        return [
+            Fold(
+                X, y, np.asarray(eval_set[0], np.float32), np.asarray(eval_set[1]), feature_stats(X)
+            )
+        ]
     if fitness_split == "validation":
         if not 0.0 < float(val_fraction) < 1.0:
             raise ConfigError(f"val_fraction={val_fraction} must be between 0 and 1")
@@ -91,10 +101,17 @@ class HeadProblem:
     (:data:`evoprune.ood.OOD_SCORES`).
     """
 
-    def __init__(self, encoding: Encoding, n_classes: int, folds: list[Fold],
-                 trainer: str | TrainerConfig = "fast", seed: int = 0,
-                 objectives: tuple[str, ...] = ("accuracy",),
-                 ood_features: np.ndarray | None = None, ood_score: str = "energy"):
+    def __init__(
+        self,
+        encoding: Encoding,
+        n_classes: int,
+        folds: list[Fold],
+        trainer: str | TrainerConfig = "fast",
+        seed: int = 0,
+        objectives: tuple[str, ...] = ("accuracy",),
+        ood_features: np.ndarray | None = None,
+        ood_score: str = "energy",
+    ):
         self.encoding = encoding
         self.n_classes = int(n_classes)
         self.folds = folds
@@ -103,14 +120,17 @@ class HeadProblem:
         names = (objectives,) if isinstance(objectives, str) else tuple(objectives)
         unknown = [n for n in names if n not in OBJECTIVES]
         if unknown or "accuracy" not in names:
-            raise ConfigError(f"objectives={','.join(names)}: choose from {', '.join(OBJECTIVES)}"
-                              " (accuracy always included)")
+            raise ConfigError(
+                f"objectives={','.join(names)}: choose from {', '.join(OBJECTIVES)}"
+                " (accuracy always included)"
+            )
         self.objectives = tuple(n for n in OBJECTIVES if n in names)
         if "ood" in self.objectives and (ood_features is None or len(ood_features) == 0):
-            raise ConfigError("the ood objective needs out-of-distribution images (--ood PATH "
-                              "or a built-in set: digits, photos, faces)")
-        self.ood_features = None if ood_features is None else np.asarray(ood_features,
-                                                                          np.float32)
+            raise ConfigError(
+                "the ood objective needs out-of-distribution images (--ood PATH "
+                "or a built-in set: digits, photos, faces)"
+            )
+        self.ood_features = None if ood_features is None else np.asarray(ood_features, np.float32)
         self.ood_score = ood_score
 
     @property
@@ -124,8 +144,15 @@ class HeadProblem:
     def evaluate_fold(self, chromosome: np.ndarray, fold: int) -> FoldScore:
         """Train the head of ``chromosome`` on fold ``fold`` and score it there."""
         f = self.folds[fold]
-        trained = train_head(f.X_fit, f.y_fit, self.encoding.decode(chromosome), self.n_classes,
-                             self.trainer, seed=self.seed, stats=f.stats)
+        trained = train_head(
+            f.X_fit,
+            f.y_fit,
+            self.encoding.decode(chromosome),
+            self.n_classes,
+            self.trainer,
+            seed=self.seed,
+            stats=f.stats,
+        )
         acc = accuracy(trained.head, f.X_score, f.y_score)
         auroc = None
         if "ood" in self.objectives and self.ood_features is not None:  # given, by __init__
@@ -133,22 +160,24 @@ class HeadProblem:
             from evoprune.ood import auroc as auroc_of
             from evoprune.ood import ood_score
 
-            auroc = auroc_of(ood_score(self.ood_score, logits(trained.head, f.X_score)),
-                             ood_score(self.ood_score, logits(trained.head, self.ood_features)))
+            auroc = auroc_of(
+                ood_score(self.ood_score, logits(trained.head, f.X_score)),
+                ood_score(self.ood_score, logits(trained.head, self.ood_features)),
+            )
         return FoldScore(acc, auroc)
 
     def combine(self, chromosome: np.ndarray, scores: list[FoldScore]) -> Evaluation:
         """The chromosome's objectives from its per-fold scores (means over folds)."""
         acc = float(np.mean([s.accuracy for s in scores]))
-        auroc = (float(np.mean([s.auroc for s in scores])) if "ood" in self.objectives
-                 else None)
+        auroc = float(np.mean([s.auroc for s in scores])) if "ood" in self.objectives else None
         natural = {"accuracy": acc, "size": float(np.mean(chromosome)), "ood": auroc}
         F = np.array([to_minimised(name, natural[name]) for name in self.objectives])
         return Evaluation(F=F, accuracy=acc, auroc=auroc)
 
     def evaluate_one(self, chromosome: np.ndarray) -> Evaluation:
-        return self.combine(chromosome, [self.evaluate_fold(chromosome, k)
-                                         for k in range(len(self.folds))])
+        return self.combine(
+            chromosome, [self.evaluate_fold(chromosome, k) for k in range(len(self.folds))]
+        )
 
     def evaluate(self, chromosomes: np.ndarray) -> list[Evaluation]:
         return [self.evaluate_one(c) for c in np.atleast_2d(chromosomes)]

@@ -31,23 +31,42 @@ def save_figure(fig, ax, path: str | Path, title: str = "") -> Path:
         plt.close(fig)
 
 
-def plot_convergence(history: Sequence[EvaluationRecord], path: str | Path,
-                     title: str = "") -> Path:
+def plot_convergence(
+    history: Sequence[EvaluationRecord], path: str | Path, title: str = ""
+) -> Path:
     """Each evaluation's fitness and the best so far against evaluations, with the active
     fraction of the best on a second axis (like the paper's convergence figures)."""
     plt = _pyplot()
     idx = [r.index for r in history]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-    ax.scatter(idx, [r.fitness for r in history], s=8, alpha=0.45, color="tab:blue",
-               label="evaluation fitness")
-    ax.step(idx, [r.best_fitness for r in history], where="post", color="tab:red", lw=2,
-            label="best so far")
+    ax.scatter(
+        idx,
+        [r.fitness for r in history],
+        s=8,
+        alpha=0.45,
+        color="tab:blue",
+        label="evaluation fitness",
+    )
+    ax.step(
+        idx,
+        [r.best_fitness for r in history],
+        where="post",
+        color="tab:red",
+        lw=2,
+        label="best so far",
+    )
     ax.set_xlabel("evaluations")
     ax.set_ylabel("fitness (accuracy)")
     ax.grid(alpha=0.3)
     ax2 = ax.twinx()
-    ax2.plot(idx, [r.best_active_fraction for r in history], color="tab:green", lw=1,
-             ls="--", label="active fraction of best")
+    ax2.plot(
+        idx,
+        [r.best_active_fraction for r in history],
+        color="tab:green",
+        lw=1,
+        ls="--",
+        label="active fraction of best",
+    )
     ax2.set_ylabel("active fraction of best")
     ax2.set_ylim(0, 1.02)
     lines = ax.get_legend_handles_labels()
@@ -56,30 +75,66 @@ def plot_convergence(history: Sequence[EvaluationRecord], path: str | Path,
     return save_figure(fig, ax, path, title)
 
 
-def plot_front(history: Sequence[EvaluationRecord], front: Sequence, reference_accuracy: float,
-               path: str | Path, title: str = "") -> Path:
+def plot_front(
+    history: Sequence[EvaluationRecord],
+    front: Sequence,
+    reference_accuracy: float,
+    path: str | Path,
+    title: str = "",
+) -> Path:
     """Accuracy against % active: every evaluated head and the front on the fitness split, the
     front's heads retrained and scored on held-out images, the selected head and the
     not-pruned head. With OOD AUROC measured, a second panel shows it against % active."""
     plt = _pyplot()
     with_ood = any(m.test_auroc is not None for m in front)
-    fig, axes = plt.subplots(1, 2 if with_ood else 1, figsize=(11 if with_ood else 7, 4.5),
-                             dpi=120, squeeze=False)
+    fig, axes = plt.subplots(
+        1, 2 if with_ood else 1, figsize=(11 if with_ood else 7, 4.5), dpi=120, squeeze=False
+    )
     ax = axes[0, 0]
-    ax.scatter([100 * r.active_fraction for r in history], [r.fitness for r in history], s=9,
-               color="0.65", alpha=0.6, label="evaluated heads (fitness split)")
+    ax.scatter(
+        [100 * r.active_fraction for r in history],
+        [r.fitness for r in history],
+        s=9,
+        color="0.65",
+        alpha=0.6,
+        label="evaluated heads (fitness split)",
+    )
     xs = [100 * m.active_fraction for m in front]
     # a front over three objectives is no curve in two of them: points only
     style = "-" if all(m.fitness_auroc is None for m in front) else ""
-    ax.plot(xs, [m.fitness for m in front], "o" + style, color="tab:blue", ms=4,
-            label="front (fitness split)")
-    ax.plot(xs, [m.test_accuracy for m in front], "s" + style.replace("-", "--"),
-            color="tab:orange", ms=4, label="front (held-out test)")
+    ax.plot(
+        xs,
+        [m.fitness for m in front],
+        "o" + style,
+        color="tab:blue",
+        ms=4,
+        label="front (fitness split)",
+    )
+    ax.plot(
+        xs,
+        [m.test_accuracy for m in front],
+        "s" + style.replace("-", "--"),
+        color="tab:orange",
+        ms=4,
+        label="front (held-out test)",
+    )
     chosen = [m for m in front if m.selected]
-    ax.scatter([100 * m.active_fraction for m in chosen], [m.test_accuracy for m in chosen],
-               marker="*", s=220, color="tab:red", zorder=5, label="selected (held-out)")
-    ax.axhline(reference_accuracy, color="k", ls=":", lw=1.2,
-               label=f"not pruned (held-out) {reference_accuracy:.3f}")
+    ax.scatter(
+        [100 * m.active_fraction for m in chosen],
+        [m.test_accuracy for m in chosen],
+        marker="*",
+        s=220,
+        color="tab:red",
+        zorder=5,
+        label="selected (held-out)",
+    )
+    ax.axhline(
+        reference_accuracy,
+        color="k",
+        ls=":",
+        lw=1.2,
+        label=f"not pruned (held-out) {reference_accuracy:.3f}",
+    )
     ax.set_xlabel("% active genes")
     ax.set_ylabel("accuracy")
     ax.set_xlim(0, 100)
@@ -87,13 +142,31 @@ def plot_front(history: Sequence[EvaluationRecord], front: Sequence, reference_a
     ax.legend(fontsize=7, loc="lower right")
     if with_ood:
         ax2 = axes[0, 1]
-        ax2.scatter([100 * r.active_fraction for r in history if r.auroc is not None],
-                    [r.auroc for r in history if r.auroc is not None], s=9, color="0.65",
-                    alpha=0.6, label="evaluated heads (fitness split)")
-        ax2.plot(xs, [m.test_auroc for m in front], "s" + style.replace("-", "--"),
-                 color="tab:orange", ms=4, label="front (held-out)")
-        ax2.scatter([100 * m.active_fraction for m in chosen], [m.test_auroc for m in chosen],
-                    marker="*", s=220, color="tab:red", zorder=5, label="selected")
+        ax2.scatter(
+            [100 * r.active_fraction for r in history if r.auroc is not None],
+            [r.auroc for r in history if r.auroc is not None],
+            s=9,
+            color="0.65",
+            alpha=0.6,
+            label="evaluated heads (fitness split)",
+        )
+        ax2.plot(
+            xs,
+            [m.test_auroc for m in front],
+            "s" + style.replace("-", "--"),
+            color="tab:orange",
+            ms=4,
+            label="front (held-out)",
+        )
+        ax2.scatter(
+            [100 * m.active_fraction for m in chosen],
+            [m.test_auroc for m in chosen],
+            marker="*",
+            s=220,
+            color="tab:red",
+            zorder=5,
+            label="selected",
+        )
         ax2.set_xlabel("% active genes")
         ax2.set_ylabel("OOD AUROC")
         ax2.set_xlim(0, 100)
@@ -102,8 +175,9 @@ def plot_front(history: Sequence[EvaluationRecord], front: Sequence, reference_a
     return save_figure(fig, ax, path, title)
 
 
-def plot_hypervolume(history: Sequence[EvaluationRecord], path: str | Path,
-                     title: str = "") -> Path:
+def plot_hypervolume(
+    history: Sequence[EvaluationRecord], path: str | Path, title: str = ""
+) -> Path:
     """Hypervolume of every head evaluated so far against evaluations."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)

@@ -14,8 +14,16 @@ from torch import nn
 from evoprune.errors import BackboneError, ConfigError
 from evoprune.io import file_sha256
 
-__all__ = ["Backbone", "BackboneInfo", "Extractor", "GlobalPool", "Preprocessing", "freeze",
-           "sha256_file", "state_dict_id"]
+__all__ = [
+    "Backbone",
+    "BackboneInfo",
+    "Extractor",
+    "GlobalPool",
+    "Preprocessing",
+    "freeze",
+    "sha256_file",
+    "state_dict_id",
+]
 
 
 #: How ``Preprocessing.resize`` names map to PIL filters.
@@ -59,11 +67,13 @@ class Preprocessing:
         if min(self.std) <= 0:
             raise fail(f"std={self.std} must be positive")
         if self.resize not in RESIZE_FILTERS:
-            raise fail(f"resize={self.resize!r} is unknown; choose one of "
-                       f"{', '.join(RESIZE_FILTERS)}")
+            raise fail(
+                f"resize={self.resize!r} is unknown; choose one of {', '.join(RESIZE_FILTERS)}"
+            )
         if self.channels not in CHANNEL_ORDERS:
-            raise fail(f"channels={self.channels!r} is unknown; choose one of "
-                       f"{', '.join(CHANNEL_ORDERS)}")
+            raise fail(
+                f"channels={self.channels!r} is unknown; choose one of {', '.join(CHANNEL_ORDERS)}"
+            )
 
     def __call__(self, image: Image.Image) -> np.ndarray:
         """PIL image -> float32 (3, image_size, image_size) network input."""
@@ -83,9 +93,11 @@ class Preprocessing:
     def identity(self) -> str:
         """Every setting, as a string for feature-cache keys."""
         size = self.image_size
-        return (f"resize={size}x{size},{self.resize},nocrop;{self.channels.lower()}/255;"
-                f"mean={','.join(f'{m:.6g}' for m in self.mean)};"
-                f"std={','.join(f'{s:.6g}' for s in self.std)}")
+        return (
+            f"resize={size}x{size},{self.resize},nocrop;{self.channels.lower()}/255;"
+            f"mean={','.join(f'{m:.6g}' for m in self.mean)};"
+            f"std={','.join(f'{s:.6g}' for s in self.std)}"
+        )
 
     def metadata(self) -> dict:
         """The description written beside an exported model (JSON-ready)."""
@@ -233,8 +245,10 @@ class Backbone:
     def classifier(self) -> nn.Module:
         """Frozen eval-mode module: (N,3,H,W) float -> (N, 1000) ImageNet logits."""
         if self._classifier_module is None:
-            raise BackboneError(f'Backbone "{self.name}" has no ImageNet classifier; its '
-                                "builder returned a feature module only")
+            raise BackboneError(
+                f'Backbone "{self.name}" has no ImageNet classifier; its '
+                "builder returned a feature module only"
+            )
         return self._classifier_module
 
     def features(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -257,6 +271,7 @@ class Backbone:
                     raise BackboneError(
                         f'Backbone "{self.name}" gave features of shape {tuple(part.shape)} '
                         f"for {min(stop, len(out)) - start} images; it is registered with "
-                        f"feature_dim={self.feature_dim}: fix its module or its feature_dim")
+                        f"feature_dim={self.feature_dim}: fix its module or its feature_dim"
+                    )
                 out[start:stop] = part.numpy()
         return out

@@ -27,8 +27,11 @@ FEATURE_DIM = 1280
 # (mean squared log-ratio ~0.17 on skimage photos, against ~2.0 with ImageNet mean/std).
 PREPROCESSING = {
     name: Preprocessing(image_size=size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-    for name, size in (("efficientnet-lite0", 224), ("efficientnet-lite1", 240),
-                       ("efficientnet-lite2", 260))
+    for name, size in (
+        ("efficientnet-lite0", 224),
+        ("efficientnet-lite1", 240),
+        ("efficientnet-lite2", 260),
+    )
 }
 
 
@@ -79,9 +82,7 @@ class _Block(nn.Module):
         self.bn2 = block._bn2
         self.act = block._swish
         stride = args.stride if isinstance(args.stride, int) else args.stride[0]
-        self.skip = bool(
-            args.id_skip and stride == 1 and args.input_filters == args.output_filters
-        )
+        self.skip = bool(args.id_skip and stride == 1 and args.input_filters == args.output_filters)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         x = inputs

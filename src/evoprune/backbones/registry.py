@@ -39,10 +39,15 @@ class BackboneEntry:
     is_available: Callable[[], bool]
 
     def info(self) -> BackboneInfo:
-        return BackboneInfo(name=self.name, feature_dim=self.feature_dim,
-                            image_size=self.preprocessing.image_size, source=self.source,
-                            available=bool(self.is_available()), description=self.description,
-                            preprocessing=self.preprocessing)
+        return BackboneInfo(
+            name=self.name,
+            feature_dim=self.feature_dim,
+            image_size=self.preprocessing.image_size,
+            source=self.source,
+            available=bool(self.is_available()),
+            description=self.description,
+            preprocessing=self.preprocessing,
+        )
 
 
 REGISTRY: dict[str, BackboneEntry] = {}
@@ -91,49 +96,72 @@ def register_backbone(
     if not key:
         raise ConfigError("register_backbone: name is empty; give the backbone a name")
     if key in REGISTRY and not replace:
-        raise ConfigError(f"backbone {key!r} is registered already; pick another name or pass "
-                          "replace=True")
+        raise ConfigError(
+            f"backbone {key!r} is registered already; pick another name or pass replace=True"
+        )
     if not callable(build):
-        raise ConfigError(f"register_backbone({key!r}): build must be a function that returns "
-                          f"the feature module, got {type(build).__name__}")
+        raise ConfigError(
+            f"register_backbone({key!r}): build must be a function that returns "
+            f"the feature module, got {type(build).__name__}"
+        )
     if isinstance(feature_dim, bool) or not isinstance(feature_dim, int) or feature_dim < 1:
-        raise ConfigError(f"register_backbone({key!r}): feature_dim={feature_dim!r} must be a "
-                          "positive integer")
+        raise ConfigError(
+            f"register_backbone({key!r}): feature_dim={feature_dim!r} must be a positive integer"
+        )
     if not isinstance(preprocessing, Preprocessing):
-        raise ConfigError(f"register_backbone({key!r}): preprocessing must be a Preprocessing, "
-                          f"got {type(preprocessing).__name__}")
+        raise ConfigError(
+            f"register_backbone({key!r}): preprocessing must be a Preprocessing, "
+            f"got {type(preprocessing).__name__}"
+        )
     with _lock:
-        REGISTRY[key] = BackboneEntry(name=key, build=build, feature_dim=feature_dim,
-                                      preprocessing=preprocessing, description=str(description),
-                                      source=str(source),
-                                      is_available=is_available or _always)
+        REGISTRY[key] = BackboneEntry(
+            name=key,
+            build=build,
+            feature_dim=feature_dim,
+            preprocessing=preprocessing,
+            description=str(description),
+            source=str(source),
+            is_available=is_available or _always,
+        )
         _built.pop(key, None)
 
 
 def _lite(name: str, description: str) -> None:
-    register_backbone(name, functools.partial(efficientnet_lite.build, name),
-                      feature_dim=efficientnet_lite.FEATURE_DIM,
-                      preprocessing=efficientnet_lite.PREPROCESSING[name],
-                      description=description, source=efficientnet_lite.SOURCE,
-                      is_available=functools.partial(efficientnet_lite.is_available, name))
+    register_backbone(
+        name,
+        functools.partial(efficientnet_lite.build, name),
+        feature_dim=efficientnet_lite.FEATURE_DIM,
+        preprocessing=efficientnet_lite.PREPROCESSING[name],
+        description=description,
+        source=efficientnet_lite.SOURCE,
+        is_available=functools.partial(efficientnet_lite.is_available, name),
+    )
 
 
-def _torchvision(name: str, build: Callable[[], Extractor], feature_dim: int,
-                 description: str) -> None:
-    register_backbone(name, build, feature_dim=feature_dim,
-                      preprocessing=torchvision_models.PREPROCESSING, description=description,
-                      source=torchvision_models.SOURCE,
-                      is_available=torchvision_models.is_available)
+def _torchvision(
+    name: str, build: Callable[[], Extractor], feature_dim: int, description: str
+) -> None:
+    register_backbone(
+        name,
+        build,
+        feature_dim=feature_dim,
+        preprocessing=torchvision_models.PREPROCESSING,
+        description=description,
+        source=torchvision_models.SOURCE,
+        is_available=torchvision_models.is_available,
+    )
 
 
 _lite("efficientnet-lite0", "EfficientNet-Lite0, ImageNet; offline default")
 _lite("efficientnet-lite1", "EfficientNet-Lite1, ImageNet; offline")
 _lite("efficientnet-lite2", "EfficientNet-Lite2, ImageNet; offline")
-_torchvision("resnet50", torchvision_models.build_resnet50, 2048,
-             "ResNet-50, ImageNet (paper backbone)")
+_torchvision(
+    "resnet50", torchvision_models.build_resnet50, 2048, "ResNet-50, ImageNet (paper backbone)"
+)
 _torchvision("densenet121", torchvision_models.build_densenet121, 1024, "DenseNet-121, ImageNet")
-_torchvision("vgg19", torchvision_models.build_vgg19, 512,
-             "VGG-19, ImageNet, last conv block average-pooled")
+_torchvision(
+    "vgg19", torchvision_models.build_vgg19, 512, "VGG-19, ImageNet, last conv block average-pooled"
+)
 
 
 def list_backbones() -> list[BackboneInfo]:
@@ -146,8 +174,10 @@ def _build(entry: BackboneEntry) -> Backbone:
     if isinstance(made, nn.Module):
         made = Extractor(feature_module=made)
     if not isinstance(made, Extractor):
-        raise BackboneError(f'Backbone "{entry.name}": its build function returned '
-                            f"{type(made).__name__}, not a torch module or an Extractor")
+        raise BackboneError(
+            f'Backbone "{entry.name}": its build function returned '
+            f"{type(made).__name__}, not a torch module or an Extractor"
+        )
     return Backbone(
         name=entry.name,
         feature_dim=entry.feature_dim,

@@ -20,8 +20,7 @@ logger = logging.getLogger(__name__)
 
 SOURCE = "torchvision (optional extra)"
 #: torchvision's ImageNet models: 224 px, ImageNet mean and std (resized whole, no crop).
-PREPROCESSING = Preprocessing(image_size=224, mean=(0.485, 0.456, 0.406),
-                              std=(0.229, 0.224, 0.225))
+PREPROCESSING = Preprocessing(image_size=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
 
 def _import_torchvision(name: str) -> ModuleType:
@@ -60,8 +59,12 @@ def _pretrained(name: str) -> Any:
 
 
 def _extractor(model: nn.Module, feature_module: nn.Module, forward_batch: int = 4) -> Extractor:
-    return Extractor(feature_module=feature_module, classifier_module=model,
-                     weights_id=state_dict_id(model), forward_batch=forward_batch)
+    return Extractor(
+        feature_module=feature_module,
+        classifier_module=model,
+        weights_id=state_dict_id(model),
+        forward_batch=forward_batch,
+    )
 
 
 def build_resnet50() -> Extractor:

@@ -26,28 +26,45 @@ def format_run_table(result: dict) -> str:
     leak = "  (LEAKED: fitness was measured on this test set)" if result["leaked_test_set"] else ""
     rows = [
         ("head", "test acc", "% active", "params"),
-        ("evoprune (" + result["encoding"] + ")", f"{result['test_accuracy']:.4f}",
-         f"{100 * result['active_fraction']:.1f}", f"{result['head_params']:,}"),
-        ("not pruned", f"{result['reference_test_accuracy']:.4f}", "100.0",
-         f"{result['reference_head_params']:,}"),
+        (
+            "evoprune (" + result["encoding"] + ")",
+            f"{result['test_accuracy']:.4f}",
+            f"{100 * result['active_fraction']:.1f}",
+            f"{result['head_params']:,}",
+        ),
+        (
+            "not pruned",
+            f"{result['reference_test_accuracy']:.4f}",
+            "100.0",
+            f"{result['reference_head_params']:,}",
+        ),
     ]
     lines = format_table(rows, rule=True, right=(1, 2, 3)).splitlines()
     if result.get("front"):
         from evoprune.cli.model import format_front
 
-        lines += ["", f"Pareto front over {', '.join(result['objectives'])}: "
-                      f"{len(result['front'])} heads; * = selected by {result['select']}",
-                  format_front(result["front"]).rstrip("\n")]
+        lines += [
+            "",
+            f"Pareto front over {', '.join(result['objectives'])}: "
+            f"{len(result['front'])} heads; * = selected by {result['select']}",
+            format_front(result["front"]).rstrip("\n"),
+        ]
     t = result["timings"]
     lines.append("")
-    lines.append(f"{result['dataset']}: {result['n_train']} training / {result['n_test']} held-out "
-                 f"images, {result['n_classes']} classes, backbone {result['backbone']}{leak}")
-    lines.append(f"fitness ({result['fitness_split']}) of the shipped mask: "
-                 f"{result['fitness']:.4f}; {result['evaluations']} evaluations")
-    lines.append(f"seconds: features {t['features']:.1f}"
-                 f"{' (cached)' if result['features_cached'] else ''}, search {t['search']:.1f}, "
-                 f"final training {t['final_training']:.1f} (+{t.get('reference_training', 0):.1f} "
-                 f"not pruned), total {result['wall_seconds']:.1f}")
+    lines.append(
+        f"{result['dataset']}: {result['n_train']} training / {result['n_test']} held-out "
+        f"images, {result['n_classes']} classes, backbone {result['backbone']}{leak}"
+    )
+    lines.append(
+        f"fitness ({result['fitness_split']}) of the shipped mask: "
+        f"{result['fitness']:.4f}; {result['evaluations']} evaluations"
+    )
+    lines.append(
+        f"seconds: features {t['features']:.1f}"
+        f"{' (cached)' if result['features_cached'] else ''}, search {t['search']:.1f}, "
+        f"final training {t['final_training']:.1f} (+{t.get('reference_training', 0):.1f} "
+        f"not pruned), total {result['wall_seconds']:.1f}"
+    )
     return "\n".join(lines)
 
 
@@ -57,11 +74,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args).validate()  # every option, before anything is computed
     out = args.out or default_out_dir(cfg)
     try:
-        result = run_experiment(cfg, out, progress=not args.no_progress, cache_dir=args.cache_dir,
-                                overwrite=args.overwrite)
+        result = run_experiment(
+            cfg,
+            out,
+            progress=not args.no_progress,
+            cache_dir=args.cache_dir,
+            overwrite=args.overwrite,
+        )
     except KeyboardInterrupt:
-        log.warning("interrupted: the evaluations so far are in %s/history.csv; run the same "
-                    "command again to resume", out)
+        log.warning(
+            "interrupted: the evaluations so far are in %s/history.csv; run the same "
+            "command again to resume",
+            out,
+        )
         return 130
     sys.stdout.write(format_run_table(result) + f"\nresults: {out}\n")
     return 0
@@ -72,8 +97,15 @@ def cmd_backbones(args: argparse.Namespace) -> int:
 
     rows = [("name", "features", "input", "available", "source")]
     for b in list_backbones():
-        rows.append((b.name, str(b.feature_dim), f"{b.image_size}px",
-                     "yes" if b.available else "no", b.source))
+        rows.append(
+            (
+                b.name,
+                str(b.feature_dim),
+                f"{b.image_size}px",
+                "yes" if b.available else "no",
+                b.source,
+            )
+        )
     sys.stdout.write(format_table(rows))
     return 0
 
@@ -83,8 +115,10 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
     rows = [("name", "description")] + [tuple(r) for r in list_datasets()]
     sys.stdout.write(format_table(rows))
-    sys.stdout.write("\nOr pass --data PATH: a folder of class folders, train/ + test/, "
-                     "k partitions, or a CSV manifest.\n")
+    sys.stdout.write(
+        "\nOr pass --data PATH: a folder of class folders, train/ + test/, "
+        "k partitions, or a CSV manifest.\n"
+    )
     return 0
 
 
@@ -92,15 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="evoprune",
         description="Evolve which neurons or input features of a transfer-learning classifier's "
-                    "head to keep (EvoPruneDeepTL), with honest held-out evaluation.")
+        "head to keep (EvoPruneDeepTL), with honest held-out evaluation.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("run", help="evolve a pruned head on one dataset and write a results folder",
-                       description="Evolve a pruned head: features once (cached), a GA search on "
-                                   "a fitness split inside the training data, the best mask "
-                                   "retrained and scored on the held-out test set next to the "
-                                   "not-pruned head.")
+    p = sub.add_parser(
+        "run",
+        help="evolve a pruned head on one dataset and write a results folder",
+        description="Evolve a pruned head: features once (cached), a GA search on "
+        "a fitness split inside the training data, the best mask "
+        "retrained and scored on the held-out test set next to the "
+        "not-pruned head.",
+    )
     add_run_command_options(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("backbones", help="list the feature extractors")
@@ -119,8 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     logging.getLogger("evoprune").setLevel(level)
 
 

@@ -16,29 +16,50 @@ log = logging.getLogger("evoprune")
 def add_compare_command(sub: argparse._SubParsersAction) -> None:
     """Register ``compare`` on the main parser's subcommands (with the options of ``run``)."""
     p = sub.add_parser(
-        "compare", help="repeat runs of several encodings and compare them with the baselines",
+        "compare",
+        help="repeat runs of several encodings and compare them with the baselines",
         description="Run every encoding --runs times (seeds --seed-base + k) and, for each run, "
-                    "the paper's baselines at the evolved head's size: not pruned, best fixed "
-                    "density, weight pruning, neuron pruning and polynomial decay. All are "
-                    "scored on one held-out test set that no search sees. Writes summary.csv, "
-                    "stats.csv (paired tests), table.md and plots into --out; run folders go to "
-                    "OUT/runs/<encoding>_run<k>/. Rerunning the same command resumes.")
+        "the paper's baselines at the evolved head's size: not pruned, best fixed "
+        "density, weight pruning, neuron pruning and polynomial decay. All are "
+        "scored on one held-out test set that no search sees. Writes summary.csv, "
+        "stats.csv (paired tests), table.md and plots into --out; run folders go to "
+        "OUT/runs/<encoding>_run<k>/. Rerunning the same command resumes.",
+    )
     g = p.add_argument_group("comparison")
-    g.add_argument("--encodings", default="fs,fc1,fc2,both", type=_encodings,
-                   help="comma-separated encodings to compare. Default: fs,fc1,fc2,both")
-    g.add_argument("--algorithms", default="ssga",
-                   type=lambda text: tuple(a.strip() for a in text.split(",") if a.strip()),
-                   help="ssga (the paper's GA), nsga2 (the multi-objective search, accuracy and "
-                        "size, its selected head compared; rows <encoding>-nsga2) or ssga,nsga2. "
-                        "Default: ssga")
-    g.add_argument("--runs", type=int, default=5,
-                   help="independent runs per encoding (the paper: 5). Default: 5")
-    g.add_argument("--seed-base", type=int, default=0,
-                   help="run k (0-based) uses seed SEED_BASE + k; the held-out test set is "
-                        "drawn once with SEED_BASE. Default: 0")
-    g.add_argument("--out", default=None, metavar="DIR",
-                   help="output folder. Default: runs/compare_<data>_<backbone>_<trainer>_"
-                        "<fitness split>_s<seed base>")
+    g.add_argument(
+        "--encodings",
+        default="fs,fc1,fc2,both",
+        type=_encodings,
+        help="comma-separated encodings to compare. Default: fs,fc1,fc2,both",
+    )
+    g.add_argument(
+        "--algorithms",
+        default="ssga",
+        type=lambda text: tuple(a.strip() for a in text.split(",") if a.strip()),
+        help="ssga (the paper's GA), nsga2 (the multi-objective search, accuracy and "
+        "size, its selected head compared; rows <encoding>-nsga2) or ssga,nsga2. "
+        "Default: ssga",
+    )
+    g.add_argument(
+        "--runs",
+        type=int,
+        default=5,
+        help="independent runs per encoding (the paper: 5). Default: 5",
+    )
+    g.add_argument(
+        "--seed-base",
+        type=int,
+        default=0,
+        help="run k (0-based) uses seed SEED_BASE + k; the held-out test set is "
+        "drawn once with SEED_BASE. Default: 0",
+    )
+    g.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="output folder. Default: runs/compare_<data>_<backbone>_<trainer>_"
+        "<fitness split>_s<seed base>",
+    )
     add_run_command_options(p, per_run=False)
     p.set_defaults(func=cmd_compare)
 
@@ -53,7 +74,8 @@ def _encodings(text: str) -> tuple[str, ...]:
     if bad or not names:
         raise argparse.ArgumentTypeError(
             f"{text!r}: unknown encoding(s) {', '.join(bad) or '(none given)'}; choose from "
-            f"{', '.join(choices)}")
+            f"{', '.join(choices)}"
+        )
     return names
 
 
@@ -64,8 +86,13 @@ def compare_config_from_args(args: argparse.Namespace):
     from evoprune.runs.config import config_from_args
 
     base = config_from_args(args, encoding=args.encodings[0], seed=args.seed_base)
-    cc = CompareConfig(base=base, encodings=args.encodings, runs=args.runs,
-                       seed_base=args.seed_base, algorithms=args.algorithms)
+    cc = CompareConfig(
+        base=base,
+        encodings=args.encodings,
+        runs=args.runs,
+        seed_base=args.seed_base,
+        algorithms=args.algorithms,
+    )
     cc.check()
     return cc
 
@@ -83,15 +110,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
     cc = compare_config_from_args(args)
     out = Path(args.out) if args.out else default_compare_dir(cc)
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a folder; give --out a new folder or a "
-                          "comparison folder to resume")
+        raise ConfigError(
+            f"--out {out} is a file, not a folder; give --out a new folder or a "
+            "comparison folder to resume"
+        )
     try:
         run_comparison(cc, out, progress=not args.no_progress, cache_dir=args.cache_dir)
     except KeyboardInterrupt:
-        log.warning("interrupted: finished runs and baselines are kept in %s; run the same "
-                    "command again to resume", out)
+        log.warning(
+            "interrupted: finished runs and baselines are kept in %s; run the same "
+            "command again to resume",
+            out,
+        )
         return 130
     table = (out / "table.md").read_text(encoding="utf-8")
-    sys.stdout.write(table + f"\nresults: {out} (summary.csv, stats.csv, table.md, "
-                             "convergence_<encoding>.png, accuracy_vs_active.png)\n")
+    sys.stdout.write(
+        table + f"\nresults: {out} (summary.csv, stats.csv, table.md, "
+        "convergence_<encoding>.png, accuracy_vs_active.png)\n"
+    )
     return 0

@@ -19,39 +19,64 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``export``, ``predict`` and ``show`` on the main parser's subcommands."""
     from evoprune.export import FORMATS
 
-    p = sub.add_parser("export", help="write a run's model (backbone + pruned head) as one file",
-                       description="Write one self-contained model from preprocessed images "
-                                   "(N, 3, H, W) to class probabilities: the frozen backbone, the "
-                                   "feature selection and the compact head (pruned units "
-                                   "removed). Class names and preprocessing go beside it in "
-                                   "FILE.json (and, for ONNX, inside it as metadata).")
+    p = sub.add_parser(
+        "export",
+        help="write a run's model (backbone + pruned head) as one file",
+        description="Write one self-contained model from preprocessed images "
+        "(N, 3, H, W) to class probabilities: the frozen backbone, the "
+        "feature selection and the compact head (pruned units "
+        "removed). Class names and preprocessing go beside it in "
+        "FILE.json (and, for ONNX, inside it as metadata).",
+    )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by 'evoprune run'")
-    p.add_argument("--format", default="onnx", choices=list(FORMATS),
-                   help="onnx (default; runs in onnxruntime) or torchscript")
-    p.add_argument("--out", default=None, metavar="FILE",
-                   help="output file. Default: RUN_DIR/model.onnx (or .pt; reference_model.* "
-                        "with --reference)")
-    p.add_argument("--reference", action="store_true",
-                   help="export the not-pruned head instead of the evolved one (comparisons)")
+    p.add_argument(
+        "--format",
+        default="onnx",
+        choices=list(FORMATS),
+        help="onnx (default; runs in onnxruntime) or torchscript",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE",
+        help="output file. Default: RUN_DIR/model.onnx (or .pt; reference_model.* "
+        "with --reference)",
+    )
+    p.add_argument(
+        "--reference",
+        action="store_true",
+        help="export the not-pruned head instead of the evolved one (comparisons)",
+    )
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("predict", help="predict the class of images with a run's model",
-                       description="Predict each image's class with the run's backbone, mask and "
-                                   "head. Folders are searched (recursively) for image files; "
-                                   "unreadable images are reported and skipped.")
+    p = sub.add_parser(
+        "predict",
+        help="predict the class of images with a run's model",
+        description="Predict each image's class with the run's backbone, mask and "
+        "head. Folders are searched (recursively) for image files; "
+        "unreadable images are reported and skipped.",
+    )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by 'evoprune run'")
-    p.add_argument("images", metavar="IMAGE_OR_FOLDER", nargs="+",
-                   help="image files and/or folders of images")
-    p.add_argument("--csv", default=None, metavar="FILE",
-                   help="also write path, predicted class, its probability and every class's "
-                        "probability to this CSV file")
+    p.add_argument(
+        "images", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files and/or folders of images"
+    )
+    p.add_argument(
+        "--csv",
+        default=None,
+        metavar="FILE",
+        help="also write path, predicted class, its probability and every class's "
+        "probability to this CSV file",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("show", help="summarise a finished run",
-                       description="Print a run's dataset, backbone, encoding, held-out accuracy "
-                                   "against the not-pruned head, units kept per layer, the head's "
-                                   "size and cost before and after pruning, and file sizes.")
+    p = sub.add_parser(
+        "show",
+        help="summarise a finished run",
+        description="Print a run's dataset, backbone, encoding, held-out accuracy "
+        "against the not-pruned head, units kept per layer, the head's "
+        "size and cost before and after pruning, and file sizes.",
+    )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by 'evoprune run'")
     p.set_defaults(func=cmd_show)
 
@@ -70,7 +95,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"RGB / 255, mean {_fmt_tuple(meta['preprocessing']['mean'])}, "
         f"std {_fmt_tuple(meta['preprocessing']['std'])}; output: probabilities of "
         f"{', '.join(meta['classes'])}\n"
-        f"metadata: {exported.metadata_path}\n")
+        f"metadata: {exported.metadata_path}\n"
+    )
     return 0
 
 
@@ -86,8 +112,12 @@ def collect_images(items: list[str]) -> list[str]:
     paths: list[str] = []
     for item in items:
         if os.path.isdir(item):
-            found = sorted(os.path.join(root, name) for root, _, names in os.walk(item)
-                           for name in names if is_image_file(name))
+            found = sorted(
+                os.path.join(root, name)
+                for root, _, names in os.walk(item)
+                for name in names
+                if is_image_file(name)
+            )
             if not found:
                 log.warning("no image files in folder %s", item)
             paths.extend(found)
@@ -118,8 +148,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not good:
         log.error("none of the %d images could be read", len(paths))
         return 1
-    X = extract_features(get_backbone(clf.backbone_), good, use_cache=False,
-                         progress=not args.no_progress).X
+    X = extract_features(
+        get_backbone(clf.backbone_), good, use_cache=False, progress=not args.no_progress
+    ).X
     proba = clf.predict_proba(X)
     best = proba.argmax(axis=1)
     classes = [str(c) for c in clf.classes_]
@@ -169,54 +200,77 @@ def format_show(run) -> str:
     r = run.result
     lines = [f"run:       {run.path}"]
     if r.get("leaked_test_set"):
-        lines.append("LEAKED: fitness was measured on the test set (the paper's protocol); the "
-                     "test accuracy below is optimistic")
+        lines.append(
+            "LEAKED: fitness was measured on the test set (the paper's protocol); the "
+            "test accuracy below is optimistic"
+        )
     data = r.get("data")
-    lines.append(f"dataset:   {r.get('dataset', '?')}" + (f" ({data})" if data and data !=
-                                                            r.get("dataset") else "")
-                 + (f", {r['n_classes']} classes: {', '.join(map(str, r['classes']))}"))
+    lines.append(
+        f"dataset:   {r.get('dataset', '?')}"
+        + (f" ({data})" if data and data != r.get("dataset") else "")
+        + (f", {r['n_classes']} classes: {', '.join(map(str, r['classes']))}")
+    )
     if "n_train" in r:
-        lines.append(f"images:    {r['n_train']} training, {r['n_test']} held out "
-                     f"({r.get('test_set', 'test set')})")
+        lines.append(
+            f"images:    {r['n_train']} training, {r['n_test']} held out "
+            f"({r.get('test_set', 'test set')})"
+        )
     lines.append(f"backbone:  {r['backbone']} ({r.get('feature_dim', '?')} features)")
-    lines.append(f"encoding:  {r['encoding']}, hidden size {r.get('hidden_size', '?')}, "
-                 f"trainer {r.get('trainer', '?')}, fitness on {r.get('fitness_split', '?')}")
+    lines.append(
+        f"encoding:  {r['encoding']}, hidden size {r.get('hidden_size', '?')}, "
+        f"trainer {r.get('trainer', '?')}, fitness on {r.get('fitness_split', '?')}"
+    )
     if "test_accuracy" in r:
         acc, ref = r["test_accuracy"], r["reference_test_accuracy"]
-        lines.append(f"held-out accuracy: {acc:.4f} pruned vs {ref:.4f} not pruned "
-                     f"({100 * (acc - ref):+.1f} points)")
+        lines.append(
+            f"held-out accuracy: {acc:.4f} pruned vs {ref:.4f} not pruned "
+            f"({100 * (acc - ref):+.1f} points)"
+        )
     if r.front:
-        lines.append(f"front: {len(r.front)} heads over {', '.join(r.objectives)} "
-                     f"({r.algorithm}); selected by {r.select}:")
+        lines.append(
+            f"front: {len(r.front)} heads over {', '.join(r.objectives)} "
+            f"({r.algorithm}); selected by {r.select}:"
+        )
         lines.append(format_front(r.front).rstrip("\n"))
     active, total = r.get("active_units", {}), r.get("total_units", {})
     if active:
-        lines.append("active units (kept/total): " + ", ".join(
-            f"{name} {kept}/{total.get(name, '?')}" for name, kept in active.items()))
+        lines.append(
+            "active units (kept/total): "
+            + ", ".join(f"{name} {kept}/{total.get(name, '?')}" for name, kept in active.items())
+        )
     for label, key in (("head parameters", "params"), ("head multiply-adds", "macs")):
         after, before = r.get(f"head_{key}"), r.get(f"reference_head_{key}")
         if after is not None and before:
-            lines.append(f"{label}: {after:,} pruned vs {before:,} not pruned "
-                         f"(x{after / before:.3f}, {100 * (1 - after / before):.1f}% fewer)")
+            lines.append(
+                f"{label}: {after:,} pruned vs {before:,} not pruned "
+                f"(x{after / before:.3f}, {100 * (1 - after / before):.1f}% fewer)"
+            )
     files = [run.path / HEAD_FILE, run.path / REFERENCE_HEAD_FILE]
     files += sorted(p for p in run.path.iterdir() if p.suffix in (".onnx", ".pt") and p.is_file())
     present = [p for p in files if p.is_file()]
     if present:
         lines.append("files:")
         width = max(len(p.name) for p in present)
-        lines += [f"  {p.name.ljust(width)}  {format_bytes(p.stat().st_size):>9}"
-                  for p in present]
+        lines += [f"  {p.name.ljust(width)}  {format_bytes(p.stat().st_size):>9}" for p in present]
     return "\n".join(lines) + "\n"
 
 
 def format_front(front: list[dict]) -> str:
     """The Pareto front as a table: one row per head, smallest first, the selected one starred."""
     ood = any(m.get("test_auroc") is not None for m in front)
-    rows = [["", "rank", "% active", "params", "fitness", "test acc"]
-            + (["test AUROC", "FPR95"] if ood else [])]
+    rows = [
+        ["", "rank", "% active", "params", "fitness", "test acc"]
+        + (["test AUROC", "FPR95"] if ood else [])
+    ]
     for m in front:
-        row = ["*" if m["selected"] else "", str(m["rank"]), f"{100 * m['active_fraction']:.1f}",
-               f"{m['head_params']:,}", f"{m['fitness']:.4f}", f"{m['test_accuracy']:.4f}"]
+        row = [
+            "*" if m["selected"] else "",
+            str(m["rank"]),
+            f"{100 * m['active_fraction']:.1f}",
+            f"{m['head_params']:,}",
+            f"{m['fitness']:.4f}",
+            f"{m['test_accuracy']:.4f}",
+        ]
         if ood:
             row += [f"{m['test_auroc']:.4f}", f"{m['test_fpr95']:.4f}"]
         rows.append(row)

@@ -6,20 +6,26 @@ from __future__ import annotations
 import argparse
 
 
-def add_output_options(p: argparse.ArgumentParser, out_help: str | None = None,
-                       overwrite: bool = False) -> None:
+def add_output_options(
+    p: argparse.ArgumentParser, out_help: str | None = None, overwrite: bool = False
+) -> None:
     """Options that are not run settings: where results and features go, progress bars.
     ``out_help=None`` leaves out --out (a command that defines its own)."""
     g = p.add_argument_group("output")
     if out_help is not None:
         g.add_argument("--out", default=None, metavar="DIR", help=out_help)
     if overwrite:
-        g.add_argument("--overwrite", action="store_true",
-                       help="when --out holds a run of another configuration, move it aside "
-                            "(to a sibling folder) and start afresh instead of stopping")
-    g.add_argument("--cache-dir", default=None,
-                   help="feature cache folder. Default: $EVOPRUNE_CACHE_DIR or "
-                        "~/.cache/evoprune/features")
+        g.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="when --out holds a run of another configuration, move it aside "
+            "(to a sibling folder) and start afresh instead of stopping",
+        )
+    g.add_argument(
+        "--cache-dir",
+        default=None,
+        help="feature cache folder. Default: $EVOPRUNE_CACHE_DIR or ~/.cache/evoprune/features",
+    )
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -30,7 +36,13 @@ def add_run_command_options(p: argparse.ArgumentParser, per_run: bool = True) ->
     from evoprune.runs.config import add_run_options
 
     add_run_options(p, exclude=() if per_run else ("encoding", "seed"))
-    add_output_options(p, out_help=(
-        "results folder. Default: runs/<data>_<encoding>_<backbone>_s<seed>-<hash of every "
-        "setting that changes the result>; rerunning the same command resumes it"
-    ) if per_run else None, overwrite=per_run)
+    add_output_options(
+        p,
+        out_help=(
+            "results folder. Default: runs/<data>_<encoding>_<backbone>_s<seed>-<hash of every "
+            "setting that changes the result>; rerunning the same command resumes it"
+        )
+        if per_run
+        else None,
+        overwrite=per_run,
+    )

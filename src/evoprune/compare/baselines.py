@@ -77,9 +77,10 @@ class BaselineResult:
 def kept_units(encoding: Encoding, mask: np.ndarray) -> dict[int, int]:
     """Units the evolved ``mask`` keeps in each layer the encoding prunes (layer index -> count)."""
     masks = encoding.decode(mask)
-    return {t.layer: int(masks.features.sum() if t.units == "inputs" else
-                         masks.hidden[t.layer].sum())
-            for t in encoding.prune_targets}
+    return {
+        t.layer: int(masks.features.sum() if t.units == "inputs" else masks.hidden[t.layer].sum())
+        for t in encoding.prune_targets
+    }
 
 
 def _n_keep(n: int, fraction: float) -> int:
@@ -99,8 +100,9 @@ def weight_prune(head: CompactHead, layers: tuple[int, ...], keep_fraction: floa
     return pruned
 
 
-def _magnitude_mask(w: torch.Tensor, n_zero: int, already: torch.Tensor | None = None
-                    ) -> torch.Tensor:
+def _magnitude_mask(
+    w: torch.Tensor, n_zero: int, already: torch.Tensor | None = None
+) -> torch.Tensor:
     """A 0/1 mask shaped like ``w`` with exactly ``n_zero`` zeros at the smallest |w|.
 
     Positions already zero in ``already`` are pruned first, so earlier pruning is never undone.
@@ -121,8 +123,9 @@ def unit_norms(head: CompactHead, target: PruneTarget) -> torch.Tensor:
     return w.norm(dim=0) if target.units == "inputs" else w.norm(dim=1)
 
 
-def neuron_prune(head: CompactHead, targets: tuple[PruneTarget, ...],
-                 keep: dict[int, int]) -> CompactHead:
+def neuron_prune(
+    head: CompactHead, targets: tuple[PruneTarget, ...], keep: dict[int, int]
+) -> CompactHead:
     """A physically smaller copy of ``head`` keeping, in each target layer, the ``keep[layer]``
     units with the largest weight norms (norms taken on the trained head; no fine-tuning)."""
     feature_keep = np.arange(head.linears[0].in_features)
@@ -140,16 +143,18 @@ def neuron_prune(head: CompactHead, targets: tuple[PruneTarget, ...],
     return remove_units(head, feature_keep, hidden_keep)
 
 
-def remove_units(head: CompactHead, feature_keep: np.ndarray,
-                 hidden_keep: list[np.ndarray]) -> CompactHead:
+def remove_units(
+    head: CompactHead, feature_keep: np.ndarray, hidden_keep: list[np.ndarray]
+) -> CompactHead:
     """A new compact head holding only the given positions of ``head``'s inputs and hidden
     neurons, with their trained weights."""
     n_classes = head.linears[-1].out_features
     fk = torch.as_tensor(np.asarray(feature_keep, dtype=np.int64))
     keeps = [fk] + [torch.as_tensor(np.asarray(h, dtype=np.int64)) for h in hidden_keep]
     keeps.append(torch.arange(n_classes))
-    new = CompactHead(head.n_inputs, head.feature_index[fk].numpy(),
-                      tuple(len(h) for h in hidden_keep), n_classes)
+    new = CompactHead(
+        head.n_inputs, head.feature_index[fk].numpy(), tuple(len(h) for h in hidden_keep), n_classes
+    )
     with torch.no_grad():
         new.shift.copy_(head.shift[fk])
         new.scale.copy_(head.scale[fk])
@@ -159,8 +164,9 @@ def remove_units(head: CompactHead, feature_keep: np.ndarray,
     return new.eval()
 
 
-def polynomial_schedule(final_sparsity: float, initial_sparsity: float = 0.1, epochs: int = 25,
-                        frequency: int = 5) -> list[tuple[int, float]]:
+def polynomial_schedule(
+    final_sparsity: float, initial_sparsity: float = 0.1, epochs: int = 25, frequency: int = 5
+) -> list[tuple[int, float]]:
     """(epoch, target sparsity) of each pruning step of Zhu & Gupta's cubic schedule.
 
     Steps at epochs 0, f, 2f, ... up to the last multiple of ``frequency`` before ``epochs``
@@ -185,8 +191,9 @@ class _PolynomialPruning(TrainingHooks):
     """Prunes ``layers`` by magnitude at the schedule's epochs and keeps pruned weights at zero
     (their gradients and values are masked around every optimiser step)."""
 
-    def __init__(self, head: CompactHead, layers: tuple[int, ...],
-                 schedule: list[tuple[int, float]]) -> None:
+    def __init__(
+        self, head: CompactHead, layers: tuple[int, ...], schedule: list[tuple[int, float]]
+    ) -> None:
         self.steps = dict(schedule)
         self.masks = {i: torch.ones_like(head.linears[i].weight) for i in layers}
         self.record: list[dict] = []
@@ -202,8 +209,9 @@ class _PolynomialPruning(TrainingHooks):
                 self.masks[i] = _magnitude_mask(w, n_zero, self.masks[i])
                 w.mul_(self.masks[i])
                 achieved[str(i)] = float((w == 0).sum()) / w.numel()
-        self.record.append({"epoch": epoch, "target_sparsity": self.steps[epoch],
-                            "achieved_sparsity": achieved})
+        self.record.append(
+            {"epoch": epoch, "target_sparsity": self.steps[epoch], "achieved_sparsity": achieved}
+        )
 
     def after_backward(self, head: CompactHead) -> None:
         for i, mask in self.masks.items():
@@ -217,10 +225,18 @@ class _PolynomialPruning(TrainingHooks):
                 head.linears[i].weight.mul_(mask)
 
 
-def polynomial_decay(head: CompactHead, layers: tuple[int, ...], keep_fraction: float,
-                     X: np.ndarray, y: np.ndarray, trainer: str | TrainerConfig = "fast",
-                     seed: int = 0, initial_sparsity: float = 0.1, epochs: int = 25,
-                     frequency: int = 5) -> tuple[CompactHead, list[dict]]:
+def polynomial_decay(
+    head: CompactHead,
+    layers: tuple[int, ...],
+    keep_fraction: float,
+    X: np.ndarray,
+    y: np.ndarray,
+    trainer: str | TrainerConfig = "fast",
+    seed: int = 0,
+    initial_sparsity: float = 0.1,
+    epochs: int = 25,
+    frequency: int = 5,
+) -> tuple[CompactHead, list[dict]]:
     """Fine-tune a copy of the trained ``head`` on (X, y) for ``epochs`` epochs with the run's
     optimiser at its initial learning rate (no decay, no early stopping), pruning ``layers`` by
     magnitude on :func:`polynomial_schedule`.
@@ -230,13 +246,19 @@ def polynomial_decay(head: CompactHead, layers: tuple[int, ...], keep_fraction: 
     epoch, target and achieved sparsity of each layer.
     """
     cfg = get_trainer(trainer)
-    schedule = polynomial_schedule(1.0 - float(keep_fraction), initial_sparsity, epochs,
-                                   frequency)
+    schedule = polynomial_schedule(1.0 - float(keep_fraction), initial_sparsity, epochs, frequency)
     tuned = copy.deepcopy(head)
     pruning = _PolynomialPruning(tuned, layers, schedule)
     fine_tune = dataclasses.replace(cfg, max_epochs=int(epochs), lr_decay=0.0)
-    fit_head(tuned, X, y, fine_tune, torch.Generator().manual_seed(int(seed) + 2),
-             early_stopping=False, hooks=pruning)
+    fit_head(
+        tuned,
+        X,
+        y,
+        fine_tune,
+        torch.Generator().manual_seed(int(seed) + 2),
+        early_stopping=False,
+        hooks=pruning,
+    )
     return tuned, pruning.record
 
 
@@ -250,8 +272,9 @@ def sparsity_of(head: CompactHead, layers: tuple[int, ...]) -> float:
     return zeros / sum(head.linears[i].weight.numel() for i in layers)
 
 
-def fixed_density_masks(n_genes: int, seed: int,
-                        densities: tuple[float, ...] = FIXED_DENSITIES) -> list[np.ndarray]:
+def fixed_density_masks(
+    n_genes: int, seed: int, densities: tuple[float, ...] = FIXED_DENSITIES
+) -> list[np.ndarray]:
     """One seeded random chromosome per density with exactly round(d * n_genes) genes on."""
     rng = np.random.default_rng([int(seed), 1729])
     out = []
@@ -263,41 +286,86 @@ def fixed_density_masks(n_genes: int, seed: int,
     return out
 
 
-def best_fixed(encoding: Encoding, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray,
-               y_test: np.ndarray, n_classes: int, *, trainer: str | TrainerConfig = "fast",
-               seed: int = 0, fitness_split: str = "validation", val_fraction: float = 0.2,
-               cv_folds: int = 5, densities: tuple[float, ...] = FIXED_DENSITIES
-               ) -> tuple[BaselineResult, CompactHead]:
+def best_fixed(
+    encoding: Encoding,
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_test: np.ndarray,
+    y_test: np.ndarray,
+    n_classes: int,
+    *,
+    trainer: str | TrainerConfig = "fast",
+    seed: int = 0,
+    fitness_split: str = "validation",
+    val_fraction: float = 0.2,
+    cv_folds: int = 5,
+    densities: tuple[float, ...] = FIXED_DENSITIES,
+) -> tuple[BaselineResult, CompactHead]:
     """The best of random fixed-density masks, chosen by the search's own fitness (the same
     folds, trainer and seed), then retrained on all training data and scored on the test set.
     Equal fitness goes to the lower density, as in the search."""
     t0 = time.perf_counter()
     eval_set = (X_test, y_test) if fitness_split == "test" else None
-    folds = make_folds(X_train, y_train, fitness_split, seed=seed, val_fraction=val_fraction,
-                       cv_folds=cv_folds, eval_set=eval_set)
+    folds = make_folds(
+        X_train,
+        y_train,
+        fitness_split,
+        seed=seed,
+        val_fraction=val_fraction,
+        cv_folds=cv_folds,
+        eval_set=eval_set,
+    )
     problem = HeadProblem(encoding, n_classes, folds, trainer, seed)
     chroms = fixed_density_masks(encoding.n_genes, seed, densities)
     fitness = [float(f) for f in problem.accuracy(np.stack(chroms))]
     best = max(range(len(chroms)), key=lambda i: (fitness[i], -int(chroms[i].sum())))
     chrom = chroms[best]
-    head = train_head(X_train, y_train, encoding.decode(chrom), n_classes, trainer, seed=seed,
-                      stats=feature_stats(X_train)).head
+    head = train_head(
+        X_train,
+        y_train,
+        encoding.decode(chrom),
+        n_classes,
+        trainer,
+        seed=seed,
+        stats=feature_stats(X_train),
+    ).head
     result = BaselineResult(
-        "best_fixed", accuracy(head, X_test, y_test), float(chrom.mean()), head.n_params(),
+        "best_fixed",
+        accuracy(head, X_test, y_test),
+        float(chrom.mean()),
+        head.n_params(),
         time.perf_counter() - t0,
-        {"density": float(densities[best]), "active_genes": int(chrom.sum()),
-         "fitness": fitness[best], "fitness_by_density": dict(zip(map(str, densities), fitness)),
-         "leaked_test_set": fitness_split == "test"})
+        {
+            "density": float(densities[best]),
+            "active_genes": int(chrom.sum()),
+            "fitness": fitness[best],
+            "fitness_by_density": dict(zip(map(str, densities), fitness)),
+            "leaked_test_set": fitness_split == "test",
+        },
+    )
     return result, head
 
 
-def run_baselines(encoding: Encoding, evolved_mask: np.ndarray, X_train: np.ndarray,
-                  y_train: np.ndarray, X_test: np.ndarray, y_test: np.ndarray, n_classes: int, *,
-                  trainer: str | TrainerConfig = "fast", seed: int = 0,
-                  fitness_split: str = "validation", val_fraction: float = 0.2,
-                  cv_folds: int = 5, initial_sparsity: float = 0.1, poly_epochs: int = 25,
-                  poly_frequency: int = 5, reference: CompactHead | None = None,
-                  reference_seconds: float | None = None) -> dict[str, BaselineResult]:
+def run_baselines(
+    encoding: Encoding,
+    evolved_mask: np.ndarray,
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_test: np.ndarray,
+    y_test: np.ndarray,
+    n_classes: int,
+    *,
+    trainer: str | TrainerConfig = "fast",
+    seed: int = 0,
+    fitness_split: str = "validation",
+    val_fraction: float = 0.2,
+    cv_folds: int = 5,
+    initial_sparsity: float = 0.1,
+    poly_epochs: int = 25,
+    poly_frequency: int = 5,
+    reference: CompactHead | None = None,
+    reference_seconds: float | None = None,
+) -> dict[str, BaselineResult]:
     """Every method of :data:`METHODS` for one run, sized like its ``evolved_mask``.
 
     ``reference`` is the run's not-pruned head, trained by the run on the same data with the
@@ -312,45 +380,95 @@ def run_baselines(encoding: Encoding, evolved_mask: np.ndarray, X_train: np.ndar
 
     t0 = time.perf_counter()
     if reference is None:
-        reference = train_head(X_train, y_train, encoding.decode(encoding.full()), n_classes,
-                               trainer, seed=seed, stats=feature_stats(X_train)).head
+        reference = train_head(
+            X_train,
+            y_train,
+            encoding.decode(encoding.full()),
+            n_classes,
+            trainer,
+            seed=seed,
+            stats=feature_stats(X_train),
+        ).head
         reference_seconds = time.perf_counter() - t0
     elif reference.sizes != (encoding.n_features,) + encoding.hidden + (n_classes,):
-        raise ConfigError(f"the reference head has layer sizes {reference.sizes}, not those of "
-                          f"the not-pruned head of encoding {encoding.name!r}: "
-                          f"{(encoding.n_features,) + encoding.hidden + (n_classes,)}")
+        raise ConfigError(
+            f"the reference head has layer sizes {reference.sizes}, not those of "
+            f"the not-pruned head of encoding {encoding.name!r}: "
+            f"{(encoding.n_features,) + encoding.hidden + (n_classes,)}"
+        )
     ref = reference
     results["not_pruned"] = BaselineResult(
-        "not_pruned", accuracy(ref, X_test, y_test), 1.0, ref.n_params(),
-        float(reference_seconds or 0.0))
+        "not_pruned",
+        accuracy(ref, X_test, y_test),
+        1.0,
+        ref.n_params(),
+        float(reference_seconds or 0.0),
+    )
     log.debug("not pruned: %.4f", results["not_pruned"].test_accuracy)
 
     results["best_fixed"], _ = best_fixed(
-        encoding, X_train, y_train, X_test, y_test, n_classes, trainer=trainer, seed=seed,
-        fitness_split=fitness_split, val_fraction=val_fraction, cv_folds=cv_folds)
+        encoding,
+        X_train,
+        y_train,
+        X_test,
+        y_test,
+        n_classes,
+        trainer=trainer,
+        seed=seed,
+        fitness_split=fitness_split,
+        val_fraction=val_fraction,
+        cv_folds=cv_folds,
+    )
 
     t0 = time.perf_counter()
     w_head = weight_prune(ref, layers, keep_fraction)
     results["weight"] = BaselineResult(
-        "weight", accuracy(w_head, X_test, y_test), 1.0 - sparsity_of(w_head, layers),
-        nonzero_params(w_head), time.perf_counter() - t0, {"layers": list(layers)})
+        "weight",
+        accuracy(w_head, X_test, y_test),
+        1.0 - sparsity_of(w_head, layers),
+        nonzero_params(w_head),
+        time.perf_counter() - t0,
+        {"layers": list(layers)},
+    )
 
     t0 = time.perf_counter()
     keep = kept_units(encoding, evolved_mask)
     n_head = neuron_prune(ref, targets, keep)
     total = sum(unit_norms(ref, t).numel() for t in targets)
     results["neuron"] = BaselineResult(
-        "neuron", accuracy(n_head, X_test, y_test), sum(keep.values()) / total,
-        n_head.n_params(), time.perf_counter() - t0,
-        {"kept_units": {str(k): v for k, v in keep.items()}, "sizes": list(n_head.sizes)})
+        "neuron",
+        accuracy(n_head, X_test, y_test),
+        sum(keep.values()) / total,
+        n_head.n_params(),
+        time.perf_counter() - t0,
+        {"kept_units": {str(k): v for k, v in keep.items()}, "sizes": list(n_head.sizes)},
+    )
 
     t0 = time.perf_counter()
-    p_head, schedule = polynomial_decay(ref, layers, keep_fraction, X_train, y_train, trainer,
-                                        seed=seed, initial_sparsity=initial_sparsity,
-                                        epochs=poly_epochs, frequency=poly_frequency)
+    p_head, schedule = polynomial_decay(
+        ref,
+        layers,
+        keep_fraction,
+        X_train,
+        y_train,
+        trainer,
+        seed=seed,
+        initial_sparsity=initial_sparsity,
+        epochs=poly_epochs,
+        frequency=poly_frequency,
+    )
     results["polynomial_decay"] = BaselineResult(
-        "polynomial_decay", accuracy(p_head, X_test, y_test), 1.0 - sparsity_of(p_head, layers),
-        nonzero_params(p_head), time.perf_counter() - t0,
-        {"layers": list(layers), "epochs": poly_epochs, "frequency": poly_frequency,
-         "initial_sparsity": initial_sparsity, "schedule": schedule})
+        "polynomial_decay",
+        accuracy(p_head, X_test, y_test),
+        1.0 - sparsity_of(p_head, layers),
+        nonzero_params(p_head),
+        time.perf_counter() - t0,
+        {
+            "layers": list(layers),
+            "epochs": poly_epochs,
+            "frequency": poly_frequency,
+            "initial_sparsity": initial_sparsity,
+            "schedule": schedule,
+        },
+    )
     return results

@@ -6,8 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 #: The columns of summary.csv, one row per (encoding, method, run).
-SUMMARY_FIELDS = ["encoding", "method", "run", "seed", "test_accuracy", "active_fraction",
-                  "head_params", "seconds"]
+SUMMARY_FIELDS = [
+    "encoding",
+    "method",
+    "run",
+    "seed",
+    "test_accuracy",
+    "active_fraction",
+    "head_params",
+    "seconds",
+]
 
 
 def run_dir(out: Path, encoding: str, run: int) -> Path:

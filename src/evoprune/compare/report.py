@@ -28,9 +28,24 @@ from evoprune.report import _pyplot, save_figure
 #: Every row's method: evoprune, then the baselines in the order of :data:`baselines.METHODS`.
 METHOD_LABELS = {"evoprune": "EvoPruneDeepTL", **BASELINE_LABELS}
 BASELINES = METHODS
-STATS_FIELDS = ["encoding", "baseline", "n", "evoprune_mean", "baseline_mean", "mean_diff",
-                "sd_diff", "ci95_low", "ci95_high", "wins", "ties", "losses", "wilcoxon_p",
-                "wilcoxon_p_holm", "min_possible_wilcoxon_p", "ttest_p"]
+STATS_FIELDS = [
+    "encoding",
+    "baseline",
+    "n",
+    "evoprune_mean",
+    "baseline_mean",
+    "mean_diff",
+    "sd_diff",
+    "ci95_low",
+    "ci95_high",
+    "wins",
+    "ties",
+    "losses",
+    "wilcoxon_p",
+    "wilcoxon_p_holm",
+    "min_possible_wilcoxon_p",
+    "ttest_p",
+]
 
 
 def write_reports(cc, out: Path, rows: list[dict]) -> None:
@@ -47,10 +62,16 @@ def write_reports(cc, out: Path, rows: list[dict]) -> None:
             hist = run_dir(out, enc, k) / "history.csv"
             if hist.is_file():
                 curves.append((k, int(cc.seed_base) + k, _best_so_far(hist)))
-        plot_convergence_runs(curves, out / f"convergence_{enc}.png",
-                              title=f"{meta['dataset']} · {enc}: best fitness so far, every run")
-    plot_accuracy_vs_active(rows, out / "accuracy_vs_active.png",
-                            title=f"{meta['dataset']}: held-out accuracy against size")
+        plot_convergence_runs(
+            curves,
+            out / f"convergence_{enc}.png",
+            title=f"{meta['dataset']} · {enc}: best fitness so far, every run",
+        )
+    plot_accuracy_vs_active(
+        rows,
+        out / "accuracy_vs_active.png",
+        title=f"{meta['dataset']}: held-out accuracy against size",
+    )
 
 
 def write_csv(path: Path, fields: Sequence[str], rows: Sequence[dict]) -> Path:
@@ -59,6 +80,7 @@ def write_csv(path: Path, fields: Sequence[str], rows: Sequence[dict]) -> Path:
             w = csv.DictWriter(fh, fieldnames=list(fields))
             w.writeheader()
             w.writerows({k: _fmt(r.get(k)) for k in fields} for r in rows)
+
     return atomic_write(path, write)
 
 
@@ -76,18 +98,27 @@ def _best_so_far(path: Path) -> tuple[list[int], list[float]]:
 
 
 def _meta(cc, out: Path) -> dict:
-    meta = {"dataset": Path(cc.base.data).name or cc.base.data, "n_train": None, "n_test": None,
-            "test_set": None, "leaked": cc.base.fitness_split == "test",
-            "settings": f"backbone {cc.base.backbone}, trainer {cc.base.trainer}, fitness on "
-                        f"{cc.base.fitness_split}, population {cc.base.population}, "
-                        f"{cc.base.evaluations or 'the default'} evaluations per run"}
+    meta = {
+        "dataset": Path(cc.base.data).name or cc.base.data,
+        "n_train": None,
+        "n_test": None,
+        "test_set": None,
+        "leaked": cc.base.fitness_split == "test",
+        "settings": f"backbone {cc.base.backbone}, trainer {cc.base.trainer}, fitness on "
+        f"{cc.base.fitness_split}, population {cc.base.population}, "
+        f"{cc.base.evaluations or 'the default'} evaluations per run",
+    }
     for enc in cc.variants:
         try:
             r = json.loads((run_dir(out, enc, 0) / "result.json").read_text())
         except (OSError, ValueError):
             continue
-        meta.update(dataset=r.get("dataset", meta["dataset"]), n_train=r.get("n_train"),
-                    n_test=r.get("n_test"), test_set=r.get("test_set"))
+        meta.update(
+            dataset=r.get("dataset", meta["dataset"]),
+            n_train=r.get("n_train"),
+            n_test=r.get("n_test"),
+            test_set=r.get("test_set"),
+        )
         break
     return meta
 
@@ -100,8 +131,11 @@ def paired_stats(rows: Sequence[dict], encodings: Sequence[str]) -> list[dict]:
     out = []
     for enc in encodings:
         for base in BASELINES:
-            runs = sorted(run for (e, m, run) in acc if e == enc and m == "evoprune"
-                          and (enc, base, run) in acc)
+            runs = sorted(
+                run
+                for (e, m, run) in acc
+                if e == enc and m == "evoprune" and (enc, base, run) in acc
+            )
             if not runs:
                 continue
             a = np.array([acc[(enc, "evoprune", k)] for k in runs])
@@ -111,11 +145,18 @@ def paired_stats(rows: Sequence[dict], encodings: Sequence[str]) -> list[dict]:
             nonzero = int(np.count_nonzero(d))
             sd = float(d.std(ddof=1)) if n > 1 else math.nan
             row: dict[str, Any] = {
-                "encoding": enc, "baseline": base, "n": n,
-                "evoprune_mean": float(a.mean()), "baseline_mean": float(b.mean()),
-                "mean_diff": float(d.mean()), "sd_diff": sd,
-                "wins": int((d > 0).sum()), "ties": n - nonzero, "losses": int((d < 0).sum()),
-                "min_possible_wilcoxon_p": 2.0 / 2 ** nonzero if nonzero else math.nan}
+                "encoding": enc,
+                "baseline": base,
+                "n": n,
+                "evoprune_mean": float(a.mean()),
+                "baseline_mean": float(b.mean()),
+                "mean_diff": float(d.mean()),
+                "sd_diff": sd,
+                "wins": int((d > 0).sum()),
+                "ties": n - nonzero,
+                "losses": int((d < 0).sum()),
+                "min_possible_wilcoxon_p": 2.0 / 2**nonzero if nonzero else math.nan,
+            }
             if n > 1 and sd > 0:
                 half = float(st.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
                 row["ci95_low"], row["ci95_high"] = row["mean_diff"] - half, row["mean_diff"] + half
@@ -128,8 +169,9 @@ def paired_stats(rows: Sequence[dict], encodings: Sequence[str]) -> list[dict]:
             else:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    row["wilcoxon_p"] = float(st.wilcoxon(a, b, zero_method="wilcox",
-                                                          alternative="two-sided").pvalue)
+                    row["wilcoxon_p"] = float(
+                        st.wilcoxon(a, b, zero_method="wilcox", alternative="two-sided").pvalue
+                    )
             out.append(row)
     for row, p in zip(out, holm([r["wilcoxon_p"] for r in out])):
         row["wilcoxon_p_holm"] = p
@@ -162,24 +204,31 @@ def _p(v) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3g}"
 
 
-def format_table_md(rows: Sequence[dict], stats: Sequence[dict], encodings: Sequence[str],
-                    meta: dict) -> str:
+def format_table_md(
+    rows: Sequence[dict], stats: Sequence[dict], encodings: Sequence[str], meta: dict
+) -> str:
     """The paper's table layout (methods x encodings, accuracy and % active), then the tests."""
     runs = sorted({r["run"] for r in rows})
     seeds = sorted({r["seed"] for r in rows})
     lines = [f"# EvoPruneDeepTL against the baselines on {meta['dataset']}", ""]
     if meta.get("n_test"):
-        lines.append(f"{meta['n_train']} training / {meta['n_test']} held-out test images "
-                     f"({meta['test_set']}); {meta['settings']}.")
+        lines.append(
+            f"{meta['n_train']} training / {meta['n_test']} held-out test images "
+            f"({meta['test_set']}); {meta['settings']}."
+        )
     if meta.get("leaked"):
-        lines.append("**LEAKED: fitness (the search's and best fixed's choice) was measured on "
-                     "the test set, as in the paper; these accuracies are optimistic.**")
+        lines.append(
+            "**LEAKED: fitness (the search's and best fixed's choice) was measured on "
+            "the test set, as in the paper; these accuracies are optimistic.**"
+        )
     elif meta.get("n_test"):
         lines.append("The search and every baseline's choices saw only the training images.")
-    lines.append(f"{len(runs)} run(s) per encoding (seeds {', '.join(map(str, seeds))}). Cells: "
-                 "held-out test accuracy and % active (genes, or weights for weight pruning and "
-                 "polynomial decay), mean ± standard deviation over runs; best accuracy per "
-                 "encoding in bold.")
+    lines.append(
+        f"{len(runs)} run(s) per encoding (seeds {', '.join(map(str, seeds))}). Cells: "
+        "held-out test accuracy and % active (genes, or weights for weight pruning and "
+        "polynomial decay), mean ± standard deviation over runs; best accuracy per "
+        "encoding in bold."
+    )
     lines.append("")
     header = "| method | " + " | ".join(f"{e} accuracy | {e} % active" for e in encodings) + " |"
     lines += [header, "|---|" + "---:|---:|" * len(encodings)]
@@ -188,8 +237,11 @@ def format_table_md(rows: Sequence[dict], stats: Sequence[dict], encodings: Sequ
         cells.setdefault((r["method"], r["encoding"]), []).append(r)
     best = {}
     for e in encodings:
-        means = {m: np.mean([float(r["test_accuracy"]) for r in cells[(m, e)]])
-                 for m in METHOD_LABELS if cells.get((m, e))}
+        means = {
+            m: np.mean([float(r["test_accuracy"]) for r in cells[(m, e)]])
+            for m in METHOD_LABELS
+            if cells.get((m, e))
+        }
         best[e] = max(means.values()) if means else None
     for m, label in METHOD_LABELS.items():
         parts = []
@@ -202,19 +254,29 @@ def format_table_md(rows: Sequence[dict], stats: Sequence[dict], encodings: Sequ
                 text = f"**{text}**"
             parts += [text, _mean_sd([float(r["active_fraction"]) for r in rs], 100.0, 1)]
         lines.append(f"| {label} | " + " | ".join(parts) + " |")
-    lines += ["", "## Paired comparison: evoprune minus each baseline", "",
-              "Differences in test accuracy (points = hundredths), runs paired by seed. "
-              "W/T/L: runs where evoprune was better / equal / worse.", "",
-              "| encoding | baseline | mean difference | 95% CI (t) | W/T/L | Wilcoxon p | "
-              "Holm-adjusted | smallest possible | paired t p |",
-              "|---|---|---:|---:|:---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "## Paired comparison: evoprune minus each baseline",
+        "",
+        "Differences in test accuracy (points = hundredths), runs paired by seed. "
+        "W/T/L: runs where evoprune was better / equal / worse.",
+        "",
+        "| encoding | baseline | mean difference | 95% CI (t) | W/T/L | Wilcoxon p | "
+        "Holm-adjusted | smallest possible | paired t p |",
+        "|---|---|---:|---:|:---:|---:|---:|---:|---:|",
+    ]
     for s in stats:
-        ci = ("–" if math.isnan(s["ci95_low"]) else
-              f"[{100 * s['ci95_low']:+.2f}, {100 * s['ci95_high']:+.2f}]")
-        lines.append(f"| {s['encoding']} | {METHOD_LABELS[s['baseline']]} | "
-                     f"{100 * s['mean_diff']:+.2f} | {ci} | {s['wins']}/{s['ties']}/{s['losses']}"
-                     f" | {_p(s['wilcoxon_p'])} | {_p(s['wilcoxon_p_holm'])} | "
-                     f"{_p(s['min_possible_wilcoxon_p'])} | {_p(s['ttest_p'])} |")
+        ci = (
+            "–"
+            if math.isnan(s["ci95_low"])
+            else f"[{100 * s['ci95_low']:+.2f}, {100 * s['ci95_high']:+.2f}]"
+        )
+        lines.append(
+            f"| {s['encoding']} | {METHOD_LABELS[s['baseline']]} | "
+            f"{100 * s['mean_diff']:+.2f} | {ci} | {s['wins']}/{s['ties']}/{s['losses']}"
+            f" | {_p(s['wilcoxon_p'])} | {_p(s['wilcoxon_p_holm'])} | "
+            f"{_p(s['min_possible_wilcoxon_p'])} | {_p(s['ttest_p'])} |"
+        )
     lines += ["", "## What these tests can and cannot show", ""]
     lines += _caveats(len(runs), len(stats), meta)
     return "\n".join(lines) + "\n"
@@ -223,7 +285,7 @@ def format_table_md(rows: Sequence[dict], stats: Sequence[dict], encodings: Sequ
 def _caveats(n_runs: int, n_tests: int, meta: dict) -> list[str]:
     out = [
         f"- Wilcoxon signed-rank, two-sided, exact: with n paired runs that differ the smallest "
-        f"p it can give is 2/2^n ({_p(2 / 2 ** n_runs)} for {n_runs} runs; 0.0625 for 5, 0.031 "
+        f"p it can give is 2/2^n ({_p(2 / 2**n_runs)} for {n_runs} runs; 0.0625 for 5, 0.031 "
         "for 6). With 5 runs or fewer it can never reach 0.05, whatever the data: a p at its "
         "smallest possible value means every run went the same way, nothing more. Runs with "
         "equal accuracy are dropped, so ties lower n further.",
@@ -236,9 +298,11 @@ def _caveats(n_runs: int, n_tests: int, meta: dict) -> list[str]:
     ]
     if meta.get("n_test"):
         se = 100 * math.sqrt(0.25 / meta["n_test"])
-        out.append(f"- One accuracy on {meta['n_test']} test images has a sampling standard "
-                   f"error of up to {se:.1f} points (binomial, p = 0.5), so differences smaller "
-                   "than that are within what another test set could reverse.")
+        out.append(
+            f"- One accuracy on {meta['n_test']} test images has a sampling standard "
+            f"error of up to {se:.1f} points (binomial, p = 0.5), so differences smaller "
+            "than that are within what another test set could reverse."
+        )
     out += [
         f"- {n_tests} tests in this table: at 0.05, about one in twenty comparisons would look "
         "significant by chance alone; the Holm column corrects for that (family-wise).",
@@ -251,8 +315,9 @@ def _caveats(n_runs: int, n_tests: int, meta: dict) -> list[str]:
     return out
 
 
-def plot_convergence_runs(curves: Sequence[tuple[int, int, tuple[list[int], list[float]]]],
-                          path: Path, title: str = "") -> Path:
+def plot_convergence_runs(
+    curves: Sequence[tuple[int, int, tuple[list[int], list[float]]]], path: Path, title: str = ""
+) -> Path:
     """Every run's best fitness so far against evaluations, one line per run."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
@@ -278,16 +343,29 @@ def plot_accuracy_vs_active(rows: Sequence[dict], path: Path, title: str = "") -
     methods = list(METHOD_LABELS)
     for r in rows:  # methods shifted sideways a little: same-size methods would hide each other
         x = 100 * float(r["active_fraction"]) + 0.6 * (methods.index(r["method"]) - 2.5)
-        ax.scatter(x, float(r["test_accuracy"]), s=28,
-                   color=colors[r["method"]], alpha=0.8,
-                   marker=markers[encodings.index(r["encoding"]) % len(markers)])
-    handles = [Line2D([], [], ls="", marker="o", color=colors[m], label=label)
-               for m, label in METHOD_LABELS.items() if any(r["method"] == m for r in rows)]
-    handles += [Line2D([], [], ls="", marker=markers[i % len(markers)], color="grey", label=e)
-                for i, e in enumerate(encodings)]
+        ax.scatter(
+            x,
+            float(r["test_accuracy"]),
+            s=28,
+            color=colors[r["method"]],
+            alpha=0.8,
+            marker=markers[encodings.index(r["encoding"]) % len(markers)],
+        )
+    handles = [
+        Line2D([], [], ls="", marker="o", color=colors[m], label=label)
+        for m, label in METHOD_LABELS.items()
+        if any(r["method"] == m for r in rows)
+    ]
+    handles += [
+        Line2D([], [], ls="", marker=markers[i % len(markers)], color="grey", label=e)
+        for i, e in enumerate(encodings)
+    ]
     ax.legend(handles=handles, fontsize=7, loc="best", ncol=2)
-    ax.set_xlabel("% active (genes, or weights for weight pruning / polynomial decay); "
-                  "methods offset by < 2 points", fontsize=8)
+    ax.set_xlabel(
+        "% active (genes, or weights for weight pruning / polynomial decay); "
+        "methods offset by < 2 points",
+        fontsize=8,
+    )
     ax.set_ylabel("held-out test accuracy")
     ax.set_xlim(0, 104)
     ax.grid(alpha=0.3)

@@ -68,22 +68,30 @@ class CompareConfig:
             raise ConfigError(f"{where}: give at least one of {', '.join(choices)}")
         bad = [e for e in self.encodings if e not in choices]
         if bad:
-            raise ConfigError(f"{where}: unknown encoding(s) {', '.join(bad)}; choose from "
-                              f"{', '.join(choices)}")
+            raise ConfigError(
+                f"{where}: unknown encoding(s) {', '.join(bad)}; choose from {', '.join(choices)}"
+            )
         if len(set(self.encodings)) != len(self.encodings):
             raise ConfigError(f"{where}: repeats an encoding")
         if isinstance(self.runs, bool) or not isinstance(self.runs, int) or self.runs < 1:
-            raise ConfigError(f"--runs {self.runs} (runs={self.runs!r}): must be an integer, "
-                              "at least 1")
-        if (isinstance(self.seed_base, bool) or not isinstance(self.seed_base, int)
-                or not 0 <= self.seed_base <= MAX_SEED - (self.runs - 1)):
-            raise ConfigError(f"--seed-base {self.seed_base} (seed_base={self.seed_base!r}): "
-                              f"must be an integer in [0, {MAX_SEED - (self.runs - 1)}] so that "
-                              f"the seeds of all {self.runs} runs stay within [0, {MAX_SEED}]")
+            raise ConfigError(
+                f"--runs {self.runs} (runs={self.runs!r}): must be an integer, at least 1"
+            )
+        if (
+            isinstance(self.seed_base, bool)
+            or not isinstance(self.seed_base, int)
+            or not 0 <= self.seed_base <= MAX_SEED - (self.runs - 1)
+        ):
+            raise ConfigError(
+                f"--seed-base {self.seed_base} (seed_base={self.seed_base!r}): "
+                f"must be an integer in [0, {MAX_SEED - (self.runs - 1)}] so that "
+                f"the seeds of all {self.runs} runs stay within [0, {MAX_SEED}]"
+            )
         bad = [a for a in self.algorithms if a not in ("ssga", "nsga2")]
         if bad or not self.algorithms or len(set(self.algorithms)) != len(self.algorithms):
-            raise ConfigError(f"--algorithms {','.join(self.algorithms)}: give ssga, nsga2 or "
-                              "both, each once")
+            raise ConfigError(
+                f"--algorithms {','.join(self.algorithms)}: give ssga, nsga2 or both, each once"
+            )
         for label in self.variants:  # the base settings, with each encoding's budget
             self.run_config(label, 0)
 
@@ -91,8 +99,11 @@ class CompareConfig:
     def variants(self) -> tuple[str, ...]:
         """One label per (encoding, algorithm) compared: the encoding for the paper's GA,
         ``<encoding>-nsga2`` for the multi-objective search's selected head."""
-        return tuple(enc if alg == "ssga" else f"{enc}-nsga2"
-                     for alg in self.algorithms for enc in self.encodings)
+        return tuple(
+            enc if alg == "ssga" else f"{enc}-nsga2"
+            for alg in self.algorithms
+            for enc in self.encodings
+        )
 
     def run_config(self, variant: str, run: int) -> RunConfig:
         """The resolved configuration of run ``run`` (0-based) of ``variant`` (an encoding, or
@@ -108,16 +119,25 @@ class CompareConfig:
         return dataclasses.replace(self.base, **changes).validate()
 
     def baseline_settings(self, cfg: RunConfig, best_mask: np.ndarray) -> dict:
-        return {"run": cfg.to_dict(), "evolved_mask": mask_to_hex(best_mask),
-                "initial_sparsity": self.initial_sparsity, "poly_epochs": self.poly_epochs,
-                "poly_frequency": self.poly_frequency}
+        return {
+            "run": cfg.to_dict(),
+            "evolved_mask": mask_to_hex(best_mask),
+            "initial_sparsity": self.initial_sparsity,
+            "poly_epochs": self.poly_epochs,
+            "poly_frequency": self.poly_frequency,
+        }
 
     def to_dict(self) -> dict:
-        return {"base": self.base.to_dict(), "encodings": list(self.encodings),
-                "algorithms": list(self.algorithms), "runs": int(self.runs),
-                "seed_base": int(self.seed_base),
-                "initial_sparsity": self.initial_sparsity, "poly_epochs": self.poly_epochs,
-                "poly_frequency": self.poly_frequency}
+        return {
+            "base": self.base.to_dict(),
+            "encodings": list(self.encodings),
+            "algorithms": list(self.algorithms),
+            "runs": int(self.runs),
+            "seed_base": int(self.seed_base),
+            "initial_sparsity": self.initial_sparsity,
+            "poly_epochs": self.poly_epochs,
+            "poly_frequency": self.poly_frequency,
+        }
 
 
 def finished_result(path: Path, cfg: RunConfig) -> dict | None:
@@ -150,8 +170,13 @@ def _read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def run_comparison(cc: CompareConfig, out: str | Path, *, progress: bool = True,
-                   cache_dir: str | Path | None = None) -> list[dict]:
+def run_comparison(
+    cc: CompareConfig,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    cache_dir: str | Path | None = None,
+) -> list[dict]:
     """Run (or resume) the comparison into ``out``; returns the summary rows and writes every
     output file."""
     from tqdm.auto import tqdm
@@ -161,21 +186,26 @@ def run_comparison(cc: CompareConfig, out: str | Path, *, progress: bool = True,
     cc.check()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "comparison.json",
-                      {"comparison": cc.to_dict(), "evoprune_version": __version__})
+    atomic_write_json(
+        out / "comparison.json", {"comparison": cc.to_dict(), "evoprune_version": __version__}
+    )
     prepared: PreparedData | None = None
 
     def data() -> PreparedData:
         nonlocal prepared
         if prepared is None:  # only when something is left to do
-            prepared = prepare_data(dataclasses.replace(cc.base, seed=int(cc.seed_base)),
-                                    progress=progress, cache_dir=cache_dir)
+            prepared = prepare_data(
+                dataclasses.replace(cc.base, seed=int(cc.seed_base)),
+                progress=progress,
+                cache_dir=cache_dir,
+            )
         return prepared
 
     plan = [(enc, k) for k in range(int(cc.runs)) for enc in cc.variants]
     done = 0
-    with tqdm(total=len(plan), desc="compare", unit="run", disable=not progress,
-              dynamic_ncols=True) as bar:
+    with tqdm(
+        total=len(plan), desc="compare", unit="run", disable=not progress, dynamic_ncols=True
+    ) as bar:
         for enc, k in plan:
             cfg = cc.run_config(enc, k)
             path = run_dir(out, enc, k)
@@ -198,8 +228,9 @@ def run_comparison(cc: CompareConfig, out: str | Path, *, progress: bool = True,
     return rows
 
 
-def _run_and_save_baselines(cc: CompareConfig, cfg: RunConfig, data: PreparedData,
-                            result: dict, path: Path, settings: dict) -> None:
+def _run_and_save_baselines(
+    cc: CompareConfig, cfg: RunConfig, data: PreparedData, result: dict, path: Path, settings: dict
+) -> None:
     """The baselines of the finished run in ``path``, reusing the not-pruned head it trained."""
     from evoprune.compare.baselines import run_baselines
     from evoprune.runs.store import REFERENCE_HEAD_FILE, load_head
@@ -208,18 +239,37 @@ def _run_and_save_baselines(cc: CompareConfig, cfg: RunConfig, data: PreparedDat
     try:
         reference = load_head(path / REFERENCE_HEAD_FILE, n_inputs=data.X.shape[1])
     except EvoPruneError as exc:
-        raise EvoPruneError(f"{exc}; the run folder {path} is incomplete: delete it and run the "
-                            "comparison again to redo that run") from None
+        raise EvoPruneError(
+            f"{exc}; the run folder {path} is incomplete: delete it and run the "
+            "comparison again to redo that run"
+        ) from None
     results = run_baselines(
-        encoding, np.asarray(result["best_mask"], dtype=np.uint8), data.X_train, data.y_train,
-        data.X_test, data.y_test, data.n_classes, trainer=cfg.trainer, seed=cfg.seed,
-        fitness_split=cfg.fitness_split, val_fraction=cfg.val_fraction, cv_folds=cfg.cv_folds,
-        initial_sparsity=cc.initial_sparsity, poly_epochs=cc.poly_epochs,
-        poly_frequency=cc.poly_frequency, reference=reference,
-        reference_seconds=result.get("timings", {}).get("reference_training"))
-    atomic_write_json(path / BASELINES_FILE, {
-        "settings": settings, "evoprune_version": __version__,
-        "methods": {name: r.to_dict() for name, r in results.items()}})
+        encoding,
+        np.asarray(result["best_mask"], dtype=np.uint8),
+        data.X_train,
+        data.y_train,
+        data.X_test,
+        data.y_test,
+        data.n_classes,
+        trainer=cfg.trainer,
+        seed=cfg.seed,
+        fitness_split=cfg.fitness_split,
+        val_fraction=cfg.val_fraction,
+        cv_folds=cfg.cv_folds,
+        initial_sparsity=cc.initial_sparsity,
+        poly_epochs=cc.poly_epochs,
+        poly_frequency=cc.poly_frequency,
+        reference=reference,
+        reference_seconds=result.get("timings", {}).get("reference_training"),
+    )
+    atomic_write_json(
+        path / BASELINES_FILE,
+        {
+            "settings": settings,
+            "evoprune_version": __version__,
+            "methods": {name: r.to_dict() for name, r in results.items()},
+        },
+    )
 
 
 def summary_rows(cc: CompareConfig, out: Path) -> list[dict]:
@@ -235,19 +285,35 @@ def summary_rows(cc: CompareConfig, out: Path) -> list[dict]:
             if result is None:
                 continue
             t = result.get("timings", {})
-            rows.append({"encoding": enc, "method": "evoprune", "run": k, "seed": cfg.seed,
-                         "test_accuracy": result["test_accuracy"],
-                         "active_fraction": result["active_fraction"],
-                         "head_params": result["head_params"],
-                         "seconds": t.get("search", 0.0) + t.get("final_training", 0.0)})
-            base = finished_baselines(path, cc.baseline_settings(
-                cfg, np.asarray(result["best_mask"], dtype=np.uint8)))
+            rows.append(
+                {
+                    "encoding": enc,
+                    "method": "evoprune",
+                    "run": k,
+                    "seed": cfg.seed,
+                    "test_accuracy": result["test_accuracy"],
+                    "active_fraction": result["active_fraction"],
+                    "head_params": result["head_params"],
+                    "seconds": t.get("search", 0.0) + t.get("final_training", 0.0),
+                }
+            )
+            base = finished_baselines(
+                path, cc.baseline_settings(cfg, np.asarray(result["best_mask"], dtype=np.uint8))
+            )
             if base is None:
                 continue
             for method in METHODS:
                 m = base["methods"][method]
-                rows.append({"encoding": enc, "method": method, "run": k, "seed": cfg.seed,
-                             "test_accuracy": m["test_accuracy"],
-                             "active_fraction": m["active_fraction"],
-                             "head_params": m["head_params"], "seconds": m["seconds"]})
+                rows.append(
+                    {
+                        "encoding": enc,
+                        "method": method,
+                        "run": k,
+                        "seed": cfg.seed,
+                        "test_accuracy": m["test_accuracy"],
+                        "active_fraction": m["active_fraction"],
+                        "head_params": m["head_params"],
+                        "seconds": m["seconds"],
+                    }
+                )
     return rows

@@ -31,6 +31,9 @@ def warn_case_clashes(logger: logging.Logger, where: str, kind: str, names: Sequ
         quoted = " and ".join(repr(n) for n in group)
         logger.warning(
             "%s: %s %s differ only in case and are kept as %d separate classes; rename them "
-            "to one spelling if they are meant to be the same class", where, kind, quoted,
+            "to one spelling if they are meant to be the same class",
+            where,
+            kind,
+            quoted,
             len(group),
         )

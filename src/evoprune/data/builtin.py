@@ -16,9 +16,9 @@ _ELPV_LEVELS = 3  # defect probabilities are k/3, k = 0..3
 _ELPV_FOUR = [f"p{k / _ELPV_LEVELS:.2f}" for k in range(_ELPV_LEVELS + 1)]
 _BUILTIN = {
     "elpv": "ELPV solar cells: 2,624 300x300 grey electroluminescence images, 4 classes by "
-            "defect probability (p0.00, p0.33, p0.67, p1.00)",
+    "defect probability (p0.00, p0.33, p0.67, p1.00)",
     "elpv2": "ELPV solar cells: the same 2,624 images in 2 classes, 'working' (defect "
-             "probability 0) and 'defective' (probability above 0)",
+    "probability 0) and 'defective' (probability above 0)",
 }
 
 

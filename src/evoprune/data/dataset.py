@@ -72,7 +72,8 @@ def drop_paths(dataset: ImageDataset, bad: Collection[str]) -> ImageDataset:
         labels=labels,
         classes=list(dataset.classes),
         test_idx=None if dataset.test_idx is None else renumber(dataset.test_idx),
-        folds=None if dataset.folds is None
+        folds=None
+        if dataset.folds is None
         else [(renumber(tr), renumber(te)) for tr, te in dataset.folds],
         skipped=[*dataset.skipped, *(p for p in dataset.paths if p in bad_set)],
     )

@@ -45,8 +45,9 @@ def load_folder(root: str) -> ImageDataset:
     if split_dirs is not None:
         extra = sorted(set(subdirs) - set(split_dirs))
         if extra:
-            logger.warning("%s: using only train/ and test/, ignoring folder(s) %s",
-                           root, ", ".join(extra))
+            logger.warning(
+                "%s: using only train/ and test/, ignoring folder(s) %s", root, ", ".join(extra)
+            )
         return _load_train_test(root, name, *split_dirs)
     _check_half_split(root, subdirs)
     with_splits = [d for d in subdirs if _train_test_dirs(os.path.join(root, d)) is not None]
@@ -80,8 +81,9 @@ def _load_train_test(root: str, name: str, train_dir: str, test_dir: str) -> Ima
     train_paths, train_labels = _flatten(train, classes)
     test_paths, test_labels = _flatten(test, classes)
     n_train, n_test = len(train_paths), len(test_paths)
-    logger.info("%s: %d train and %d test images in %d classes", root, n_train, n_test,
-                len(classes))
+    logger.info(
+        "%s: %d train and %d test images in %d classes", root, n_train, n_test, len(classes)
+    )
     return ImageDataset(
         name=name,
         paths=train_paths + test_paths,
@@ -98,8 +100,9 @@ def _load_partitions(root: str, name: str, partitions: list[str]) -> ImageDatase
         train_dir, test_dir = _train_test_dirs(part_dir)  # type: ignore[misc]
         extra = sorted(set(_subdirs(part_dir)) - {train_dir, test_dir})
         if extra:
-            logger.warning("%s: using only train/ and test/, ignoring folder(s) %s",
-                           part_dir, ", ".join(extra))
+            logger.warning(
+                "%s: using only train/ and test/, ignoring folder(s) %s", part_dir, ", ".join(extra)
+            )
         train = _scan_classes(os.path.join(part_dir, train_dir))
         test = _scan_classes(os.path.join(part_dir, test_dir))
         _check_test_classes(os.path.join(part_dir, test_dir), train, test)
@@ -135,11 +138,20 @@ def _load_partitions(root: str, name: str, partitions: list[str]) -> ImageDatase
         train_idx, test_idx = indices(train), indices(test)
         overlap = np.intersect1d(train_idx, test_idx)
         if overlap.size:
-            logger.warning("partition %s: %d file(s) are in both train/ and test/, e.g. %s",
-                           part, overlap.size, paths[overlap[0]])
+            logger.warning(
+                "partition %s: %d file(s) are in both train/ and test/, e.g. %s",
+                part,
+                overlap.size,
+                paths[overlap[0]],
+            )
         folds.append((train_idx, test_idx))
-    logger.info("%s: %d partitions, %d distinct images in %d classes", root, len(folds),
-                len(paths), len(classes))
+    logger.info(
+        "%s: %d partitions, %d distinct images in %d classes",
+        root,
+        len(folds),
+        len(paths),
+        len(classes),
+    )
     return ImageDataset(
         name=name,
         paths=paths,
@@ -188,8 +200,11 @@ def _check_half_split(folder: str, subdirs: list[str] | None = None) -> None:
     without this, train/ would be taken for a class and reported as an empty class folder."""
     names = {d.lower(): d for d in (_subdirs(folder) if subdirs is None else subdirs)}
     for present, missing in ((_TRAIN, _TEST), (_TEST, _TRAIN)):
-        if present in names and missing not in names \
-                and _subdirs(os.path.join(folder, names[present])):
+        if (
+            present in names
+            and missing not in names
+            and _subdirs(os.path.join(folder, names[present]))
+        ):
             have = os.path.join(folder, names[present])
             lack = os.path.join(folder, missing)
             raise DataError(
@@ -212,8 +227,11 @@ def _scan_classes(folder: str) -> dict[str, list[str]]:
     class_dirs = _subdirs(folder)
     loose = [e.name for e in _entries(folder) if is_image_file(e.name)]
     if not class_dirs:
-        hint = (f"; it holds {len(loose)} image(s) directly: move them into one subfolder per "
-                "class" if loose else "")
+        hint = (
+            f"; it holds {len(loose)} image(s) directly: move them into one subfolder per class"
+            if loose
+            else ""
+        )
         raise DataError(f"no images found in {folder!r}: {_LAYOUT_HELP}{hint}")
     if loose:
         logger.debug("%s: ignoring %d image(s) outside the class folders", folder, len(loose))
@@ -229,11 +247,18 @@ def _scan_classes(folder: str) -> dict[str, list[str]]:
             else:
                 logger.debug("%s: not an image file, ignored", entry.path)
         if nested:
-            logger.debug("%s: subfolder(s) %s ignored; images must sit directly in the class "
-                         "folder", class_dir, ", ".join(sorted(nested)))
+            logger.debug(
+                "%s: subfolder(s) %s ignored; images must sit directly in the class folder",
+                class_dir,
+                ", ".join(sorted(nested)),
+            )
         if not images:
-            found = (f" (it has subfolder(s) {', '.join(sorted(nested))}: images must sit "
-                     "directly in the class folder)" if nested else "")
+            found = (
+                f" (it has subfolder(s) {', '.join(sorted(nested))}: images must sit "
+                "directly in the class folder)"
+                if nested
+                else ""
+            )
             raise DataError(
                 f"class folder {class_dir!r} has no images{found}; add images with one of "
                 f"the extensions {' '.join(IMAGE_EXTENSIONS)} or delete the folder"
@@ -252,8 +277,9 @@ def _check_classes(where: str, classes: list[str]) -> list[str]:
     return classes
 
 
-def _check_test_classes(test_dir: str, train: dict[str, list[str]],
-                        test: dict[str, list[str]]) -> None:
+def _check_test_classes(
+    test_dir: str, train: dict[str, list[str]], test: dict[str, list[str]]
+) -> None:
     unknown = sorted(set(test) - set(train))
     if unknown:
         raise DataError(

@@ -23,7 +23,14 @@ from evoprune.errors import DataError
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (
-    ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
 )
 
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
@@ -62,8 +69,7 @@ def open_rgb(path: str) -> Image.Image:
         raise DataError(f"image {path!r} is too large: {exc}") from exc
     except Exception as exc:  # Pillow raises many types for damaged files; all mean "unusable"
         raise DataError(
-            f"cannot read image {path!r} ({type(exc).__name__}: {exc}); "
-            "replace or delete the file"
+            f"cannot read image {path!r} ({type(exc).__name__}: {exc}); replace or delete the file"
         ) from exc
 
 
@@ -116,8 +122,12 @@ def _reduce_while_decoding(img: Image.Image, path: str) -> None:
         for scale in _JPEG_SCALES:
             if -(-width // scale) * -(-height // scale) <= _MAX_PIXELS:
                 img.draft(None, (width // scale, height // scale))
-                logger.info("image %s is %s: decoding it at 1/%d size to bound memory",
-                            path, megapixels, scale)
+                logger.info(
+                    "image %s is %s: decoding it at 1/%d size to bound memory",
+                    path,
+                    megapixels,
+                    scale,
+                )
                 return
     raise ImageTooLarge(
         f"{megapixels}, over the {MAX_MEGAPIXELS}-megapixel limit ({img.format} images are "

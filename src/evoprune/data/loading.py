@@ -67,8 +67,12 @@ def load_dataset(
 def _handle_unreadable(dataset: ImageDataset, skip_bad: bool) -> ImageDataset:
     start = time.perf_counter()
     bad = find_unreadable(dataset.paths)
-    logger.debug("decoded %d images of %r in %.2f s", len(dataset.paths), dataset.name,
-                 time.perf_counter() - start)
+    logger.debug(
+        "decoded %d images of %r in %.2f s",
+        len(dataset.paths),
+        dataset.name,
+        time.perf_counter() - start,
+    )
     if not bad:
         return dataset
     described = [f"{path} ({reason})" for path, reason in bad]
@@ -78,6 +82,10 @@ def _handle_unreadable(dataset: ImageDataset, skip_bad: bool) -> ImageDataset:
             f"{listed(described)}; replace or delete them, or pass skip_bad=True "
             "(CLI: --skip-bad-images) to skip them"
         )
-    logger.warning("dataset %r: skipping %d unreadable image file(s): %s", dataset.name,
-                   len(bad), listed([path for path, _ in bad]))
+    logger.warning(
+        "dataset %r: skipping %d unreadable image file(s): %s",
+        dataset.name,
+        len(bad),
+        listed([path for path, _ in bad]),
+    )
     return drop_paths(dataset, [path for path, _ in bad])

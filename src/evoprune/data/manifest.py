@@ -41,8 +41,7 @@ def load_manifest(csv_path: str) -> ImageDataset:
             f"manifest {csv_path!r}: empty path or label on line(s) {listed(blank)}; "
             "fill in both for every row"
         )
-    paths = [os.path.normpath(os.path.join(base_dir, os.path.expanduser(p)))
-             for _, p, _ in entries]
+    paths = [os.path.normpath(os.path.join(base_dir, os.path.expanduser(p))) for _, p, _ in entries]
     _check_paths(csv_path, paths, [p for _, p, _ in entries])
 
     classes = sorted({lab for _, _, lab in entries})
@@ -59,10 +58,14 @@ def load_manifest(csv_path: str) -> ImageDataset:
     if _SPLIT in column:
         test_idx = _marked_test_rows(csv_path, [(n, cell(r, _SPLIT).lower()) for n, r in rows])
     name = os.path.splitext(os.path.basename(csv_path))[0]
-    logger.info("%s: %d images in %d classes%s", csv_path, len(paths), len(classes),
-                "" if test_idx is None else f", {len(test_idx)} marked test")
-    return ImageDataset(name=name, paths=paths, labels=labels, classes=classes,
-                        test_idx=test_idx)
+    logger.info(
+        "%s: %d images in %d classes%s",
+        csv_path,
+        len(paths),
+        len(classes),
+        "" if test_idx is None else f", {len(test_idx)} marked test",
+    )
+    return ImageDataset(name=name, paths=paths, labels=labels, classes=classes, test_idx=test_idx)
 
 
 def _read_rows(csv_path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
@@ -92,8 +95,11 @@ def _read_rows(csv_path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
             f"manifest {csv_path!r} is not UTF-8 text ({exc}); save it as UTF-8 CSV"
         ) from exc
     except csv.Error as exc:
-        hint = (" (a quote opened on that line and never closed makes one huge field)"
-                if "field larger" in str(exc) else "")
+        hint = (
+            " (a quote opened on that line and never closed makes one huge field)"
+            if "field larger" in str(exc)
+            else ""
+        )
         raise DataError(
             f"manifest {csv_path!r} line {start}: cannot parse the row starting there "
             f"({exc}){hint}; fix that row"

@@ -25,13 +25,22 @@ def stratified_split(
     the same split. `classes` (index -> name) only makes error messages name the class.
     """
     y = _check_labels(labels)
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, Real) \
-            or not 0.0 < float(test_fraction) < 1.0:
+    if (
+        isinstance(test_fraction, bool)
+        or not isinstance(test_fraction, Real)
+        or not 0.0 < float(test_fraction) < 1.0
+    ):
         raise ConfigError(
             f"test_fraction must be a number strictly between 0 and 1, got {test_fraction!r}"
         )
-    _require_per_class(y, 2, classes, "a stratified hold-out split",
-                       "so that both the kept and the held-out part get one", ())
+    _require_per_class(
+        y,
+        2,
+        classes,
+        "a stratified hold-out split",
+        "so that both the kept and the held-out part get one",
+        (),
+    )
     rng = np.random.default_rng(seed)
     held: list[np.ndarray] = []
     for value in np.unique(y):
@@ -57,8 +66,14 @@ def kfold_splits(
     y = _check_labels(labels)
     if isinstance(k, bool) or not isinstance(k, Integral) or k < 2:
         raise ConfigError(f"k (number of folds) must be an integer of at least 2, got {k!r}")
-    _require_per_class(y, int(k), classes, f"a {k}-fold split",
-                       "so that every fold validates on each class", ("use fewer folds",))
+    _require_per_class(
+        y,
+        int(k),
+        classes,
+        f"a {k}-fold split",
+        "so that every fold validates on each class",
+        ("use fewer folds",),
+    )
     splitter = StratifiedKFold(n_splits=int(k), shuffle=True, random_state=seed)
     return [
         (np.sort(tr).astype(np.int64), np.sort(va).astype(np.int64))
@@ -76,7 +91,11 @@ def _check_labels(labels: np.ndarray) -> np.ndarray:
 
 
 def _require_per_class(
-    y: np.ndarray, minimum: int, classes: Sequence[str] | None, split: str, why: str,
+    y: np.ndarray,
+    minimum: int,
+    classes: Sequence[str] | None,
+    split: str,
+    why: str,
     more_fixes: Sequence[str],
 ) -> None:
     """DataError naming each class (its folder or label name when `classes` is given) that has
@@ -86,8 +105,11 @@ def _require_per_class(
     if short:
         one = len(short) == 1
         listed = ", ".join(f"{_class_name(v, classes)} has {n}" for v, n in short)
-        fixes = [f"add images to {'that class' if one else 'those classes'}",
-                 f"remove {'it' if one else 'them'}", *more_fixes]
+        fixes = [
+            f"add images to {'that class' if one else 'those classes'}",
+            f"remove {'it' if one else 'them'}",
+            *more_fixes,
+        ]
         raise DataError(
             f"too few images for {split}: {listed}; each class needs at least {minimum} {why}: "
             f"{', '.join(fixes[:-1])} or {fixes[-1]}"

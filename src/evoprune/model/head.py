@@ -45,15 +45,29 @@ TRAINERS: dict[str, TrainerConfig] = {
     # The paper: SGD 1e-3, momentum 0.9, Nesterov, decay 1e-6, batch 32, <= 600 epochs, early
     # stopping after 10 epochs without training-loss improvement (min delta 1e-5), best weights.
     "paper": TrainerConfig(
-        name="paper", optimizer="sgd", lr=1e-3, lr_decay=1e-6, batch_size=32, max_epochs=600,
-        early_stop_patience=10, min_delta=1e-5, standardize=False,
+        name="paper",
+        optimizer="sgd",
+        lr=1e-3,
+        lr_decay=1e-6,
+        batch_size=32,
+        max_epochs=600,
+        early_stop_patience=10,
+        min_delta=1e-5,
+        standardize=False,
     ),
     # Fast: standardised inputs and Adam with large batches converge in a few epochs; the
     # same kind of early stopping on the training loss, so nothing outside the training data
     # is used. Measured on ELPV: within a point of the paper trainer's held-out accuracy.
     "fast": TrainerConfig(
-        name="fast", optimizer="adam", lr=2e-3, batch_size=256, max_epochs=15,
-        early_stop_patience=3, min_delta=1e-4, standardize=True, weight_decay=1e-4,
+        name="fast",
+        optimizer="adam",
+        lr=2e-3,
+        batch_size=256,
+        max_epochs=15,
+        early_stop_patience=3,
+        min_delta=1e-4,
+        standardize=True,
+        weight_decay=1e-4,
     ),
 }
 
@@ -79,8 +93,15 @@ class CompactHead(nn.Module):
     shift: torch.Tensor
     scale: torch.Tensor
 
-    def __init__(self, n_inputs: int, feature_index: np.ndarray, hidden_sizes: tuple[int, ...],
-                 n_classes: int, mean: np.ndarray | None = None, std: np.ndarray | None = None):
+    def __init__(
+        self,
+        n_inputs: int,
+        feature_index: np.ndarray,
+        hidden_sizes: tuple[int, ...],
+        n_classes: int,
+        mean: np.ndarray | None = None,
+        std: np.ndarray | None = None,
+    ):
         super().__init__()
         self.n_inputs = int(n_inputs)
         index = torch.as_tensor(np.asarray(feature_index, dtype=np.int64))
@@ -95,12 +116,14 @@ class CompactHead(nn.Module):
         # layer with no inputs left (every feature pruned) is legal: it outputs its bias.
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
-            self.layers = nn.ModuleList(nn.utils.skip_init(nn.Linear, a, b)
-                                        for a, b in zip(sizes[:-1], sizes[1:]))
+            self.layers = nn.ModuleList(
+                nn.utils.skip_init(nn.Linear, a, b) for a, b in zip(sizes[:-1], sizes[1:])
+            )
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, torch.Tensor],
-                        n_inputs: int | None = None) -> CompactHead:
+    def from_state_dict(
+        cls, state: dict[str, torch.Tensor], n_inputs: int | None = None
+    ) -> CompactHead:
         """A head rebuilt from a saved state dict, its layer sizes read from the weight shapes.
 
         ``n_inputs`` is the backbone's feature size (not stored in the state dict); by default
@@ -117,10 +140,13 @@ class CompactHead(nn.Module):
         if n_inputs is None:
             n_inputs = int(index.max()) + 1 if index.numel() else 0
         elif index.numel() and int(index.max()) >= n_inputs:
-            raise ConfigError(f"the head selects feature {int(index.max())} but the features "
-                              f"have only {n_inputs} values")
-        head = cls(n_inputs, index.numpy(), tuple(w.shape[0] for w in weights[:-1]),
-                   weights[-1].shape[0])
+            raise ConfigError(
+                f"the head selects feature {int(index.max())} but the features "
+                f"have only {n_inputs} values"
+            )
+        head = cls(
+            n_inputs, index.numpy(), tuple(w.shape[0] for w in weights[:-1]), weights[-1].shape[0]
+        )
         try:
             head.load_state_dict(state)
         except RuntimeError as exc:
@@ -171,8 +197,14 @@ def _glorot(fan_out: int, fan_in: int, gen: torch.Generator) -> torch.Tensor:
     return torch.empty(fan_out, fan_in).uniform_(-bound, bound, generator=gen)
 
 
-def build_head(masks: HeadMasks, n_classes: int, *, mean: np.ndarray | None = None,
-               std: np.ndarray | None = None, seed: int = 0) -> CompactHead:
+def build_head(
+    masks: HeadMasks,
+    n_classes: int,
+    *,
+    mean: np.ndarray | None = None,
+    std: np.ndarray | None = None,
+    seed: int = 0,
+) -> CompactHead:
     """An initialised compact head with only the units that ``masks`` keep.
 
     Weights are drawn for the *full* layers from ``seed`` and then sliced, so a unit keeps the
@@ -185,8 +217,14 @@ def build_head(masks: HeadMasks, n_classes: int, *, mean: np.ndarray | None = No
     feature_index = keep[0]
     sel_mean = None if mean is None else np.asarray(mean)[feature_index]
     sel_std = None if std is None else np.asarray(std)[feature_index]
-    head = CompactHead(full_sizes[0], feature_index, tuple(len(k) for k in keep[1:-1]), n_classes,
-                       sel_mean, sel_std)
+    head = CompactHead(
+        full_sizes[0],
+        feature_index,
+        tuple(len(k) for k in keep[1:-1]),
+        n_classes,
+        sel_mean,
+        sel_std,
+    )
     for i, layer in enumerate(head.linears):
         full = _glorot(full_sizes[i + 1], full_sizes[i], gen)
         rows, cols = torch.as_tensor(keep[i + 1]), torch.as_tensor(keep[i])
@@ -205,19 +243,22 @@ def feature_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def training_tensors(head: CompactHead, X: np.ndarray, y: np.ndarray
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def training_tensors(
+    head: CompactHead, X: np.ndarray, y: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs selected and standardised for ``head``, labels) as tensors, computed once."""
-    Xs = torch.as_tensor(np.ascontiguousarray(
-        np.asarray(X, dtype=np.float32)[:, head.feature_index.numpy()]))
+    Xs = torch.as_tensor(
+        np.ascontiguousarray(np.asarray(X, dtype=np.float32)[:, head.feature_index.numpy()])
+    )
     return (Xs - head.shift) * head.scale, torch.as_tensor(np.asarray(y, dtype=np.int64))
 
 
 def make_optimizer(params: list, cfg: TrainerConfig) -> torch.optim.Optimizer:
     """The trainer's optimiser: SGD with Nesterov momentum, or Adam."""
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
-                               weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay
+        )
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
@@ -242,9 +283,16 @@ class TrainingHooks:
         """After the optimiser's step."""
 
 
-def fit_head(head: CompactHead, X: np.ndarray, y: np.ndarray, cfg: TrainerConfig,
-             generator: torch.Generator, *, early_stopping: bool = True,
-             hooks: TrainingHooks | None = None) -> TrainedHead:
+def fit_head(
+    head: CompactHead,
+    X: np.ndarray,
+    y: np.ndarray,
+    cfg: TrainerConfig,
+    generator: torch.Generator,
+    *,
+    early_stopping: bool = True,
+    hooks: TrainingHooks | None = None,
+) -> TrainedHead:
     """The one training loop: ``cfg.max_epochs`` epochs of shuffled mini-batches over (X, y),
     updating ``head`` in place; returns it in eval mode.
 
@@ -270,7 +318,7 @@ def fit_head(head: CompactHead, X: np.ndarray, y: np.ndarray, cfg: TrainerConfig
         order = torch.randperm(n, generator=generator)
         total = 0.0
         for start in range(0, n, bs):
-            idx = order[start:start + bs]
+            idx = order[start : start + bs]
             if cfg.lr_decay:
                 for group in opt.param_groups:
                     group["lr"] = cfg.lr / (1.0 + cfg.lr_decay * step)
@@ -301,9 +349,15 @@ def fit_head(head: CompactHead, X: np.ndarray, y: np.ndarray, cfg: TrainerConfig
     return TrainedHead(head=head, epochs=epoch, final_loss=best_loss)
 
 
-def train_head(X: np.ndarray, y: np.ndarray, masks: HeadMasks, n_classes: int,
-               trainer: str | TrainerConfig = "fast", seed: int = 0,
-               stats: tuple[np.ndarray, np.ndarray] | None = None) -> TrainedHead:
+def train_head(
+    X: np.ndarray,
+    y: np.ndarray,
+    masks: HeadMasks,
+    n_classes: int,
+    trainer: str | TrainerConfig = "fast",
+    seed: int = 0,
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
+) -> TrainedHead:
     """Train a compact head for ``masks`` from scratch on (X, y); deterministic for a seed.
 
     ``stats`` are the (mean, std) of the training features, used by trainers that standardise;

@@ -59,6 +59,7 @@ def default_evaluations(encoding: str) -> int:
 
 # --- choice lists read from the registries that own them (imported on first use) -----------
 
+
 def _encodings() -> Sequence[str]:
     from evoprune.encodings import ENCODINGS
 
@@ -98,9 +99,11 @@ def _init_metavar() -> str:
 
 # --- value checks: each returns None when the value is fine, else what is allowed ----------
 
+
 def _at_least(low: float, why: str = "") -> Callable[[Any], str | None]:
     def check(v: Any) -> str | None:
         return None if v >= low else f"must be at least {low}{why}"
+
     return check
 
 
@@ -117,8 +120,14 @@ def _seed(v: int) -> str | None:
 
 
 def _non_empty(v: str) -> str | None:
-    return None if v.strip() else ("must name a folder, a CSV manifest or a built-in set "
-                                   "(see 'evoprune datasets'); it is empty")
+    return (
+        None
+        if v.strip()
+        else (
+            "must name a folder, a CSV manifest or a built-in set "
+            "(see 'evoprune datasets'); it is empty"
+        )
+    )
 
 
 def _backbone(v: str) -> str | None:
@@ -134,8 +143,10 @@ def _init(v: str) -> str | None:
     try:
         parse_init(v)
     except ConfigError:
-        return ("must be 'random', a density in [0, 1] such as 0.5, or a range a-b with "
-                "0 <= a <= b <= 1 such as 0.3-0.7")
+        return (
+            "must be 'random', a density in [0, 1] such as 0.5, or a range a-b with "
+            "0 <= a <= b <= 1 such as 0.3-0.7"
+        )
     return None
 
 
@@ -143,15 +154,19 @@ def parse_objectives(value: str | Iterable[str]) -> tuple[str, ...]:
     """``"accuracy,size"`` (or a sequence of names) -> names in canonical order.
 
     Raises ValueError with what is wrong (unknown, repeated, empty, accuracy missing)."""
-    names = ([s.strip() for s in value.split(",")] if isinstance(value, str)
-             else [str(s).strip() for s in value])
+    names = (
+        [s.strip() for s in value.split(",")]
+        if isinstance(value, str)
+        else [str(s).strip() for s in value]
+    )
     names = [n for n in names if n]
     if not names:
         raise ValueError(f"must name at least one objective of {','.join(OBJECTIVES)}")
     bad = [n for n in names if n not in OBJECTIVES]
     if bad:
-        raise ValueError(f"has unknown objective(s) {', '.join(bad)}; choose from "
-                         f"{','.join(OBJECTIVES)}")
+        raise ValueError(
+            f"has unknown objective(s) {', '.join(bad)}; choose from {','.join(OBJECTIVES)}"
+        )
     if len(set(names)) != len(names):
         raise ValueError("repeats an objective")
     if "accuracy" not in names:
@@ -184,20 +199,26 @@ def _check_parsed(parse: Callable[[Any], Any]) -> Callable[[Any], str | None]:
         except ValueError as exc:
             return str(exc)
         return None
+
     return check
 
 
 def _ood(v: str) -> str | None:
     if not v.strip():
-        return (f"is empty; give a folder of images, a CSV of images, or one of "
-                f"{', '.join(BUILTIN_OOD)}")
+        return (
+            f"is empty; give a folder of images, a CSV of images, or one of "
+            f"{', '.join(BUILTIN_OOD)}"
+        )
     if v in BUILTIN_OOD or Path(v).exists():
         return None
-    return (f"is neither a built-in OOD set ({', '.join(BUILTIN_OOD)}) nor an existing folder or "
-            "CSV file of images")
+    return (
+        f"is neither a built-in OOD set ({', '.join(BUILTIN_OOD)}) nor an existing folder or "
+        "CSV file of images"
+    )
 
 
 # --- the declaration -------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -242,79 +263,223 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     # the paper's settings, in the order of the earlier RunConfig fields (the options are
     # grouped by `group` on the command line)
-    Setting("data", str, "elpv", group="data", metavar="PATH|elpv|elpv2", check=_non_empty,
-            help="a folder of class folders, a folder with train/ and test/, a folder of k "
-                 "partitions each with train/ and test/, a CSV manifest (path,label[,split]), "
-                 "or a built-in set (see 'evoprune datasets'). Default: elpv"),
-    Setting("encoding", str, "fs", group="model", choices=_encodings, estimator="encoding",
-            help=_encoding_help),
-    Setting("backbone", str, "efficientnet-lite0", group="model", check=_backbone,
-            help="frozen feature extractor (see 'evoprune backbones'). "
-                 "Default: efficientnet-lite0"),
-    Setting("hidden_size", int, 512, group="model", estimator="hidden_size", check=_at_least(1),
-            help="neurons per hidden layer. Default: 512"),
-    Setting("population", int, 30, group="search", estimator="population",
-            check=_at_least(4, " (mating draws 1 + 3 parents)"),
-            help="GA population. Default: 30"),
-    Setting("evaluations", int, None, nullable=True, group="search", estimator="evaluations",
-            check=_at_least(1),
-            help="budget of fitness evaluations, initial population included. "
-                 "Default: 200 (300 for --encoding both)"),
-    Setting("trainer", str, "fast", group="model", choices=_trainers, estimator="trainer",
-            help="fast (default; Adam on standardised features, few epochs) or paper (SGD 1e-3, "
-                 "Nesterov, batch 32, <= 600 epochs, early stopping)"),
-    Setting("fitness_split", str, "validation", group="search", choices=_fitness_splits,
-            estimator="fitness_split",
-            help="where fitness is measured: validation (default; a stratified part of the "
-                 "training data), cv (k-fold inside the training data), or test (the paper's "
-                 "protocol; leaks the test set, result marked leaked)"),
-    Setting("val_fraction", float, 0.2, group="search", estimator="val_fraction",
-            check=_open_unit, help="validation fraction of the training data. Default: 0.2"),
-    Setting("cv_folds", int, 5, group="search", estimator="cv_folds", check=_at_least(2),
-            help="folds for --fitness-split cv. Default: 5"),
-    Setting("test_fraction", float, 0.2, group="data", check=_open_unit,
-            help="held-out test fraction when the data has no test set (stratified, seeded). "
-                 "Default: 0.2"),
-    Setting("fold", int, 0, group="data", check=_at_least(0),
-            help="which partition to use for the k-partition layout. Default: 0"),
-    Setting("init", str, "random", group="search", estimator="init", check=_init,
-            metavar=_init_metavar,
-            help="initial densities: random (U(0,1), the paper's), a fixed density, or a range "
-                 "a-b. Default: random"),
-    Setting("mutation_prob", float, 0.07, group="search", estimator="mutation_prob",
-            check=_closed_unit,
-            help="probability that a child gets one gene flipped. Default: 0.07"),
-    Setting("seed", int, 0, group="search", estimator="random_state", check=_seed,
-            help="seed for every random choice (splits, search, training). Default: 0"),
-    Setting("skip_bad_images", bool, False, group="data",
-            help="skip unreadable images with a warning instead of stopping"),
-    Setting("limit", int, None, nullable=True, group="data", metavar="N", check=_at_least(1),
-            help="use a stratified sample of N images (quick trials)"),
+    Setting(
+        "data",
+        str,
+        "elpv",
+        group="data",
+        metavar="PATH|elpv|elpv2",
+        check=_non_empty,
+        help="a folder of class folders, a folder with train/ and test/, a folder of k "
+        "partitions each with train/ and test/, a CSV manifest (path,label[,split]), "
+        "or a built-in set (see 'evoprune datasets'). Default: elpv",
+    ),
+    Setting(
+        "encoding",
+        str,
+        "fs",
+        group="model",
+        choices=_encodings,
+        estimator="encoding",
+        help=_encoding_help,
+    ),
+    Setting(
+        "backbone",
+        str,
+        "efficientnet-lite0",
+        group="model",
+        check=_backbone,
+        help="frozen feature extractor (see 'evoprune backbones'). Default: efficientnet-lite0",
+    ),
+    Setting(
+        "hidden_size",
+        int,
+        512,
+        group="model",
+        estimator="hidden_size",
+        check=_at_least(1),
+        help="neurons per hidden layer. Default: 512",
+    ),
+    Setting(
+        "population",
+        int,
+        30,
+        group="search",
+        estimator="population",
+        check=_at_least(4, " (mating draws 1 + 3 parents)"),
+        help="GA population. Default: 30",
+    ),
+    Setting(
+        "evaluations",
+        int,
+        None,
+        nullable=True,
+        group="search",
+        estimator="evaluations",
+        check=_at_least(1),
+        help="budget of fitness evaluations, initial population included. "
+        "Default: 200 (300 for --encoding both)",
+    ),
+    Setting(
+        "trainer",
+        str,
+        "fast",
+        group="model",
+        choices=_trainers,
+        estimator="trainer",
+        help="fast (default; Adam on standardised features, few epochs) or paper (SGD 1e-3, "
+        "Nesterov, batch 32, <= 600 epochs, early stopping)",
+    ),
+    Setting(
+        "fitness_split",
+        str,
+        "validation",
+        group="search",
+        choices=_fitness_splits,
+        estimator="fitness_split",
+        help="where fitness is measured: validation (default; a stratified part of the "
+        "training data), cv (k-fold inside the training data), or test (the paper's "
+        "protocol; leaks the test set, result marked leaked)",
+    ),
+    Setting(
+        "val_fraction",
+        float,
+        0.2,
+        group="search",
+        estimator="val_fraction",
+        check=_open_unit,
+        help="validation fraction of the training data. Default: 0.2",
+    ),
+    Setting(
+        "cv_folds",
+        int,
+        5,
+        group="search",
+        estimator="cv_folds",
+        check=_at_least(2),
+        help="folds for --fitness-split cv. Default: 5",
+    ),
+    Setting(
+        "test_fraction",
+        float,
+        0.2,
+        group="data",
+        check=_open_unit,
+        help="held-out test fraction when the data has no test set (stratified, seeded). "
+        "Default: 0.2",
+    ),
+    Setting(
+        "fold",
+        int,
+        0,
+        group="data",
+        check=_at_least(0),
+        help="which partition to use for the k-partition layout. Default: 0",
+    ),
+    Setting(
+        "init",
+        str,
+        "random",
+        group="search",
+        estimator="init",
+        check=_init,
+        metavar=_init_metavar,
+        help="initial densities: random (U(0,1), the paper's), a fixed density, or a range "
+        "a-b. Default: random",
+    ),
+    Setting(
+        "mutation_prob",
+        float,
+        0.07,
+        group="search",
+        estimator="mutation_prob",
+        check=_closed_unit,
+        help="probability that a child gets one gene flipped. Default: 0.07",
+    ),
+    Setting(
+        "seed",
+        int,
+        0,
+        group="search",
+        estimator="random_state",
+        check=_seed,
+        help="seed for every random choice (splits, search, training). Default: 0",
+    ),
+    Setting(
+        "skip_bad_images",
+        bool,
+        False,
+        group="data",
+        help="skip unreadable images with a warning instead of stopping",
+    ),
+    Setting(
+        "limit",
+        int,
+        None,
+        nullable=True,
+        group="data",
+        metavar="N",
+        check=_at_least(1),
+        help="use a stratified sample of N images (quick trials)",
+    ),
     # objectives (multi-objective search)
-    Setting("objectives", tuple, ("accuracy",), group="objectives", estimator="objectives",
-            check=_check_parsed(parse_objectives), metavar="accuracy[,size][,ood]",
-            help="comma-separated objectives: accuracy on the fitness split, size (fraction of "
-                 "active genes), ood (1 - AUROC against --ood images). Default: accuracy"),
-    Setting("algorithm", str, "auto", group="objectives", choices=ALGORITHMS,
-            estimator="algorithm",
-            help="search algorithm: ssga (the paper's steady-state GA, one objective), nsga2 "
-                 "(pymoo's NSGA-II), or auto (nsga2 with more than one objective, else ssga). "
-                 "Default: auto"),
-    Setting("select", str, None, nullable=True, group="objectives", estimator="select",
-            check=_check_parsed(parse_select), metavar="|".join(SELECT_RULES),
-            help="which head of the front to use, for more than one objective: knee, accuracy "
-                 "(the most accurate), smallest-within:X (the smallest within X accuracy points "
-                 "of the best fitness) or one-se (the smallest within one standard error of the "
-                 "best fitness). Default: one-se"),
-    Setting("ood", str, None, nullable=True, group="objectives", check=_ood,
-            metavar="PATH|" + "|".join(BUILTIN_OOD),
-            help="out-of-distribution images for the ood objective: a folder (searched "
-                 "recursively), a CSV of images, or a built-in set ("
-                 + ", ".join(BUILTIN_OOD) + ")"),
-    Setting("ood_score", str, "energy", group="objectives", choices=OOD_SCORES,
-            estimator="ood_score",
-            help="how a head scores in-distribution-ness for ood: energy (default), msp "
-                 "(maximum softmax probability) or temperature (softmax at T = 1000)"),
+    Setting(
+        "objectives",
+        tuple,
+        ("accuracy",),
+        group="objectives",
+        estimator="objectives",
+        check=_check_parsed(parse_objectives),
+        metavar="accuracy[,size][,ood]",
+        help="comma-separated objectives: accuracy on the fitness split, size (fraction of "
+        "active genes), ood (1 - AUROC against --ood images). Default: accuracy",
+    ),
+    Setting(
+        "algorithm",
+        str,
+        "auto",
+        group="objectives",
+        choices=ALGORITHMS,
+        estimator="algorithm",
+        help="search algorithm: ssga (the paper's steady-state GA, one objective), nsga2 "
+        "(pymoo's NSGA-II), or auto (nsga2 with more than one objective, else ssga). "
+        "Default: auto",
+    ),
+    Setting(
+        "select",
+        str,
+        None,
+        nullable=True,
+        group="objectives",
+        estimator="select",
+        check=_check_parsed(parse_select),
+        metavar="|".join(SELECT_RULES),
+        help="which head of the front to use, for more than one objective: knee, accuracy "
+        "(the most accurate), smallest-within:X (the smallest within X accuracy points "
+        "of the best fitness) or one-se (the smallest within one standard error of the "
+        "best fitness). Default: one-se",
+    ),
+    Setting(
+        "ood",
+        str,
+        None,
+        nullable=True,
+        group="objectives",
+        check=_ood,
+        metavar="PATH|" + "|".join(BUILTIN_OOD),
+        help="out-of-distribution images for the ood objective: a folder (searched "
+        "recursively), a CSV of images, or a built-in set (" + ", ".join(BUILTIN_OOD) + ")",
+    ),
+    Setting(
+        "ood_score",
+        str,
+        "energy",
+        group="objectives",
+        choices=OOD_SCORES,
+        estimator="ood_score",
+        help="how a head scores in-distribution-ness for ood: energy (default), msp "
+        "(maximum softmax probability) or temperature (softmax at T = 1000)",
+    ),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -347,6 +512,7 @@ def result_settings() -> tuple[str, ...]:
 
 
 # --- validation (the one place) --------------------------------------------------------------
+
 
 def _describe(setting: Setting, value: Any, py_name: str | None = None) -> str:
     """``--population 1 (population=1)``: the option as typed and as a Python argument."""
@@ -409,8 +575,9 @@ def _check_one(setting: Setting, value: Any, py_name: str | None = None) -> Any:
     return value
 
 
-def validate_values(values: Mapping[str, Any],
-                    py_names: Mapping[str, str] | None = None) -> dict[str, Any]:
+def validate_values(
+    values: Mapping[str, Any], py_names: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Check ``{setting name: value}`` (any subset of the settings) and return them resolved:
     types normalised, ``evaluations`` filled in from the encoding, ``algorithm`` decided,
     ``select`` defaulted for several objectives, objectives in canonical order.
@@ -422,8 +589,7 @@ def validate_values(values: Mapping[str, Any],
     py_names = dict(py_names or {})
     unknown = sorted(set(values) - set(BY_NAME))
     if unknown:
-        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: "
-                          f"{', '.join(BY_NAME)}")
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
     out = {k: _check_one(BY_NAME[k], v, py_names.get(k)) for k, v in values.items()}
 
     def fail(name: str, message: str) -> ConfigError:
@@ -433,33 +599,49 @@ def validate_values(values: Mapping[str, Any],
     if "evaluations" in out and "encoding" in out and out["evaluations"] is None:
         out["evaluations"] = default_evaluations(out["encoding"])
         defaulted = f" (the default for encoding {out['encoding']}; give --evaluations)"
-    if (out.get("evaluations") is not None and "population" in out
-            and out["evaluations"] < out["population"]):
-        raise fail("evaluations", f"must be at least population={out['population']}: the "
-                                  f"initial population counts toward the budget{defaulted}")
+    if (
+        out.get("evaluations") is not None
+        and "population" in out
+        and out["evaluations"] < out["population"]
+    ):
+        raise fail(
+            "evaluations",
+            f"must be at least population={out['population']}: the "
+            f"initial population counts toward the budget{defaulted}",
+        )
     if "objectives" in out:
         several = len(out["objectives"]) > 1
         if "algorithm" in out:
             if out["algorithm"] == "auto":
                 out["algorithm"] = "nsga2" if several else "ssga"
             elif out["algorithm"] == "ssga" and several:
-                raise fail("algorithm", "the steady-state GA optimises one objective; use "
-                                        "--algorithm nsga2 (or auto) for "
-                                        f"{','.join(out['objectives'])}")
+                raise fail(
+                    "algorithm",
+                    "the steady-state GA optimises one objective; use "
+                    "--algorithm nsga2 (or auto) for "
+                    f"{','.join(out['objectives'])}",
+                )
         if "select" in out:
             if out["select"] is not None and not several:
-                raise fail("select", "choosing a head from a front needs more than one "
-                                     "objective; add --objectives accuracy,size or drop --select")
+                raise fail(
+                    "select",
+                    "choosing a head from a front needs more than one "
+                    "objective; add --objectives accuracy,size or drop --select",
+                )
             if out["select"] is None and several:
                 out["select"] = DEFAULT_SELECT
         if "ood" in out and "ood" in out["objectives"] and out["ood"] is None:
-            raise fail("objectives", "ood needs --ood PATH or a built-in OOD set ("
-                                     f"{', '.join(BUILTIN_OOD)}): the images it tells apart "
-                                     "from the data")
+            raise fail(
+                "objectives",
+                "ood needs --ood PATH or a built-in OOD set ("
+                f"{', '.join(BUILTIN_OOD)}): the images it tells apart "
+                "from the data",
+            )
     return out
 
 
 # --- the configuration of a run ----------------------------------------------------------------
+
 
 def _validate(self) -> RunConfig:
     """A resolved copy (``evaluations``, ``algorithm``, ``select`` filled in, objectives in
@@ -482,17 +664,26 @@ def _from_dict(cls, doc: Mapping[str, Any]) -> RunConfig:
     """A configuration from :meth:`to_dict`'s output (for example a saved config.json), not yet
     validated. Unknown or missing keys raise ConfigError naming them (another version's file)."""
     if not isinstance(doc, Mapping):
-        raise ConfigError("a saved run configuration must be a mapping of settings, got "
-                          f"{type(doc).__name__}")
+        raise ConfigError(
+            f"a saved run configuration must be a mapping of settings, got {type(doc).__name__}"
+        )
     unknown = sorted(set(doc) - set(BY_NAME))
     missing = [s.name for s in SETTINGS if s.name not in doc]
     if unknown or missing:
-        parts = ([f"unknown setting(s) {', '.join(unknown)}"] if unknown else []) + \
-                ([f"missing setting(s) {', '.join(missing)}"] if missing else [])
-        raise ConfigError("the saved run configuration has " + " and ".join(parts) +
-                          "; it was written by another version of evoprune")
-    return cls(**{k: tuple(v) if BY_NAME[k].type is tuple and isinstance(v, list) else v
-                  for k, v in doc.items()})
+        parts = ([f"unknown setting(s) {', '.join(unknown)}"] if unknown else []) + (
+            [f"missing setting(s) {', '.join(missing)}"] if missing else []
+        )
+        raise ConfigError(
+            "the saved run configuration has "
+            + " and ".join(parts)
+            + "; it was written by another version of evoprune"
+        )
+    return cls(
+        **{
+            k: tuple(v) if BY_NAME[k].type is tuple and isinstance(v, list) else v
+            for k, v in doc.items()
+        }
+    )
 
 
 def _result_dict(self) -> dict:
@@ -510,6 +701,7 @@ def _fingerprint(self) -> str:
 #: Everything that decides a run's result (output folder, cache and progress aside): one field
 #: per setting of :data:`SETTINGS`, with its default; build it with keywords.
 if TYPE_CHECKING:
+
     class RunConfig:
         """What a type checker sees: the methods; the fields are made from SETTINGS at run
         time, so they are ``Any`` here (listing them again would declare each setting twice)."""
@@ -528,12 +720,19 @@ if TYPE_CHECKING:
 else:
     RunConfig = dataclasses.make_dataclass(
         "RunConfig",
-        [(s.name, s.type | None if s.nullable else s.type, field(default=s.default))
-         for s in SETTINGS],
-        namespace={"validate": _validate, "resolved": _resolved, "to_dict": _to_dict,
-                   "from_dict": classmethod(_from_dict), "result_dict": _result_dict,
-                   "fingerprint": _fingerprint,
-                   "__doc__": "The settings of one run (fields and defaults from SETTINGS)."},
+        [
+            (s.name, s.type | None if s.nullable else s.type, field(default=s.default))
+            for s in SETTINGS
+        ],
+        namespace={
+            "validate": _validate,
+            "resolved": _resolved,
+            "to_dict": _to_dict,
+            "from_dict": classmethod(_from_dict),
+            "result_dict": _result_dict,
+            "fingerprint": _fingerprint,
+            "__doc__": "The settings of one run (fields and defaults from SETTINGS).",
+        },
     )
     RunConfig.__module__ = __name__
 
@@ -547,6 +746,7 @@ def default_out_dir(cfg: RunConfig) -> Path:
 
 
 # --- command line -----------------------------------------------------------------------------
+
 
 def _objectives_arg(text: str) -> tuple[str, ...] | str:
     return text  # parsed and checked by validate(), which names the option
@@ -591,6 +791,7 @@ def config_from_args(args, **overrides: Any) -> RunConfig:
 
 
 # --- the estimator -----------------------------------------------------------------------------
+
 
 def validate_estimator_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """Check an estimator's ``get_params()`` (parameter names, e.g. ``random_state``) through

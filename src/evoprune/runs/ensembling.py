@@ -18,28 +18,52 @@ log = logging.getLogger(__name__)
 ENSEMBLE_FILE = "ensemble.json"
 
 
-def fitness_split_probas(cfg, data, masks: list[np.ndarray], encoding) -> tuple[np.ndarray,
-                                                                                 np.ndarray]:
+def fitness_split_probas(
+    cfg, data, masks: list[np.ndarray], encoding
+) -> tuple[np.ndarray, np.ndarray]:
     """(K, N, C) probabilities of each mask's head on the run's fitness split and the labels:
     each head trained on a fold's fitting part and scored on its scoring part (folds
     concatenated), exactly as the search measured fitness, so held-out images stay unseen."""
     from evoprune.problem import make_folds
 
-    folds = make_folds(data.X_train, data.y_train, cfg.fitness_split, seed=cfg.seed,
-                       val_fraction=cfg.val_fraction, cv_folds=cfg.cv_folds,
-                       eval_set=(data.X_test, data.y_test) if cfg.fitness_split == "test"
-                       else None)
+    folds = make_folds(
+        data.X_train,
+        data.y_train,
+        cfg.fitness_split,
+        seed=cfg.seed,
+        val_fraction=cfg.val_fraction,
+        cv_folds=cfg.cv_folds,
+        eval_set=(data.X_test, data.y_test) if cfg.fitness_split == "test" else None,
+    )
     probas = []
     for mask in masks:
-        parts = [predict_proba(train_head(f.X_fit, f.y_fit, encoding.decode(mask),
-                                          data.n_classes, cfg.trainer, seed=cfg.seed,
-                                          stats=f.stats).head, f.X_score) for f in folds]
+        parts = [
+            predict_proba(
+                train_head(
+                    f.X_fit,
+                    f.y_fit,
+                    encoding.decode(mask),
+                    data.n_classes,
+                    cfg.trainer,
+                    seed=cfg.seed,
+                    stats=f.stats,
+                ).head,
+                f.X_score,
+            )
+            for f in folds
+        ]
         probas.append(np.concatenate(parts))
     return np.stack(probas), np.concatenate([f.y_score for f in folds])
 
 
-def build_ensemble(run_dir: str | Path, members: int = 3, vote: str = "soft", *,
-                   cache_dir: str | Path | None = None, progress: bool = True) -> dict:
+def build_ensemble(
+    run_dir: str | Path,
+    members: int = 3,
+    vote: str = "soft",
+    *,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
     """Choose ``members`` front heads of the multi-objective run in ``run_dir`` and score
     their ensemble; returns (and writes) the ``ensemble.json`` contents."""
     from evoprune.encodings import make_encoding
@@ -53,28 +77,34 @@ def build_ensemble(run_dir: str | Path, members: int = 3, vote: str = "soft", *,
     run = open_run(run_dir)
     r = run.result
     if not r.front:
-        raise ConfigError(f"{run.path} is a single-objective run: it has no front to ensemble; "
-                          "run it with --objectives accuracy,size (or accuracy,size,ood)")
+        raise ConfigError(
+            f"{run.path} is a single-objective run: it has no front to ensemble; "
+            "run it with --objectives accuracy,size (or accuracy,size,ood)"
+        )
     if not 1 <= int(members) <= len(r.front):
-        raise ConfigError(f"--members {members}: the front of {run.path} has {len(r.front)} "
-                          f"heads; choose 1 to {len(r.front)}")
+        raise ConfigError(
+            f"--members {members}: the front of {run.path} has {len(r.front)} "
+            f"heads; choose 1 to {len(r.front)}"
+        )
     cfg = run.settings().validate()
     data = prepare_data(cfg, progress=progress, cache_dir=cache_dir)
     encoding = make_encoding(r.encoding, r.feature_dim, r.hidden_size)
     masks = [hex_to_mask(m["mask"], r.genes) for m in r.front]
     val_probas, y_val = fitness_split_probas(cfg, data, masks, encoding)
     chosen = choose_members(val_probas, y_val, int(members), masks=np.stack(masks), vote=vote)
-    heads = [load_head(run.path / FRONT_DIR / f"head_{m['rank']}.safetensors", r.feature_dim)
-             for m in r.front]
+    heads = [
+        load_head(run.path / FRONT_DIR / f"head_{m['rank']}.safetensors", r.feature_dim)
+        for m in r.front
+    ]
     test_probas = np.stack([predict_proba(heads[i], data.X_test) for i in chosen])
     acc = float((ensemble_predict(test_probas, vote) == data.y_test).mean())
     best_single = max(r.front, key=lambda m: m["test_accuracy"])
     doc = {
-        "members": [int(r.front[i]["rank"]) for i in chosen], "vote": vote,
+        "members": [int(r.front[i]["rank"]) for i in chosen],
+        "vote": vote,
         "member_active_fractions": [float(masks[i].mean()) for i in chosen],
         "ensemble_params": int(sum(heads[i].n_params() for i in chosen)),
-        "validation_accuracy": float((ensemble_predict(val_probas[chosen], vote)
-                                      == y_val).mean()),
+        "validation_accuracy": float((ensemble_predict(val_probas[chosen], vote) == y_val).mean()),
         "test_accuracy": acc,
         "best_single_test_accuracy": float(best_single["test_accuracy"]),
         "best_single_rank": int(best_single["rank"]),
@@ -84,11 +114,15 @@ def build_ensemble(run_dir: str | Path, members: int = 3, vote: str = "soft", *,
     if cfg.ood:
         ood = prepare_ood(cfg, progress=progress, cache_dir=cache_dir)
         # the ensemble's score: the run's OOD score of the members' mean logits
-        s_in, s_out = (ood_score(cfg.ood_score, np.mean([logits(heads[i], X) for i in chosen],
-                                                        axis=0))
-                       for X in (data.X_test, ood.X_heldout))
-        doc.update(test_auroc=auroc(s_in, s_out), test_fpr95=fpr_at_95_tpr(s_in, s_out),
-                   best_single_test_auroc=best_single["test_auroc"])
+        s_in, s_out = (
+            ood_score(cfg.ood_score, np.mean([logits(heads[i], X) for i in chosen], axis=0))
+            for X in (data.X_test, ood.X_heldout)
+        )
+        doc.update(
+            test_auroc=auroc(s_in, s_out),
+            test_fpr95=fpr_at_95_tpr(s_in, s_out),
+            best_single_test_auroc=best_single["test_auroc"],
+        )
     atomic_write_json(run.path / ENSEMBLE_FILE, doc)
     log.info("ensemble of %d front heads written to %s", len(chosen), run.path / ENSEMBLE_FILE)
     return doc

@@ -36,25 +36,31 @@ from evoprune.search import EvaluationRecord
 
 log = logging.getLogger(__name__)
 
+
 def _split_indices(dataset, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, str]:
     """(train, test) indices into the dataset and how the test set was chosen."""
     from evoprune.data import stratified_split
 
     if not dataset.folds and cfg.fold != 0:
-        raise ConfigError(f"--fold {cfg.fold} (fold={cfg.fold}): {cfg.data} has no partitions "
-                          "(k folders each with train/ and test/); drop --fold")
+        raise ConfigError(
+            f"--fold {cfg.fold} (fold={cfg.fold}): {cfg.data} has no partitions "
+            "(k folders each with train/ and test/); drop --fold"
+        )
     if dataset.folds:
         if not 0 <= cfg.fold < len(dataset.folds):
-            raise ConfigError(f"fold={cfg.fold} is out of range: {cfg.data} has "
-                              f"{len(dataset.folds)} partitions (0..{len(dataset.folds) - 1})")
+            raise ConfigError(
+                f"fold={cfg.fold} is out of range: {cfg.data} has "
+                f"{len(dataset.folds)} partitions (0..{len(dataset.folds) - 1})"
+            )
         train, test = dataset.folds[cfg.fold]
         return np.asarray(train), np.asarray(test), f"partition {cfg.fold} of {len(dataset.folds)}"
     if dataset.test_idx is not None and len(dataset.test_idx):
         test = np.asarray(dataset.test_idx)
         train = np.setdiff1d(np.arange(len(dataset.paths)), test)
         return train, test, "given test set"
-    train, test = stratified_split(dataset.labels, cfg.test_fraction, cfg.seed,
-                                   classes=dataset.classes)
+    train, test = stratified_split(
+        dataset.labels, cfg.test_fraction, cfg.seed, classes=dataset.classes
+    )
     return train, test, f"stratified {cfg.test_fraction:.0%} held out (seed {cfg.seed})"
 
 
@@ -107,8 +113,9 @@ class PreparedData:
         return self.labels[self.test_idx]
 
 
-def prepare_data(cfg: RunConfig, *, progress: bool = True,
-                 cache_dir: str | Path | None = None) -> PreparedData:
+def prepare_data(
+    cfg: RunConfig, *, progress: bool = True, cache_dir: str | Path | None = None
+) -> PreparedData:
     """Load ``cfg.data``, choose the held-out test set and compute (or load) its features."""
     from evoprune.backbones import get_backbone
     from evoprune.data import load_dataset
@@ -119,24 +126,47 @@ def prepare_data(cfg: RunConfig, *, progress: bool = True,
     used = _limit(dataset, cfg)
     paths = [dataset.paths[i] for i in used]
     labels = dataset.labels[used]
-    sub = dataclasses.replace(dataset, paths=paths, labels=labels,
-                              test_idx=_reindex(dataset.test_idx, used),
-                              folds=None if dataset.folds is None else [
-                                  (_reindex(a, used), _reindex(b, used)) for a, b in dataset.folds])
+    sub = dataclasses.replace(
+        dataset,
+        paths=paths,
+        labels=labels,
+        test_idx=_reindex(dataset.test_idx, used),
+        folds=None
+        if dataset.folds is None
+        else [(_reindex(a, used), _reindex(b, used)) for a, b in dataset.folds],
+    )
     train_idx, test_idx, test_origin = _split_indices(sub, cfg)
     missing = sorted(set(range(dataset.n_classes)) - set(labels[train_idx].tolist()))
     if missing:
-        raise DataError(f"{cfg.data}: class(es) {', '.join(dataset.classes[i] for i in missing)} "
-                        f"have no training images ({test_origin}); add training images of "
-                        "them or remove them from the test set")
-    log.info("%s: %d images, %d classes; %d for training, %d held out (%s)", dataset.name,
-             len(paths), dataset.n_classes, len(train_idx), len(test_idx), test_origin)
+        raise DataError(
+            f"{cfg.data}: class(es) {', '.join(dataset.classes[i] for i in missing)} "
+            f"have no training images ({test_origin}); add training images of "
+            "them or remove them from the test set"
+        )
+    log.info(
+        "%s: %d images, %d classes; %d for training, %d held out (%s)",
+        dataset.name,
+        len(paths),
+        dataset.n_classes,
+        len(train_idx),
+        len(test_idx),
+        test_origin,
+    )
     feats = extract_features(backbone, paths, cache_dir=cache_dir, progress=progress)
-    return PreparedData(name=dataset.name, classes=list(dataset.classes), paths=paths,
-                        labels=np.asarray(labels), train_idx=np.asarray(train_idx),
-                        test_idx=np.asarray(test_idx), test_origin=test_origin,
-                        skipped=list(dataset.skipped), X=feats.X, features_cached=feats.cached,
-                        feature_key=feats.key, feature_seconds=feats.seconds)
+    return PreparedData(
+        name=dataset.name,
+        classes=list(dataset.classes),
+        paths=paths,
+        labels=np.asarray(labels),
+        train_idx=np.asarray(train_idx),
+        test_idx=np.asarray(test_idx),
+        test_origin=test_origin,
+        skipped=list(dataset.skipped),
+        X=feats.X,
+        features_cached=feats.cached,
+        feature_key=feats.key,
+        feature_seconds=feats.seconds,
+    )
 
 
 @dataclass
@@ -150,8 +180,9 @@ class OODData:
     feature_key: str
 
 
-def prepare_ood(cfg: RunConfig, *, progress: bool = True,
-                cache_dir: str | Path | None = None) -> OODData:
+def prepare_ood(
+    cfg: RunConfig, *, progress: bool = True, cache_dir: str | Path | None = None
+) -> OODData:
     """Features of ``cfg.ood`` (a folder, a CSV or a built-in set), split by the run's seed."""
     from evoprune.features import default_cache_dir, extract_features
     from evoprune.ood import ood_split, write_ood_images
@@ -160,13 +191,23 @@ def prepare_ood(cfg: RunConfig, *, progress: bool = True,
     paths = write_ood_images(cfg.ood, cache / "ood-images")
     feats = extract_features(cfg.backbone, paths, cache_dir=cache_dir, progress=progress)
     search, heldout = ood_split(len(paths), cfg.seed, cfg.test_fraction)
-    return OODData(source=str(cfg.ood), X_search=feats.X[search], X_heldout=feats.X[heldout],
-                   feature_key=feats.key)
+    return OODData(
+        source=str(cfg.ood),
+        X_search=feats.X[search],
+        X_heldout=feats.X[heldout],
+        feature_key=feats.key,
+    )
 
 
-def run_experiment(cfg: RunConfig, out: str | Path | None = None, *, progress: bool = True,
-                   cache_dir: str | Path | None = None, prepared: PreparedData | None = None,
-                   overwrite: bool = False) -> dict:
+def run_experiment(
+    cfg: RunConfig,
+    out: str | Path | None = None,
+    *,
+    progress: bool = True,
+    cache_dir: str | Path | None = None,
+    prepared: PreparedData | None = None,
+    overwrite: bool = False,
+) -> dict:
     """Run ``cfg`` and write its results folder; returns the ``result.json`` contents.
 
     Every setting is checked, and the folder too, before anything is computed or written.
@@ -179,16 +220,24 @@ def run_experiment(cfg: RunConfig, out: str | Path | None = None, *, progress: b
     writer = RunWriter(out, overwrite)
     run_doc = saved_settings(cfg, out)
     writer.check(run_doc, data_roots=_data_roots(cfg))
-    data = prepared if prepared is not None else prepare_data(cfg, progress=progress,
-                                                              cache_dir=cache_dir)
+    data = (
+        prepared
+        if prepared is not None
+        else prepare_data(cfg, progress=progress, cache_dir=cache_dir)
+    )
     ood = prepare_ood(cfg, progress=progress, cache_dir=cache_dir) if cfg.ood else None
     if cfg.fitness_split == "test":
-        log.warning("fitness_split='test': the search scores candidates on the test set, as the "
-                    "paper did; the reported test accuracy is optimistic (marked leaked)")
+        log.warning(
+            "fitness_split='test': the search scores candidates on the test set, as the "
+            "paper did; the reported test accuracy is optimistic (marked leaked)"
+        )
     n_genes = make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size).n_genes
-    config_doc = {"run": run_doc, "evoprune_version": __version__,
-                  "trainer_settings": get_trainer(cfg.trainer).describe(),
-                  "feature_cache_key": data.feature_key}
+    config_doc = {
+        "run": run_doc,
+        "evoprune_version": __version__,
+        "trainer_settings": get_trainer(cfg.trainer).describe(),
+        "feature_cache_key": data.feature_key,
+    }
     if ood is not None:
         config_doc["ood_feature_key"] = ood.feature_key
     known, appender = writer.begin(config_doc, n_genes, cfg.objectives)
@@ -197,30 +246,50 @@ def run_experiment(cfg: RunConfig, out: str | Path | None = None, *, progress: b
     finally:
         appender.close()
     final = finish_heads(cfg, data, evolved, ood)
-    result = _result(cfg, data, evolved, final, resumed=len(known),
-                     wall_seconds=time.perf_counter() - t_start, out=out)
+    result = _result(
+        cfg,
+        data,
+        evolved,
+        final,
+        resumed=len(known),
+        wall_seconds=time.perf_counter() - t_start,
+        out=out,
+    )
     _write_outputs(writer, cfg, data, evolved, final, result)
     log.info("results written to %s", out)
     return result.to_dict()
 
 
-def _search(cfg: RunConfig, data: PreparedData, ood: OODData | None, known: dict,
-            appender, progress: bool) -> Evolved:
+def _search(
+    cfg: RunConfig, data: PreparedData, ood: OODData | None, known: dict, appender, progress: bool
+) -> Evolved:
     """The search on the training features, with history appended and a progress bar."""
     from tqdm.auto import tqdm
 
     leaked = cfg.fitness_split == "test"
-    with tqdm(total=cfg.evaluations, desc="search", unit="eval", disable=not progress,
-              dynamic_ncols=True) as bar:
+    with tqdm(
+        total=cfg.evaluations, desc="search", unit="eval", disable=not progress, dynamic_ncols=True
+    ) as bar:
+
         def show(rec: EvaluationRecord) -> None:
-            bar.set_postfix(best=f"{rec.best_fitness:.4f}",
-                            density=f"{rec.best_active_fraction:.2f}", refresh=False)
+            bar.set_postfix(
+                best=f"{rec.best_fitness:.4f}",
+                density=f"{rec.best_active_fraction:.2f}",
+                refresh=False,
+            )
             bar.update(1)
 
-        return evolve(data.X_train, data.y_train, data.n_classes, cfg,
-                      eval_set=(data.X_test, data.y_test) if leaked else None,
-                      ood_features=None if ood is None else ood.X_search,
-                      callbacks=[appender, show], known=known, classes=data.classes)
+        return evolve(
+            data.X_train,
+            data.y_train,
+            data.n_classes,
+            cfg,
+            eval_set=(data.X_test, data.y_test) if leaked else None,
+            ood_features=None if ood is None else ood.X_search,
+            callbacks=[appender, show],
+            known=known,
+            classes=data.classes,
+        )
 
 
 def saved_settings(cfg: RunConfig, out: Path) -> dict:
@@ -247,43 +316,77 @@ def _image_sources(cfg: RunConfig) -> dict[str, str]:
 
 def _data_roots(cfg: RunConfig) -> list[Path]:
     """Folders whose images a run reads: results must never be written inside them."""
-    return [path.parent if path.is_file() else path
-            for path in map(Path, _image_sources(cfg).values())]
+    return [
+        path.parent if path.is_file() else path for path in map(Path, _image_sources(cfg).values())
+    ]
 
 
-def _result(cfg: RunConfig, data: PreparedData, evolved: Evolved, final: FinalHeads, *,
-            resumed: int, wall_seconds: float, out: Path) -> RunResult:
+def _result(
+    cfg: RunConfig,
+    data: PreparedData,
+    evolved: Evolved,
+    final: FinalHeads,
+    *,
+    resumed: int,
+    wall_seconds: float,
+    out: Path,
+) -> RunResult:
     search = evolved.result
     enc = evolved.encoding
     mask = final.mask
     masks = enc.decode(mask)
     ref_params, ref_macs = dense_sizes(data.X.shape[1], enc.hidden, data.n_classes)
     return RunResult(
-        dataset=data.name, data=saved_settings(cfg, out)["data"], backbone=cfg.backbone,
-        feature_dim=int(data.X.shape[1]), encoding=cfg.encoding, hidden_size=cfg.hidden_size,
-        trainer=cfg.trainer, fitness_split=cfg.fitness_split,
-        leaked_test_set=cfg.fitness_split == "test", seed=cfg.seed, classes=data.classes,
-        n_classes=data.n_classes, n_images=len(data.paths), n_train=int(len(data.train_idx)),
-        n_test=int(len(data.test_idx)), test_set=data.test_origin,
+        dataset=data.name,
+        data=saved_settings(cfg, out)["data"],
+        backbone=cfg.backbone,
+        feature_dim=int(data.X.shape[1]),
+        encoding=cfg.encoding,
+        hidden_size=cfg.hidden_size,
+        trainer=cfg.trainer,
+        fitness_split=cfg.fitness_split,
+        leaked_test_set=cfg.fitness_split == "test",
+        seed=cfg.seed,
+        classes=data.classes,
+        n_classes=data.n_classes,
+        n_images=len(data.paths),
+        n_train=int(len(data.train_idx)),
+        n_test=int(len(data.test_idx)),
+        test_set=data.test_origin,
         skipped_images=[portable_path(p, out) for p in data.skipped],
-        genes=int(enc.n_genes), active_genes=int(mask.sum()),
+        genes=int(enc.n_genes),
+        active_genes=int(mask.sum()),
         active_fraction=float(mask.mean()),
         active_units=dict(zip(enc.layer_names(), masks.sizes)),
         total_units=dict(zip(enc.layer_names(), (data.X.shape[1],) + enc.hidden)),
-        fitness=final.fitness, test_accuracy=final.test_accuracy,
+        fitness=final.fitness,
+        test_accuracy=final.test_accuracy,
         reference_test_accuracy=final.reference_test_accuracy,
-        head_params=final.head.n_params(), reference_head_params=int(ref_params),
-        head_macs=final.head.n_macs(), reference_head_macs=int(ref_macs),
-        evaluations=search.evaluations, iterations=search.iterations,
-        memory_hits=search.memory_hits, resumed_evaluations=resumed,
-        features_cached=bool(data.features_cached), feature_cache_key=data.feature_key,
-        timings={"features": data.feature_seconds, "search": evolved.seconds,
-                 "final_training": final.seconds, "reference_training": final.reference_seconds},
-        wall_seconds=wall_seconds, evoprune_version=__version__,
-        best_mask=mask.astype(int).tolist(), objectives=list(cfg.objectives),
-        algorithm=cfg.algorithm, select=cfg.select,
+        head_params=final.head.n_params(),
+        reference_head_params=int(ref_params),
+        head_macs=final.head.n_macs(),
+        reference_head_macs=int(ref_macs),
+        evaluations=search.evaluations,
+        iterations=search.iterations,
+        memory_hits=search.memory_hits,
+        resumed_evaluations=resumed,
+        features_cached=bool(data.features_cached),
+        feature_cache_key=data.feature_key,
+        timings={
+            "features": data.feature_seconds,
+            "search": evolved.seconds,
+            "final_training": final.seconds,
+            "reference_training": final.reference_seconds,
+        },
+        wall_seconds=wall_seconds,
+        evoprune_version=__version__,
+        best_mask=mask.astype(int).tolist(),
+        objectives=list(cfg.objectives),
+        algorithm=cfg.algorithm,
+        select=cfg.select,
         front=None if final.front is None else [m.summary() for m in final.front],
-        **_ood_fields(final))
+        **_ood_fields(final),
+    )
 
 
 def _ood_fields(final: FinalHeads) -> dict:
@@ -291,13 +394,22 @@ def _ood_fields(final: FinalHeads) -> dict:
     if final.reference_ood is None or final.front is None:  # measured for a front only
         return {}
     chosen = next(m for m in final.front if m.selected)
-    return {"test_auroc": chosen.test_auroc, "test_fpr95": chosen.test_fpr95,
-            "reference_test_auroc": final.reference_ood[0],
-            "reference_test_fpr95": final.reference_ood[1]}
+    return {
+        "test_auroc": chosen.test_auroc,
+        "test_fpr95": chosen.test_fpr95,
+        "reference_test_auroc": final.reference_ood[0],
+        "reference_test_fpr95": final.reference_ood[1],
+    }
 
 
-def _write_outputs(writer: RunWriter, cfg: RunConfig, data: PreparedData, evolved: Evolved,
-                   final: FinalHeads, result: RunResult) -> None:
+def _write_outputs(
+    writer: RunWriter,
+    cfg: RunConfig,
+    data: PreparedData,
+    evolved: Evolved,
+    final: FinalHeads,
+    result: RunResult,
+) -> None:
     """Heads, figures and tables; result.json last, so a folder with it is complete."""
     from evoprune.report import plot_convergence, plot_front, plot_hypervolume
 
@@ -310,8 +422,9 @@ def _write_outputs(writer: RunWriter, cfg: RunConfig, data: PreparedData, evolve
         plot_convergence(history, out / "convergence.png", title=title)
         if final.front is not None:
             write_front(out, final.front)
-            plot_front(history, final.front, final.reference_test_accuracy,
-                       out / "pareto.png", title=title)
+            plot_front(
+                history, final.front, final.reference_test_accuracy, out / "pareto.png", title=title
+            )
             plot_hypervolume(history, out / "hypervolume.png", title=title)
     writer.finish(result, history, cfg.objectives)
 

@@ -16,9 +16,20 @@ from evoprune.io import atomic_write
 from evoprune.model.head import CompactHead, accuracy, feature_stats, logits, train_head
 from evoprune.pareto import accuracy_standard_error, non_dominated, select
 
-PARETO_FIELDS = ["rank", "evaluation", "active_fraction", "active_genes", "head_params",
-                 "fitness", "fitness_auroc", "test_accuracy", "test_auroc", "test_fpr95",
-                 "selected", "mask"]
+PARETO_FIELDS = [
+    "rank",
+    "evaluation",
+    "active_fraction",
+    "active_genes",
+    "head_params",
+    "fitness",
+    "fitness_auroc",
+    "test_accuracy",
+    "test_auroc",
+    "test_fpr95",
+    "selected",
+    "mask",
+]
 
 
 @dataclass
@@ -44,12 +55,20 @@ class FrontMember:
         """The member as a pareto.csv row (and result.json's ``front`` entry)."""
         from evoprune.runs.store import mask_to_hex
 
-        return {"rank": self.rank, "evaluation": self.evaluation,
-                "active_fraction": self.active_fraction, "active_genes": int(self.mask.sum()),
-                "head_params": self.head.n_params(), "fitness": self.fitness,
-                "fitness_auroc": self.fitness_auroc, "test_accuracy": self.test_accuracy,
-                "test_auroc": self.test_auroc, "test_fpr95": self.test_fpr95,
-                "selected": self.selected, "mask": mask_to_hex(self.mask)}
+        return {
+            "rank": self.rank,
+            "evaluation": self.evaluation,
+            "active_fraction": self.active_fraction,
+            "active_genes": int(self.mask.sum()),
+            "head_params": self.head.n_params(),
+            "fitness": self.fitness,
+            "fitness_auroc": self.fitness_auroc,
+            "test_accuracy": self.test_accuracy,
+            "test_auroc": self.test_auroc,
+            "test_fpr95": self.test_fpr95,
+            "selected": self.selected,
+            "mask": mask_to_hex(self.mask),
+        }
 
 
 @dataclass
@@ -68,8 +87,9 @@ class FinalHeads:
     reference_ood: tuple[float, float] | None = None  # (AUROC, FPR95) of the reference head
 
 
-def heldout_ood(head: CompactHead, X_test: np.ndarray, X_ood: np.ndarray,
-                score: str) -> tuple[float, float]:
+def heldout_ood(
+    head: CompactHead, X_test: np.ndarray, X_ood: np.ndarray, score: str
+) -> tuple[float, float]:
     """(AUROC, FPR at 95 % TPR) of telling held-out test images from held-out OOD images."""
     from evoprune.ood import auroc, fpr_at_95_tpr, ood_score
 
@@ -84,8 +104,15 @@ def finish_heads(cfg, data, evolved, ood=None) -> FinalHeads:
     enc = evolved.encoding
 
     def train(mask: np.ndarray) -> CompactHead:
-        return train_head(X_train, y_train, enc.decode(mask), data.n_classes, cfg.trainer,
-                          seed=cfg.seed, stats=stats).head
+        return train_head(
+            X_train,
+            y_train,
+            enc.decode(mask),
+            data.n_classes,
+            cfg.trainer,
+            seed=cfg.seed,
+            stats=stats,
+        ).head
 
     t0 = time.perf_counter()
     reference = train(enc.full())
@@ -96,15 +123,33 @@ def finish_heads(cfg, data, evolved, ood=None) -> FinalHeads:
     if len(search.objectives) == 1:
         mask = search.best.astype(np.uint8)
         head = train(mask)
-        return FinalHeads(mask, head, float(search.best_fitness), accuracy(head, X_test, y_test),
-                          reference, ref_acc, time.perf_counter() - t0, reference_seconds)
+        return FinalHeads(
+            mask,
+            head,
+            float(search.best_fitness),
+            accuracy(head, X_test, y_test),
+            reference,
+            ref_acc,
+            time.perf_counter() - t0,
+            reference_seconds,
+        )
     front = front_members(cfg, data, evolved, train, ood)
     chosen = next(m for m in front if m.selected)
-    reference_ood = None if ood is None else heldout_ood(reference, X_test, ood.X_heldout,
-                                                         cfg.ood_score)
-    return FinalHeads(chosen.mask, chosen.head, chosen.fitness, chosen.test_accuracy,
-                      reference, ref_acc, time.perf_counter() - t0, reference_seconds, front,
-                      reference_ood)
+    reference_ood = (
+        None if ood is None else heldout_ood(reference, X_test, ood.X_heldout, cfg.ood_score)
+    )
+    return FinalHeads(
+        chosen.mask,
+        chosen.head,
+        chosen.fitness,
+        chosen.test_accuracy,
+        reference,
+        ref_acc,
+        time.perf_counter() - t0,
+        reference_seconds,
+        front,
+        reference_ood,
+    )
 
 
 def pareto_front(evolved, rule: str) -> tuple[list[int], int]:
@@ -113,8 +158,10 @@ def pareto_front(evolved, rule: str) -> tuple[list[int], int]:
     fitness-split values only (the standard error of the best accuracy over the images the
     fitness is measured on, for ``one-se``)."""
     search = evolved.result
-    idx = sorted(np.flatnonzero(non_dominated(search.F)),
-                 key=lambda i: (search.history[i].active_genes, -search.history[i].fitness))
+    idx = sorted(
+        np.flatnonzero(non_dominated(search.F)),
+        key=lambda i: (search.history[i].active_genes, -search.history[i].fitness),
+    )
     fitness = np.array([search.history[i].fitness for i in idx])
     size = np.array([search.history[i].active_fraction for i in idx])
     n_score = sum(len(f.y_score) for f in evolved.problem.folds)
@@ -133,11 +180,20 @@ def front_members(cfg, data, evolved, train, ood=None) -> list[FrontMember]:
         auroc = fpr = None
         if ood is not None:
             auroc, fpr = heldout_ood(head, data.X_test, ood.X_heldout, cfg.ood_score)
-        members.append(FrontMember(
-            rank=rank, evaluation=rec.index, mask=rec.chromosome.astype(np.uint8),
-            fitness=rec.fitness, fitness_auroc=rec.auroc, head=head,
-            test_accuracy=accuracy(head, data.X_test, data.y_test), test_auroc=auroc,
-            test_fpr95=fpr, selected=rank == pick))
+        members.append(
+            FrontMember(
+                rank=rank,
+                evaluation=rec.index,
+                mask=rec.chromosome.astype(np.uint8),
+                fitness=rec.fitness,
+                fitness_auroc=rec.auroc,
+                head=head,
+                test_accuracy=accuracy(head, data.X_test, data.y_test),
+                test_auroc=auroc,
+                test_fpr95=fpr,
+                selected=rank == pick,
+            )
+        )
     return members
 
 
@@ -152,6 +208,8 @@ def write_front(out: Path, front: list[FrontMember]) -> None:
         with tmp.open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=PARETO_FIELDS)
             writer.writeheader()
-            writer.writerows({k: ("" if v is None else v) for k, v in m.summary().items()}
-                             for m in front)
+            writer.writerows(
+                {k: ("" if v is None else v) for k, v in m.summary().items()} for m in front
+            )
+
     atomic_write(out / PARETO_FILE, write)

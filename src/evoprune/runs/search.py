@@ -32,12 +32,19 @@ class Evolved:
     seconds: float
 
 
-def evolve(X: np.ndarray, y: np.ndarray, n_classes: int, cfg, *,
-           eval_set: tuple[np.ndarray, np.ndarray] | None = None,
-           ood_features: np.ndarray | None = None,
-           callbacks: Iterable[Callable[[EvaluationRecord], None]] = (),
-           known: dict[bytes, Evaluation] | None = None,
-           executor: Executor | None = None, classes: list[str] | None = None) -> Evolved:
+def evolve(
+    X: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    cfg,
+    *,
+    eval_set: tuple[np.ndarray, np.ndarray] | None = None,
+    ood_features: np.ndarray | None = None,
+    callbacks: Iterable[Callable[[EvaluationRecord], None]] = (),
+    known: dict[bytes, Evaluation] | None = None,
+    executor: Executor | None = None,
+    classes: list[str] | None = None,
+) -> Evolved:
     """Search masks for a head on (X, y) (``y`` class indices) with the settings of ``cfg``, a
     validated :class:`~evoprune.runs.config.RunConfig`.
 
@@ -47,16 +54,37 @@ def evolve(X: np.ndarray, y: np.ndarray, n_classes: int, cfg, *,
     """
     fitness_split = "test" if eval_set is not None else cfg.fitness_split
     encoding = make_encoding(cfg.encoding, X.shape[1], cfg.hidden_size)
-    folds = make_folds(X, y, fitness_split, seed=cfg.seed, val_fraction=cfg.val_fraction,
-                       cv_folds=cfg.cv_folds, eval_set=eval_set, classes=classes)
-    problem = HeadProblem(encoding, n_classes, folds, cfg.trainer, cfg.seed,
-                          objectives=tuple(cfg.objectives), ood_features=ood_features,
-                          ood_score=cfg.ood_score)
-    algorithm = make_algorithm(cfg.algorithm, population=cfg.population,
-                               evaluations=cfg.evaluations, mutation_prob=cfg.mutation_prob,
-                               init=cfg.init, seed=cfg.seed)
-    evaluator = Evaluator(problem, cfg.evaluations, executor=executor, known=known,
-                          callbacks=callbacks)
+    folds = make_folds(
+        X,
+        y,
+        fitness_split,
+        seed=cfg.seed,
+        val_fraction=cfg.val_fraction,
+        cv_folds=cfg.cv_folds,
+        eval_set=eval_set,
+        classes=classes,
+    )
+    problem = HeadProblem(
+        encoding,
+        n_classes,
+        folds,
+        cfg.trainer,
+        cfg.seed,
+        objectives=tuple(cfg.objectives),
+        ood_features=ood_features,
+        ood_score=cfg.ood_score,
+    )
+    algorithm = make_algorithm(
+        cfg.algorithm,
+        population=cfg.population,
+        evaluations=cfg.evaluations,
+        mutation_prob=cfg.mutation_prob,
+        init=cfg.init,
+        seed=cfg.seed,
+    )
+    evaluator = Evaluator(
+        problem, cfg.evaluations, executor=executor, known=known, callbacks=callbacks
+    )
     t0 = time.perf_counter()
     result = run_search(algorithm, evaluator)
     return Evolved(encoding, problem, result, time.perf_counter() - t0)

@@ -48,11 +48,24 @@ PARETO_FILE = "pareto.csv"
 
 #: What evoprune writes into a results folder (exports, figures and analyses included); a
 #: folder holding anything else belongs to the user and is never written into.
-OWNED_NAMES = frozenset({
-    CONFIG_FILE, RESULT_FILE, HISTORY_FILE, HEAD_FILE, REFERENCE_HEAD_FILE, FRONT_DIR,
-    PARETO_FILE, "convergence.png", "pareto.png", "hypervolume.png", "confusion.png",
-    "ensemble.json", "baselines.json", "analysis",
-})
+OWNED_NAMES = frozenset(
+    {
+        CONFIG_FILE,
+        RESULT_FILE,
+        HISTORY_FILE,
+        HEAD_FILE,
+        REFERENCE_HEAD_FILE,
+        FRONT_DIR,
+        PARETO_FILE,
+        "convergence.png",
+        "pareto.png",
+        "hypervolume.png",
+        "confusion.png",
+        "ensemble.json",
+        "baselines.json",
+        "analysis",
+    }
+)
 _OWNED_PREFIXES = ("model", "reference_model", "head_model", "reference_head_model", "ensemble")
 _OWNED_SUFFIXES = (".onnx", ".pt", ".json")
 
@@ -60,8 +73,15 @@ _OWNED_SUFFIXES = (".onnx", ".pt", ".json")
 #: never leaves an older result beside its new configuration.
 RESULT_FILES = (RESULT_FILE, HEAD_FILE, REFERENCE_HEAD_FILE, PARETO_FILE)
 
-HISTORY_FIELDS = ["index", "iteration", "fitness", "active_genes", "active_fraction",
-                  "best_fitness", "best_active_fraction"]
+HISTORY_FIELDS = [
+    "index",
+    "iteration",
+    "fitness",
+    "active_genes",
+    "active_fraction",
+    "best_fitness",
+    "best_active_fraction",
+]
 _OPTIONAL_FIELDS = ["auroc", "hypervolume"]
 _HISTORY_INTS = ("index", "iteration", "active_genes")
 
@@ -76,10 +96,12 @@ def hex_to_mask(text: str, n_genes: int) -> np.ndarray:
 
 # --- history ---------------------------------------------------------------------------------
 
+
 def history_fields(objectives: Sequence[str] = ("accuracy",)) -> list[str]:
     """Columns of history.csv for a search over ``objectives`` (the mask last)."""
     extra = (["auroc"] if "ood" in objectives else []) + (
-        ["hypervolume"] if len(objectives) > 1 else [])
+        ["hypervolume"] if len(objectives) > 1 else []
+    )
     return HISTORY_FIELDS + extra + ["mask"]
 
 
@@ -109,14 +131,17 @@ def read_history(path: str | Path, n_genes: int | None = None) -> list[Evaluatio
     return records
 
 
-def write_history(path: Path, history: Sequence[EvaluationRecord],
-                  objectives: Sequence[str] = ("accuracy",)) -> None:
+def write_history(
+    path: Path, history: Sequence[EvaluationRecord], objectives: Sequence[str] = ("accuracy",)
+) -> None:
     """The complete history, written atomically over the file appended during the search."""
+
     def write(tmp: Path) -> None:
         with tmp.open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=history_fields(objectives))
             writer.writeheader()
             writer.writerows(history_row(r) for r in history)
+
     atomic_write(path, write)
 
 
@@ -128,8 +153,9 @@ class HistoryAppender:
     differs from the row it should match, the file is atomically rewritten up to it.
     """
 
-    def __init__(self, path: Path, objectives: Sequence[str],
-                 existing: Sequence[EvaluationRecord] = ()):
+    def __init__(
+        self, path: Path, objectives: Sequence[str], existing: Sequence[EvaluationRecord] = ()
+    ):
         self.path = path
         self.objectives = tuple(objectives)
         self.existing = list(existing)
@@ -159,8 +185,9 @@ class HistoryAppender:
         self.fh.close()
 
 
-def known_evaluations(records: Sequence[EvaluationRecord],
-                      objectives: Sequence[str]) -> dict[bytes, Evaluation]:
+def known_evaluations(
+    records: Sequence[EvaluationRecord], objectives: Sequence[str]
+) -> dict[bytes, Evaluation]:
     """What an interrupted search measured, keyed by chromosome, for the evaluator to reuse."""
     from evoprune.pareto import to_minimised
 
@@ -175,6 +202,7 @@ def known_evaluations(records: Sequence[EvaluationRecord],
 
 
 # --- typed records ---------------------------------------------------------------------------
+
 
 @dataclass
 class RunResult(Mapping):
@@ -246,23 +274,32 @@ class RunResult(Mapping):
         file and the key otherwise."""
         version = doc.get("schema_version")
         if version != SCHEMA_VERSION:
-            what = "an older version" if version is None or (
-                isinstance(version, int) and version < SCHEMA_VERSION) else "another version"
-            raise EvoPruneError(f"{path} was written by {what} of evoprune (schema "
-                                f"{version}, this one reads {SCHEMA_VERSION}); rerun "
-                                "'evoprune run' with the same options in a new --out")
+            what = (
+                "an older version"
+                if version is None or (isinstance(version, int) and version < SCHEMA_VERSION)
+                else "another version"
+            )
+            raise EvoPruneError(
+                f"{path} was written by {what} of evoprune (schema "
+                f"{version}, this one reads {SCHEMA_VERSION}); rerun "
+                "'evoprune run' with the same options in a new --out"
+            )
         values = {}
         for f in dataclasses.fields(cls):
             if f.name not in doc:
                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                    raise EvoPruneError(f"{path} lacks {f.name!r}; the file is damaged: rerun "
-                                        "'evoprune run' to rewrite the run folder")
+                    raise EvoPruneError(
+                        f"{path} lacks {f.name!r}; the file is damaged: rerun "
+                        "'evoprune run' to rewrite the run folder"
+                    )
                 continue
             value = doc[f.name]
             if not _has_type(value, f.type):
-                raise EvoPruneError(f"{path}: {f.name!r} is {json.dumps(value)[:40]}, not "
-                                    f"{f.type}; the file is damaged or was edited: rerun "
-                                    "'evoprune run' to rewrite the run folder")
+                raise EvoPruneError(
+                    f"{path}: {f.name!r} is {json.dumps(value)[:40]}, not "
+                    f"{f.type}; the file is damaged or was edited: rerun "
+                    "'evoprune run' to rewrite the run folder"
+                )
             values[f.name] = value
         return cls(**values)
 
@@ -281,8 +318,12 @@ class RunResult(Mapping):
         return tuple(self.to_dict())
 
 
-_SIMPLE: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float),
-                                               "bool": bool}
+_SIMPLE: dict[str, type | tuple[type, ...]] = {
+    "str": str,
+    "int": int,
+    "float": (int, float),
+    "bool": bool,
+}
 
 
 def _has_type(value: Any, annotation: object) -> bool:
@@ -333,9 +374,11 @@ class RunFolder:
         """The evolved head, or the not-pruned one with ``reference=True``, in eval mode."""
         head = load_head(self.head_path(reference), n_inputs=self.result.feature_dim)
         if head.sizes[-1] != self.result.n_classes:
-            raise EvoPruneError(f"{self.head_path(reference)} has {head.sizes[-1]} outputs but "
-                                f"result.json lists {self.result.n_classes} classes; the folder "
-                                "is inconsistent: run the experiment again")
+            raise EvoPruneError(
+                f"{self.head_path(reference)} has {head.sizes[-1]} outputs but "
+                f"result.json lists {self.result.n_classes} classes; the folder "
+                "is inconsistent: run the experiment again"
+            )
         return head
 
 
@@ -343,20 +386,27 @@ def open_run(run_dir: str | Path) -> RunFolder:
     """The finished run folder at ``run_dir``; EvoPruneError naming the path otherwise."""
     path = Path(run_dir)
     if not path.exists():
-        raise EvoPruneError(f"run folder {path} does not exist; pass the folder that "
-                            "'evoprune run' wrote (its --out)")
+        raise EvoPruneError(
+            f"run folder {path} does not exist; pass the folder that "
+            "'evoprune run' wrote (its --out)"
+        )
     if not path.is_dir():
-        raise EvoPruneError(f"{path} is not a folder; pass the run folder that 'evoprune run' "
-                            "wrote (its --out)")
+        raise EvoPruneError(
+            f"{path} is not a folder; pass the run folder that 'evoprune run' wrote (its --out)"
+        )
     result_file = path / RESULT_FILE
     if not result_file.is_file():
-        raise EvoPruneError(f"{path} has no {RESULT_FILE}, so it is not a finished run; an "
-                            "interrupted run finishes when the same 'evoprune run' command is "
-                            "started again")
+        raise EvoPruneError(
+            f"{path} has no {RESULT_FILE}, so it is not a finished run; an "
+            "interrupted run finishes when the same 'evoprune run' command is "
+            "started again"
+        )
     result = RunResult.from_dict(read_json(result_file), result_file)
     if not (path / HEAD_FILE).is_file():
-        raise EvoPruneError(f"{path} has no {HEAD_FILE} (the evolved head's weights); run the "
-                            "experiment again to write it")
+        raise EvoPruneError(
+            f"{path} has no {HEAD_FILE} (the evolved head's weights); run the "
+            "experiment again to write it"
+        )
     config_file = path / CONFIG_FILE
     config = read_json(config_file) if config_file.is_file() else {}
     return RunFolder(path=path, result=result, config=config)
@@ -404,6 +454,7 @@ def load_head(path: str | Path, n_inputs: int | None = None) -> CompactHead:
 
 # --- writing a run ---------------------------------------------------------------------------
 
+
 def portable_path(path: str, base: Path) -> str:
     """``path`` relative to the results folder ``base``: results hold no absolute paths of the
     user's machine, and the folder can move together with its data."""
@@ -436,8 +487,7 @@ def check_out_dir(out: Path, data_roots: Sequence[Path] = ()) -> None:
     """Stop before anything is computed when ``out`` cannot hold this run: a file, inside the
     data, or a folder of the user's own files."""
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a folder; give --out a new or empty "
-                          "folder")
+        raise ConfigError(f"--out {out} is a file, not a folder; give --out a new or empty folder")
     for parent in [out, *out.parents]:
         if parent.exists() and not parent.is_dir():
             raise ConfigError(f"--out {out} cannot be made: {parent} is a file")
@@ -445,21 +495,28 @@ def check_out_dir(out: Path, data_roots: Sequence[Path] = ()) -> None:
     for root in data_roots:
         root = root.resolve()
         if resolved == root or root in resolved.parents:
-            raise ConfigError(f"--out {out} is inside the data folder {root}; results there "
-                              "would become training images of the next run: give --out a "
-                              "folder outside the data")
+            raise ConfigError(
+                f"--out {out} is inside the data folder {root}; results there "
+                "would become training images of the next run: give --out a "
+                "folder outside the data"
+            )
     if out.is_dir():
         foreign = sorted(p.name for p in out.iterdir() if not _is_owned(p.name))
         if foreign:
             listed = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
-            raise ConfigError(f"--out {out} holds files evoprune did not write ({listed}); "
-                              "give --out a new or empty folder")
+            raise ConfigError(
+                f"--out {out} holds files evoprune did not write ({listed}); "
+                "give --out a new or empty folder"
+            )
 
 
 def _differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     keys = sorted(set(saved) | set(current))
-    return [f"{k}: {saved.get(k)!r} there, {current.get(k)!r} now" for k in keys
-            if saved.get(k) != current.get(k)]
+    return [
+        f"{k}: {saved.get(k)!r} there, {current.get(k)!r} now"
+        for k in keys
+        if saved.get(k) != current.get(k)
+    ]
 
 
 def _move_aside(out: Path) -> Path:
@@ -495,13 +552,17 @@ class RunWriter:
 
     def _refuse(self, saved: Mapping[str, Any], current: Mapping[str, Any]) -> None:
         diff = _differences(saved, current)
-        raise ConfigError(f"{self.out} holds a run of another configuration ("
-                          + "; ".join(diff[:6]) + (" ..." if len(diff) > 6 else "")
-                          + "); give --out another folder, or --overwrite to move that run "
-                          "aside and start afresh")
+        raise ConfigError(
+            f"{self.out} holds a run of another configuration ("
+            + "; ".join(diff[:6])
+            + (" ..." if len(diff) > 6 else "")
+            + "); give --out another folder, or --overwrite to move that run "
+            "aside and start afresh"
+        )
 
-    def begin(self, config_doc: dict, n_genes: int,
-              objectives: Sequence[str]) -> tuple[dict[bytes, Evaluation], HistoryAppender]:
+    def begin(
+        self, config_doc: dict, n_genes: int, objectives: Sequence[str]
+    ) -> tuple[dict[bytes, Evaluation], HistoryAppender]:
         """Write config.json and open history.csv; returns what an interrupted run of the same
         configuration already evaluated (reused, not retrained) and the history appender."""
         config_doc = {"schema_version": SCHEMA_VERSION, **config_doc}
@@ -514,16 +575,25 @@ class RunWriter:
                 saved = None
             if not isinstance(saved, dict):
                 if not self.overwrite:
-                    raise ConfigError(f"{cfg_file} is damaged; the folder cannot be resumed: "
-                                      "give --out another folder, or --overwrite to move this "
-                                      "one aside")
+                    raise ConfigError(
+                        f"{cfg_file} is damaged; the folder cannot be resumed: "
+                        "give --out another folder, or --overwrite to move this "
+                        "one aside"
+                    )
                 _move_aside(self.out)
             elif {k: saved.get(k) for k in config_doc if k != "evoprune_version"} != {
-                    k: v for k, v in config_doc.items() if k != "evoprune_version"}:
+                k: v for k, v in config_doc.items() if k != "evoprune_version"
+            }:
                 if not self.overwrite:
+
                     def flat(doc: Mapping[str, Any]) -> dict:
-                        return {**doc.get("run", {}), **{k: v for k, v in doc.items() if k not in
-                                                         ("run", "evoprune_version")}}
+                        return {
+                            **doc.get("run", {}),
+                            **{
+                                k: v for k, v in doc.items() if k not in ("run", "evoprune_version")
+                            },
+                        }
+
                     self._refuse(flat(saved), flat(config_doc))
                 _move_aside(self.out)
             elif hist.is_file():
@@ -549,12 +619,15 @@ class RunWriter:
         try:
             yield
         except OSError as exc:
-            raise EvoPruneError(f"cannot write the results folder {self.out}: "
-                                f"{exc.strerror or exc}; give --out a folder you can write "
-                                "to") from None
+            raise EvoPruneError(
+                f"cannot write the results folder {self.out}: "
+                f"{exc.strerror or exc}; give --out a folder you can write "
+                "to"
+            ) from None
 
-    def finish(self, result: RunResult, history: Sequence[EvaluationRecord],
-               objectives: Sequence[str]) -> None:
+    def finish(
+        self, result: RunResult, history: Sequence[EvaluationRecord], objectives: Sequence[str]
+    ) -> None:
         """The complete history (atomically) and result.json, the last file written."""
         with self.writing():
             write_history(self.out / HISTORY_FILE, history, objectives)

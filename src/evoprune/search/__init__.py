@@ -26,12 +26,18 @@ from evoprune.search.ssga import FunctionProblem, SteadyStateGA
 ALGORITHMS = ("ssga", "nsga2")
 
 
-def make_algorithm(name: str, *, population: int, evaluations: int, mutation_prob: float,
-                   init: str, seed: int):
+def make_algorithm(
+    name: str, *, population: int, evaluations: int, mutation_prob: float, init: str, seed: int
+):
     """The algorithm ``name`` with a run's settings (NSGA-II uses mutation 1/L per gene)."""
     if name == "ssga":
-        return SteadyStateGA(population=population, evaluations=evaluations,
-                             mutation_prob=mutation_prob, init=init, seed=seed)
+        return SteadyStateGA(
+            population=population,
+            evaluations=evaluations,
+            mutation_prob=mutation_prob,
+            init=init,
+            seed=seed,
+        )
     if name == "nsga2":
         from evoprune.search.nsga2 import NSGA2Search
 
@@ -41,7 +47,23 @@ def make_algorithm(name: str, *, population: int, evaluations: int, mutation_pro
     raise ConfigError(f"algorithm={name!r} is unknown; choose one of {', '.join(ALGORITHMS)}")
 
 
-__all__ = ["ALGORITHMS", "Evaluation", "EvaluationRecord", "Evaluator", "Executor",
-           "FunctionProblem", "INIT_CHOICES", "LocalExecutor", "SearchResult", "SteadyStateGA",
-           "init_population", "make_algorithm", "mutate", "nam_select", "parse_init",
-           "replace_worst", "run_search", "uniform_crossover"]
+__all__ = [
+    "ALGORITHMS",
+    "Evaluation",
+    "EvaluationRecord",
+    "Evaluator",
+    "Executor",
+    "FunctionProblem",
+    "INIT_CHOICES",
+    "LocalExecutor",
+    "SearchResult",
+    "SteadyStateGA",
+    "init_population",
+    "make_algorithm",
+    "mutate",
+    "nam_select",
+    "parse_init",
+    "replace_worst",
+    "run_search",
+    "uniform_crossover",
+]

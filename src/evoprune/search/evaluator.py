@@ -60,8 +60,10 @@ class EvaluationRecord:
         """The chromosome, which every record of a search has; only a history read without
         its gene count lacks it."""
         if self.chromosome is None:
-            raise EvoPruneError(f"evaluation {self.index} was read without its chromosome "
-                                "(read the history with its gene count)")
+            raise EvoPruneError(
+                f"evaluation {self.index} was read without its chromosome "
+                "(read the history with its gene count)"
+            )
         return self.chromosome
 
 
@@ -101,9 +103,15 @@ class Evaluator:
     ``callbacks`` are called with each new :class:`EvaluationRecord`.
     """
 
-    def __init__(self, problem, budget: int, *, executor: Executor | None = None,
-                 known: dict | None = None,
-                 callbacks: Iterable[Callable[[EvaluationRecord], None]] = ()):
+    def __init__(
+        self,
+        problem,
+        budget: int,
+        *,
+        executor: Executor | None = None,
+        known: dict | None = None,
+        callbacks: Iterable[Callable[[EvaluationRecord], None]] = (),
+    ):
         self.problem = problem
         self.budget = int(budget)
         self.executor = executor or LocalExecutor()
@@ -149,14 +157,16 @@ class Evaluator:
                 self.memory[key] = ev
                 self._record(chromosomes[i], ev, iteration)
         nan = np.full(self.problem.n_obj, np.nan)
-        return np.stack([self.memory[c.tobytes()].F if c.tobytes() in self.memory else nan
-                         for c in chromosomes])
+        return np.stack(
+            [self.memory[c.tobytes()].F if c.tobytes() in self.memory else nan for c in chromosomes]
+        )
 
     def _record(self, chrom: np.ndarray, ev: Evaluation, iteration: int) -> None:
         active = int(chrom.sum())
         history = self.history
         if not history or rank_key(ev.accuracy, active) < rank_key(
-                history[self._best].fitness, history[self._best].active_genes):
+            history[self._best].fitness, history[self._best].active_genes
+        ):
             self._best = len(history)
         best = history[self._best] if self._best < len(history) else None
         best_fit = ev.accuracy if best is None else best.fitness
@@ -168,25 +178,39 @@ class Evaluator:
 
             hv = float(hypervolume(np.stack(self.F), self._ref))
         rec = EvaluationRecord(
-            index=len(history) + 1, iteration=iteration, fitness=ev.accuracy,
-            active_genes=active, active_fraction=active / chrom.size, best_fitness=best_fit,
-            best_active_fraction=best_active / chrom.size, chromosome=chrom.copy(),
-            auroc=ev.auroc, hypervolume=hv)
+            index=len(history) + 1,
+            iteration=iteration,
+            fitness=ev.accuracy,
+            active_genes=active,
+            active_fraction=active / chrom.size,
+            best_fitness=best_fit,
+            best_active_fraction=best_active / chrom.size,
+            chromosome=chrom.copy(),
+            auroc=ev.auroc,
+            hypervolume=hv,
+        )
         history.append(rec)
         for callback in self.callbacks:
             callback(rec)
 
     def result(self, iterations: int, stopped_early: bool = False) -> SearchResult:
         best = self.history[self._best]
-        return SearchResult(best=best.mask(), best_fitness=best.fitness,
-                            history=self.history, evaluations=len(self.history),
-                            iterations=iterations, memory_hits=self.hits,
-                            objectives=tuple(self.problem.objectives),
-                            F=np.stack(self.F) if self.F else None, stopped_early=stopped_early)
+        return SearchResult(
+            best=best.mask(),
+            best_fitness=best.fitness,
+            history=self.history,
+            evaluations=len(self.history),
+            iterations=iterations,
+            memory_hits=self.hits,
+            objectives=tuple(self.problem.objectives),
+            F=np.stack(self.F) if self.F else None,
+            stopped_early=stopped_early,
+        )
 
 
-def run_search(algorithm: Algorithm, evaluator: Evaluator,
-               max_stale_iterations: int = 1000) -> SearchResult:
+def run_search(
+    algorithm: Algorithm, evaluator: Evaluator, max_stale_iterations: int = 1000
+) -> SearchResult:
     """Ask, evaluate, tell until the budget is spent (or ``max_stale_iterations`` iterations in
     a row bring no new chromosome: the population has converged)."""
     problem = evaluator.problem
@@ -201,8 +225,12 @@ def run_search(algorithm: Algorithm, evaluator: Evaluator,
         stale = stale + 1 if evaluator.n_evaluated == before else 0
         if stale >= max_stale_iterations:
             stopped_early = True
-            log.warning("search stopped after %d iterations with no new chromosome; the "
-                        "population has converged (%d of %d evaluations used)",
-                        max_stale_iterations, evaluator.n_evaluated, evaluator.budget)
+            log.warning(
+                "search stopped after %d iterations with no new chromosome; the "
+                "population has converged (%d of %d evaluations used)",
+                max_stale_iterations,
+                evaluator.n_evaluated,
+                evaluator.budget,
+            )
             break
     return evaluator.result(algorithm.iteration, stopped_early)

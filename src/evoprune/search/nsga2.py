@@ -17,8 +17,14 @@ from evoprune.search.operators import init_population, parse_init
 class NSGA2Search:
     """pymoo's NSGA-II behind :func:`~evoprune.search.evaluator.run_search`'s ask/tell loop."""
 
-    def __init__(self, population: int = 30, offspring: int = 2, init: str | float = "random",
-                 mutation_prob: float | None = None, seed: int = 0):
+    def __init__(
+        self,
+        population: int = 30,
+        offspring: int = 2,
+        init: str | float = "random",
+        mutation_prob: float | None = None,
+        seed: int = 0,
+    ):
         if int(population) < 2:
             raise ConfigError(f"population={population} must be at least 2 for NSGA-II")
         if int(offspring) < 1:
@@ -45,17 +51,19 @@ class NSGA2Search:
             """The paper's initialisation: a density per individual, exactly round(pL) on."""
 
             def _do(self, problem, n_samples, *args, random_state=None, **kwargs):
-                return init_population(random_state, n_samples, problem.n_var,
-                                       density).astype(bool)
+                return init_population(random_state, n_samples, problem.n_var, density).astype(bool)
 
         prob_var = (1.0 / n_genes) if self.mutation_prob is None else float(self.mutation_prob)
-        self.algorithm = NSGA2(pop_size=self.population, n_offsprings=self.offspring,
-                               sampling=DensitySampling(), crossover=UX(),
-                               mutation=BitflipMutation(prob=1.0, prob_var=prob_var),
-                               eliminate_duplicates=True)
+        self.algorithm = NSGA2(
+            pop_size=self.population,
+            n_offsprings=self.offspring,
+            sampling=DensitySampling(),
+            crossover=UX(),
+            mutation=BitflipMutation(prob=1.0, prob_var=prob_var),
+            eliminate_duplicates=True,
+        )
         problem = Problem(n_var=int(n_genes), n_obj=int(n_obj), xl=0, xu=1, vtype=bool)
-        self.algorithm.setup(problem, termination=NoTermination(), seed=self.seed,
-                             verbose=False)
+        self.algorithm.setup(problem, termination=NoTermination(), seed=self.seed, verbose=False)
         self.iteration = 0
         self._asked = None
         self._started = False

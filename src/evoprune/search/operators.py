@@ -36,8 +36,9 @@ def parse_init(init: str | float) -> tuple[float, float]:
     return low, high
 
 
-def init_population(rng: np.random.Generator, size: int, n_genes: int,
-                    density: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+def init_population(
+    rng: np.random.Generator, size: int, n_genes: int, density: tuple[float, float] = (0.0, 1.0)
+) -> np.ndarray:
     """``size`` chromosomes; each draws a density p in ``density`` and switches on exactly
     round(p * n_genes) genes at random positions (at least one, so no head is empty)."""
     low, high = density
@@ -53,8 +54,9 @@ def hamming(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.count_nonzero(a != b))
 
 
-def nam_select(rng: np.random.Generator, population: np.ndarray,
-               n_candidates: int = 3) -> tuple[int, int]:
+def nam_select(
+    rng: np.random.Generator, population: np.ndarray, n_candidates: int = 3
+) -> tuple[int, int]:
     """Negative assortative mating: a uniformly random first parent, and of ``n_candidates``
     other random members the one farthest (Hamming) from it as the second."""
     n = len(population)
@@ -65,8 +67,9 @@ def nam_select(rng: np.random.Generator, population: np.ndarray,
     return first, int(cands[int(np.argmax(dists))])
 
 
-def uniform_crossover(rng: np.random.Generator, a: np.ndarray,
-                      b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def uniform_crossover(
+    rng: np.random.Generator, a: np.ndarray, b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Two children: each gene from either parent with probability 0.5; the second child takes
     the gene the first did not."""
     take_a = rng.random(a.size) < 0.5
@@ -87,8 +90,9 @@ def rank_key(fitness: float, active: int) -> tuple[float, int]:
     return (-float(fitness), int(active))
 
 
-def replace_worst(population: np.ndarray, fitness: np.ndarray, children: np.ndarray,
-                  child_fitness: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def replace_worst(
+    population: np.ndarray, fitness: np.ndarray, children: np.ndarray, child_fitness: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Of the children and as many worst members, the best stay (ties: fewer active genes;
     full ties: the child). Returns the new population and fitness (copies)."""
     pop = population.copy()

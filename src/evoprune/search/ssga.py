@@ -36,15 +36,24 @@ class SteadyStateGA:
     chromosomes and the budget of ``evaluations`` (initial population included) are the
     :class:`~evoprune.search.evaluator.Evaluator`'s."""
 
-    def __init__(self, population: int = 30, evaluations: int = 200, mutation_prob: float = 0.07,
-                 init: str | float = "random", nam_candidates: int = 3, children: int = 2,
-                 seed: int = 0, max_stale_iterations: int = 1000):
+    def __init__(
+        self,
+        population: int = 30,
+        evaluations: int = 200,
+        mutation_prob: float = 0.07,
+        init: str | float = "random",
+        nam_candidates: int = 3,
+        children: int = 2,
+        seed: int = 0,
+        max_stale_iterations: int = 1000,
+    ):
         if int(population) < 4:
             raise ConfigError(f"population={population} must be at least 4 (mating draws 1 + 3)")
         if int(evaluations) < int(population):
             raise ConfigError(
                 f"evaluations={evaluations} must be at least population={population}: "
-                "the initial population counts toward the budget")
+                "the initial population counts toward the budget"
+            )
         if not 0.0 <= float(mutation_prob) <= 1.0:
             raise ConfigError(f"mutation_prob={mutation_prob} must be within [0, 1]")
         if int(children) < 1:
@@ -61,8 +70,10 @@ class SteadyStateGA:
 
     def setup(self, n_genes: int, n_obj: int = 1) -> None:
         if n_obj != 1:
-            raise ConfigError(f"the steady-state GA optimises one objective (accuracy), not "
-                              f"{n_obj}; use algorithm nsga2 for several objectives")
+            raise ConfigError(
+                f"the steady-state GA optimises one objective (accuracy), not "
+                f"{n_obj}; use algorithm nsga2 for several objectives"
+            )
         self.n_genes = int(n_genes)
         self.rng = np.random.default_rng(self.seed)
         self.iteration = 0
@@ -91,12 +102,19 @@ class SteadyStateGA:
         keep = ~np.isnan(fitness)
         self.pop, self.fit = replace_worst(self.pop, self.fit, chromosomes[keep], fitness[keep])
 
-    def run(self, n_genes: int, evaluate: Callable[[np.ndarray], np.ndarray],
-            on_evaluation: Callable[[EvaluationRecord], None] | None = None) -> SearchResult:
+    def run(
+        self,
+        n_genes: int,
+        evaluate: Callable[[np.ndarray], np.ndarray],
+        on_evaluation: Callable[[EvaluationRecord], None] | None = None,
+    ) -> SearchResult:
         """Search ``n_genes``-gene chromosomes for the highest ``evaluate`` value, a function
         from a (B, L) 0/1 array to B values (a convenience for plain fitness functions)."""
-        evaluator = Evaluator(FunctionProblem(evaluate, n_genes), self.evaluations,
-                              callbacks=[on_evaluation] if on_evaluation else [])
+        evaluator = Evaluator(
+            FunctionProblem(evaluate, n_genes),
+            self.evaluations,
+            callbacks=[on_evaluation] if on_evaluation else [],
+        )
         return run_search(self, evaluator, self.max_stale_iterations)
 
 
@@ -113,6 +131,7 @@ class FunctionProblem:
     def evaluate(self, chromosomes: np.ndarray) -> list:
         values = np.asarray(self.fn(chromosomes), dtype=float).reshape(-1)
         if values.shape != (len(chromosomes),):
-            raise ValueError(f"evaluate returned {values.shape} values for "
-                             f"{len(chromosomes)} chromosomes")
+            raise ValueError(
+                f"evaluate returned {values.shape} values for {len(chromosomes)} chromosomes"
+            )
         return [Evaluation(F=np.array([-v]), accuracy=float(v)) for v in values]
