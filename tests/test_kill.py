@@ -201,8 +201,19 @@ def test_sigkill_during_final_writing_then_rerun_is_identical(
 ):
     base = tmp_path_factory.mktemp("kill-writing")
     out, cache = base / "out", _private_cache_copy(reference, base)
-    _kill_when(faces_folder, cache, out, lambda _: _writing(out), base / "killed.log")
+    # the history is complete (the search is over) and a final file is being written (the
+    # run also writes config.json and history.csv atomically when it starts)
+    _kill_when(
+        faces_folder,
+        cache,
+        out,
+        lambda _: (
+            _data_rows(out) == _EVALUATIONS
+            and (_writing(out) or (out / "head.safetensors").exists())
+        ),
+        base / "killed.log",
+    )
     assert not (out / "result.json").exists()
-    assert _data_rows(out) == _EVALUATIONS  # the search was over
+    assert _data_rows(out) == _EVALUATIONS
     _run(faces_folder, cache, out)
     _assert_same_as_reference(out, cache, reference)
