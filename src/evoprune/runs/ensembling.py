@@ -24,16 +24,11 @@ def fitness_split_probas(
     """(K, N, C) probabilities of each mask's head on the run's fitness split and the labels:
     each head trained on a fold's fitting part and scored on its scoring part (folds
     concatenated), exactly as the search measured fitness, so held-out images stay unseen."""
-    from evoprune.problem import make_folds
+    from evoprune.runs.search import fitness_folds
 
-    folds = make_folds(
-        data.X_train,
-        data.y_train,
-        cfg.fitness_split,
-        seed=cfg.seed,
-        val_fraction=cfg.val_fraction,
-        cv_folds=cfg.cv_folds,
-        eval_set=(data.X_test, data.y_test) if cfg.fitness_split == "test" else None,
+    leaked = cfg.fitness_split == "test"
+    folds = fitness_folds(
+        cfg, data.X_train, data.y_train, eval_set=(data.X_test, data.y_test) if leaked else None
     )
     probas = []
     for mask in masks:

@@ -32,6 +32,28 @@ class Evolved:
     seconds: float
 
 
+def fitness_folds(
+    cfg,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    eval_set: tuple[np.ndarray, np.ndarray] | None = None,
+    classes: list[str] | None = None,
+) -> list:
+    """The folds a run with settings ``cfg`` measures fitness on (inside (X, y), or on
+    ``eval_set`` for the leaked ``test`` fitness split)."""
+    return make_folds(
+        X,
+        y,
+        "test" if eval_set is not None else cfg.fitness_split,
+        seed=cfg.seed,
+        val_fraction=cfg.val_fraction,
+        cv_folds=cfg.cv_folds,
+        eval_set=eval_set,
+        classes=classes,
+    )
+
+
 def evolve(
     X: np.ndarray,
     y: np.ndarray,
@@ -52,22 +74,11 @@ def evolve(
     resumes an interrupted search (see :class:`~evoprune.search.Evaluator`); ``classes`` name
     the class indices in messages.
     """
-    fitness_split = "test" if eval_set is not None else cfg.fitness_split
     encoding = make_encoding(cfg.encoding, X.shape[1], cfg.hidden_size)
-    folds = make_folds(
-        X,
-        y,
-        fitness_split,
-        seed=cfg.seed,
-        val_fraction=cfg.val_fraction,
-        cv_folds=cfg.cv_folds,
-        eval_set=eval_set,
-        classes=classes,
-    )
     problem = HeadProblem(
         encoding,
         n_classes,
-        folds,
+        fitness_folds(cfg, X, y, eval_set=eval_set, classes=classes),
         cfg.trainer,
         cfg.seed,
         objectives=tuple(cfg.objectives),
