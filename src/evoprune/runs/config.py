@@ -32,10 +32,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from evoprune.errors import ConfigError
+from evoprune.pareto import OBJECTIVES  # the objectives a run can ask for, in order
 from evoprune.search import ALGORITHMS as SEARCH_ALGORITHMS
 
-#: Objectives a run can ask for, in their canonical order (columns of the objective matrix).
-OBJECTIVES = ("accuracy", "size", "ood")
 ALGORITHMS = ("auto", *SEARCH_ALGORITHMS)  # auto: nsga2 with several objectives, else ssga
 #: Head selection rules on a front; ``smallest-within:X`` takes X accuracy points.
 SELECT_RULES = ("knee", "accuracy", "smallest-within:X", "one-se")
