@@ -11,7 +11,8 @@ Fitness is measured on data the final test never sees: a validation split carved
 training data (default) or k-fold cross-validation inside it. Scoring on the test set, as the
 paper did, is available only when the caller passes that set explicitly, and is flagged leaked.
 The unit of work is one chromosome on one fold (:meth:`HeadProblem.evaluate_fold`), so that an
-executor may spread folds over workers; :meth:`HeadProblem.combine` averages them.
+executor may spread folds over workers; :meth:`HeadProblem.evaluate_fold_batch` is its batch form
+(rows of one fold sent together) and :meth:`HeadProblem.combine` averages a row's folds.
 """
 
 from __future__ import annotations
@@ -174,13 +175,26 @@ class HeadProblem:
         F = np.array([to_minimised(name, natural[name]) for name in self.objectives])
         return Evaluation(F=F, accuracy=acc, auroc=auroc)
 
+    @property
+    def n_folds(self) -> int:
+        return len(self.folds)
+
+    def evaluate_fold_batch(self, chromosomes: np.ndarray, fold: int) -> list[FoldScore]:
+        """Each row of ``chromosomes`` trained and scored on fold ``fold``: the batch form of
+        :meth:`evaluate_fold`, what an executor sends to one worker. A row's score does not
+        depend on the other rows of the batch."""
+        return [self.evaluate_fold(c, fold) for c in np.atleast_2d(chromosomes)]
+
     def evaluate_one(self, chromosome: np.ndarray) -> Evaluation:
-        return self.combine(
-            chromosome, [self.evaluate_fold(chromosome, k) for k in range(len(self.folds))]
-        )
+        return self.evaluate(np.atleast_2d(chromosome))[0]
 
     def evaluate(self, chromosomes: np.ndarray) -> list[Evaluation]:
-        return [self.evaluate_one(c) for c in np.atleast_2d(chromosomes)]
+        """Every row on every fold (one batch per fold), combined per row."""
+        chromosomes = np.atleast_2d(chromosomes)
+        per_fold = [self.evaluate_fold_batch(chromosomes, k) for k in range(self.n_folds)]
+        return [
+            self.combine(c, [scores[i] for scores in per_fold]) for i, c in enumerate(chromosomes)
+        ]
 
     def accuracy(self, chromosomes: np.ndarray) -> np.ndarray:
         """The fitness (mean accuracy over folds) of each chromosome."""

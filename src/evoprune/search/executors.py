@@ -1,9 +1,13 @@
 """How a batch of chromosomes is evaluated: the seam between the search and where work runs.
 
-The unit of work is one chromosome on one fold (``problem.evaluate_fold``); the problem's
-``combine`` turns a chromosome's fold scores into its objectives, which is how an executor that
-spreads work over processes or machines splits a batch. :class:`LocalExecutor` hands the whole
-batch to the problem in this process and needs no extra import.
+The unit of work is one chromosome on one fold (``problem.evaluate_fold``), sent in groups of
+rows on one fold (``problem.evaluate_fold_batch(chromosomes, fold) -> list of fold scores``);
+the problem's ``combine(chromosome, scores)`` turns a chromosome's fold scores (in fold order,
+``problem.n_folds`` of them) into its objectives. That is how an executor that spreads work over
+processes or machines splits a batch: any grouping of (row, fold) units gives the same objectives.
+Problems without folds (a plain function) offer only ``evaluate(chromosomes)``.
+:class:`LocalExecutor` hands the whole batch to the problem in this process and needs no extra
+import.
 """
 
 from __future__ import annotations
