@@ -242,6 +242,17 @@ class Backbone:
         """
         return self._feature_module
 
+    def feature_maps(self) -> nn.Module:
+        """Frozen eval-mode module: (N,3,H,W) float -> (N, feature_dim, h, w), the last feature
+        map whose spatial mean is the feature vector (what heatmaps such as Grad-CAM need)."""
+        pool = self._feature_module
+        if not isinstance(pool, GlobalPool):
+            raise BackboneError(
+                f'Backbone "{self.name}" does not expose its feature map (its feature module '
+                "is not a GlobalPool); register it with GlobalPool(body) to get heatmaps"
+            )
+        return nn.Sequential(pool.body, nn.ReLU()) if pool.relu else pool.body
+
     def classifier(self) -> nn.Module:
         """Frozen eval-mode module: (N,3,H,W) float -> (N, 1000) ImageNet logits."""
         if self._classifier_module is None:
