@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_backbones)
     p = sub.add_parser("datasets", help="list the built-in datasets")
     p.set_defaults(func=cmd_datasets)
+    from evoprune.cli.analyze import add_analyze_command
     from evoprune.cli.compare import add_compare_command
     from evoprune.cli.ensemble import add_ensemble_command
     from evoprune.cli.model import add_model_commands
@@ -152,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_command(sub)
     add_ensemble_command(sub)
     add_model_commands(sub)
+    add_analyze_command(sub)
     return parser
 
 

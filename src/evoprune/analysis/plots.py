@@ -1,0 +1,177 @@
+"""The analyses' figures (matplotlib without a display, written atomically)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from evoprune.report import save_figure
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_cka(rows: Sequence, path: Path, title: str = "") -> Path:
+    """Bars of CKA per layer and measure: the best head against its nearest evaluated
+    neighbour and against the not-pruned head."""
+    plt = _pyplot()
+    labels = sorted(
+        {(r.measure, r.layer) for r in rows}, key=lambda m: (m[0] != "kernel_rbf_weights", m[1])
+    )
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(1.3 * len(labels) + 3, 3.8), dpi=120)
+    for k, (against, color) in enumerate((("nearest", "tab:blue"), ("not_pruned", "tab:orange"))):
+        values = {(r.measure, r.layer): r.cka for r in rows if r.against == against}
+        hamming = next((r.hamming for r in rows if r.against == against), 0)
+        bars = ax.bar(
+            x + (k - 0.5) * 0.38,
+            [values.get(m, np.nan) for m in labels],
+            width=0.38,
+            color=color,
+            label=f"{against.replace('_', ' ')} ({hamming} genes away)",
+        )
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    names = {"kernel_rbf_weights": "weights, RBF", "linear_activations": "activations, linear"}
+    ax.set_xticks(x, [f"{layer}\n{names.get(m, m)}" for m, layer in labels], fontsize=8)
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("CKA with the best head")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, ax, path, title)
+
+
+def plot_removed(rows: Sequence, path: Path, title: str = "") -> Path:
+    """Held-out accuracy (evolved and not pruned) and % active with each class removed."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 3, 3.8), dpi=120)
+    x = np.arange(len(rows))
+    ax.bar(x - 0.2, [r.test_accuracy for r in rows], 0.4, label="evolved", color="tab:blue")
+    ax.bar(
+        x + 0.2,
+        [r.reference_test_accuracy for r in rows],
+        0.4,
+        label="not pruned",
+        color="tab:gray",
+    )
+    ax.set_xticks(x, [r.variant.replace("without ", "without\n") for r in rows], fontsize=8)
+    ax.set_ylabel("held-out accuracy")
+    ax.set_ylim(0, 1.05)
+    right = ax.twinx()
+    right.plot(x, [100 * r.active_fraction for r in rows], "o-", color="tab:red", label="% active")
+    right.set_ylabel("% active genes (evolved)", color="tab:red")
+    right.set_ylim(0, 105)
+    lines = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    ax.legend(lines, [h.get_label() for h in lines], fontsize=8, loc="lower left")
+    return save_figure(fig, ax, path, title)
+
+
+def plot_added(rows: Sequence, path: Path, title: str = "") -> Path:
+    """Accuracy, the added class's recall and % active against the share of its images."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.8), dpi=120)
+    share = [100 * r.fraction for r in rows]
+    ax.plot(share, [r.test_accuracy for r in rows], "o-", label="held-out accuracy (evolved)")
+    ax.plot(
+        share,
+        [r.reference_test_accuracy for r in rows],
+        "s--",
+        color="tab:gray",
+        label="held-out accuracy (not pruned)",
+    )
+    ax.plot(
+        share,
+        [r.class_recall for r in rows],
+        "^-",
+        color="tab:green",
+        label=f"recall of {rows[0].class_name} (evolved)",
+    )
+    ax.set_xlabel(f"% of {rows[0].class_name}'s training images (0: class left out)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.05)
+    right = ax.twinx()
+    right.plot(share, [100 * r.active_fraction for r in rows], "o:", color="tab:red")
+    right.set_ylabel("% active genes (evolved)", color="tab:red")
+    right.set_ylim(0, 105)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    return save_figure(fig, ax, path, title)
+
+
+def _overlay(ax, picture: np.ndarray, cam: np.ndarray) -> None:
+    """The picture with the map (upsampled, scaled to its own maximum) over it."""
+    import torch
+
+    size = picture.shape[:2]
+    up = torch.nn.functional.interpolate(
+        torch.as_tensor(cam)[None, None], size=size, mode="bilinear", align_corners=False
+    )[0, 0].numpy()
+    top = up.max()
+    ax.imshow(picture)
+    ax.imshow(up / top if top > 0 else up, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+
+
+def plot_heatmaps(
+    pictures: np.ndarray,
+    cams: Mapping[str, np.ndarray],
+    rows: Sequence,
+    path: Path,
+    title: str = "",
+) -> Path:
+    """One column per image: the image, then each head's Grad-CAM over it."""
+    plt = _pyplot()
+    n = len(pictures)
+    fig, axes = plt.subplots(1 + len(cams), n, figsize=(1.7 * n, 1.8 * (1 + len(cams))), dpi=110)
+    axes = np.asarray(axes).reshape(1 + len(cams), n)
+    for k, row in enumerate(rows):
+        axes[0, k].imshow(pictures[k])
+        axes[0, k].set_title(row.true_class, fontsize=8)
+        predicted = {"evolved": row.evolved_prediction, "not pruned": row.not_pruned_prediction}
+        for j, (name, cam) in enumerate(cams.items(), start=1):
+            _overlay(axes[j, k], pictures[k], cam[k])
+            mark = "ok" if predicted[name] == row.true_class else f"-> {predicted[name]}"
+            axes[j, k].set_title(mark, fontsize=7)
+    for j, name in enumerate(["image", *cams]):
+        axes[j, 0].set_ylabel(name, fontsize=9)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    return save_figure(fig, axes[0, 0], path)
+
+
+def plot_channels(freq, path: Path, title: str = "", top: int = 40) -> Path:
+    """Left: channels kept in k of R runs, observed against independent draws; right: the
+    channels kept most often."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), dpi=120)
+    R = len(freq.runs)
+    k = np.arange(R + 1)
+    left.bar(k - 0.2, freq.observed(), 0.4, label="observed", color="tab:blue")
+    left.bar(k + 0.2, freq.expected(), 0.4, label="independent runs", color="tab:gray")
+    left.set_xlabel(f"kept in k of {R} fs runs")
+    left.set_ylabel("channels")
+    left.set_xticks(k)
+    left.legend(fontsize=8)
+    order = np.argsort(-freq.kept, kind="stable")[:top]
+    right.bar(np.arange(len(order)), freq.kept[order], color="tab:blue")
+    right.set_xticks(np.arange(len(order)), [str(c) for c in order], rotation=90, fontsize=6)
+    right.set_ylabel(f"runs keeping it (of {R})")
+    right.set_xlabel(f"the {len(order)} channels kept most often")
+    right.axhline(
+        R * float(np.mean(freq.densities)),
+        color="tab:gray",
+        ls="--",
+        lw=1,
+        label="mean density x runs",
+    )
+    right.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, left, path)
