@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from evoprune.io import atomic_write
@@ -186,3 +186,58 @@ def plot_hypervolume(
     ax.set_ylabel("hypervolume (reference point 1)")
     ax.grid(alpha=0.3)
     return save_figure(fig, ax, path, title)
+
+
+def plot_confusion(
+    matrices: Mapping[str, Sequence[Sequence[int]] | None],
+    classes: Sequence[str],
+    path: str | Path,
+    title: str = "",
+) -> Path:
+    """Confusion matrices side by side (one panel per entry of ``matrices``, e.g. the evolved
+    and the not-pruned head), true classes as rows: each cell is coloured by its share of the
+    true class and shows that share with the count below it."""
+    import numpy as np
+
+    plt = _pyplot()
+    shown = {name: np.asarray(m, dtype=float) for name, m in matrices.items() if m is not None}
+    n = len(classes)
+    side = max(3.2, 0.55 * n + 1.6)
+    fig, axes = plt.subplots(
+        1,
+        len(shown),
+        figsize=(side * len(shown) + 1.2, side + 0.6),
+        dpi=120,
+        squeeze=False,
+        layout="constrained",
+    )
+    font = max(6, 10 - n // 3)
+    image = None
+    for panel, (ax, (name, counts)) in enumerate(zip(axes[0], shown.items())):
+        share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        for i, j in np.ndindex(share.shape):
+            ax.text(
+                j,
+                i,
+                f"{share[i, j]:.2f}\n({int(counts[i, j])})",
+                ha="center",
+                va="center",
+                fontsize=font,
+                color="white" if share[i, j] > 0.6 else "black",
+            )
+        accuracy = np.trace(counts) / max(counts.sum(), 1)
+        ax.set_title(f"{name} (accuracy {accuracy:.3f})", fontsize=9)
+        ax.set_xticks(range(n), [str(c) for c in classes], rotation=45, ha="right", fontsize=font)
+        ax.set_yticks(range(n), [str(c) for c in classes] if panel == 0 else [], fontsize=font)
+        ax.set_xlabel("predicted class")
+        if panel == 0:
+            ax.set_ylabel("true class")
+    if image is not None:
+        fig.colorbar(image, ax=list(axes[0]), shrink=0.8, label="share of the true class")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"))
+    finally:
+        plt.close(fig)

@@ -226,6 +226,8 @@ def format_show(run) -> str:
             f"held-out accuracy: {acc:.4f} pruned vs {ref:.4f} not pruned "
             f"({100 * (acc - ref):+.1f} points)"
         )
+    if r.get("per_class"):
+        lines.append(format_class_changes(r.per_class).rstrip("\n"))
     if r.front:
         lines.append(
             f"front: {len(r.front)} heads over {', '.join(r.objectives)} "
@@ -253,6 +255,28 @@ def format_show(run) -> str:
         width = max(len(p.name) for p in present)
         lines += [f"  {p.name.ljust(width)}  {format_bytes(p.stat().st_size):>9}" for p in present]
     return "\n".join(lines) + "\n"
+
+
+def format_class_changes(per_class: list[dict]) -> str:
+    """The classes whose held-out F1 pruning lowered or raised most, as a table (largest loss
+    first; every class when there are at most six)."""
+    from evoprune.runs.classes import f1_changes
+
+    changes = f1_changes(per_class)
+    shown = "every class" if len(changes) == len(per_class) else "largest losses and gains"
+    rows = [["class", "images", "F1 pruned", "F1 not pruned", "change"]]
+    for c in changes:
+        rows.append(
+            [
+                c["class"],
+                str(c["support"]),
+                f"{c['f1']:.3f}",
+                f"{c['reference_f1']:.3f}",
+                f"{c['change']:+.3f}",
+            ]
+        )
+    head = f"per-class F1 on held-out images, pruning lost most first ({shown}):\n"
+    return head + format_table(rows, rule=True, right=range(1, 5))
 
 
 def format_front(front: list[dict]) -> str:

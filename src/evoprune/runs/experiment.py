@@ -21,6 +21,7 @@ from evoprune import __version__
 from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError, DataError
 from evoprune.model.head import dense_sizes, get_trainer
+from evoprune.runs.classes import per_class_fields
 from evoprune.runs.config import RunConfig, default_out_dir
 from evoprune.runs.front import FinalHeads, finish_heads, write_front
 from evoprune.runs.search import Evolved, evolve
@@ -386,6 +387,7 @@ def _result(
         select=cfg.select,
         front=None if final.front is None else [m.summary() for m in final.front],
         **_ood_fields(final),
+        **per_class_fields(final.head, final.reference, data.X_test, data.y_test, data.classes),
     )
 
 
@@ -411,7 +413,7 @@ def _write_outputs(
     result: RunResult,
 ) -> None:
     """Heads, figures and tables; result.json last, so a folder with it is complete."""
-    from evoprune.report import plot_convergence, plot_front, plot_hypervolume
+    from evoprune.report import plot_confusion, plot_convergence, plot_front, plot_hypervolume
 
     out = writer.out
     history = evolved.result.history
@@ -420,6 +422,12 @@ def _write_outputs(
         save_head(final.head, out / HEAD_FILE)
         save_head(final.reference, out / REFERENCE_HEAD_FILE)
         plot_convergence(history, out / "convergence.png", title=title)
+        plot_confusion(
+            {"evolved": result.confusion, "not pruned": result.reference_confusion},
+            data.classes,
+            out / "confusion.png",
+            title=f"{title} · held-out images",
+        )
         if final.front is not None:
             write_front(out, final.front)
             plot_front(

@@ -256,6 +256,11 @@ class RunResult(Mapping):
     test_fpr95: float | None = None
     reference_test_auroc: float | None = None
     reference_test_fpr95: float | None = None
+    # per-class scores of the shipped and the not-pruned head on the held-out images, and
+    # their confusion matrices (true class rows); absent from runs of older versions
+    per_class: list[dict] | None = None
+    confusion: list[list[int]] | None = None
+    reference_confusion: list[list[int]] | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:
@@ -265,6 +270,9 @@ class RunResult(Mapping):
                 d.pop(key)
         for key in ("test_auroc", "test_fpr95", "reference_test_auroc", "reference_test_fpr95"):
             if d[key] is None:  # measured only with OOD images
+                d.pop(key)
+        for key in ("per_class", "confusion", "reference_confusion"):
+            if d[key] is None:  # a run of an older version, read again
                 d.pop(key)
         return d
 
