@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,6 +140,12 @@ def _compute(
     return X
 
 
+def compute_rows(backbone: Backbone, paths: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    """Features of ``paths`` in order, without the cache or a progress bar: the part of a
+    sharded extraction that one worker computes (the caller writes the one cache file)."""
+    return _compute(backbone, list(paths), batch_size, False, 0)
+
+
 def _check_finite(X: np.ndarray, backbone_name: str, names: Sequence[str]) -> None:
     """Raise DataError naming the backbone and the images whose features hold NaN or inf.
 
@@ -260,6 +266,7 @@ def extract_features(
     batch_size: int = 32,
     progress: bool = True,
     num_workers: int = 0,
+    compute: Callable[[Backbone, list[str]], np.ndarray] | None = None,
 ) -> FeatureResult:
     """Features of the images at ``paths`` (rows in order), from the disk cache when possible.
 
@@ -285,7 +292,11 @@ def extract_features(
         logger.info(
             "Feature cache miss: computing %s features of %d images", backbone.name, len(paths)
         )
-    X = _compute(backbone, paths, batch_size, progress, num_workers)
+    if compute is not None:  # sharded elsewhere (evoprune.cluster), checked and cached here
+        X = compute(backbone, paths)
+        _check_finite(X, backbone.name, paths)
+    else:
+        X = _compute(backbone, paths, batch_size, progress, num_workers)
     if use_cache:
         _write_cache(cache_file, key, X)
     seconds = time.perf_counter() - start

@@ -120,7 +120,7 @@ class CompareConfig:
 
     def baseline_settings(self, cfg: RunConfig, best_mask: np.ndarray) -> dict:
         return {
-            "run": cfg.to_dict(),
+            "run": cfg.result_dict(),
             "evolved_mask": mask_to_hex(best_mask),
             "initial_sparsity": self.initial_sparsity,
             "poly_epochs": self.poly_epochs,

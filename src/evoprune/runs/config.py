@@ -203,6 +203,10 @@ def _check_parsed(parse: Callable[[Any], Any]) -> Callable[[Any], str | None]:
     return check
 
 
+def _address(v: str) -> str | None:
+    return None if v.strip() else "is empty; give host:port of a Ray head node, or auto"
+
+
 def _ood(v: str) -> str | None:
     if not v.strip():
         return (
@@ -243,10 +247,11 @@ class Setting:
     check: Callable[[Any], str | None] | None = None
     metavar: str | Callable[[], str] | None = None
     result: bool = True
+    option: str | None = None  # the flag's name when it is not the setting's (async)
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return "--" + (self.option or self.name.replace("_", "-"))
 
     def choice_list(self) -> list[str] | None:
         if self.choices is None:
@@ -480,10 +485,54 @@ SETTINGS: tuple[Setting, ...] = (
         help="how a head scores in-distribution-ness for ood: energy (default), msp "
         "(maximum softmax probability) or temperature (softmax at T = 1000)",
     ),
+    # where the work runs (Ray): none of these changes a result, so they are not hashed
+    Setting(
+        "workers",
+        int,
+        1,
+        group="cluster",
+        check=_at_least(1),
+        result=False,
+        metavar="N",
+        help="evaluate on N Ray worker processes (pip install 'evoprune[ray]'); 1 (default) "
+        "runs in this process without Ray. Results do not depend on N",
+    ),
+    Setting(
+        "ray_address",
+        str,
+        None,
+        nullable=True,
+        group="cluster",
+        check=_address,
+        result=False,
+        metavar="ADDR",
+        help="join the running Ray cluster at ADDR (host:port of 'ray start --head', or "
+        "auto) instead of starting one; default: the RAY_ADDRESS environment variable",
+    ),
+    Setting(
+        "threads_per_worker",
+        int,
+        1,
+        group="cluster",
+        check=_at_least(1),
+        result=False,
+        metavar="T",
+        help="torch threads of each evaluation, in this process and on every worker "
+        "(fixed so that results do not depend on the number of workers). Default: 1",
+    ),
+    Setting(
+        "asynchronous",
+        bool,
+        False,
+        group="cluster",
+        option="async",
+        help="asynchronous steady-state GA: keep one evaluation per worker in flight and "
+        "insert each result as it arrives (not the paper's synchronous GA; ssga only)",
+    ),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
-GROUPS = ("data", "model", "search", "objectives")
+GROUPS = ("data", "model", "search", "objectives", "cluster")
 
 
 def estimator_settings() -> tuple[Setting, ...]:
@@ -630,6 +679,12 @@ def validate_values(
                 )
             if out["select"] is None and several:
                 out["select"] = DEFAULT_SELECT
+        if out.get("asynchronous") and out.get("algorithm") == "nsga2":
+            raise fail(
+                "asynchronous",
+                "the asynchronous mode is a steady-state GA; NSGA-II evaluates its "
+                "offspring in synchronous batches: drop --async or use --algorithm ssga",
+            )
         if "ood" in out and "ood" in out["objectives"] and out["ood"] is None:
             raise fail(
                 "objectives",
@@ -668,7 +723,7 @@ def _from_dict(cls, doc: Mapping[str, Any]) -> RunConfig:
             f"a saved run configuration must be a mapping of settings, got {type(doc).__name__}"
         )
     unknown = sorted(set(doc) - set(BY_NAME))
-    missing = [s.name for s in SETTINGS if s.name not in doc]
+    missing = [s.name for s in SETTINGS if s.name not in doc and s.result]  # others: default
     if unknown or missing:
         parts = ([f"unknown setting(s) {', '.join(unknown)}"] if unknown else []) + (
             [f"missing setting(s) {', '.join(missing)}"] if missing else []

@@ -119,6 +119,7 @@ def prepare_data(
 ) -> PreparedData:
     """Load ``cfg.data``, choose the held-out test set and compute (or load) its features."""
     from evoprune.backbones import get_backbone
+    from evoprune.cluster import feature_compute
     from evoprune.data import load_dataset
     from evoprune.features import extract_features
 
@@ -153,7 +154,9 @@ def prepare_data(
         len(test_idx),
         test_origin,
     )
-    feats = extract_features(backbone, paths, cache_dir=cache_dir, progress=progress)
+    feats = extract_features(
+        backbone, paths, cache_dir=cache_dir, progress=progress, compute=feature_compute(cfg)
+    )
     return PreparedData(
         name=dataset.name,
         classes=list(dataset.classes),
@@ -267,15 +270,25 @@ def _search(
     """The search on the training features, with history appended and a progress bar."""
     from tqdm.auto import tqdm
 
+    from evoprune.cluster import executor_for
+
     leaked = cfg.fitness_split == "test"
-    with tqdm(
-        total=cfg.evaluations, desc="search", unit="eval", disable=not progress, dynamic_ncols=True
-    ) as bar:
+    with (
+        executor_for(cfg) as executor,
+        tqdm(
+            total=cfg.evaluations,
+            desc="search",
+            unit="eval",
+            disable=not progress,
+            dynamic_ncols=True,
+        ) as bar,
+    ):
 
         def show(rec: EvaluationRecord) -> None:
             bar.set_postfix(
                 best=f"{rec.best_fitness:.4f}",
                 density=f"{rec.best_active_fraction:.2f}",
+                in_flight=getattr(executor, "in_flight", 0),
                 refresh=False,
             )
             bar.update(1)
@@ -289,6 +302,7 @@ def _search(
             ood_features=None if ood is None else ood.X_search,
             callbacks=[appender, show],
             known=known,
+            executor=executor,
             classes=data.classes,
         )
 
@@ -296,7 +310,7 @@ def _search(
 def saved_settings(cfg: RunConfig, out: Path) -> dict:
     """The settings as a run in ``out`` saves them in config.json: image sources (data, ood)
     relative to the results folder."""
-    doc = cfg.to_dict()
+    doc = cfg.result_dict()  # where the work ran (workers, Ray) may change on a resume
     for key, source in _image_sources(cfg).items():
         doc[key] = portable_path(source, out)
     return doc

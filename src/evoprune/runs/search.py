@@ -18,6 +18,7 @@ from evoprune.search import (
     Executor,
     SearchResult,
     make_algorithm,
+    run_async_search,
     run_search,
 )
 
@@ -72,7 +73,8 @@ def evolve(
 
     ``eval_set`` scores fitness on that set (the leaked ``test`` fitness split); ``known``
     resumes an interrupted search (see :class:`~evoprune.search.Evaluator`); ``classes`` name
-    the class indices in messages.
+    the class indices in messages. ``executor`` evaluates the batches (default: this process);
+    with ``cfg.asynchronous`` it keeps ``executor.slots`` evaluations in flight.
     """
     encoding = make_encoding(cfg.encoding, X.shape[1], cfg.hidden_size)
     problem = HeadProblem(
@@ -97,5 +99,9 @@ def evolve(
         problem, cfg.evaluations, executor=executor, known=known, callbacks=callbacks
     )
     t0 = time.perf_counter()
-    result = run_search(algorithm, evaluator)
+    if getattr(cfg, "asynchronous", False):
+        slots = int(getattr(evaluator.executor, "slots", 1))
+        result = run_async_search(algorithm, evaluator, slots)
+    else:
+        result = run_search(algorithm, evaluator)
     return Evolved(encoding, problem, result, time.perf_counter() - t0)

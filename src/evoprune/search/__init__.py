@@ -4,6 +4,7 @@ The search sees only a problem that maps chromosomes to minimised objectives; it
 about images, heads or torch. NSGA-II (``evoprune.search.nsga2``) imports pymoo on first use.
 """
 
+from evoprune.search.asynchronous import run_async_search
 from evoprune.search.evaluator import (
     Evaluation,
     EvaluationRecord,
@@ -11,7 +12,7 @@ from evoprune.search.evaluator import (
     SearchResult,
     run_search,
 )
-from evoprune.search.executors import Executor, LocalExecutor
+from evoprune.search.executors import AsyncExecutor, Executor, LocalExecutor
 from evoprune.search.operators import (
     INIT_CHOICES,
     init_population,
@@ -49,6 +50,7 @@ def make_algorithm(
 
 __all__ = [
     "ALGORITHMS",
+    "AsyncExecutor",
     "Evaluation",
     "EvaluationRecord",
     "Evaluator",
@@ -64,6 +66,7 @@ __all__ = [
     "nam_select",
     "parse_init",
     "replace_worst",
+    "run_async_search",
     "run_search",
     "uniform_crossover",
 ]

@@ -161,6 +161,11 @@ class Evaluator:
             [self.memory[c.tobytes()].F if c.tobytes() in self.memory else nan for c in chromosomes]
         )
 
+    def record(self, chrom: np.ndarray, ev: Evaluation, iteration: int) -> None:
+        """Remember and record one new evaluation (the asynchronous search's arrivals)."""
+        self.memory[chrom.tobytes()] = ev
+        self._record(chrom, ev, iteration)
+
     def _record(self, chrom: np.ndarray, ev: Evaluation, iteration: int) -> None:
         active = int(chrom.sum())
         history = self.history

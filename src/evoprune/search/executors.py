@@ -12,6 +12,7 @@ import.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Protocol
 
 import numpy as np
@@ -21,8 +22,31 @@ class Executor(Protocol):
     def evaluate(self, problem, chromosomes: np.ndarray) -> list: ...
 
 
+class AsyncExecutor(Executor, Protocol):
+    """An executor that also takes chromosomes one at a time and returns each result as it
+    arrives (the asynchronous search): ``submit`` one under a key, ``wait`` for any one."""
+
+    def submit(self, problem, key: bytes, chromosome: np.ndarray) -> None: ...
+
+    def wait(self) -> tuple: ...
+
+
 class LocalExecutor:
-    """The batch in this process, as one call to the problem."""
+    """The batch in this process, as one call to the problem; submitted chromosomes are
+    evaluated one by one, in the order they were submitted, when a result is awaited."""
+
+    slots = 1  # evaluations in flight in the asynchronous search
+
+    def __init__(self) -> None:
+        self._queue: deque = deque()
 
     def evaluate(self, problem, chromosomes: np.ndarray) -> list:
         return problem.evaluate(chromosomes)
+
+    def submit(self, problem, key: bytes, chromosome: np.ndarray) -> None:
+        self._queue.append((problem, key, chromosome))
+
+    def wait(self) -> tuple:
+        """(key, Evaluation) of the oldest submitted chromosome."""
+        problem, key, chromosome = self._queue.popleft()
+        return key, self.evaluate(problem, np.asarray(chromosome)[None])[0]
