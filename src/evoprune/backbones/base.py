@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,30 @@ RESIZE_FILTERS = {
     "nearest": Image.Resampling.NEAREST,
 }
 CHANNEL_ORDERS = ("RGB", "BGR")
+
+
+@functools.lru_cache(maxsize=16)
+def _scaling_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """(3, 256) float32: entry (c, v) is pixel value v scaled for input channel c, computed as
+    ``v / (255 * std[c]) - mean[c] / std[c]`` in float32."""
+    scale = np.float32(255.0) * np.asarray(std, dtype=np.float32)
+    offset = np.asarray(mean, dtype=np.float32) / np.asarray(std, dtype=np.float32)
+    table = np.ascontiguousarray((np.arange(256, dtype=np.float32)[:, None] / scale - offset).T)
+    table.setflags(write=False)
+    return table
+
+
+def _grey_pixels(image: Image.Image) -> np.ndarray | None:
+    """The (H, W) uint8 pixels of a grey image (mode L, or RGB with equal channels), else None."""
+    if image.mode == "L":
+        return np.asarray(image)
+    if image.mode != "RGB":
+        return None
+    rgb = np.asarray(image)
+    first = rgb[:, :, 0]
+    if np.array_equal(first, rgb[:, :, 1]) and np.array_equal(first, rgb[:, :, 2]):
+        return np.ascontiguousarray(first)
+    return None
 
 
 @dataclass(frozen=True)
@@ -76,18 +101,28 @@ class Preprocessing:
             )
 
     def __call__(self, image: Image.Image) -> np.ndarray:
-        """PIL image -> float32 (3, image_size, image_size) network input."""
-        if image.mode != "RGB":
-            image = image.convert("RGB")
+        """PIL image -> float32 (3, image_size, image_size) network input.
+
+        Grey images (mode L, or RGB with three equal channels, as grey files are opened) are
+        resized as one channel and pixels are scaled through a 256-entry table per channel:
+        bit for bit the arithmetic below, in about 60% of its time (ELPV: 1.4 instead of 2.4 ms
+        an image, which on 2 cores is a fifth of the CNN's time).
+        """
         size = (self.image_size, self.image_size)
-        resized = image.resize(size, RESIZE_FILTERS[self.resize])
-        pixels = np.asarray(resized, dtype=np.float32)  # HWC in [0, 255], RGB
-        if self.channels == "BGR":
-            pixels = pixels[:, :, ::-1]
-        scale = np.float32(255.0) * np.asarray(self.std, dtype=np.float32)
-        offset = np.asarray(self.mean, dtype=np.float32) / np.asarray(self.std, dtype=np.float32)
-        chw = (pixels / scale - offset).transpose(2, 0, 1)
-        return np.ascontiguousarray(chw, dtype=np.float32)
+        resample = RESIZE_FILTERS[self.resize]
+        grey = _grey_pixels(image)
+        if grey is None:
+            rgb = image if image.mode == "RGB" else image.convert("RGB")
+            pixels = np.asarray(rgb.resize(size, resample))  # HWC uint8
+            order = (2, 1, 0) if self.channels == "BGR" else (0, 1, 2)
+            planes = [pixels[:, :, c] for c in order]
+        else:
+            planes = [np.asarray(Image.fromarray(grey, mode="L").resize(size, resample))] * 3
+        table = _scaling_table(self.mean, self.std)
+        out = np.empty((3, *size), dtype=np.float32)
+        for channel, plane in enumerate(planes):
+            np.take(table[channel], plane, out=out[channel])
+        return out
 
     @property
     def identity(self) -> str:
