@@ -166,12 +166,9 @@ def test_robustness_on_a_run(tiny_ctx, run_copy, feature_cache):
     rows = robustness(ctx)
     assert {r.against for r in rows} == {"nearest", "not_pruned"}
     by = {(r.against, r.layer, r.measure): r for r in rows}
-    assert set(by) == {
-        (a, layer, m)
-        for a in ("nearest", "not_pruned")
-        for layer, m in (("fc1", "kernel_rbf_weights"), ("out", "kernel_rbf_weights"))
-        + (("fc1", "linear_activations"),)
-    }
+    expected = [("fc1", "kernel_rbf_weights"), ("out", "kernel_rbf_weights")]
+    expected += [("fc1", "kernel_rbf_weights_common_inputs"), ("fc1", "linear_activations")]
+    assert set(by) == {(a, layer, m) for a in ("nearest", "not_pruned") for layer, m in expected}
     assert all(0.0 <= r.cka <= 1.0 + 1e-9 for r in rows)
     not_pruned = by[("not_pruned", "fc1", "kernel_rbf_weights")]
     assert not_pruned.hamming == len(ctx.best_mask) - int(ctx.best_mask.sum())

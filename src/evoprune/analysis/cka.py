@@ -10,7 +10,10 @@ Two measures, both between 0 (unrelated) and 1 (the same up to the measure's inv
   Rows are the layer's inputs and columns its outputs (Keras' kernel layout, as the paper), so
   the two matrices have the same rows and the kernel compares them row by row. Units line up
   across heads because every head draws its initial weights for the full layer from the run's
-  seed and keeps its units' slices (:func:`~evoprune.model.head.build_head`).
+  seed and keeps its units' slices (:func:`~evoprune.model.head.build_head`). Rows of units
+  that one head pruned are zero there, which weighs on the value; so the same measure is also
+  given over the rows both heads keep (``kernel_rbf_weights_common_inputs``): how alike the
+  shared units' learned weights are.
 - **Linear CKA of the hidden activations** on the held-out images (Kornblith et al., ICML
   2019): compares what the networks compute rather than their weights; it needs no alignment
   of units (invariant to orthogonal transforms and isotropic scaling), so the compact layers
@@ -124,6 +127,11 @@ def dense_weights(head: CompactHead, masks: HeadMasks) -> list[np.ndarray]:
     return out
 
 
+def kept_inputs(masks: HeadMasks) -> list[np.ndarray]:
+    """For each layer of the head, which of its inputs (rows of :func:`dense_weights`) exist."""
+    return [np.asarray(m, dtype=bool) for m in (masks.features, *masks.hidden)]
+
+
 @torch.no_grad()
 def hidden_activations(head: CompactHead, X: np.ndarray) -> list[np.ndarray]:
     """The output of each hidden layer (after ReLU) for full backbone feature vectors ``X``."""
@@ -155,7 +163,7 @@ class CKARow:
 
     against: str  # "nearest" or "not_pruned"
     layer: str
-    measure: str  # "kernel_rbf_weights" or "linear_activations"
+    measure: str  # "kernel_rbf_weights", "..._common_inputs" or "linear_activations"
     cka: float
     hamming: int
     against_test_accuracy: float
@@ -173,10 +181,12 @@ def compare_heads(
     """(layer, measure, CKA) of two trained heads: kernel CKA of each layer's weights and
     linear CKA of each hidden layer's activations on ``X_test``."""
     names = _layer_names(len(best[0].linears))
-    rows = [
-        (name, "kernel_rbf_weights", rbf_cka(a, b))
-        for name, a, b in zip(names, dense_weights(*best), dense_weights(*other))
-    ]
+    rows = []
+    common = [a & b for a, b in zip(kept_inputs(best[1]), kept_inputs(other[1]))]
+    for name, a, b, both in zip(names, dense_weights(*best), dense_weights(*other), common):
+        rows.append((name, "kernel_rbf_weights", rbf_cka(a, b)))
+        if not both.all() and both.sum() >= 2:  # the rows both heads keep, zero rows left out
+            rows.append((name, "kernel_rbf_weights_common_inputs", rbf_cka(a[both], b[both])))
     acts = zip(names, hidden_activations(best[0], X_test), hidden_activations(other[0], X_test))
     rows += [(name, "linear_activations", linear_cka(a, b)) for name, a, b in acts]
     return rows

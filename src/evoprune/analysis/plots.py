@@ -39,11 +39,15 @@ def plot_cka(rows: Sequence, path: Path, title: str = "") -> Path:
             label=f"{against.replace('_', ' ')} ({hamming} genes away)",
         )
         ax.bar_label(bars, fmt="%.2f", fontsize=7)
-    names = {"kernel_rbf_weights": "weights, RBF", "linear_activations": "activations, linear"}
+    names = {
+        "kernel_rbf_weights": "weights, RBF",
+        "kernel_rbf_weights_common_inputs": "weights of\ncommon inputs",
+        "linear_activations": "activations, linear",
+    }
     ax.set_xticks(x, [f"{layer}\n{names.get(m, m)}" for m, layer in labels], fontsize=8)
-    ax.set_ylim(0, 1.1)
+    ax.set_ylim(0, 1.3)
     ax.set_ylabel("CKA with the best head")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", ncol=2)
     ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, ax, path, title)
 
