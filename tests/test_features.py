@@ -19,6 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from evoprune.backbones import Backbone, get_backbone
+from evoprune.backbones.runtime import Runner
 from evoprune.errors import ConfigError, DataError
 from evoprune.features import (
     FeatureResult,
@@ -82,6 +83,7 @@ def _no_forward(monkeypatch):
 
     monkeypatch.setattr(Backbone, "features", boom)
     monkeypatch.setattr(Backbone, "feature_extractor", boom)
+    monkeypatch.setattr(Backbone, "runner", boom)  # the CNN in its fast form (issue 12)
 
 
 def _copy(paths: list[str], folder: Path) -> list[str]:
@@ -351,14 +353,19 @@ def test_a_v1_cache_file_is_a_plain_miss(backbone, pristine, tmp_path, caplog):
 
 def test_non_finite_backbone_features_are_refused(backbone, pristine, tmp_path, monkeypatch):
     """A broken backbone used to fill the cache (and the heads) with NaN."""
-    real = Backbone.features
+    real = Backbone.runner
 
-    def broken(self, batch):
-        out = real(self, batch)
-        out[1, 0] = np.nan
-        return out
+    def broken(self, *args, **kwargs):  # extraction runs the CNN through a Runner (issue 12)
+        runner = real(self, *args, **kwargs)
 
-    monkeypatch.setattr(Backbone, "features", broken)
+        def run(batch):
+            out = runner(batch).copy()
+            out[1 % len(out), 0] = np.nan
+            return out
+
+        return Runner(runner.form, runner.device, run, runner.forward_batch, runner.concurrent)
+
+    monkeypatch.setattr(Backbone, "runner", broken)
     few = pristine[0]
     with pytest.raises(DataError, match=r"efficientnet-lite0.*NaN.*coffee\.jpg.*reinstall"):
         extract_features(backbone, few, cache_dir=tmp_path, progress=False)

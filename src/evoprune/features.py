@@ -17,7 +17,9 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +31,11 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from tqdm.auto import tqdm
 
 from evoprune.backbones import DEFAULT_BACKBONE, Backbone, get_backbone
+from evoprune.backbones.runtime import Runner
 from evoprune.data import open_rgb
 from evoprune.data._messages import listed
-from evoprune.errors import ConfigError, DataError
+from evoprune.devices import resolve_device
+from evoprune.errors import BackboneError, ConfigError, DataError
 from evoprune.io import atomic_write, file_sha256
 
 __all__ = [
@@ -103,47 +107,118 @@ class _ImageFiles(torch.utils.data.Dataset):
         return np.stack([self[i] for i in range(start, stop)])
 
 
-def _batches(images: _ImageFiles, batch_size: int, num_workers: int) -> Iterator[np.ndarray]:
-    """Preprocessed batches in order, decoded here or in ``num_workers`` worker processes.
+def _run(runner: Runner, batch: np.ndarray) -> np.ndarray:
+    """Features of a decoded batch, ``runner.forward_batch`` images a call."""
+    step = runner.forward_batch
+    return np.concatenate([runner(batch[i : i + step]) for i in range(0, len(batch), step)])
 
-    No background decoding thread: on 2 cores it measured slower (50 vs 63 img/s for
-    EfficientNet-Lite0 on ELPV), since the CNN already keeps both cores busy.
+
+def _loader_chunks(
+    images: _ImageFiles, runner: Runner, batch_size: int, num_workers: int
+) -> Iterator[np.ndarray]:
+    """Features batch by batch, the images decoded in ``num_workers`` worker processes."""
+    loader = torch.utils.data.DataLoader(
+        images, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=np.stack
+    )
+    for batch in loader:
+        yield _run(runner, batch)
+
+
+def _decode_threads(runner: Runner, decode_threads: int | None) -> int:
+    """Threads that decode (and, for a concurrent runner, run the CNN) beside this one.
+
+    Measured for EfficientNet-Lite0 on ELPV, 2 cores (benchmarks/features.json): onnxruntime
+    runs best as one single-threaded call per core, each thread decoding its own images; torch
+    on a CPU parallelises inside each call, so one thread decodes ahead of it; a GPU needs every
+    core but one decoding to keep up.
     """
-    if num_workers > 0:
-        yield from torch.utils.data.DataLoader(
-            images,
-            batch_size=batch_size,
-            shuffle=False,
-            num_workers=num_workers,
-            collate_fn=np.stack,
-        )
+    if decode_threads is not None:
+        return decode_threads
+    if runner.concurrent:
+        return torch.get_num_threads()
+    if runner.device.type == "cpu":
+        return 1
+    return max(1, min(16, len(os.sched_getaffinity(0)) - 1))
+
+
+def _threaded_chunks(images: _ImageFiles, runner: Runner, threads: int) -> Iterator[np.ndarray]:
+    """Features chunk by chunk, in order; decoding overlaps the CNN in ``threads`` threads
+    (Pillow and numpy release the GIL while they decode, resize and scale)."""
+    n, step = len(images), runner.forward_batch
+    starts = range(0, n, step)
+
+    def decode(start: int) -> np.ndarray:
+        return images.batch(start, min(start + step, n))
+
+    if threads == 0:
+        yield from (_run(runner, decode(start)) for start in starts)
         return
-    n = len(images)
-    for start in range(0, n, batch_size):
-        yield images.batch(start, min(start + batch_size, n))
+    task = (lambda start: runner(decode(start))) if runner.concurrent else decode
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="evoprune-decode")
+    pending: deque[Future[np.ndarray]] = deque()
+    try:
+        for start in starts:
+            pending.append(pool.submit(task, start))
+            if len(pending) > 2 * threads:
+                yield _finish(runner, pending.popleft().result())
+        while pending:
+            yield _finish(runner, pending.popleft().result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _finish(runner: Runner, done: np.ndarray) -> np.ndarray:
+    """A task's features (a concurrent runner's threads ran the CNN) or its decoded images'."""
+    return done if runner.concurrent else runner(done)
 
 
 def _compute(
-    backbone: Backbone, paths: list[str], batch_size: int, progress: bool, num_workers: int
+    backbone: Backbone,
+    paths: list[str],
+    batch_size: int,
+    progress: bool,
+    num_workers: int,
+    *,
+    runner: Runner | None = None,
+    decode_threads: int | None = None,
 ) -> np.ndarray:
+    """Features of ``paths`` in order (see :func:`extract_features` for the arguments)."""
+    runner = runner if runner is not None else backbone.runner("cpu")
     X = np.empty((len(paths), backbone.feature_dim), dtype=np.float32)
     images = _ImageFiles(paths, backbone)
+    if num_workers > 0:
+        chunks = _loader_chunks(images, runner, batch_size, num_workers)
+    else:
+        chunks = _threaded_chunks(images, runner, _decode_threads(runner, decode_threads))
     done = 0
     with tqdm(
         total=len(paths), unit="img", desc=f"{backbone.name} features", disable=not progress
     ) as bar:
-        for batch in _batches(images, batch_size, num_workers):
-            X[done : done + len(batch)] = backbone.features(batch)
-            done += len(batch)
-            bar.update(len(batch))
+        for features in chunks:
+            _check_shape(features, backbone)
+            X[done : done + len(features)] = features
+            done += len(features)
+            bar.update(len(features))
     _check_finite(X, backbone.name, paths)
     return X
 
 
-def compute_rows(backbone: Backbone, paths: Sequence[str], batch_size: int = 32) -> np.ndarray:
+def compute_rows(
+    backbone: Backbone, paths: Sequence[str], batch_size: int = 32, device: str = "cpu"
+) -> np.ndarray:
     """Features of ``paths`` in order, without the cache or a progress bar: the part of a
     sharded extraction that one worker computes (the caller writes the one cache file)."""
-    return _compute(backbone, list(paths), batch_size, False, 0)
+    runner = backbone.runner(resolve_device(device))
+    return _compute(backbone, list(paths), batch_size, False, 0, runner=runner)
+
+
+def _check_shape(features: np.ndarray, backbone: Backbone) -> None:
+    if features.ndim != 2 or features.shape[1] != backbone.feature_dim:
+        raise BackboneError(
+            f'Backbone "{backbone.name}" gave features of shape {tuple(features.shape)}; it is '
+            f"registered with feature_dim={backbone.feature_dim}: fix its module or its "
+            "feature_dim"
+        )
 
 
 def _check_finite(X: np.ndarray, backbone_name: str, names: Sequence[str]) -> None:
@@ -266,16 +341,25 @@ def extract_features(
     batch_size: int = 32,
     progress: bool = True,
     num_workers: int = 0,
+    device: str | torch.device = "auto",
+    form: str = "auto",
+    decode_threads: int | None = None,
     compute: Callable[[Backbone, list[str]], np.ndarray] | None = None,
 ) -> FeatureResult:
     """Features of the images at ``paths`` (rows in order), from the disk cache when possible.
 
-    ``batch_size`` images are decoded at a time (the CNN runs them in passes of
-    ``backbone.forward_batch``); ``num_workers`` > 0 decodes in that many worker processes.
+    The CNN runs on ``device`` (``auto``: a GPU when torch sees one) in its fastest ``form``
+    (see :mod:`evoprune.backbones.runtime`); every form and device gives the features of eager
+    float32 on the CPU within 1e-4, so neither is part of the cache key. Images are decoded in
+    ``decode_threads`` threads beside the CNN (None: as measured best; 0: in this thread), or,
+    with ``num_workers`` > 0, in that many worker processes, ``batch_size`` images at a time.
     """
     start = time.perf_counter()
     _check_positive("batch_size", batch_size, 1)
     _check_positive("num_workers", num_workers, 0)
+    if decode_threads is not None:
+        _check_positive("decode_threads", decode_threads, 0)
+    torch_device = resolve_device(device)
     if isinstance(backbone, str):
         backbone = get_backbone(backbone)
     paths = _check_paths(paths)
@@ -292,15 +376,31 @@ def extract_features(
         logger.info(
             "Feature cache miss: computing %s features of %d images", backbone.name, len(paths)
         )
+    runner = None
     if compute is not None:  # sharded elsewhere (evoprune.cluster), checked and cached here
         X = compute(backbone, paths)
         _check_finite(X, backbone.name, paths)
     else:
-        X = _compute(backbone, paths, batch_size, progress, num_workers)
+        runner = backbone.runner(torch_device, form)
+        X = _compute(
+            backbone,
+            paths,
+            batch_size,
+            progress,
+            num_workers,
+            runner=runner,
+            decode_threads=decode_threads,
+        )
     if use_cache:
         _write_cache(cache_file, key, X)
     seconds = time.perf_counter() - start
-    logger.info("Computed %d %s features in %.1f s", len(paths), backbone.name, seconds)
+    logger.info(
+        "Computed %d %s features in %.1f s (%s)",
+        len(paths),
+        backbone.name,
+        seconds,
+        runner or "sharded",
+    )
     return FeatureResult(X, cached=False, key=key, seconds=seconds)
 
 
@@ -322,6 +422,7 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
     """scikit-learn transformer: images -> frozen-backbone features.
 
     Paths go through the disk cache; PIL images and HxWx3 uint8 arrays are computed directly.
+    ``device``: where the CNN runs (``auto``: a GPU when torch sees one).
     Stateless: ``fit`` only records the feature size.
     """
 
@@ -332,12 +433,14 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
         use_cache: bool = True,
         batch_size: int = 32,
         progress: bool = False,
+        device: str = "auto",
     ) -> None:
         self.backbone = backbone
         self.cache_dir = cache_dir
         self.use_cache = use_cache
         self.batch_size = batch_size
         self.progress = progress
+        self.device = device
 
     def fit(self, X: Sequence[Any], y: Any = None) -> ImageFeatures:
         """No learning; sets ``n_features_out_`` and ``feature_dim_``."""
@@ -357,13 +460,17 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
                 use_cache=self.use_cache,
                 batch_size=self.batch_size,
                 progress=self.progress,
+                device=self.device,
             ).X
         _check_positive("batch_size", self.batch_size, 1)
+        runner = backbone.runner(resolve_device(self.device))
         X_out = np.empty((len(items), backbone.feature_dim), dtype=np.float32)
         for start in range(0, len(items), self.batch_size):
             chunk = items[start : start + self.batch_size]
             batch = np.stack([backbone.preprocess(_as_pil(item)) for item in chunk])
-            X_out[start : start + len(chunk)] = backbone.features(batch)
+            features = _run(runner, batch)
+            _check_shape(features, backbone)
+            X_out[start : start + len(chunk)] = features
         _check_finite(X_out, backbone.name, [f"image #{i}" for i in range(len(items))])
         return X_out
 

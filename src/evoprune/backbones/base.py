@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from evoprune.backbones.runtime import Runner, build_runner
 from evoprune.errors import BackboneError, ConfigError
 from evoprune.io import file_sha256
 
@@ -26,6 +29,7 @@ __all__ = [
     "state_dict_id",
 ]
 
+logger = logging.getLogger(__name__)
 
 #: How ``Preprocessing.resize`` names map to PIL filters.
 RESIZE_FILTERS = {
@@ -242,6 +246,8 @@ class Backbone:
         self.forward_batch = max(1, int(forward_batch))
         self._feature_module = freeze(feature_module)
         self._classifier_module = None if classifier_module is None else freeze(classifier_module)
+        self._runners: dict[tuple[str, str], Runner] = {}
+        self._runners_lock = threading.Lock()
 
     # Read-only views of the preprocessing (it is the one place these numbers live).
     @property
@@ -287,6 +293,22 @@ class Backbone:
                 "is not a GlobalPool); register it with GlobalPool(body) to get heatmaps"
             )
         return nn.Sequential(pool.body, nn.ReLU()) if pool.relu else pool.body
+
+    def runner(self, device: torch.device | str = "cpu", form: str = "auto") -> Runner:
+        """The feature module in its fastest form on ``device`` that gives the features of
+        :meth:`features` within 1e-4 (see :mod:`evoprune.backbones.runtime`); built once."""
+        key = (str(torch.device(device)), form)
+        with self._runners_lock:
+            if key not in self._runners:
+                self._runners[key] = build_runner(
+                    self._feature_module,
+                    image_size=self.image_size,
+                    forward_batch=self.forward_batch,
+                    device=torch.device(device),
+                    form=form,
+                )
+                logger.info("Backbone %s runs as %r", self.name, self._runners[key])
+            return self._runners[key]
 
     def classifier(self) -> nn.Module:
         """Frozen eval-mode module: (N,3,H,W) float -> (N, 1000) ImageNet logits."""
