@@ -161,6 +161,20 @@ def test_the_run_head_is_retrained_exactly_from_its_mask(tiny_ctx):
         torch.testing.assert_close(saved[key], again[key])
 
 
+def test_heads_are_trained_with_the_trainer_settings_the_run_saved(run_copy, feature_cache):
+    """A trainer changed since the run (here: the saved settings edited) does not change how
+    the analyses retrain the run's heads."""
+    cfg = run_copy / "config.json"
+    doc = json.loads(cfg.read_text())
+    doc["trainer_settings"]["max_epochs"] = 1
+    cfg.write_text(json.dumps(doc))
+    ctx = open_analysis(run_copy, cache_dir=feature_cache, progress=False)
+    assert ctx.trainer.name == "fast" and ctx.trainer.max_epochs == 1
+    saved = ctx.run.head().state_dict()
+    again = ctx.train(ctx.best_mask).state_dict()
+    assert not all(torch.equal(saved[k], again[k]) for k in saved)
+
+
 def test_robustness_on_a_run(tiny_ctx, run_copy, feature_cache):
     ctx = open_analysis(run_copy, cache_dir=feature_cache, progress=False)
     rows = robustness(ctx)

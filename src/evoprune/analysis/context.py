@@ -3,6 +3,7 @@ no CNN pass) and a way to train a head for any mask exactly as the run trained i
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,13 @@ import numpy as np
 
 from evoprune.encodings import Encoding, make_encoding
 from evoprune.errors import DataError, EvoPruneError
-from evoprune.model.head import CompactHead, feature_stats, train_head
+from evoprune.model.head import (
+    CompactHead,
+    TrainerConfig,
+    feature_stats,
+    get_trainer,
+    train_head,
+)
 from evoprune.runs.config import RunConfig
 from evoprune.runs.experiment import PreparedData, prepare_data
 from evoprune.runs.store import CONFIG_FILE, HISTORY_FILE, RunFolder, open_run, read_history
@@ -31,6 +38,7 @@ class AnalysisContext:
     cfg: RunConfig
     data: PreparedData
     encoding: Encoding
+    trainer: TrainerConfig
     cache_dir: str | Path | None = None
     progress: bool = True
 
@@ -62,7 +70,7 @@ class AnalysisContext:
             data.y_train,
             self.encoding.decode(mask),
             data.n_classes,
-            self.cfg.trainer,
+            self.trainer,
             seed=self.cfg.seed,
             stats=feature_stats(data.X_train),
         ).head
@@ -87,7 +95,7 @@ def open_analysis(
         ) from None
     _check_same_images(run, cfg, data)
     encoding = make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size)
-    return AnalysisContext(run, cfg, data, encoding, cache_dir, progress)
+    return AnalysisContext(run, cfg, data, encoding, saved_trainer(run), cache_dir, progress)
 
 
 def _saved_config(run: RunFolder) -> RunConfig:
@@ -123,3 +131,22 @@ def _check_same_images(run: RunFolder, cfg: RunConfig, data: PreparedData) -> No
             run.path,
             cfg.data,
         )
+
+
+def saved_trainer(run: RunFolder) -> TrainerConfig:
+    """The trainer's settings as the run saved them in config.json, so that heads are trained
+    as the run trained its own even if the named trainer has changed since; settings added
+    since keep their defaults (off)."""
+    name = run.run_config.get("trainer", "fast")
+    saved = run.config.get("trainer_settings")
+    if not isinstance(saved, dict):
+        log.warning("%s records no trainer settings; training with today's %r", run.path, name)
+        return get_trainer(name)
+    known = {f.name for f in dataclasses.fields(TrainerConfig)}
+    try:
+        return TrainerConfig(**{k: v for k, v in saved.items() if k in known})
+    except TypeError as exc:
+        raise EvoPruneError(
+            f"{run.path / CONFIG_FILE}: trainer_settings cannot be read ({exc}); the file is "
+            "damaged: run the experiment again"
+        ) from None

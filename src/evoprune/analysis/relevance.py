@@ -100,10 +100,13 @@ def _class_index(ctx: AnalysisContext, name: str, option: str) -> int:
 
 
 def _settings(ctx: AnalysisContext, evaluations: int | None):
-    """The run's settings with the analysis budget (the run's own when None)."""
-    if evaluations is None:
-        return ctx.cfg
-    return dataclasses.replace(ctx.cfg, evaluations=int(evaluations)).validate()
+    """The run's settings with the analysis budget (the run's own when None), training with
+    the trainer's settings as the run saved them (the search and the final heads accept a
+    trainer's settings in place of its name)."""
+    cfg = ctx.cfg
+    if evaluations is not None:
+        cfg = dataclasses.replace(cfg, evaluations=int(evaluations)).validate()
+    return dataclasses.replace(cfg, trainer=ctx.trainer)
 
 
 def rerun(
