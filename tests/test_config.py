@@ -168,6 +168,7 @@ OTHER_VALUES = {
     "select": None,
     "ood": "digits",
     "ood_score": "msp",
+    "asynchronous": True,  # the asynchronous GA takes another path (workers etc. do not)
 }
 
 

@@ -134,3 +134,31 @@ def test_the_problem_goes_to_the_object_store_once(local_ray, monkeypatch):
     for _ in range(3):
         executor.evaluate(problem, chromosomes)
     assert len(puts) == 1 and executor.tasks >= 6
+
+
+def test_sharded_features_equal_the_features_computed_here(local_ray, faces_folder):
+    from evoprune.backbones import get_backbone
+    from evoprune.cluster import feature_compute
+    from evoprune.features import compute_rows
+
+    paths = sorted(str(p) for p in faces_folder.rglob("*.png"))[::20]  # 10 real images
+    backbone = get_backbone("efficientnet-lite0")
+    sharded = feature_compute(RunConfig(workers=2))(backbone, paths)
+    np.testing.assert_allclose(sharded, compute_rows(backbone, paths), rtol=0, atol=1e-4)
+    assert feature_compute(RunConfig()) is None  # one worker: computed here, as before
+
+
+def test_a_comparison_on_2_workers_equals_one_in_this_process(
+    local_ray, faces_folder, feature_cache, tmp_path
+):
+    from evoprune.compare.runner import CompareConfig, run_comparison
+
+    rows = {}
+    for workers in (1, 2):
+        base = RunConfig(
+            data=str(faces_folder), population=4, evaluations=6, hidden_size=8, workers=workers
+        )
+        cc = CompareConfig(base=base, encodings=("fs", "fc1"), runs=2, poly_epochs=2)
+        got = run_comparison(cc, tmp_path / f"w{workers}", progress=False, cache_dir=feature_cache)
+        rows[workers] = [{k: v for k, v in r.items() if k != "seconds"} for r in got]
+    assert rows[1] == rows[2] and len(rows[1]) > 4

@@ -12,7 +12,7 @@ workers.
 
 from evoprune.cluster.executors import RayExecutor, ThreadsExecutor, torch_threads
 from evoprune.cluster.jobs import executor_for, feature_compute, parallel_map
-from evoprune.cluster.session import ray_address, ray_session, uses_ray
+from evoprune.cluster.session import ray_address, ray_session, session_for, uses_ray
 
 __all__ = [
     "RayExecutor",
@@ -22,6 +22,7 @@ __all__ = [
     "parallel_map",
     "ray_address",
     "ray_session",
+    "session_for",
     "torch_threads",
     "uses_ray",
 ]

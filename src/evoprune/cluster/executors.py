@@ -80,6 +80,9 @@ def run_units(box: list, groups: list, threads: int) -> tuple[list, str, float]:
     the results per group, this worker's name and the seconds spent."""
     import ray
 
+    from evoprune.cluster import session
+
+    session.IN_WORKER = True
     t0 = time.perf_counter()
     problem = _problem(box)
     with torch_threads(threads):

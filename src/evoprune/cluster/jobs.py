@@ -49,6 +49,9 @@ def _call(fn: Callable, shared: Any, item: Any, threads: int) -> tuple[Any, str,
 
     import ray
 
+    from evoprune.cluster import session
+
+    session.IN_WORKER = True
     t0 = time.perf_counter()
     with torch_threads(threads):
         out = fn(shared, item)

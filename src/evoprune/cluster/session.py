@@ -21,9 +21,14 @@ def ray_address(address: str | None) -> str | None:
     return address or os.environ.get("RAY_ADDRESS") or None
 
 
+#: True inside a Ray task of evoprune's: work there runs in that process (no nested tasks).
+IN_WORKER = False
+
+
 def uses_ray(workers: int, address: str | None) -> bool:
-    """Whether a run with these settings needs Ray (more than one worker, or a cluster)."""
-    return int(workers) > 1 or ray_address(address) is not None
+    """Whether a run with these settings needs Ray (more than one worker, or a cluster); never
+    inside one of evoprune's Ray tasks."""
+    return not IN_WORKER and (int(workers) > 1 or ray_address(address) is not None)
 
 
 def import_ray() -> Any:
@@ -89,6 +94,17 @@ def ray_session(workers: int, address: str | None = None, threads: int = 1) -> I
         yield ray
     finally:
         ray.shutdown()
+
+
+@contextmanager
+def session_for(cfg) -> Iterator[None]:
+    """Ray for the block when ``cfg`` (workers, ray_address, threads_per_worker) asks for it, so
+    that the jobs inside share one session; nothing otherwise."""
+    if not uses_ray(cfg.workers, cfg.ray_address):
+        yield
+        return
+    with ray_session(cfg.workers, cfg.ray_address, cfg.threads_per_worker):
+        yield
 
 
 def cluster_cpus(ray: Any) -> int:

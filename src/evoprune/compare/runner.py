@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from evoprune import __version__
+from evoprune.cluster import session_for
 from evoprune.compare.layout import run_dir
 from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError, EvoPruneError
@@ -203,29 +204,76 @@ def run_comparison(
 
     plan = [(enc, k) for k in range(int(cc.runs)) for enc in cc.variants]
     done = 0
-    with tqdm(
-        total=len(plan), desc="compare", unit="run", disable=not progress, dynamic_ncols=True
-    ) as bar:
-        for enc, k in plan:
-            cfg = cc.run_config(enc, k)
-            path = run_dir(out, enc, k)
-            bar.set_postfix_str(f"{enc} run {k} (seed {cfg.seed})")
-            result = finished_result(path, cfg)
-            if result is None:
-                result = run_experiment(cfg, path, progress=progress, prepared=data())
-            else:
-                done += 1
-            best_mask = np.asarray(result["best_mask"], dtype=np.uint8)
-            settings = cc.baseline_settings(cfg, best_mask)
-            if finished_baselines(path, settings) is None:
-                bar.set_postfix_str(f"{enc} run {k} baselines")
-                _run_and_save_baselines(cc, cfg, data(), result, path, settings)
+    with (
+        session_for(cc.base),
+        tqdm(
+            total=len(plan), desc="compare", unit="run", disable=not progress, dynamic_ncols=True
+        ) as bar,
+    ):
+        for was_done in _dispatch(cc, out, plan, data, progress):
+            done += was_done
             bar.update(1)
     if done:
         log.info("%d of %d runs were finished already and were not redone", done, len(plan))
     rows = summary_rows(cc, out)
     write_reports(cc, out, rows)
     return rows
+
+
+def _dispatch(cc: CompareConfig, out: Path, plan: list, data, progress: bool):
+    """Each run of ``plan`` with its baselines: here, in order, or as Ray tasks (the features
+    put in the object store once) when the base settings ask for workers or a cluster. Yields
+    for each whether it was finished already."""
+    from evoprune.cluster import parallel_map, uses_ray
+
+    base = cc.base
+    if not uses_ray(base.workers, base.ray_address):
+        for enc, k in plan:
+            yield _compare_one(data, (cc, out, enc, k, progress))
+        return
+    todo = [(enc, k) for enc, k in plan if not _finished_run(cc, out, enc, k)]
+    yield from [True] * (len(plan) - len(todo))
+    jobs = [(cc, out, enc, k, False) for enc, k in todo]
+    shared = data() if jobs else None
+    for _, was_done in parallel_map(
+        _compare_one,
+        jobs,
+        shared,
+        workers=base.workers,
+        address=base.ray_address,
+        threads=base.threads_per_worker,
+    ):
+        yield was_done
+
+
+def _finished_run(cc: CompareConfig, out: Path, enc: str, k: int) -> bool:
+    """Whether run ``k`` of ``enc`` and its baselines are finished."""
+    cfg = cc.run_config(enc, k)
+    result = finished_result(run_dir(out, enc, k), cfg)
+    if result is None:
+        return False
+    settings = cc.baseline_settings(cfg, np.asarray(result["best_mask"], dtype=np.uint8))
+    return finished_baselines(run_dir(out, enc, k), settings) is not None
+
+
+def _compare_one(data, job: tuple) -> bool:
+    """Run ``k`` of encoding ``enc`` and its baselines, each unless finished already (``data``:
+    the prepared data, or a function that prepares it). True when the run was finished."""
+    cc, out, enc, k, progress = job
+    cfg = cc.run_config(enc, k)
+    path = run_dir(out, enc, k)
+    prepared = data if isinstance(data, PreparedData) else None
+    result = finished_result(path, cfg)
+    was_done = result is not None
+    if result is None:
+        prepared = prepared or data()
+        result = run_experiment(cfg, path, progress=progress, prepared=prepared)
+    best_mask = np.asarray(result["best_mask"], dtype=np.uint8)
+    settings = cc.baseline_settings(cfg, best_mask)
+    if finished_baselines(path, settings) is None:
+        prepared = prepared or data()
+        _run_and_save_baselines(cc, cfg, prepared, result, path, settings)
+    return was_done
 
 
 def _run_and_save_baselines(

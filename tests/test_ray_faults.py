@@ -1,0 +1,163 @@
+"""Faults on Ray (slow: real subprocesses and several Ray nodes): the driver killed with SIGKILL
+in the middle of a search or a comparison resumes with the same command and ends exactly as an
+uninterrupted run on one worker; a node that leaves the cluster has its tasks run elsewhere."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+pytestmark = pytest.mark.slow
+
+_MAIN = "from evoprune.cli import main; import sys; sys.exit(main(sys.argv[1:]))"
+_VOLATILE = {"timings", "wall_seconds", "resumed_evaluations", "features_cached"}
+_TIMEOUT = 400
+
+
+def _env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return {**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+
+
+def _cli(*args) -> list[str]:
+    return [sys.executable, "-c", _MAIN, *map(str, args), "--no-progress"]
+
+
+def _run(cmd) -> None:
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+def _kill_when(cmd, ready) -> None:
+    """Start ``cmd`` and SIGKILL it once ``ready()`` is true."""
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + _TIMEOUT
+        while not ready():
+            assert proc.poll() is None, "the command ended before the moment to kill it"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=60)
+
+
+def _rows(path: Path) -> int:
+    try:
+        return max(0, path.read_text().count("\n") - 1)
+    except OSError:
+        return 0
+
+
+def _result(out: Path) -> dict:
+    doc = json.loads((out / "result.json").read_text())
+    return {k: v for k, v in doc.items() if k not in _VOLATILE}
+
+
+def _search(data, cache, out, workers):
+    return _cli(
+        "run", "--data", data, "--population", 6, "--evaluations", 16, "--seed", 1,
+        "--cache-dir", cache, "--out", out, "--workers", workers,
+    )  # fmt: skip
+
+
+def test_a_driver_killed_mid_search_resumes_to_the_same_result(faces_folder, tmp_path):
+    cache = tmp_path / "cache"
+    _run(_search(faces_folder, cache, tmp_path / "ref", 1))
+    out = tmp_path / "killed"
+    cmd = _search(faces_folder, cache, out, 2)
+    _kill_when(cmd, lambda: _rows(out / "history.csv") >= 9)
+    assert not (out / "result.json").exists()
+    _run(cmd)  # the same command resumes
+    assert _result(out) == _result(tmp_path / "ref")
+    ref_history = (tmp_path / "ref" / "history.csv").read_bytes()
+    assert (out / "history.csv").read_bytes() == ref_history
+
+
+def _compare(data, cache, out, workers):
+    return _cli(
+        "compare", "--data", data, "--encodings", "fs,fc1", "--runs", 2, "--population", 4,
+        "--evaluations", 6, "--hidden-size", 16, "--cache-dir", cache, "--out", out,
+        "--workers", workers,
+    )  # fmt: skip
+
+
+def test_a_driver_killed_mid_comparison_resumes_to_the_same_result(faces_folder, tmp_path):
+    cache = tmp_path / "cache"
+    _run(_compare(faces_folder, cache, tmp_path / "ref", 1))
+    out = tmp_path / "killed"
+    cmd = _compare(faces_folder, cache, out, 2)
+    _kill_when(cmd, lambda: len(list(out.glob("runs/*/result.json"))) >= 1)
+    assert not (out / "summary.csv").exists()
+    _run(cmd)
+    for ref in sorted((tmp_path / "ref" / "runs").glob("*/result.json")):
+        assert _result(out / "runs" / ref.parent.name) == _result(ref.parent)
+    assert _summary(out) == _summary(tmp_path / "ref")
+
+
+def _summary(out: Path) -> list[str]:
+    """summary.csv without the seconds column."""
+    lines = (out / "summary.csv").read_text().splitlines()
+    drop = lines[0].split(",").index("seconds")
+    return [",".join(c for i, c in enumerate(line.split(",")) if i != drop) for line in lines]
+
+
+class Slow:
+    """A problem whose fold batches take a while (so that a node can leave during them)."""
+
+    def __init__(self, problem):
+        self.problem, self.n_folds, self.n_genes = problem, problem.n_folds, problem.n_genes
+
+    def evaluate_fold_batch(self, chromosomes, fold):
+        time.sleep(1.0)
+        return self.problem.evaluate_fold_batch(chromosomes, fold)
+
+    def combine(self, chromosome, scores):
+        return self.problem.combine(chromosome, scores)
+
+
+def test_the_tasks_of_a_node_that_leaves_run_elsewhere():
+    from ray.cluster_utils import Cluster
+
+    from evoprune.cluster import RayExecutor
+    from evoprune.encodings import make_encoding
+    from evoprune.problem import HeadProblem, make_folds
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 10)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    folds = make_folds(X, y, "cv", seed=0, cv_folds=2)
+    problem = HeadProblem(make_encoding("fs", 10, 8), 2, folds, "fast", seed=0)
+    chromosomes = rng.integers(0, 2, size=(6, 10), dtype=np.uint8)
+    want = [e.F.tolist() for e in problem.evaluate(chromosomes)]
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    leaving = cluster.add_node(num_cpus=1)
+    cluster.add_node(num_cpus=1)
+    try:
+        ray.init(address=cluster.address, log_to_driver=False)
+        cluster.wait_for_nodes()
+        got: list = []
+        worker = threading.Thread(
+            target=lambda: got.extend(RayExecutor(ray, 2).evaluate(Slow(problem), chromosomes))
+        )
+        worker.start()
+        time.sleep(2.5)  # tasks are running on both nodes
+        cluster.remove_node(leaving)
+        worker.join(timeout=300)
+        assert [e.F.tolist() for e in got] == want
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
