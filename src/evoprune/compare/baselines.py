@@ -12,6 +12,10 @@
 The last three are set to the evolved head's size: weight pruning and polynomial decay keep the
 evolved head's fraction of active genes of the weights of every layer the encoding's genes act
 on; neuron pruning keeps exactly as many units in each such layer as the evolved head.
+
+Then the rankings of :mod:`evoprune.compare.rankings` that apply to the encoding (mutual
+information, ANOVA F, L1 logistic regression, weight norm, activation variance): the top-ranked
+units, as many per layer as the evolved head keeps, retrained (:func:`run_rankings`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from evoprune.compare.rankings import RANKING_LABELS, Ranker, unit_norms
 from evoprune.encodings import Encoding, PruneTarget
 from evoprune.errors import ConfigError
 from evoprune.model.head import (
@@ -35,6 +40,7 @@ from evoprune.model.head import (
     feature_stats,
     fit_head,
     get_trainer,
+    nonzero_params,
     train_head,
 )
 from evoprune.problem import HeadProblem, make_folds
@@ -48,6 +54,7 @@ METHOD_LABELS = {
     "weight": "Weight pruning",
     "neuron": "Neuron pruning",
     "polynomial_decay": "Polynomial decay",
+    **RANKING_LABELS,  # those that apply to the encoding (compare/rankings.py)
 }
 METHODS = tuple(METHOD_LABELS)
 FIXED_DENSITIES = tuple(round(0.1 * i, 1) for i in range(1, 10))
@@ -114,13 +121,6 @@ def _magnitude_mask(
     if n_zero > 0:
         mask[torch.argsort(score, stable=True)[:n_zero]] = 0.0
     return mask.reshape(w.shape)
-
-
-def unit_norms(head: CompactHead, target: PruneTarget) -> torch.Tensor:
-    """L2 norm of each unit's weights: an input's outgoing weights in the first layer, or a
-    neuron's incoming weights."""
-    w = head.linears[target.layer].weight.detach()
-    return w.norm(dim=0) if target.units == "inputs" else w.norm(dim=1)
 
 
 def neuron_prune(
@@ -262,10 +262,6 @@ def polynomial_decay(
     return tuned, pruning.record
 
 
-def nonzero_params(head: CompactHead) -> int:
-    return int(sum(int(torch.count_nonzero(p)) for p in head.parameters()))
-
-
 def sparsity_of(head: CompactHead, layers: tuple[int, ...]) -> float:
     """Fraction of zero weights over ``layers``."""
     zeros = sum(int((head.linears[i].weight == 0).sum()) for i in layers)
@@ -284,6 +280,20 @@ def fixed_density_masks(
         chrom[rng.choice(n_genes, size=k, replace=False)] = 1
         out.append(chrom)
     return out
+
+
+def baseline_folds(X_train, y_train, X_test, y_test, fitness_split, seed, val_fraction, cv_folds):
+    """The search's folds: inside the training data, or on the test set for the leaked split."""
+    eval_set = (X_test, y_test) if fitness_split == "test" else None
+    return make_folds(
+        X_train,
+        y_train,
+        fitness_split,
+        seed=seed,
+        val_fraction=val_fraction,
+        cv_folds=cv_folds,
+        eval_set=eval_set,
+    )
 
 
 def best_fixed(
@@ -305,15 +315,8 @@ def best_fixed(
     folds, trainer and seed), then retrained on all training data and scored on the test set.
     Equal fitness goes to the lower density, as in the search."""
     t0 = time.perf_counter()
-    eval_set = (X_test, y_test) if fitness_split == "test" else None
-    folds = make_folds(
-        X_train,
-        y_train,
-        fitness_split,
-        seed=seed,
-        val_fraction=val_fraction,
-        cv_folds=cv_folds,
-        eval_set=eval_set,
+    folds = baseline_folds(
+        X_train, y_train, X_test, y_test, fitness_split, seed, val_fraction, cv_folds
     )
     problem = HeadProblem(encoding, n_classes, folds, trainer, seed)
     chroms = fixed_density_masks(encoding.n_genes, seed, densities)
@@ -471,4 +474,81 @@ def run_baselines(
             "schedule": schedule,
         },
     )
+    results.update(
+        run_rankings(
+            encoding,
+            evolved_mask,
+            X_train,
+            y_train,
+            X_test,
+            y_test,
+            n_classes,
+            trainer=trainer,
+            seed=seed,
+            fitness_split=fitness_split,
+            val_fraction=val_fraction,
+            cv_folds=cv_folds,
+            reference=ref,
+        )
+    )
+    return results
+
+
+def run_rankings(
+    encoding: Encoding,
+    evolved_mask: np.ndarray,
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_test: np.ndarray,
+    y_test: np.ndarray,
+    n_classes: int,
+    *,
+    trainer: str | TrainerConfig = "fast",
+    seed: int = 0,
+    fitness_split: str = "validation",
+    val_fraction: float = 0.2,
+    cv_folds: int = 5,
+    reference: CompactHead | None = None,
+    methods: tuple[str, ...] | None = None,
+) -> dict[str, BaselineResult]:
+    """Each ranking that applies to ``encoding`` (or ``methods``), keeping the top-ranked units,
+    as many per layer as ``evolved_mask`` keeps, retrained on all training data and scored on the
+    test set. Scores come from (X_train, y_train) only; ``reference`` is the trained not-pruned
+    head (trained here when a ranking needs it and it is not given)."""
+    from evoprune.runs.store import mask_to_hex
+
+    folds = baseline_folds(
+        X_train, y_train, X_test, y_test, fitness_split, seed, val_fraction, cv_folds
+    )
+    ranker = Ranker(
+        encoding,
+        X_train,
+        y_train,
+        n_classes,
+        folds,
+        reference=reference,
+        trainer=trainer,
+        seed=seed,
+    )
+    keep = kept_units(encoding, np.asarray(evolved_mask, dtype=np.uint8))
+    results = {}
+    for method in methods if methods is not None else ranker.methods:
+        t0 = time.perf_counter()
+        chrom, chosen = ranker.chromosome(method, keep)
+        head = ranker.retrain(chrom)
+        results[method] = BaselineResult(
+            method,
+            accuracy(head, X_test, y_test),
+            float(chrom.mean()),
+            head.n_params(),
+            time.perf_counter() - t0,
+            {
+                "seed": int(seed),
+                "kept_units": {str(k): v for k, v in keep.items()},
+                "mask": mask_to_hex(chrom),
+                "scored_on": f"{len(y_train)} training images",
+                "leaked_test_set": fitness_split == "test" and method == "l1_logistic",
+                **chosen,
+            },
+        )
     return results

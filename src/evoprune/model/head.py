@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from evoprune.devices import resolve_device
 from evoprune.encodings import HeadMasks
 from evoprune.errors import ConfigError
 
@@ -250,7 +251,8 @@ def training_tensors(
     Xs = torch.as_tensor(
         np.ascontiguousarray(np.asarray(X, dtype=np.float32)[:, head.feature_index.numpy()])
     )
-    return (Xs - head.shift) * head.scale, torch.as_tensor(np.asarray(y, dtype=np.int64))
+    Xs, ys = Xs.to(head.shift.device), torch.as_tensor(np.asarray(y, dtype=np.int64))
+    return (Xs - head.shift) * head.scale, ys.to(head.shift.device)
 
 
 def make_optimizer(params: list, cfg: TrainerConfig) -> torch.optim.Optimizer:
@@ -357,18 +359,25 @@ def train_head(
     trainer: str | TrainerConfig = "fast",
     seed: int = 0,
     stats: tuple[np.ndarray, np.ndarray] | None = None,
+    device: str | torch.device = "cpu",
 ) -> TrainedHead:
     """Train a compact head for ``masks`` from scratch on (X, y); deterministic for a seed.
 
     ``stats`` are the (mean, std) of the training features, used by trainers that standardise;
-    computed from ``X`` when not given.
+    computed from ``X`` when not given. The head trains on ``device`` (``auto``, ``cpu``,
+    ``cuda``; see :func:`evoprune.devices.resolve_device`) and comes back on the CPU.
     """
     cfg = get_trainer(trainer)
     mean = std = None
     if cfg.standardize:
         mean, std = stats if stats is not None else feature_stats(X)
     head = build_head(masks, n_classes, mean=mean, std=std, seed=seed)
-    return fit_head(head, X, y, cfg, torch.Generator().manual_seed(int(seed) + 1))
+    dev = resolve_device(device)
+    if dev.type == "cpu":  # exactly the CPU path of before
+        return fit_head(head, X, y, cfg, torch.Generator().manual_seed(int(seed) + 1))
+    trained = fit_head(head.to(dev), X, y, cfg, torch.Generator().manual_seed(int(seed) + 1))
+    trained.head.cpu()
+    return trained
 
 
 @torch.no_grad()

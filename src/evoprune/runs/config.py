@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from evoprune.devices import DEVICES
 from evoprune.errors import ConfigError
 from evoprune.pareto import OBJECTIVES  # the objectives a run can ask for, in order
 from evoprune.search import ALGORITHMS as SEARCH_ALGORITHMS
@@ -484,6 +485,18 @@ SETTINGS: tuple[Setting, ...] = (
         estimator="ood_score",
         help="how a head scores in-distribution-ness for ood: energy (default), msp "
         "(maximum softmax probability) or temperature (softmax at T = 1000)",
+    ),
+    # where torch work runs; results agree up to float rounding, so it is not hashed
+    Setting(
+        "device",
+        str,
+        "auto",
+        group="model",
+        choices=DEVICES,
+        estimator="device",
+        result=False,
+        help="where features are extracted and heads trained: auto (default; a GPU when "
+        "torch sees one, else the CPU), cpu, or cuda",
     ),
     # where the work runs (Ray): none of these changes a result, so they are not hashed
     Setting(

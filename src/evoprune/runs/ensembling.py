@@ -42,6 +42,7 @@ def fitness_split_probas(
                     cfg.trainer,
                     seed=cfg.seed,
                     stats=f.stats,
+                    device=cfg.device,
                 ).head,
                 f.X_score,
             )

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from evoprune import __version__
+from evoprune.devices import describe_device, resolve_device
 from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError, DataError
 from evoprune.model.head import dense_sizes, get_trainer
@@ -220,6 +221,7 @@ def run_experiment(
     """
     t_start = time.perf_counter()
     cfg = cfg.validate()
+    resolve_device(cfg.device)  # --device cuda without a GPU stops here, before any work
     out = Path(out) if out is not None else default_out_dir(cfg)
     writer = RunWriter(out, overwrite)
     run_doc = saved_settings(cfg, out)
@@ -400,6 +402,7 @@ def _result(
         algorithm=cfg.algorithm,
         select=cfg.select,
         front=None if final.front is None else [m.summary() for m in final.front],
+        device=describe_device(cfg.device),
         **_ood_fields(final),
         **per_class_fields(final.head, final.reference, data.X_test, data.y_test, data.classes),
     )

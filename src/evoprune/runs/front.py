@@ -112,6 +112,7 @@ def finish_heads(cfg, data, evolved, ood=None) -> FinalHeads:
             cfg.trainer,
             seed=cfg.seed,
             stats=stats,
+            device=cfg.device,
         ).head
 
     t0 = time.perf_counter()

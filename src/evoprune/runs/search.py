@@ -86,6 +86,7 @@ def evolve(
         objectives=tuple(cfg.objectives),
         ood_features=ood_features,
         ood_score=cfg.ood_score,
+        device=cfg.device,
     )
     algorithm = make_algorithm(
         cfg.algorithm,
