@@ -343,7 +343,7 @@ def load(run_dir: str | Path) -> EvoPruneClassifier:
     params["random_state"] = r.seed
     clf = EvoPruneClassifier(**params)
     head = run.head()
-    encoding = make_encoding(r.encoding, r.feature_dim, r.hidden_size)
+    encoding = make_encoding(r.encoding, r.feature_dim, r.hidden_size, r.n_classes)
     best_mask = np.asarray(r.best_mask, dtype=np.uint8)
     try:
         masks = encoding.decode(best_mask)

@@ -8,6 +8,7 @@ default, designed for CPUs; see :data:`TRAINERS`).
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -232,7 +233,30 @@ def build_head(
         with torch.no_grad():
             layer.weight.copy_(full[rows][:, cols])
             layer.bias.zero_()
+    _prune_connections(head, masks, keep)
     return head
+
+
+def _prune_connections(head: CompactHead, masks: HeadMasks, keep: list[np.ndarray]) -> None:
+    """Zero the weights of the connections ``masks`` switch off (the ``edges`` encodings) and
+    keep them zero in training: their gradients are masked, so the optimiser's step (SGD with
+    momentum, Adam, weight decay) leaves them at exactly 0 without any step in the loop."""
+    for i, full in masks.connections.items():
+        weight = head.linears[i].weight
+        kept = np.ascontiguousarray(np.asarray(full, dtype=bool)[np.ix_(keep[i + 1], keep[i])])
+        mask = torch.as_tensor(kept, dtype=weight.dtype)
+        with torch.no_grad():
+            weight.mul_(mask)
+        weight.register_hook(functools.partial(_masked_gradient, mask))
+
+
+def _masked_gradient(mask: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    return grad * mask.to(grad.device)
+
+
+def nonzero_params(head: CompactHead) -> int:
+    """Parameters that are not zero: what a head with pruned connections really holds."""
+    return int(sum(int(torch.count_nonzero(p)) for p in head.parameters()))
 
 
 def feature_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -62,9 +62,22 @@ def default_evaluations(encoding: str) -> int:
 
 
 def _encodings() -> Sequence[str]:
-    from evoprune.encodings import ENCODINGS
+    """Registered encodings and the families that ``--layer`` completes (``edges``)."""
+    from evoprune.encodings import ENCODINGS, LAYER_FAMILIES
 
-    return list(ENCODINGS)
+    return list(ENCODINGS) + list(LAYER_FAMILIES)
+
+
+def _encoding(v: str) -> str | None:
+    from evoprune.encodings import LAYER_FAMILIES
+
+    if v not in LAYER_FAMILIES:
+        return None
+    names = " or ".join(f"{v}-{layer}" for layer in LAYER_FAMILIES[v])
+    return (
+        f"needs the layer whose connections the genes switch: --encoding {v} --layer "
+        f"{'|'.join(LAYER_FAMILIES[v])} on the command line, encoding={names} elsewhere"
+    )
 
 
 def _trainers() -> Sequence[str]:
@@ -286,6 +299,7 @@ SETTINGS: tuple[Setting, ...] = (
         "fs",
         group="model",
         choices=_encodings,
+        check=_encoding,
         estimator="encoding",
         help=_encoding_help,
     ),

@@ -21,7 +21,7 @@ from evoprune import __version__
 from evoprune.devices import describe_device, resolve_device
 from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError, DataError
-from evoprune.model.head import dense_sizes, get_trainer
+from evoprune.model.head import dense_sizes, get_trainer, nonzero_params
 from evoprune.runs.classes import per_class_fields
 from evoprune.runs.config import RunConfig, default_out_dir
 from evoprune.runs.front import FinalHeads, finish_heads, write_front
@@ -237,7 +237,7 @@ def run_experiment(
             "fitness_split='test': the search scores candidates on the test set, as the "
             "paper did; the reported test accuracy is optimistic (marked leaked)"
         )
-    n_genes = make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size).n_genes
+    n_genes = make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size, data.n_classes).n_genes
     config_doc = {
         "run": run_doc,
         "evoprune_version": __version__,
@@ -379,7 +379,7 @@ def _result(
         fitness=final.fitness,
         test_accuracy=final.test_accuracy,
         reference_test_accuracy=final.reference_test_accuracy,
-        head_params=final.head.n_params(),
+        head_params=nonzero_params(final.head),
         reference_head_params=int(ref_params),
         head_macs=final.head.n_macs(),
         reference_head_macs=int(ref_macs),

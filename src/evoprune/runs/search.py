@@ -76,7 +76,7 @@ def evolve(
     the class indices in messages. ``executor`` evaluates the batches (default: this process);
     with ``cfg.asynchronous`` it keeps ``executor.slots`` evaluations in flight.
     """
-    encoding = make_encoding(cfg.encoding, X.shape[1], cfg.hidden_size)
+    encoding = make_encoding(cfg.encoding, X.shape[1], cfg.hidden_size, n_classes)
     problem = HeadProblem(
         encoding,
         n_classes,
