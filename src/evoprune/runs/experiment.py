@@ -156,7 +156,12 @@ def prepare_data(
         test_origin,
     )
     feats = extract_features(
-        backbone, paths, cache_dir=cache_dir, progress=progress, compute=feature_compute(cfg)
+        backbone,
+        paths,
+        cache_dir=cache_dir,
+        progress=progress,
+        compute=feature_compute(cfg),
+        device=cfg.device,
     )
     return PreparedData(
         name=dataset.name,
@@ -194,7 +199,9 @@ def prepare_ood(
 
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     paths = write_ood_images(cfg.ood, cache / "ood-images")
-    feats = extract_features(cfg.backbone, paths, cache_dir=cache_dir, progress=progress)
+    feats = extract_features(
+        cfg.backbone, paths, cache_dir=cache_dir, progress=progress, device=cfg.device
+    )
     search, heldout = ood_split(len(paths), cfg.seed, cfg.test_fraction)
     return OODData(
         source=str(cfg.ood),
