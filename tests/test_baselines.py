@@ -200,7 +200,9 @@ def test_run_baselines_sizes_every_method_like_the_evolved_head(data):
     res = bl.run_baselines(
         enc, mask, X, y, Xt, yt, N_CLASSES, seed=2, poly_epochs=10, poly_frequency=5
     )
-    assert list(res) == list(bl.METHODS)
+    paper = ["not_pruned", "best_fixed", "weight", "neuron", "polynomial_decay"]
+    assert list(res) == paper + ["norm_retrained", "activation_variance"]  # the rankings of
+    assert set(res) <= set(bl.METHODS)  # neurons (compare/rankings.py)
     assert res["not_pruned"].active_fraction == 1.0
     for m in ("weight", "neuron", "polynomial_decay"):
         assert res[m].active_fraction == pytest.approx(mask.mean(), abs=1e-3), m
@@ -283,7 +285,10 @@ def test_training_and_polynomial_decay_weights_are_pinned(trainer):
     from evoprune.model.head import TRAINERS
 
     cfg = {
-        "fast": dataclasses.replace(TRAINERS["fast"], batch_size=32),
+        # the fast trainer as it was when these weights were pinned (the loop is what is pinned)
+        "fast": dataclasses.replace(
+            TRAINERS["fast"], batch_size=32, weight_decay=1e-4, average_from=0
+        ),
         "paper": dataclasses.replace(TRAINERS["paper"], lr=0.01, lr_decay=0.05, max_epochs=40),
     }[trainer]
     rng = np.random.default_rng(0)

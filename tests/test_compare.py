@@ -17,6 +17,11 @@ from evoprune.compare.report import holm, paired_stats
 
 METHODS = ["evoprune", "not_pruned", "best_fixed", "weight", "neuron", "polynomial_decay"]
 ENCODINGS = ["fs", "fc2"]
+#: The rankings each encoding gets too (compare/rankings.py).
+RANKED = {
+    "fs": ["mutual_info", "anova_f", "l1_logistic", "norm_retrained"],
+    "fc2": ["norm_retrained", "activation_variance"],
+}
 
 
 def _args(data, out, cache):
@@ -78,8 +83,8 @@ def test_summary_has_every_method_and_run(tiny_compare):
     rows = _summary(tiny_compare)
     assert list(rows[0]) == SUMMARY_FIELDS
     keys = {(r["encoding"], r["method"], r["run"]) for r in rows}
-    assert len(rows) == len(keys) == 2 * 2 * 6
-    assert keys == {(e, m, str(k)) for e in ENCODINGS for m in METHODS for k in (0, 1)}
+    assert len(rows) == len(keys) == 2 * (2 * 6 + 4 + 2)
+    assert keys == {(e, m, str(k)) for e in ENCODINGS for m in METHODS + RANKED[e] for k in (0, 1)}
     n_test = {
         json.loads((tiny_compare / "runs" / f"{e}_run{k}" / "result.json").read_text())["n_test"]
         for e in ENCODINGS
@@ -144,6 +149,8 @@ def test_table_stats_and_plots(tiny_compare):
         "Weight pruning",
         "Neuron pruning",
         "Polynomial decay",
+        "Mutual information",
+        "Activation variance",
         "fs accuracy",
         "fc2 % active",
         "Wilcoxon",
@@ -153,7 +160,7 @@ def test_table_stats_and_plots(tiny_compare):
         assert label in table, label
     stats = list(csv.DictReader((tiny_compare / "stats.csv").open()))
     assert {(s["encoding"], s["baseline"]) for s in stats} == {
-        (e, m) for e in ENCODINGS for m in METHODS[1:]
+        (e, m) for e in ENCODINGS for m in METHODS[1:] + RANKED[e]
     }
     acc = {
         (r["encoding"], r["method"], int(r["run"])): float(r["test_accuracy"])

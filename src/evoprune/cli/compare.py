@@ -20,7 +20,9 @@ def add_compare_command(sub: argparse._SubParsersAction) -> None:
         help="repeat runs of several encodings and compare them with the baselines",
         description="Run every encoding --runs times (seeds --seed-base + k) and, for each run, "
         "the paper's baselines at the evolved head's size: not pruned, best fixed "
-        "density, weight pruning, neuron pruning and polynomial decay. All are "
+        "density, weight pruning, neuron pruning, polynomial decay, and the rankings "
+        "(mutual information, ANOVA F, L1 logistic regression, weight norm, activation "
+        "variance: top units kept, retrained). All are "
         "scored on one held-out test set that no search sees. Writes summary.csv, "
         "stats.csv (paired tests), table.md and plots into --out; run folders go to "
         "OUT/runs/<encoding>_run<k>/. Rerunning the same command resumes.",
@@ -54,6 +56,16 @@ def add_compare_command(sub: argparse._SubParsersAction) -> None:
         "drawn once with SEED_BASE. Default: 0",
     )
     g.add_argument(
+        "--curves",
+        default=(),
+        type=_densities,
+        metavar="D,D,...",
+        help="also retrain every ranking and random masks at these densities (fractions of "
+        "the units kept) and score them on the held-out test set: curves.csv and "
+        "curves.png, with the evolved heads on top. E.g. 0.02,0.05,0.1,0.2,0.5,1. "
+        "Default: no curves",
+    )
+    g.add_argument(
         "--out",
         default=None,
         metavar="DIR",
@@ -79,6 +91,18 @@ def _encodings(text: str) -> tuple[str, ...]:
     return names
 
 
+def _densities(text: str) -> tuple[float, ...]:
+    """A comma list of densities in (0, 1]."""
+    from evoprune.compare.curves import check_densities
+
+    try:
+        return check_densities([s.strip() for s in text.split(",") if s.strip()])
+    except ConfigError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give densities in (0, 1], each once, e.g. 0.02,0.05,0.1,0.2,0.5,1"
+        ) from None
+
+
 def compare_config_from_args(args: argparse.Namespace):
     """The comparison of parsed options (the run settings from the one declaration), checked
     before anything is computed or written."""
@@ -92,6 +116,7 @@ def compare_config_from_args(args: argparse.Namespace):
         runs=args.runs,
         seed_base=args.seed_base,
         algorithms=args.algorithms,
+        curves=args.curves,
     )
     cc.check()
     return cc
@@ -126,6 +151,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     table = (out / "table.md").read_text(encoding="utf-8")
     sys.stdout.write(
         table + f"\nresults: {out} (summary.csv, stats.csv, table.md, "
-        "convergence_<encoding>.png, accuracy_vs_active.png)\n"
+        "convergence_<encoding>.png, accuracy_vs_active.png"
+        + (", curves.csv, curves.png" if cc.curves else "")
+        + ")\n"
     )
     return 0

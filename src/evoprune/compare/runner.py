@@ -26,6 +26,7 @@ import numpy as np
 
 from evoprune import __version__
 from evoprune.cluster import session_for
+from evoprune.compare.baselines import METHODS
 from evoprune.compare.layout import run_dir
 from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError, EvoPruneError
@@ -55,6 +56,7 @@ class CompareConfig:
     initial_sparsity: float = 0.1
     poly_epochs: int = 25
     poly_frequency: int = 5
+    curves: tuple[float, ...] = ()  # densities of the accuracy-size curves (none: no curves)
 
     def check(self) -> None:
         """Every setting, before anything is computed or written: the encodings against the
@@ -93,6 +95,10 @@ class CompareConfig:
             raise ConfigError(
                 f"--algorithms {','.join(self.algorithms)}: give ssga, nsga2 or both, each once"
             )
+        if self.curves:
+            from evoprune.compare.curves import check_densities
+
+            check_densities(self.curves)
         for label in self.variants:  # the base settings, with each encoding's budget
             self.run_config(label, 0)
 
@@ -126,6 +132,7 @@ class CompareConfig:
             "initial_sparsity": self.initial_sparsity,
             "poly_epochs": self.poly_epochs,
             "poly_frequency": self.poly_frequency,
+            "methods": list(METHODS),  # baselines written before a method was added are redone
         }
 
     def to_dict(self) -> dict:
@@ -138,6 +145,7 @@ class CompareConfig:
             "initial_sparsity": self.initial_sparsity,
             "poly_epochs": self.poly_epochs,
             "poly_frequency": self.poly_frequency,
+            "curves": list(self.curves),
         }
 
 
@@ -215,6 +223,13 @@ def run_comparison(
             bar.update(1)
     if done:
         log.info("%d of %d runs were finished already and were not redone", done, len(plan))
+    if cc.curves:
+        from evoprune.compare.curves import run_curves
+
+        results = {
+            (v, k): finished_result(run_dir(out, v, k), cc.run_config(v, k)) for v, k in plan
+        }
+        run_curves(cc, out, data, results, progress=progress)
     rows = summary_rows(cc, out)
     write_reports(cc, out, rows)
     return rows
@@ -283,7 +298,7 @@ def _run_and_save_baselines(
     from evoprune.compare.baselines import run_baselines
     from evoprune.runs.store import REFERENCE_HEAD_FILE, load_head
 
-    encoding = make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size, data.n_classes)
+    encoding = make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size)
     try:
         reference = load_head(path / REFERENCE_HEAD_FILE, n_inputs=data.X.shape[1])
     except EvoPruneError as exc:
@@ -322,8 +337,6 @@ def _run_and_save_baselines(
 
 def summary_rows(cc: CompareConfig, out: Path) -> list[dict]:
     """One row per (encoding, method, run) of the finished runs, evoprune first."""
-    from evoprune.compare.baselines import METHODS
-
     rows = []
     for enc in cc.variants:
         for k in range(int(cc.runs)):
@@ -351,7 +364,9 @@ def summary_rows(cc: CompareConfig, out: Path) -> list[dict]:
             if base is None:
                 continue
             for method in METHODS:
-                m = base["methods"][method]
+                m = base["methods"].get(method)  # None: a ranking for other encodings
+                if m is None:
+                    continue
                 rows.append(
                     {
                         "encoding": enc,

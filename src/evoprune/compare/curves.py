@@ -1,0 +1,330 @@
+"""Accuracy against size: every ranking and random masks at a list of densities, retrained and
+scored on the held-out test set, drawn under the evolved heads (``evoprune compare --curves``).
+
+Files in the comparison folder::
+
+    DIR/curves/<encoding>_run<k>.json   the points of one run's seed (kept to resume)
+    DIR/curves.csv                      one row per (encoding, run, method, density)
+    DIR/curves.png                      one panel per encoding: mean over runs, evolved heads
+                                        and the multi-objective front on top
+
+A density d keeps max(1, round(d * n)) units of each pruned layer of n units (random masks:
+of all genes). The curves of a run depend on its encoding and seed only, so the paper's GA and
+the multi-objective search of the same run share them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from evoprune import __version__
+from evoprune.compare.baselines import baseline_folds, fixed_density_masks
+from evoprune.compare.rankings import RANKING_LABELS, Ranker
+from evoprune.encodings import Encoding, make_encoding
+from evoprune.errors import ConfigError, EvoPruneError
+from evoprune.io import atomic_write_json
+from evoprune.model.head import CompactHead, TrainerConfig, accuracy
+
+CURVE_FIELDS = [
+    "encoding",
+    "run",
+    "seed",
+    "method",
+    "density",
+    "active_genes",
+    "active_fraction",
+    "test_accuracy",
+]
+#: Every curve: the rankings, then random masks.
+CURVE_LABELS = {**RANKING_LABELS, "random": "Random"}
+
+
+def check_densities(densities: Sequence[float | str], where: str = "--curves") -> tuple[float, ...]:
+    """``densities`` as floats, each in (0, 1] and given once; ConfigError naming ``where``."""
+    try:
+        values = tuple(float(d) for d in densities)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {densities!r} are not numbers") from None
+    bad = [d for d in values if not (0.0 < d <= 1.0) or math.isnan(d)]
+    if bad or not values or len(set(values)) != len(values):
+        raise ConfigError(
+            f"{where} {','.join(map(str, values))}: give densities in (0, 1], each once, "
+            "e.g. 0.02,0.05,0.1,0.2,0.5,1"
+        )
+    return values
+
+
+def density_keep(encoding: Encoding, density: float) -> dict[int, int]:
+    """Units kept at ``density`` in each pruned layer (layer index -> count, at least 1)."""
+    return {
+        t.layer: max(1, int(round(density * t.size(encoding.n_features, encoding.hidden))))
+        for t in encoding.prune_targets
+    }
+
+
+def curve_points(
+    encoding: Encoding,
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_test: np.ndarray,
+    y_test: np.ndarray,
+    n_classes: int,
+    densities: Sequence[float],
+    *,
+    trainer: str | TrainerConfig = "fast",
+    seed: int = 0,
+    fitness_split: str = "validation",
+    val_fraction: float = 0.2,
+    cv_folds: int = 5,
+    reference: CompactHead | None = None,
+    methods: Sequence[str] | None = None,
+    progress: bool = False,
+) -> list[dict]:
+    """Held-out accuracy of each ranking (``methods``: those that apply, then ``random``) at
+    each density, retrained on all training data; scores from the training data only. A mask
+    met twice (every method at density 1) is trained once."""
+    from tqdm.auto import tqdm
+
+    folds = baseline_folds(
+        X_train, y_train, X_test, y_test, fitness_split, seed, val_fraction, cv_folds
+    )
+    ranker = Ranker(
+        encoding,
+        X_train,
+        y_train,
+        n_classes,
+        folds,
+        reference=reference,
+        trainer=trainer,
+        seed=seed,
+    )
+    names = tuple(methods) if methods is not None else ranker.methods + ("random",)
+    densities = check_densities(densities, "densities")
+    randoms = fixed_density_masks(encoding.n_genes, seed, densities)
+    scored: dict[bytes, float] = {}
+    points = []
+    jobs = [(d, r, m) for d, r in zip(densities, randoms) for m in names]
+    for density, random_mask, method in tqdm(
+        jobs, desc="curves", unit="head", disable=not progress, dynamic_ncols=True, leave=False
+    ):
+        chrom = (
+            random_mask
+            if method == "random"
+            else ranker.chromosome(method, density_keep(encoding, density))[0]
+        )
+        key = chrom.tobytes()
+        if key not in scored:
+            scored[key] = accuracy(ranker.retrain(chrom), X_test, y_test)
+        points.append(
+            {
+                "method": method,
+                "density": float(density),
+                "active_genes": int(chrom.sum()),
+                "active_fraction": float(chrom.mean()),
+                "test_accuracy": scored[key],
+            }
+        )
+    return points
+
+
+def curves_file(out: Path, encoding: str, run: int) -> Path:
+    return Path(out) / "curves" / f"{encoding}_run{run}.json"
+
+
+def run_curves(
+    cc,
+    out: Path,
+    data: Callable,
+    results: dict[tuple[str, int], dict | None],
+    *,
+    progress: bool = True,
+) -> list[dict]:
+    """The curves of every (encoding, run) of the comparison ``cc`` with a finished run (its
+    reference head reused), computed unless saved with the same settings; then curves.csv and
+    curves.png. ``data()`` gives the prepared data; ``results`` the finished runs' results by
+    (variant, run)."""
+    from evoprune.compare.report import write_csv
+
+    rows = []
+    for enc in cc.encodings:
+        for k in range(int(cc.runs)):
+            variants = [v for v in cc.variants if v.partition("-")[0] == enc]
+            done = [v for v in variants if results.get((v, k)) is not None]
+            if not done:
+                continue
+            cfg = cc.run_config(enc, k)
+            settings = {"run": cfg.to_dict(), "densities": list(cc.curves)}
+            path = curves_file(out, enc, k)
+            saved = _read(path)
+            if saved is None or saved.get("settings") != settings:
+                points = _run_points(cc, out, data(), done[0], k, progress)
+                atomic_write_json(
+                    path,
+                    {"settings": settings, "evoprune_version": __version__, "points": points},
+                )
+                saved = {"points": points}
+            rows += [{"encoding": enc, "run": k, "seed": cfg.seed, **p} for p in saved["points"]]
+    write_csv(Path(out) / "curves.csv", CURVE_FIELDS, rows)
+    title = f"{Path(cc.base.data).name or cc.base.data}: held-out accuracy against size"
+    plot_curves(rows, _evolved(cc, results), Path(out) / "curves.png", cc.encodings, title)
+    return rows
+
+
+def _run_points(cc, out: Path, data, variant: str, k: int, progress: bool) -> list[dict]:
+    from evoprune.compare.layout import run_dir
+    from evoprune.runs.store import REFERENCE_HEAD_FILE, load_head
+
+    cfg = cc.run_config(variant, k)
+    path = run_dir(out, variant, k)
+    try:
+        reference = load_head(path / REFERENCE_HEAD_FILE, n_inputs=data.X.shape[1])
+    except EvoPruneError as exc:
+        raise EvoPruneError(
+            f"{exc}; the run folder {path} is incomplete: delete it and run the "
+            "comparison again to redo that run"
+        ) from None
+    return curve_points(
+        make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size),
+        data.X_train,
+        data.y_train,
+        data.X_test,
+        data.y_test,
+        data.n_classes,
+        cc.curves,
+        trainer=cfg.trainer,
+        seed=cfg.seed,
+        fitness_split=cfg.fitness_split,
+        val_fraction=cfg.val_fraction,
+        cv_folds=cfg.cv_folds,
+        reference=reference,
+        progress=progress,
+    )
+
+
+def _read(path: Path) -> dict | None:
+    import json
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _evolved(cc, results: dict[tuple[str, int], dict | None]) -> list[dict]:
+    """Points of the evolved heads: each run's shipped head, and every front member of the
+    multi-objective runs."""
+    points = []
+    for (variant, _run), r in results.items():
+        if r is None:
+            continue
+        enc, _, algorithm = variant.partition("-")
+        points.append(
+            {
+                "encoding": enc,
+                "kind": algorithm or "ssga",
+                "selected": True,
+                "active_fraction": float(r["active_fraction"]),
+                "test_accuracy": float(r["test_accuracy"]),
+            }
+        )
+        if algorithm == "nsga2":
+            points += [
+                {
+                    "encoding": enc,
+                    "kind": "front",
+                    "selected": False,
+                    "active_fraction": float(m["active_fraction"]),
+                    "test_accuracy": float(m["test_accuracy"]),
+                }
+                for m in r.get("front") or []
+            ]
+    return points
+
+
+def plot_curves(
+    rows: Sequence[dict],
+    evolved: Sequence[dict],
+    path: Path,
+    encodings: Sequence[str],
+    title: str = "",
+) -> Path:
+    """One panel per encoding: each curve's mean held-out accuracy over runs against % active
+    (log scale, bars: min to max over runs), the evolved heads and front members on top."""
+    from evoprune.report import _pyplot, save_figure
+
+    plt = _pyplot()
+    n = max(1, len(encodings))
+    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.2), dpi=120, squeeze=False, sharey=True)
+    colors = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(CURVE_LABELS)}
+    colors["random"] = (0.45, 0.45, 0.45, 1.0)
+    for ax, enc in zip(axes[0], encodings):
+        _draw_curves(ax, [r for r in rows if r["encoding"] == enc], colors)
+        _draw_evolved(ax, [e for e in evolved if e["encoding"] == enc])
+        ax.set_xscale("log")
+        ticks = sorted({round(100 * float(r["density"]), 6) for r in rows})
+        if ticks:  # the densities asked for, as plain percentages
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.minorticks_off()
+        ax.set_xlabel("% active genes (log scale)")
+        ax.set_title(enc, fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0][0].set_ylabel("held-out test accuracy")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, axes[0][0], path)
+
+
+def _draw_curves(ax, rows: Sequence[dict], colors: dict) -> None:
+    for method, label in CURVE_LABELS.items():
+        mine = [r for r in rows if r["method"] == method]
+        if not mine:
+            continue
+        xs = sorted({float(r["density"]) for r in mine})
+        accs = [[float(r["test_accuracy"]) for r in mine if r["density"] == x] for x in xs]
+        mean = np.array([np.mean(a) for a in accs])
+        low = mean - np.array([min(a) for a in accs])
+        high = np.array([max(a) for a in accs]) - mean
+        active = [
+            100 * np.mean([r["active_fraction"] for r in mine if r["density"] == x]) for x in xs
+        ]
+        ax.errorbar(
+            active,
+            mean,
+            yerr=[low, high],
+            color=colors[method],
+            marker="o",
+            ms=3.5,
+            lw=1.3,
+            capsize=2,
+            ls="--" if method == "random" else "-",
+            label=label,
+        )
+
+
+def _draw_evolved(ax, points: Sequence[dict]) -> None:
+    styles = {
+        "front": dict(marker="o", s=18, facecolors="none", edgecolors="black", lw=0.8),
+        "nsga2": dict(marker="D", s=36, color="black"),
+        "ssga": dict(marker="*", s=90, color="crimson", edgecolors="black", lw=0.5),
+    }
+    labels = {
+        "front": "front members (NSGA-II)",
+        "nsga2": "selected head (NSGA-II)",
+        "ssga": "evolved head (GA)",
+    }
+    for kind, style in styles.items():
+        mine = [p for p in points if p["kind"] == kind]
+        if mine:
+            ax.scatter(
+                [100 * p["active_fraction"] for p in mine],
+                [p["test_accuracy"] for p in mine],
+                zorder=5,
+                label=labels[kind],
+                **style,
+            )

@@ -1,0 +1,264 @@
+"""Rank the units once, keep the top k, retrain: what a practitioner tries before a search.
+
+For input features (the ``fs`` encoding): mutual information with the class
+(:func:`sklearn.feature_selection.mutual_info_classif`), the ANOVA F statistic
+(:func:`~sklearn.feature_selection.f_classif`), L1-regularised logistic regression through
+:class:`~sklearn.feature_selection.SelectFromModel` (its strength chosen on the run's fitness
+split, like best fixed's density) and the weight norm of the trained not-pruned head. For hidden
+neurons (``fc``, ``fc1``, ``fc2``, ``both``): the not-pruned head's weight norms and the variance
+of each neuron's activation over the training images.
+
+Every score comes from the training data only (never the held-out test set), and the kept units
+are trained from scratch like any candidate, with the run's trainer and seed. ``neuron`` pruning
+uses the same norms without retraining; these baselines compare *which* units are kept.
+
+Example::
+
+    >>> mask = select_features(X_train, y_train, k=64, method="mutual_info", seed=0)
+    >>> int(mask.sum())
+    64
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+from evoprune.encodings import Encoding, PruneTarget, make_encoding
+from evoprune.errors import ConfigError
+from evoprune.model.head import CompactHead, TrainerConfig, feature_stats, train_head
+from evoprune.problem import Fold, HeadProblem, make_folds
+
+#: Every ranking, in the order it is run and reported, with its label in tables and plots.
+RANKING_LABELS = {
+    "mutual_info": "Mutual information",
+    "anova_f": "ANOVA F",
+    "l1_logistic": "L1 logistic regression",
+    "norm_retrained": "Weight norm, retrained",
+    "activation_variance": "Activation variance",
+}
+RANKINGS = tuple(RANKING_LABELS)
+#: The rankings that apply to each kind of unit a gene switches.
+FOR_UNITS = {
+    "inputs": ("mutual_info", "anova_f", "l1_logistic", "norm_retrained"),
+    "neurons": ("norm_retrained", "activation_variance"),
+}
+#: Inverse regularisation strengths C tried for the L1 ranking (features standardised).
+L1_STRENGTHS = (0.01, 0.03, 0.1, 0.3)
+
+
+def rankings_for(encoding: Encoding) -> tuple[str, ...]:
+    """The rankings that apply to every layer ``encoding`` prunes, in :data:`RANKINGS` order."""
+    kinds = {t.units for t in encoding.prune_targets}
+    return tuple(m for m in RANKINGS if all(m in FOR_UNITS[kind] for kind in kinds))
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Boolean mask of exactly ``k`` highest ``scores`` (NaN lowest, ties to the lower index)."""
+    s = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf)
+    if not 0 <= int(k) <= s.size:
+        raise ConfigError(f"cannot keep {k} of {s.size} units")
+    mask = np.zeros(s.size, dtype=bool)
+    mask[np.argsort(-s, kind="stable")[: int(k)]] = True
+    return mask
+
+
+def unit_norms(head: CompactHead, target: PruneTarget) -> torch.Tensor:
+    """L2 norm of each unit's weights: an input's outgoing weights in the first layer, or a
+    neuron's incoming weights."""
+    w = head.linears[target.layer].weight.detach()
+    return w.norm(dim=0) if target.units == "inputs" else w.norm(dim=1)
+
+
+@torch.no_grad()
+def activation_variance(head: CompactHead, X: np.ndarray, layer: int) -> np.ndarray:
+    """Variance over the rows of ``X`` of each neuron's output (after ReLU) in hidden ``layer``."""
+    x = torch.as_tensor(np.asarray(X, dtype=np.float32)).index_select(1, head.feature_index)
+    x = (x - head.shift) * head.scale
+    for lin in head.linears[: int(layer) + 1]:
+        x = torch.relu(lin(x))
+    return x.var(dim=0).numpy()
+
+
+def filter_scores(method: str, X: np.ndarray, y: np.ndarray, seed: int = 0) -> np.ndarray:
+    """One score per column of ``X`` (higher: more related to ``y``); constant columns score
+    NaN for ANOVA F (ranked last)."""
+    from sklearn.feature_selection import f_classif, mutual_info_classif
+
+    if method == "mutual_info":
+        return mutual_info_classif(X, y, random_state=int(seed))
+    if method == "anova_f":
+        with warnings.catch_warnings():  # constant features: 0/0, ranked last
+            warnings.simplefilter("ignore")
+            return f_classif(X, y)[0]
+    raise ConfigError(f"{method!r} is not a filter ranking; use mutual_info or anova_f")
+
+
+def _l1_importance(estimator) -> np.ndarray:
+    """Sum over the one-vs-rest models of |coefficient|, per feature."""
+    return np.abs(np.vstack([m.coef_ for m in estimator.estimators_])).sum(axis=0)
+
+
+def fit_l1(X: np.ndarray, y: np.ndarray, C: float, seed: int = 0):
+    """One-vs-rest L1 logistic regression (liblinear) on standardised ``X``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+
+    mean, std = feature_stats(X)
+    model = LogisticRegression(
+        l1_ratio=1.0, C=float(C), solver="liblinear", random_state=int(seed), max_iter=1000
+    )
+    with warnings.catch_warnings():  # convergence warnings at the weakest strengths
+        warnings.simplefilter("ignore")
+        return OneVsRestClassifier(model).fit((X - mean) / std, y)
+
+
+def l1_support(estimator, k: int) -> np.ndarray:
+    """The ``k`` features a fitted :func:`fit_l1` model weighs most (SelectFromModel)."""
+    from sklearn.feature_selection import SelectFromModel
+
+    select = SelectFromModel(
+        estimator,
+        prefit=True,
+        threshold=-np.inf,
+        max_features=int(k),
+        importance_getter=_l1_importance,
+    )
+    return select.get_support()
+
+
+class Ranker:
+    """The rankings of one run's training data, each score computed once and reused for every
+    number of kept units (the comparison at the evolved size, the accuracy-size curves).
+
+    ``folds`` are the run's fitness folds (inside the training data, unless the run leaked the
+    test set into fitness); only the L1 strength is chosen on them. ``reference`` is the trained
+    not-pruned head (trained here when needed and not given).
+    """
+
+    def __init__(
+        self,
+        encoding: Encoding,
+        X_train: np.ndarray,
+        y_train: np.ndarray,
+        n_classes: int,
+        folds: list[Fold],
+        *,
+        reference: CompactHead | None = None,
+        trainer: str | TrainerConfig = "fast",
+        seed: int = 0,
+    ) -> None:
+        self.encoding = encoding
+        self.X = np.asarray(X_train, dtype=np.float32)
+        self.y = np.asarray(y_train)
+        self.n_classes = int(n_classes)
+        self.problem = HeadProblem(encoding, n_classes, folds, trainer, seed)
+        self.reference = reference
+        self.trainer = trainer
+        self.seed = int(seed)
+        self.stats = feature_stats(self.X)
+        self._scores: dict[tuple[str, int], np.ndarray] = {}
+        self._l1: dict[tuple[float, int], object] = {}
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return rankings_for(self.encoding)
+
+    def retrain(self, chromosome: np.ndarray) -> CompactHead:
+        """The head of ``chromosome`` trained from scratch on all training data."""
+        masks = self.encoding.decode(chromosome)
+        return train_head(
+            self.X, self.y, masks, self.n_classes, self.trainer, seed=self.seed, stats=self.stats
+        ).head
+
+    def chromosome(self, method: str, keep: dict[int, int]) -> tuple[np.ndarray, dict]:
+        """The chromosome keeping ``keep[layer]`` top-ranked units in each pruned layer, and
+        what was chosen on the way (the L1 strength and its fitness)."""
+        if method not in self.methods:
+            raise ConfigError(
+                f"ranking {method!r} does not apply to encoding {self.encoding.name!r}; "
+                f"choose from {', '.join(self.methods)}"
+            )
+        if method == "l1_logistic":
+            return self._l1_chromosome(int(keep[0]))
+        targets = self.encoding.prune_targets
+        return self._join([top_k(self.scores(method, t), keep[t.layer]) for t in targets]), {}
+
+    def scores(self, method: str, target: PruneTarget) -> np.ndarray:
+        """One score per unit of ``target`` (higher: kept first), from the training data."""
+        key = (method, target.layer)
+        if key not in self._scores:
+            if method in ("mutual_info", "anova_f"):
+                self._scores[key] = filter_scores(method, self.X, self.y, self.seed)
+            elif method == "norm_retrained":
+                self._scores[key] = unit_norms(self._reference(), target).numpy()
+            else:
+                self._scores[key] = activation_variance(self._reference(), self.X, target.layer)
+        return self._scores[key]
+
+    def _reference(self) -> CompactHead:
+        if self.reference is None:
+            self.reference = self.retrain(self.encoding.full())
+        return self.reference
+
+    def _join(self, masks: list[np.ndarray]) -> np.ndarray:
+        """One gene per unit of each target, in target order (the default gene layout)."""
+        chrom = np.concatenate(masks).astype(np.uint8)
+        if chrom.size != self.encoding.n_genes:
+            raise ConfigError(
+                f"encoding {self.encoding.name!r} does not have one gene per unit; "
+                "rankings need that layout"
+            )
+        return chrom
+
+    def _l1_model(self, C: float, fold: int):
+        """The L1 model of strength C on fold ``fold``'s fitting part (-1: all training data)."""
+        if (C, fold) not in self._l1:
+            f = self.problem.folds[fold] if fold >= 0 else None
+            X, y = (self.X, self.y) if f is None else (f.X_fit, f.y_fit)
+            self._l1[(C, fold)] = fit_l1(X, y, C, self.seed)
+        return self._l1[(C, fold)]
+
+    def _l1_chromosome(self, k: int) -> tuple[np.ndarray, dict]:
+        """L1 strength by the fitness of its top-k heads (selected and trained on each fold's
+        fitting part, scored on its fitness part); then selected on all training data. Equal
+        fitness goes to the stronger regularisation."""
+        fitness = {}
+        for C in L1_STRENGTHS:
+            scores = [
+                self.problem.evaluate_fold(self._join([l1_support(self._l1_model(C, i), k)]), i)
+                for i in range(self.problem.n_folds)
+            ]
+            fitness[C] = float(np.mean([s.accuracy for s in scores]))
+        best = max(L1_STRENGTHS, key=lambda C: (fitness[C], -C))
+        chrom = self._join([l1_support(self._l1_model(best, -1), k)])
+        return chrom, {
+            "strength": best,
+            "fitness_by_strength": {str(c): fitness[c] for c in fitness},
+        }
+
+
+def select_features(
+    X: np.ndarray,
+    y: np.ndarray,
+    k: int,
+    method: str = "mutual_info",
+    *,
+    seed: int = 0,
+    trainer: str | TrainerConfig = "fast",
+    hidden_size: int = 512,
+    val_fraction: float = 0.2,
+) -> np.ndarray:
+    """Boolean mask of the ``k`` columns of ``X`` that ``method`` ranks highest on (X, y).
+
+    ``y`` holds class indices 0..C-1. ``norm_retrained`` trains a one-layer head of
+    ``hidden_size`` on (X, y); ``l1_logistic`` chooses its strength on a stratified validation
+    part of (X, y) (``val_fraction``).
+    """
+    y = np.asarray(y)
+    encoding = make_encoding("fs", np.shape(X)[1], hidden_size)
+    folds = make_folds(X, y, "validation", seed=seed, val_fraction=val_fraction)
+    ranker = Ranker(encoding, X, y, int(y.max()) + 1, folds, trainer=trainer, seed=seed)
+    return ranker.chromosome(method, {0: int(k)})[0].astype(bool)

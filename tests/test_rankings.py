@@ -1,0 +1,222 @@
+"""Ranking baselines and accuracy-size curves: exactly k units, scores from the training data
+only (a different test set never changes a choice), determinism per seed, and the curves'
+files in a real comparison."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from evoprune.cli import main
+from evoprune.compare import curves as cv
+from evoprune.compare import rankings as rk
+from evoprune.compare.baselines import kept_units, run_rankings
+from evoprune.encodings import make_encoding
+from evoprune.errors import ConfigError
+from evoprune.runs.store import hex_to_mask
+
+N_FEATURES, HIDDEN, N_CLASSES = 20, 12, 3
+ENCODINGS = ["fs", "fc", "fc1", "fc2", "both"]
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _informative(features, n, seed, strength=2.5):
+    """n rows of 20 noise features; ``features`` (one pair per class) carry the class."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % N_CLASSES
+    X = rng.normal(size=(n, N_FEATURES)).astype(np.float32)
+    X[:, features] += strength * np.eye(N_CLASSES)[y].repeat(2, axis=1)
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Training: features 0-5 carry the class. Two held-out sets: one like training, one
+    (larger) where only features 10-15 carry it, which a ranking that saw it would pick."""
+    X, y = _informative(slice(0, 6), 120, 0)
+    X_same, y_same = _informative(slice(0, 6), 60, 1)
+    X_other, y_other = _informative(slice(10, 16), 300, 2, strength=4.0)
+    return X, y, (X_same, y_same), (X_other, y_other)
+
+
+def _evolved(enc, fraction=0.3, seed=3):
+    rng = np.random.default_rng(seed)
+    m = np.zeros(enc.n_genes, dtype=np.uint8)
+    m[rng.choice(enc.n_genes, int(round(fraction * enc.n_genes)), replace=False)] = 1
+    return m
+
+
+def _rank(enc, data, test, seed=0, methods=None):
+    X, y = data[0], data[1]
+    return run_rankings(
+        enc,
+        _evolved(enc),
+        X,
+        y,
+        *test,
+        N_CLASSES,
+        seed=seed,
+        methods=methods,
+    )
+
+
+def test_each_encoding_gets_the_rankings_that_fit_its_units():
+    names = {e: rk.rankings_for(make_encoding(e, N_FEATURES, HIDDEN)) for e in ENCODINGS}
+    assert names["fs"] == ("mutual_info", "anova_f", "l1_logistic", "norm_retrained")
+    for e in ENCODINGS[1:]:
+        assert names[e] == ("norm_retrained", "activation_variance")
+
+
+@pytest.mark.parametrize("name", ENCODINGS)
+def test_rankings_keep_exactly_the_evolved_units_per_layer_from_training_data_only(data, name):
+    enc = make_encoding(name, N_FEATURES, HIDDEN)
+    evolved = kept_units(enc, _evolved(enc))
+    same = _rank(enc, data, data[2])
+    other = _rank(enc, data, data[3])
+    assert list(same) == list(rk.rankings_for(enc))
+    for method, r in same.items():
+        chrom = hex_to_mask(r.details["mask"], enc.n_genes)
+        assert kept_units(enc, chrom) == evolved, method  # exactly k in each layer
+        assert r.active_fraction == pytest.approx(chrom.mean())
+        # another test set changes the score of the same head, never the choice of units
+        assert other[method].details["mask"] == r.details["mask"], method
+        assert r.details["seed"] == 0 and r.details["scored_on"] == "120 training images"
+    assert any(other[m].test_accuracy != same[m].test_accuracy for m in same)
+
+
+def test_feature_rankings_pick_the_features_informative_in_training(data):
+    """The leaked test set makes features 10-15 the informative ones; the training data
+    features 0-5. Rankings that saw the test set would pick from 10-15."""
+    enc = make_encoding("fs", N_FEATURES, HIDDEN)
+    mask = np.zeros(enc.n_genes, dtype=np.uint8)
+    mask[:6] = 1
+    X, y = data[0], data[1]
+    for method, r in run_rankings(enc, mask, X, y, *data[3], N_CLASSES, seed=0).items():
+        chosen = set(np.flatnonzero(hex_to_mask(r.details["mask"], enc.n_genes)))
+        if method != "norm_retrained":  # a small head's norms barely rank (issue 14's table)
+            assert chosen == set(range(6)), method
+    # the filter scores are those of the training data, computed once
+    ranker = rk.Ranker(enc, X, y, N_CLASSES, _folds(X, y), seed=0)
+    target = enc.prune_targets[0]
+    expected = rk.filter_scores("mutual_info", X, y, seed=0)
+    np.testing.assert_array_equal(ranker.scores("mutual_info", target), expected)
+
+
+def _folds(X, y):
+    from evoprune.problem import make_folds
+
+    return make_folds(X, y, "validation", seed=0)
+
+
+def test_l1_strength_is_chosen_on_the_fitness_split_and_recorded(data):
+    enc = make_encoding("fs", N_FEATURES, HIDDEN)
+    r = _rank(enc, data, data[2], methods=("l1_logistic",))["l1_logistic"]
+    fitness = r.details["fitness_by_strength"]
+    assert set(fitness) == {str(c) for c in rk.L1_STRENGTHS}
+    best = max(rk.L1_STRENGTHS, key=lambda c: (fitness[str(c)], -c))
+    assert r.details["strength"] == best
+    assert not r.details["leaked_test_set"]
+
+
+def test_rankings_are_deterministic_per_seed(data):
+    enc = make_encoding("fs", N_FEATURES, HIDDEN)
+    a, b = _rank(enc, data, data[2], seed=5), _rank(enc, data, data[2], seed=5)
+    for m in a:
+        assert a[m].details["mask"] == b[m].details["mask"]
+        assert a[m].test_accuracy == b[m].test_accuracy
+        assert a[m].details["seed"] == 5
+
+
+def test_top_k_is_exact_with_ties_and_nan():
+    assert np.flatnonzero(rk.top_k([1.0, np.nan, 1.0, 3.0, 1.0], 3)).tolist() == [0, 2, 3]
+    assert rk.top_k([np.nan] * 4, 2).sum() == 2
+    with pytest.raises(ConfigError, match="cannot keep 5 of 4"):
+        rk.top_k(np.zeros(4), 5)
+
+
+def test_select_features_is_the_python_entry_point(data):
+    X, y = data[0], data[1]
+    for method in rk.FOR_UNITS["inputs"]:
+        mask = rk.select_features(X, y, 6, method, seed=0, hidden_size=HIDDEN)
+        assert mask.dtype == bool and int(mask.sum()) == 6
+    with pytest.raises(ConfigError, match="activation_variance.*does not apply"):
+        rk.select_features(X, y, 6, "activation_variance")
+
+
+def test_curve_points_cover_every_method_and_density(data):
+    enc = make_encoding("fc1", N_FEATURES, HIDDEN)
+    X, y = data[0], data[1]
+    points = cv.curve_points(enc, X, y, *data[2], N_CLASSES, (0.25, 1.0), seed=0)
+    names = rk.rankings_for(enc) + ("random",)
+    assert [(p["method"], p["density"]) for p in points] == [
+        (m, d) for d in (0.25, 1.0) for m in names
+    ]
+    for p in points:
+        assert p["active_genes"] == max(1, round(p["density"] * HIDDEN))
+    full = {p["test_accuracy"] for p in points if p["density"] == 1.0}
+    assert len(full) == 1  # every method keeps every unit: one head
+    with pytest.raises(ConfigError, match="densities"):
+        cv.check_densities([0.1, 0.1])
+    with pytest.raises(ConfigError, match="densities"):
+        cv.check_densities([0.0, 0.5])
+
+
+def test_compare_with_curves_writes_csv_and_figure_and_resumes(
+    faces_folder, feature_cache, tmp_path, monkeypatch
+):
+    out = tmp_path / "cmp"
+    args = [
+        "-q",
+        "compare",
+        "--data",
+        str(faces_folder),
+        "--encodings",
+        "fs,fc2",
+        "--algorithms",
+        "ssga,nsga2",
+        "--runs",
+        "1",
+        "--evaluations",
+        "6",
+        "--population",
+        "4",
+        "--hidden-size",
+        "16",
+        "--curves",
+        "0.05,0.5,1",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(feature_cache),
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    rows = list(csv.DictReader((out / "curves.csv").open()))
+    assert list(rows[0]) == cv.CURVE_FIELDS
+    got = {(r["encoding"], r["method"], r["density"]) for r in rows}
+    expected = {
+        (e, m, d)
+        for e in ("fs", "fc2")
+        for m in rk.rankings_for(make_encoding(e, 10, 16)) + ("random",)
+        for d in ("0.05", "0.5", "1.0")
+    }
+    assert got == expected and len(rows) == len(expected)
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((out / "curves" / "fs_run0.json").read_text())
+    assert saved["settings"]["densities"] == [0.05, 0.5, 1.0]
+    summary = list(csv.DictReader((out / "summary.csv").open()))
+    fs_methods = {r["method"] for r in summary if r["encoding"] == "fs"}
+    assert {"mutual_info", "anova_f", "l1_logistic", "norm_retrained"} <= fs_methods
+    stats = list(csv.DictReader((out / "stats.csv").open()))
+    assert ("fc2", "activation_variance") in {(s["encoding"], s["baseline"]) for s in stats}
+    assert "Mutual information" in (out / "table.md").read_text()
+
+    def boom(*a, **k):
+        raise AssertionError("saved curves were computed again")
+
+    monkeypatch.setattr(cv, "curve_points", boom)
+    before = (out / "curves.csv").read_text()
+    assert main(args) == 0
+    assert (out / "curves.csv").read_text() == before
