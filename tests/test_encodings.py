@@ -50,17 +50,35 @@ def blocks():
 
 
 def test_paper_encodings_keep_their_rules():
-    assert list(ENCODINGS) == ["fs", "fc", "fc1", "fc2", "both"]
-    genes = {name: make_encoding(name, 30, 16).n_genes for name in ENCODINGS}
-    assert genes == {"fs": 30, "fc": 16, "fc1": 16, "fc2": 16, "both": 32}
+    assert list(ENCODINGS) == ["fs", "fc", "fc1", "fc2", "both", "edges-fc", "edges-out"]
+    genes = {name: make_encoding(name, 30, 16, n_classes=3).n_genes for name in ENCODINGS}
+    assert genes == {
+        "fs": 30,
+        "fc": 16,
+        "fc1": 16,
+        "fc2": 16,
+        "both": 32,
+        "edges-fc": 30 * 16,
+        "edges-out": 16 * 3,
+    }
     layers = {name: len(make_encoding(name, 30, 16).hidden) for name in ENCODINGS}
-    assert layers == {"fs": 1, "fc": 1, "fc1": 2, "fc2": 2, "both": 2}
+    assert layers == {
+        "fs": 1,
+        "fc": 1,
+        "fc1": 2,
+        "fc2": 2,
+        "both": 2,
+        "edges-fc": 1,
+        "edges-out": 1,
+    }
     assert {n: default_evaluations(n) for n in ENCODINGS} == {
         "fs": 200,
         "fc": 200,
         "fc1": 200,
         "fc2": 200,
         "both": 300,
+        "edges-fc": 200,
+        "edges-out": 200,
     }
 
 
@@ -91,7 +109,10 @@ def test_registry_refuses_bad_or_duplicate_encodings(blocks):
         EncodingSpec("deep", "?", hidden_layers=1, targets=(PruneTarget(1, "neurons"),))
     with pytest.raises(ConfigError, match="no targets"):
         EncodingSpec("none", "?", hidden_layers=1, targets=())
-    with pytest.raises(ConfigError, match="unknown; choose one of fs, fc, fc1, fc2, both, blocks"):
+    with pytest.raises(
+        ConfigError,
+        match="unknown; choose one of fs, fc, fc1, fc2, both, edges-fc, edges-out, blocks",
+    ):
         make_encoding("fc9", 10)
 
 

@@ -26,7 +26,7 @@ gene order); a new layout subclasses :class:`EncodingSpec` and is added with
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
@@ -35,11 +35,14 @@ from evoprune.errors import ConfigError
 
 __all__ = [
     "ENCODINGS",
+    "LAYER_FAMILIES",
     "REGISTRY",
+    "EdgesSpec",
     "Encoding",
     "EncodingSpec",
     "HeadMasks",
     "PruneTarget",
+    "encoding_for_layer",
     "encoding_spec",
     "make_encoding",
     "register_encoding",
@@ -51,10 +54,16 @@ DEFAULT_BUDGET = 200
 
 @dataclass(frozen=True)
 class HeadMasks:
-    """Boolean masks of the units that exist: input features, then each hidden layer."""
+    """Boolean masks of the units that exist: input features, then each hidden layer.
+
+    ``connections`` (the ``edges`` encodings) maps a layer of the head (its index in
+    ``head.layers``) to a boolean (out, in) matrix of the weights that exist in it, over the
+    layer's full sizes; a weight switched off is zero and stays zero in training.
+    """
 
     features: np.ndarray
     hidden: tuple[np.ndarray, ...]
+    connections: Mapping[int, np.ndarray] = field(default_factory=dict)
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -69,7 +78,7 @@ class PruneTarget:
     same units, so they act where the search acts."""
 
     layer: int
-    units: str  # "inputs" or "neurons"
+    units: str  # "inputs", "neurons" or "weights" (the connections of head.layers[layer])
 
     def size(self, n_features: int, hidden: tuple[int, ...]) -> int:
         """How many units the target has in a head of these sizes."""
@@ -107,6 +116,8 @@ class EncodingSpec:
                 continue
             if t.units == "neurons" and 0 <= t.layer < int(self.hidden_layers):
                 continue
+            if t.units == "weights" and 0 <= t.layer <= int(self.hidden_layers):
+                continue
             raise ConfigError(
                 f"encoding {self.name!r}: target {t} does not exist in a head of "
                 f"{self.hidden_layers} hidden layer(s); use PruneTarget(0, 'inputs') or "
@@ -137,6 +148,15 @@ class EncodingSpec:
             else:
                 layers[t.layer] = part
         return HeadMasks(features=features, hidden=tuple(layers))
+
+    def genes_for(self, encoding: Encoding) -> int:
+        """Genes of a chromosome for ``encoding`` (a layout that needs the class count, such
+        as ``edges-out``, overrides this and reads ``encoding.n_classes``)."""
+        return self.n_genes(encoding.n_features, encoding.hidden)
+
+    def decode_for(self, genes: np.ndarray, encoding: Encoding) -> HeadMasks:
+        """Masks for boolean ``genes`` of ``encoding``'s length (see :meth:`genes_for`)."""
+        return self.decode_genes(genes, encoding.n_features, encoding.hidden)
 
 
 #: Every encoding by name, in the order help texts list them.
@@ -232,6 +252,84 @@ for _spec in (
 
 
 @dataclass(frozen=True)
+class EdgesSpec(EncodingSpec):
+    """One gene per connection (weight) of one layer of the one-layer head, the paper's
+    ``edges`` ablation: ``layer`` ``"fc"`` is the features -> hidden matrix (features x
+    hidden genes), ``"out"`` the hidden -> classes one (hidden x classes genes). Genes run over
+    the weight matrix row by row in torch's (out, in) layout; every unit stays."""
+
+    layer: str = "fc"
+
+    @property
+    def index(self) -> int:
+        """The layer's position in ``head.layers``."""
+        return 0 if self.layer == "fc" else 1
+
+    def shape(self, encoding: Encoding) -> tuple[int, int]:
+        """(out, in) of the pruned weight matrix."""
+        if self.layer == "fc":
+            return encoding.hidden[0], encoding.n_features
+        if encoding.n_classes is None:
+            raise ConfigError(
+                f"encoding {self.name!r} has one gene per hidden -> class weight, so it needs "
+                "the number of classes: make_encoding(..., n_classes=C)"
+            )
+        return encoding.n_classes, encoding.hidden[0]
+
+    def n_genes(self, n_features: int, hidden: tuple[int, ...]) -> int:
+        return self.genes_for(Encoding(self.name, n_features, hidden))
+
+    def genes_for(self, encoding: Encoding) -> int:
+        rows, cols = self.shape(encoding)
+        return rows * cols
+
+    def decode_for(self, genes: np.ndarray, encoding: Encoding) -> HeadMasks:
+        return HeadMasks(
+            features=np.ones(encoding.n_features, dtype=bool),
+            hidden=tuple(np.ones(h, dtype=bool) for h in encoding.hidden),
+            connections={self.index: genes.reshape(self.shape(encoding))},
+        )
+
+
+for _layer, _what in (("fc", "features -> hidden"), ("out", "hidden -> classes")):
+    register_encoding(
+        EdgesSpec(
+            f"edges-{_layer}",
+            f"one-layer head; one gene per {_what} weight (connection pruning; "
+            f"--encoding edges --layer {_layer})",
+            hidden_layers=1,
+            targets=(PruneTarget(0 if _layer == "fc" else 1, "weights"),),
+            layer=_layer,
+        )
+    )
+
+#: Encodings that come in one variant per layer: ``--encoding edges --layer out`` is the
+#: registered encoding ``edges-out``.
+LAYER_FAMILIES: dict[str, tuple[str, ...]] = {"edges": ("fc", "out")}
+
+
+def encoding_for_layer(name: str, layer: str | None) -> str:
+    """The registered encoding that ``--encoding name --layer layer`` means (``edges``,
+    ``out`` -> ``edges-out``); ``name`` itself without a layer. ConfigError for a family
+    without a layer, or a layer given to an encoding that has none."""
+    if name in LAYER_FAMILIES:
+        layers = LAYER_FAMILIES[name]
+        if layer not in layers:
+            given = "no --layer" if layer is None else f"--layer {layer}"
+            raise ConfigError(
+                f"--encoding {name} with {given}: choose the layer whose connections the "
+                f"genes switch, --layer {' or --layer '.join(layers)}"
+            )
+        return f"{name}-{layer}"
+    if layer is not None:
+        raise ConfigError(
+            f"--layer {layer} applies to --encoding {' or '.join(LAYER_FAMILIES)} only "
+            f"(not {name}); drop --layer"
+        )
+    return name
+
+
+@dataclass(frozen=True)
 class Encoding:
     """A chromosome layout for a head of ``hidden`` layer sizes on ``n_features`` inputs; its
     rules come from the registered :class:`EncodingSpec` called ``name``."""
@@ -239,6 +337,7 @@ class Encoding:
     name: str
     n_features: int
     hidden: tuple[int, ...]
+    n_classes: int | None = None  # needed by layouts over the output layer (edges-out)
 
     @property
     def spec(self) -> EncodingSpec:
@@ -246,7 +345,7 @@ class Encoding:
 
     @property
     def n_genes(self) -> int:
-        return int(self.spec.n_genes(self.n_features, self.hidden))
+        return int(self.spec.genes_for(self))
 
     @property
     def prune_targets(self) -> tuple[PruneTarget, ...]:
@@ -260,7 +359,7 @@ class Encoding:
             raise ConfigError(
                 f"chromosome has {genes.size} genes but encoding {self.name!r} needs {self.n_genes}"
             )
-        masks = self.spec.decode_genes(genes, self.n_features, self.hidden)
+        masks = self.spec.decode_for(genes, self)
         sizes = (masks.features.size,) + tuple(m.size for m in masks.hidden)
         if sizes != (self.n_features,) + self.hidden:
             raise ConfigError(
@@ -277,12 +376,14 @@ class Encoding:
         return ("features",) + tuple(f"fc{i + 1}" for i in range(len(self.hidden)))
 
 
-def make_encoding(name: str, n_features: int, hidden_size: int = 512) -> Encoding:
+def make_encoding(
+    name: str, n_features: int, hidden_size: int = 512, n_classes: int | None = None
+) -> Encoding:
     """The encoding ``name`` for a head on ``n_features`` inputs with hidden layers of
-    ``hidden_size``.
+    ``hidden_size`` (and ``n_classes`` outputs, which ``edges-out`` needs).
 
-    The number of hidden layers is the encoding's: ``fs`` and ``fc`` use the paper's one-layer
-    head, ``fc1``, ``fc2`` and ``both`` its two-layer head.
+    The number of hidden layers is the encoding's: ``fs``, ``fc`` and the ``edges`` encodings
+    use the paper's one-layer head, ``fc1``, ``fc2`` and ``both`` its two-layer head.
     """
     spec = encoding_spec(name)
     if int(n_features) < 1:
@@ -290,5 +391,8 @@ def make_encoding(name: str, n_features: int, hidden_size: int = 512) -> Encodin
     if int(hidden_size) < 1:
         raise ConfigError(f"hidden_size={hidden_size} must be at least 1")
     return Encoding(
-        name=name, n_features=int(n_features), hidden=(int(hidden_size),) * int(spec.hidden_layers)
+        name=name,
+        n_features=int(n_features),
+        hidden=(int(hidden_size),) * int(spec.hidden_layers),
+        n_classes=None if n_classes is None else int(n_classes),
     )

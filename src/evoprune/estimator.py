@@ -14,6 +14,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from evoprune.devices import resolve_device
 from evoprune.encodings import make_encoding
 from evoprune.model.head import feature_stats, predict_proba, train_head
 from evoprune.runs.config import (
@@ -42,7 +43,8 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
     ``"cv"`` (``cv_folds``-fold cross-validation); pass ``eval_set=(X, y)`` to ``fit`` to score
     fitness on other data instead (the paper scored on its test set, which leaks it into the
     search). ``objectives``, ``algorithm``, ``select`` and ``ood_score`` choose the
-    multi-objective search (see the command line's help).
+    multi-objective search (see the command line's help). ``device`` (``auto``, ``cpu``,
+    ``cuda``) is where heads train; the fitted head is always on the CPU.
 
     Learned attributes: ``classes_``, ``n_features_in_``, ``best_mask_`` (0/1 chromosome),
     ``best_fitness_``, ``history_`` (one dict per evaluation), ``masks_`` (decoded unit masks),
@@ -82,6 +84,7 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         algorithm: str = "auto",
         select: str | None = None,
         ood_score: str = "energy",
+        device: str = "auto",
     ):
         self.encoding = encoding
         self.hidden_size = hidden_size
@@ -98,6 +101,7 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         self.algorithm = algorithm
         self.select = select
         self.ood_score = ood_score
+        self.device = device
 
     def _validated_params(self) -> dict:
         """The parameters checked by the run settings' one validation, resolved
@@ -137,6 +141,7 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         eval_idx = None if eval_set is None else self._checked_eval_set(eval_set)
         seed = int(self.random_state)
         cfg = self._run_config()
+        resolve_device(cfg.device)  # device="cuda" without a GPU stops here
         if X_ood is not None:
             X_ood = self._check_features(X_ood, "X_ood")
         elif "ood" in cfg.objectives:
@@ -177,6 +182,7 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
             self.trainer,
             seed=seed,
             stats=feature_stats(X),
+            device=cfg.device,
         ).head
         self.final_train_seconds_ = time.perf_counter() - t0
         return self
@@ -337,7 +343,7 @@ def load(run_dir: str | Path) -> EvoPruneClassifier:
     params["random_state"] = r.seed
     clf = EvoPruneClassifier(**params)
     head = run.head()
-    encoding = make_encoding(r.encoding, r.feature_dim, r.hidden_size)
+    encoding = make_encoding(r.encoding, r.feature_dim, r.hidden_size, r.n_classes)
     best_mask = np.asarray(r.best_mask, dtype=np.uint8)
     try:
         masks = encoding.decode(best_mask)

@@ -18,7 +18,7 @@ import json
 import logging
 import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +28,10 @@ import torch
 from torch import nn
 
 from evoprune import __version__
-from evoprune.encodings import make_encoding
+from evoprune.encodings import EdgesSpec, encoding_spec, make_encoding
 from evoprune.errors import ConfigError, EvoPruneError
 from evoprune.io import atomic_write, atomic_write_json
-from evoprune.model.head import CompactHead
+from evoprune.model.head import CompactHead, nonzero_params
 from evoprune.runs.store import (
     HEAD_FILE,
     REFERENCE_HEAD_FILE,
@@ -48,6 +48,9 @@ ONNX_OPSET = 17
 TORCHSCRIPT_METADATA = "evoprune.json"
 #: ONNX metadata_props key that holds the whole metadata as JSON.
 ONNX_METADATA_KEY = "evoprune"
+#: Bytes an ONNX sparse initializer spends per kept weight: its float32 value and an int64
+#: index (the format allows no smaller index), against 4 per weight stored dense.
+SPARSE_BYTES_PER_WEIGHT = 12
 
 
 class ImageClassifier(nn.Module):
@@ -97,7 +100,7 @@ def _suffix(format: str) -> str:
 def _expected_sizes(run: RunFolder, reference: bool) -> tuple[tuple[int, ...], np.ndarray]:
     """(layer sizes, selected features) of the evolved or the not-pruned head per result.json."""
     r = run.result
-    encoding = make_encoding(r.encoding, r.feature_dim, r.hidden_size)
+    encoding = make_encoding(r.encoding, r.feature_dim, r.hidden_size, r.n_classes)
     chromosome = encoding.full() if reference else np.asarray(r.best_mask)
     try:
         masks = encoding.decode(chromosome)
@@ -228,7 +231,7 @@ def model_metadata(
         "backbone": backbone.name,
         "head": "not pruned" if reference else "pruned",
         "head_sizes": list(head.sizes),
-        "head_params": head.n_params(),
+        "head_params": nonzero_params(head),
         "head_macs": head.n_macs(),
         "encoding": r["encoding"],
         "dataset": r.get("dataset"),
@@ -262,6 +265,7 @@ def export_model(
     check_output_path(out, example="model" + suffix)
     meta_out = check_output_path(Path(str(out) + ".json"), example=out.name + ".json")
     module, metadata = build_model(run, reference, head_only)
+    sparse = _pruned_connections(run, module.head, format, reference, metadata)
     if head_only:
         example = torch.zeros(2, run.result.get("feature_dim", module.head.n_inputs))
     else:
@@ -269,7 +273,7 @@ def export_model(
         example = torch.zeros(2, 3, *size)
     with writing_to(out):
         if format == "onnx":
-            _write_onnx(module, example, out, metadata)
+            _write_onnx(module, example, out, metadata, sparse)
         else:
             _write_torchscript(module, example, out, metadata)
     try:
@@ -288,7 +292,77 @@ def export_model(
     return ExportedModel(path=out, metadata_path=meta_path, metadata=metadata)
 
 
-def _write_onnx(module: nn.Module, example: torch.Tensor, out: Path, metadata: dict) -> None:
+def _pruned_connections(
+    run: RunFolder, head: CompactHead, format: str, reference: bool, metadata: dict
+) -> list[np.ndarray]:
+    """For a head of an ``edges`` encoding: the weight matrices to store sparse (ONNX, and only
+    where that makes the file smaller), with ``metadata["connections"]`` saying how the pruned
+    layer is stored; a warning when the file is not smaller than a dense one."""
+    spec = encoding_spec(run.result.encoding)
+    if reference or not isinstance(spec, EdgesSpec):
+        return []
+    weight = head.linears[spec.index].weight.detach().numpy()
+    kept, total = int(np.count_nonzero(weight)), int(weight.size)
+    sparse = format == "onnx" and kept * SPARSE_BYTES_PER_WEIGHT < total * 4
+    if sparse:
+        note = (
+            f"stored as an ONNX sparse initializer ({SPARSE_BYTES_PER_WEIGHT} bytes per kept "
+            "weight)"
+        )
+    elif format != "onnx":
+        note = f"{format} stores the layer dense, zeros included: the file is not smaller"
+    else:
+        note = (
+            f"stored dense, zeros included: the file is not smaller ({kept / total:.0%} of the "
+            f"weights kept; a sparse initializer pays off below {4 / SPARSE_BYTES_PER_WEIGHT:.0%})"
+        )
+    metadata["connections"] = {
+        "layer": spec.layer,
+        "weights_kept": kept,
+        "weights_total": total,
+        "storage": "sparse" if sparse else "dense",
+        "note": note,
+    }
+    if not sparse:
+        log.warning("%s: the pruned %s layer is %s", run.path.name, spec.layer, note)
+    return [weight] if sparse else []
+
+
+def _sparsify(model, weight: np.ndarray) -> None:
+    """Move the initializer that holds ``weight`` (as exported, or transposed) into the graph's
+    sparse initializers: the kept values and their int64 positions in the flattened matrix."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    for k, init in enumerate(graph.initializer):
+        values = numpy_helper.to_array(init)
+        if values.shape not in (weight.shape, weight.T.shape) or values.dtype != weight.dtype:
+            continue
+        if not (np.array_equal(values, weight) or np.array_equal(values, weight.T)):
+            continue
+        flat = values.ravel()
+        index = np.flatnonzero(flat)
+        sparse = helper.make_sparse_tensor(
+            numpy_helper.from_array(flat[index], name=init.name),
+            numpy_helper.from_array(index.astype(np.int64), name=init.name + "_indices"),
+            list(values.shape),
+        )
+        del graph.initializer[k]
+        graph.sparse_initializer.append(sparse)
+        return
+    raise EvoPruneError(
+        "the exported ONNX graph holds no initializer equal to the pruned weight matrix; "
+        "export with --format torchscript, or report this as a bug"
+    )
+
+
+def _write_onnx(
+    module: nn.Module,
+    example: torch.Tensor,
+    out: Path,
+    metadata: dict,
+    sparse: Sequence[np.ndarray] = (),
+) -> None:
     try:
         import onnx
     except ImportError:
@@ -325,6 +399,8 @@ def _write_onnx(module: nn.Module, example: torch.Tensor, out: Path, metadata: d
                 dynamic_axes={in_name: {0: "batch"}, "probabilities": {0: "batch"}},
             )
         model = onnx.load(str(tmp))
+        for weight in sparse:
+            _sparsify(model, weight)
         del model.metadata_props[:]
         # One key per item for people reading the file; "evoprune" holds all of it as JSON.
         items = list(metadata.items()) + [(ONNX_METADATA_KEY, metadata)]

@@ -99,7 +99,9 @@ class HeadProblem:
     Every evaluation trains from the same ``seed``, so a mask always gets the same objectives.
     ``ood_features`` (the search's part of an out-of-distribution image set, as backbone
     features) is needed when ``objectives`` include ``ood``; ``ood_score`` names the score
-    (:data:`evoprune.ood.OOD_SCORES`).
+    (:data:`evoprune.ood.OOD_SCORES`). Heads train on ``device`` (``auto``, ``cpu``, ``cuda``);
+    with ``batch_heads`` the heads of a batch train together where the trainer and the
+    encoding allow it (:func:`evoprune.model.batched.train_heads`), else one by one.
     """
 
     def __init__(
@@ -112,8 +114,12 @@ class HeadProblem:
         objectives: tuple[str, ...] = ("accuracy",),
         ood_features: np.ndarray | None = None,
         ood_score: str = "energy",
+        device: str = "cpu",
+        batch_heads: bool = True,
     ):
         self.encoding = encoding
+        self.device = device
+        self.batch_heads = bool(batch_heads)
         self.n_classes = int(n_classes)
         self.folds = folds
         self.trainer = get_trainer(trainer)
@@ -144,17 +150,20 @@ class HeadProblem:
 
     def evaluate_fold(self, chromosome: np.ndarray, fold: int) -> FoldScore:
         """Train the head of ``chromosome`` on fold ``fold`` and score it there."""
-        f = self.folds[fold]
-        trained = train_head(
-            f.X_fit,
-            f.y_fit,
-            self.encoding.decode(chromosome),
-            self.n_classes,
-            self.trainer,
-            seed=self.seed,
-            stats=f.stats,
+        return self.evaluate_fold_batch(np.atleast_2d(chromosome), fold)[0]
+
+    @property
+    def batched(self) -> bool:
+        """Whether heads train together (the trainer and the encoding are batchable)."""
+        from evoprune.model.batched import BATCHED_ENCODINGS, batchable
+
+        return (
+            self.batch_heads and self.encoding.name in BATCHED_ENCODINGS and batchable(self.trainer)
         )
-        acc = accuracy(trained.head, f.X_score, f.y_score)
+
+    def _score(self, head, f: Fold) -> FoldScore:
+        """A trained head's accuracy (and OOD AUROC when asked) on the fold's scoring part."""
+        acc = accuracy(head, f.X_score, f.y_score)
         auroc = None
         if "ood" in self.objectives and self.ood_features is not None:  # given, by __init__
             from evoprune.model.head import logits
@@ -162,8 +171,8 @@ class HeadProblem:
             from evoprune.ood import ood_score
 
             auroc = auroc_of(
-                ood_score(self.ood_score, logits(trained.head, f.X_score)),
-                ood_score(self.ood_score, logits(trained.head, self.ood_features)),
+                ood_score(self.ood_score, logits(head, f.X_score)),
+                ood_score(self.ood_score, logits(head, self.ood_features)),
             )
         return FoldScore(acc, auroc)
 
@@ -182,8 +191,31 @@ class HeadProblem:
     def evaluate_fold_batch(self, chromosomes: np.ndarray, fold: int) -> list[FoldScore]:
         """Each row of ``chromosomes`` trained and scored on fold ``fold``: the batch form of
         :meth:`evaluate_fold`, what an executor sends to one worker. A row's score does not
-        depend on the other rows of the batch."""
-        return [self.evaluate_fold(c, fold) for c in np.atleast_2d(chromosomes)]
+        depend on the other rows of the batch (batched heads are padded to shapes of their own;
+        a test checks it exactly)."""
+        f = self.folds[fold]
+        masks = [self.encoding.decode(c) for c in np.atleast_2d(chromosomes)]
+        args = (f.X_fit, f.y_fit)
+        if self.batched:
+            from evoprune.model.batched import train_heads
+
+            trained = train_heads(
+                *args, masks, self.n_classes, self.trainer, self.seed, f.stats, self.device
+            )
+        else:
+            trained = [
+                train_head(
+                    *args,
+                    m,
+                    self.n_classes,
+                    self.trainer,
+                    seed=self.seed,
+                    stats=f.stats,
+                    device=self.device,
+                )
+                for m in masks
+            ]
+        return [self._score(t.head, f) for t in trained]
 
     def evaluate_one(self, chromosome: np.ndarray) -> Evaluation:
         return self.evaluate(np.atleast_2d(chromosome))[0]

@@ -16,9 +16,10 @@ log = logging.getLogger("evoprune")
 
 def _config_from_args(args: argparse.Namespace):
     """The run configuration of parsed ``run`` options (validated by the caller)."""
+    from evoprune.encodings import encoding_for_layer
     from evoprune.runs.config import config_from_args
 
-    return config_from_args(args)
+    return config_from_args(args, encoding=encoding_for_layer(args.encoding, args.layer))
 
 
 def format_run_table(result: dict) -> str:

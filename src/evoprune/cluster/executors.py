@@ -83,8 +83,8 @@ def run_units(box: list, groups: list, threads: int) -> tuple[list, str, float]:
     from evoprune.cluster import session
 
     session.IN_WORKER = True
+    problem = _problem(box)  # fetching it is transfer, not evaluation
     t0 = time.perf_counter()
-    problem = _problem(box)
     with torch_threads(threads):
         out = [
             problem.evaluate(rows) if fold is None else problem.evaluate_fold_batch(rows, fold)
@@ -130,6 +130,7 @@ class RayExecutor:
         self.task = ray.remote(num_cpus=self.threads, max_retries=int(max_retries))(run_units)
         self._refs: dict[int, tuple[object, object]] = {}
         self.busy: dict[str, float] = {}
+        self.seconds = 0.0  # time the driver spent waiting for evaluations
         self.tasks = 0
         self._pending: dict = {}  # task ref -> (key, fold)
         self._scores: dict[bytes, dict] = {}  # key -> {fold: score}
@@ -158,6 +159,13 @@ class RayExecutor:
 
     def evaluate(self, problem, chromosomes: np.ndarray) -> list:
         """The batch's Evaluations, in row order."""
+        t0 = time.perf_counter()
+        try:
+            return self._evaluate(problem, chromosomes)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def _evaluate(self, problem, chromosomes: np.ndarray) -> list:
         chromosomes = np.atleast_2d(np.asarray(chromosomes, dtype=np.uint8))
         units = _units(problem, len(chromosomes))
         size = math.ceil(len(units) / (2 * self.slots))
@@ -186,6 +194,13 @@ class RayExecutor:
 
     def wait(self) -> tuple:
         """(key, Evaluation) of the first submitted chromosome whose folds are all done."""
+        t0 = time.perf_counter()
+        try:
+            return self._wait()
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def _wait(self) -> tuple:
         while True:
             (ref,), _ = self.ray.wait(list(self._pending), num_returns=1)
             key, fold = self._pending.pop(ref)

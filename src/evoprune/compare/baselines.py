@@ -40,6 +40,7 @@ from evoprune.model.head import (
     feature_stats,
     fit_head,
     get_trainer,
+    nonzero_params,
     train_head,
 )
 from evoprune.problem import HeadProblem, make_folds
@@ -259,10 +260,6 @@ def polynomial_decay(
         hooks=pruning,
     )
     return tuned, pruning.record
-
-
-def nonzero_params(head: CompactHead) -> int:
-    return int(sum(int(torch.count_nonzero(p)) for p in head.parameters()))
 
 
 def sparsity_of(head: CompactHead, layers: tuple[int, ...]) -> float:

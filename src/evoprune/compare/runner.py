@@ -298,7 +298,7 @@ def _run_and_save_baselines(
     from evoprune.compare.baselines import run_baselines
     from evoprune.runs.store import REFERENCE_HEAD_FILE, load_head
 
-    encoding = make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size)
+    encoding = make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size, data.n_classes)
     try:
         reference = load_head(path / REFERENCE_HEAD_FILE, n_inputs=data.X.shape[1])
     except EvoPruneError as exc:

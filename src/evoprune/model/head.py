@@ -8,6 +8,7 @@ default, designed for CPUs; see :data:`TRAINERS`).
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from evoprune.devices import resolve_device
 from evoprune.encodings import HeadMasks
 from evoprune.errors import ConfigError
 
@@ -231,7 +233,30 @@ def build_head(
         with torch.no_grad():
             layer.weight.copy_(full[rows][:, cols])
             layer.bias.zero_()
+    _prune_connections(head, masks, keep)
     return head
+
+
+def _prune_connections(head: CompactHead, masks: HeadMasks, keep: list[np.ndarray]) -> None:
+    """Zero the weights of the connections ``masks`` switch off (the ``edges`` encodings) and
+    keep them zero in training: their gradients are masked, so the optimiser's step (SGD with
+    momentum, Adam, weight decay) leaves them at exactly 0 without any step in the loop."""
+    for i, full in masks.connections.items():
+        weight = head.linears[i].weight
+        kept = np.ascontiguousarray(np.asarray(full, dtype=bool)[np.ix_(keep[i + 1], keep[i])])
+        mask = torch.as_tensor(kept, dtype=weight.dtype)
+        with torch.no_grad():
+            weight.mul_(mask)
+        weight.register_hook(functools.partial(_masked_gradient, mask))
+
+
+def _masked_gradient(mask: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    return grad * mask.to(grad.device)
+
+
+def nonzero_params(head: CompactHead) -> int:
+    """Parameters that are not zero: what a head with pruned connections really holds."""
+    return int(sum(int(torch.count_nonzero(p)) for p in head.parameters()))
 
 
 def feature_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -250,7 +275,8 @@ def training_tensors(
     Xs = torch.as_tensor(
         np.ascontiguousarray(np.asarray(X, dtype=np.float32)[:, head.feature_index.numpy()])
     )
-    return (Xs - head.shift) * head.scale, torch.as_tensor(np.asarray(y, dtype=np.int64))
+    Xs, ys = Xs.to(head.shift.device), torch.as_tensor(np.asarray(y, dtype=np.int64))
+    return (Xs - head.shift) * head.scale, ys.to(head.shift.device)
 
 
 def make_optimizer(params: list, cfg: TrainerConfig) -> torch.optim.Optimizer:
@@ -357,18 +383,25 @@ def train_head(
     trainer: str | TrainerConfig = "fast",
     seed: int = 0,
     stats: tuple[np.ndarray, np.ndarray] | None = None,
+    device: str | torch.device = "cpu",
 ) -> TrainedHead:
     """Train a compact head for ``masks`` from scratch on (X, y); deterministic for a seed.
 
     ``stats`` are the (mean, std) of the training features, used by trainers that standardise;
-    computed from ``X`` when not given.
+    computed from ``X`` when not given. The head trains on ``device`` (``auto``, ``cpu``,
+    ``cuda``; see :func:`evoprune.devices.resolve_device`) and comes back on the CPU.
     """
     cfg = get_trainer(trainer)
     mean = std = None
     if cfg.standardize:
         mean, std = stats if stats is not None else feature_stats(X)
     head = build_head(masks, n_classes, mean=mean, std=std, seed=seed)
-    return fit_head(head, X, y, cfg, torch.Generator().manual_seed(int(seed) + 1))
+    dev = resolve_device(device)
+    if dev.type == "cpu":  # exactly the CPU path of before
+        return fit_head(head, X, y, cfg, torch.Generator().manual_seed(int(seed) + 1))
+    trained = fit_head(head.to(dev), X, y, cfg, torch.Generator().manual_seed(int(seed) + 1))
+    trained.head.cpu()
+    return trained
 
 
 @torch.no_grad()

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from evoprune.devices import DEVICES
 from evoprune.errors import ConfigError
 from evoprune.pareto import OBJECTIVES  # the objectives a run can ask for, in order
 from evoprune.search import ALGORITHMS as SEARCH_ALGORITHMS
@@ -61,9 +62,22 @@ def default_evaluations(encoding: str) -> int:
 
 
 def _encodings() -> Sequence[str]:
-    from evoprune.encodings import ENCODINGS
+    """Registered encodings and the families that ``--layer`` completes (``edges``)."""
+    from evoprune.encodings import ENCODINGS, LAYER_FAMILIES
 
-    return list(ENCODINGS)
+    return list(ENCODINGS) + list(LAYER_FAMILIES)
+
+
+def _encoding(v: str) -> str | None:
+    from evoprune.encodings import LAYER_FAMILIES
+
+    if v not in LAYER_FAMILIES:
+        return None
+    names = " or ".join(f"{v}-{layer}" for layer in LAYER_FAMILIES[v])
+    return (
+        f"needs the layer whose connections the genes switch: --encoding {v} --layer "
+        f"{'|'.join(LAYER_FAMILIES[v])} on the command line, encoding={names} elsewhere"
+    )
 
 
 def _trainers() -> Sequence[str]:
@@ -285,6 +299,7 @@ SETTINGS: tuple[Setting, ...] = (
         "fs",
         group="model",
         choices=_encodings,
+        check=_encoding,
         estimator="encoding",
         help=_encoding_help,
     ),
@@ -484,6 +499,18 @@ SETTINGS: tuple[Setting, ...] = (
         estimator="ood_score",
         help="how a head scores in-distribution-ness for ood: energy (default), msp "
         "(maximum softmax probability) or temperature (softmax at T = 1000)",
+    ),
+    # where torch work runs; results agree up to float rounding, so it is not hashed
+    Setting(
+        "device",
+        str,
+        "auto",
+        group="model",
+        choices=DEVICES,
+        estimator="device",
+        result=False,
+        help="where features are extracted and heads trained: auto (default; a GPU when "
+        "torch sees one, else the CPU), cpu, or cuda",
     ),
     # where the work runs (Ray): none of these changes a result, so they are not hashed
     Setting(

@@ -42,6 +42,7 @@ def fitness_split_probas(
                     cfg.trainer,
                     seed=cfg.seed,
                     stats=f.stats,
+                    device=cfg.device,
                 ).head,
                 f.X_score,
             )
@@ -83,7 +84,7 @@ def build_ensemble(
         )
     cfg = run.settings().validate()
     data = prepare_data(cfg, progress=progress, cache_dir=cache_dir)
-    encoding = make_encoding(r.encoding, r.feature_dim, r.hidden_size)
+    encoding = make_encoding(r.encoding, r.feature_dim, r.hidden_size, r.n_classes)
     masks = [hex_to_mask(m["mask"], r.genes) for m in r.front]
     val_probas, y_val = fitness_split_probas(cfg, data, masks, encoding)
     chosen = choose_members(val_probas, y_val, int(members), masks=np.stack(masks), vote=vote)

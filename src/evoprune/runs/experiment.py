@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from evoprune import __version__
+from evoprune.devices import describe_device, resolve_device
 from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError, DataError
-from evoprune.model.head import dense_sizes, get_trainer
+from evoprune.model.head import dense_sizes, get_trainer, nonzero_params
 from evoprune.runs.classes import per_class_fields
 from evoprune.runs.config import RunConfig, default_out_dir
 from evoprune.runs.front import FinalHeads, finish_heads, write_front
@@ -155,7 +156,12 @@ def prepare_data(
         test_origin,
     )
     feats = extract_features(
-        backbone, paths, cache_dir=cache_dir, progress=progress, compute=feature_compute(cfg)
+        backbone,
+        paths,
+        cache_dir=cache_dir,
+        progress=progress,
+        compute=feature_compute(cfg),
+        device=cfg.device,
     )
     return PreparedData(
         name=dataset.name,
@@ -193,7 +199,9 @@ def prepare_ood(
 
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     paths = write_ood_images(cfg.ood, cache / "ood-images")
-    feats = extract_features(cfg.backbone, paths, cache_dir=cache_dir, progress=progress)
+    feats = extract_features(
+        cfg.backbone, paths, cache_dir=cache_dir, progress=progress, device=cfg.device
+    )
     search, heldout = ood_split(len(paths), cfg.seed, cfg.test_fraction)
     return OODData(
         source=str(cfg.ood),
@@ -220,6 +228,7 @@ def run_experiment(
     """
     t_start = time.perf_counter()
     cfg = cfg.validate()
+    resolve_device(cfg.device)  # --device cuda without a GPU stops here, before any work
     out = Path(out) if out is not None else default_out_dir(cfg)
     writer = RunWriter(out, overwrite)
     run_doc = saved_settings(cfg, out)
@@ -235,7 +244,7 @@ def run_experiment(
             "fitness_split='test': the search scores candidates on the test set, as the "
             "paper did; the reported test accuracy is optimistic (marked leaked)"
         )
-    n_genes = make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size).n_genes
+    n_genes = make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size, data.n_classes).n_genes
     config_doc = {
         "run": run_doc,
         "evoprune_version": __version__,
@@ -377,7 +386,7 @@ def _result(
         fitness=final.fitness,
         test_accuracy=final.test_accuracy,
         reference_test_accuracy=final.reference_test_accuracy,
-        head_params=final.head.n_params(),
+        head_params=nonzero_params(final.head),
         reference_head_params=int(ref_params),
         head_macs=final.head.n_macs(),
         reference_head_macs=int(ref_macs),
@@ -400,6 +409,7 @@ def _result(
         algorithm=cfg.algorithm,
         select=cfg.select,
         front=None if final.front is None else [m.summary() for m in final.front],
+        device=describe_device(cfg.device),
         **_ood_fields(final),
         **per_class_fields(final.head, final.reference, data.X_test, data.y_test, data.classes),
     )

@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from evoprune.io import atomic_write
-from evoprune.model.head import CompactHead, accuracy, feature_stats, logits, train_head
+from evoprune.model.head import (
+    CompactHead,
+    accuracy,
+    feature_stats,
+    logits,
+    nonzero_params,
+    train_head,
+)
 from evoprune.pareto import accuracy_standard_error, non_dominated, select
 
 PARETO_FIELDS = [
@@ -60,7 +67,7 @@ class FrontMember:
             "evaluation": self.evaluation,
             "active_fraction": self.active_fraction,
             "active_genes": int(self.mask.sum()),
-            "head_params": self.head.n_params(),
+            "head_params": nonzero_params(self.head),
             "fitness": self.fitness,
             "fitness_auroc": self.fitness_auroc,
             "test_accuracy": self.test_accuracy,
@@ -112,6 +119,7 @@ def finish_heads(cfg, data, evolved, ood=None) -> FinalHeads:
             cfg.trainer,
             seed=cfg.seed,
             stats=stats,
+            device=cfg.device,
         ).head
 
     t0 = time.perf_counter()

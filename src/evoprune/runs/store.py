@@ -261,6 +261,8 @@ class RunResult(Mapping):
     per_class: list[dict] | None = None
     confusion: list[list[int]] | None = None
     reference_confusion: list[list[int]] | None = None
+    # where heads were trained ("cpu", "cuda:0 (NVIDIA H100 ...)"); absent in older runs
+    device: str | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:
@@ -271,7 +273,7 @@ class RunResult(Mapping):
         for key in ("test_auroc", "test_fpr95", "reference_test_auroc", "reference_test_fpr95"):
             if d[key] is None:  # measured only with OOD images
                 d.pop(key)
-        for key in ("per_class", "confusion", "reference_confusion"):
+        for key in ("per_class", "confusion", "reference_confusion", "device"):
             if d[key] is None:  # a run of an older version, read again
                 d.pop(key)
         return d
@@ -536,6 +538,14 @@ def _move_aside(out: Path) -> Path:
     return target
 
 
+def _results_part(run_doc: Mapping[str, Any]) -> dict:
+    """The settings of a saved run that can change its results (a run may be resumed with
+    another ``--device``, say)."""
+    from evoprune.runs.config import BY_NAME
+
+    return {k: v for k, v in run_doc.items() if k not in BY_NAME or BY_NAME[k].result}
+
+
 class RunWriter:
     """Writes one run into its folder. :meth:`begin` resumes or starts it; nothing is written
     before :meth:`begin`, so a run that fails earlier leaves no folder behind."""
@@ -555,7 +565,7 @@ class RunWriter:
             saved = json.loads(cfg_file.read_text(encoding="utf-8")).get("run")
         except (OSError, ValueError, AttributeError):
             saved = None
-        if saved != run_doc:
+        if not isinstance(saved, dict) or _results_part(saved) != _results_part(run_doc):
             self._refuse(saved if isinstance(saved, dict) else {}, run_doc)
 
     def _refuse(self, saved: Mapping[str, Any], current: Mapping[str, Any]) -> None:
