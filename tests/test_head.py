@@ -1,5 +1,7 @@
 """Encodings decode to the right units; compact heads equal masked dense ones; trainers."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -8,10 +10,12 @@ from evoprune.encodings import HeadMasks, make_encoding
 from evoprune.errors import ConfigError
 from evoprune.model.head import (
     TRAINERS,
+    TrainingHooks,
     accuracy,
     build_head,
     dense_sizes,
     feature_stats,
+    fit_head,
     predict_proba,
     train_head,
 )
@@ -111,7 +115,9 @@ def test_paper_trainer_settings_are_the_papers():
         p.early_stop_patience,
         p.min_delta,
         p.lr_decay,
-    ) == ("sgd", 1e-3, 0.9, 32, 600, 10, 1e-5, 1e-6)
+        p.weight_decay,
+        p.average_from,
+    ) == ("sgd", 1e-3, 0.9, 32, 600, 10, 1e-5, 1e-6, 0.0, 0)
 
 
 def test_empty_feature_selection_still_predicts():
@@ -126,3 +132,38 @@ def test_feature_stats_guard_constant_features():
     X = np.ones((10, 3), dtype=np.float32)
     mean, std = feature_stats(X)
     assert (std == 1).all() and (mean == 1).all()
+
+
+class _EpochWeights(TrainingHooks):
+    """Records the weights at the end of every epoch (seen at the start of the next)."""
+
+    def __init__(self):
+        self.ends = []
+
+    def on_epoch_start(self, head, epoch):
+        if epoch:
+            self.ends.append([p.detach().clone() for p in head.parameters()])
+
+
+def test_average_from_keeps_the_mean_of_the_last_epochs_weights():
+    X, y = _blobs()
+    masks = make_encoding("fs", 20, 8).decode(np.ones(20))
+    plain = dataclasses.replace(TRAINERS["fast"], max_epochs=5, average_from=0)
+    runs = []
+    for cfg in (plain, dataclasses.replace(plain, average_from=3)):
+        head = build_head(masks, 3, seed=1)
+        hooks = _EpochWeights()
+        fit_head(head, X, y, cfg, torch.Generator().manual_seed(2), early_stopping=False,
+                 hooks=hooks)  # fmt: skip
+        runs.append((head, hooks.ends))
+    (last, ends), (averaged, _) = runs
+    kept = ends[2:] + [[p.detach() for p in last.parameters()]]  # ends of epochs 3, 4 and 5
+    for i, p in enumerate(averaged.parameters()):
+        expected = torch.stack([w[i] for w in kept]).mean(0)
+        assert torch.allclose(p, expected, atol=1e-6)
+        assert not torch.allclose(p, kept[-1][i])
+
+
+def test_average_from_must_not_be_negative():
+    with pytest.raises(ConfigError, match="average_from=-1"):
+        dataclasses.replace(TRAINERS["fast"], average_from=-1)

@@ -6,6 +6,7 @@ seeded searches on 400 real 8x8 digit images (pixels as features), one of which 
 stops early after many memory hits.
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,8 +15,17 @@ import pytest
 from sklearn.datasets import load_digits
 
 from evoprune.estimator import EvoPruneClassifier
+from evoprune.model.head import TRAINERS
 
 PINNED = json.loads((Path(__file__).parent / "data" / "ssga_regression.json").read_text())
+
+
+@pytest.fixture(autouse=True)
+def _fast_trainer_as_pinned(monkeypatch):
+    """The GA is what is pinned: its heads train with the fast trainer's settings of the time
+    the file was written (weight decay 1e-4, no weight averaging)."""
+    old = dataclasses.replace(TRAINERS["fast"], weight_decay=1e-4, average_from=0)
+    monkeypatch.setitem(TRAINERS, "fast", old)
 
 
 def _digits(n=400):

@@ -238,8 +238,8 @@ def polynomial_decay(
     frequency: int = 5,
 ) -> tuple[CompactHead, list[dict]]:
     """Fine-tune a copy of the trained ``head`` on (X, y) for ``epochs`` epochs with the run's
-    optimiser at its initial learning rate (no decay, no early stopping), pruning ``layers`` by
-    magnitude on :func:`polynomial_schedule`.
+    optimiser at its initial learning rate (no decay, no early stopping, no weight averaging),
+    pruning ``layers`` by magnitude on :func:`polynomial_schedule`.
 
     Masks stay fixed between steps (gradients and weights of pruned positions are zeroed), so
     pruned weights stay zero. Returns the head and the schedule as carried out: per step the
@@ -249,7 +249,8 @@ def polynomial_decay(
     schedule = polynomial_schedule(1.0 - float(keep_fraction), initial_sparsity, epochs, frequency)
     tuned = copy.deepcopy(head)
     pruning = _PolynomialPruning(tuned, layers, schedule)
-    fine_tune = dataclasses.replace(cfg, max_epochs=int(epochs), lr_decay=0.0)
+    # the last weights, exactly as pruned (no mean of earlier epochs' weights)
+    fine_tune = dataclasses.replace(cfg, max_epochs=int(epochs), lr_decay=0.0, average_from=0)
     fit_head(
         tuned,
         X,
