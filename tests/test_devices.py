@@ -72,3 +72,41 @@ def test_gpu_estimator_trains_on_the_gpu_and_records_it():
     assert next(clf.head_.parameters()).device.type == "cpu"
     assert clf.score(X, y) > 0.8
     assert describe_device("cuda").startswith("cuda:0 (")
+
+
+@pytest.mark.parametrize(
+    "cores, load, threads", [(2, 0.1, 2), (2, 1.2, 1), (2, 2.6, 1), (2, 7.0, 1), (16, 3.4, 13)]
+)
+def test_threads_are_the_cores_other_work_leaves_free(cores, load, threads):
+    from evoprune.devices import choose_threads, free_cores
+
+    assert free_cores(cores, load) == threads
+    assert choose_threads({}, cores=cores, load=load) == threads
+    assert choose_threads({"OMP_NUM_THREADS": "3"}, cores=cores, load=load) is None  # the user's
+
+
+def test_openmp_waits_passively_unless_the_user_says_otherwise():
+    import os
+    import subprocess
+    import sys
+
+    code = "import evoprune, os; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.stdout.strip() == "PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.stdout.strip() == "ACTIVE"
+
+
+def test_share_cores_sets_torch_threads(monkeypatch):
+    from evoprune import devices
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.setattr(devices.os, "getloadavg", lambda: (99.0, 0.0, 0.0), raising=False)
+    try:
+        assert devices.share_cores() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -1,6 +1,13 @@
 """evoprune: evolve which neurons or input features of a transfer-learning head to keep."""
 
+import os as _os
+
 __version__ = "0.1.0"
+
+# OpenMP's idle threads sleep instead of spinning, so that two processes on the same cores (two
+# evoprune runs, or one beside any busy job) do not slow each other tenfold; read when torch
+# loads, so set here, before any evoprune module imports torch. The user's own setting wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def load(run_dir):

@@ -170,6 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
     try:
+        from evoprune.devices import share_cores
+
+        log.debug("torch threads: %d", share_cores())  # the cores other work leaves free
         return int(args.func(args) or 0)
     except EvoPruneError as exc:
         log.error("%s", exc)
