@@ -750,7 +750,9 @@ def _from_dict(cls, doc: Mapping[str, Any]) -> RunConfig:
             f"a saved run configuration must be a mapping of settings, got {type(doc).__name__}"
         )
     unknown = sorted(set(doc) - set(BY_NAME))
-    missing = [s.name for s in SETTINGS if s.name not in doc and s.result]  # others: default
+    # a run saves only result settings; where the work ran (the cluster group, --async
+    # included) is missing from folders written before it existed: both take their defaults
+    missing = [s.name for s in SETTINGS if s.name not in doc and s.result and s.group != "cluster"]
     if unknown or missing:
         parts = ([f"unknown setting(s) {', '.join(unknown)}"] if unknown else []) + (
             [f"missing setting(s) {', '.join(missing)}"] if missing else []
