@@ -51,7 +51,10 @@ L1_STRENGTHS = (0.01, 0.03, 0.1, 0.3)
 
 def rankings_for(encoding: Encoding) -> tuple[str, ...]:
     """The rankings that apply to every layer ``encoding`` prunes, in :data:`RANKINGS` order."""
-    kinds = {t.units for t in encoding.prune_targets}
+    targets = encoding.prune_targets
+    if sum(t.size(encoding.n_features, encoding.hidden) for t in targets) != encoding.n_genes:
+        return ()  # not one gene per unit (e.g. connections): nothing to rank
+    kinds = {t.units for t in targets}
     return tuple(m for m in RANKINGS if all(m in FOR_UNITS[kind] for kind in kinds))
 
 
