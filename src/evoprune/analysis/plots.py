@@ -101,10 +101,13 @@ def plot_added(rows: Sequence, path: Path, title: str = "") -> Path:
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.05)
     right = ax.twinx()
-    right.plot(share, [100 * r.active_fraction for r in rows], "o:", color="tab:red")
+    right.plot(
+        share, [100 * r.active_fraction for r in rows], "o:", color="tab:red", label="% active"
+    )
     right.set_ylabel("% active genes (evolved)", color="tab:red")
     right.set_ylim(0, 105)
-    ax.legend(fontsize=8, loc="lower right")
+    lines = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    ax.legend(lines, [h.get_label() for h in lines], fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
     return save_figure(fig, ax, path, title)
 
@@ -163,7 +166,7 @@ def plot_channels(freq, path: Path, title: str = "", top: int = 40) -> Path:
     left.set_xlabel(f"kept in k of {R} fs runs")
     left.set_ylabel("channels")
     left.set_xticks(k)
-    left.legend(fontsize=8)
+    left.legend(fontsize=8, loc="upper left")
     order = np.argsort(-freq.kept, kind="stable")[:top]
     right.bar(np.arange(len(order)), freq.kept[order], color="tab:blue")
     right.set_xticks(np.arange(len(order)), [str(c) for c in order], rotation=90, fontsize=6)
@@ -176,6 +179,6 @@ def plot_channels(freq, path: Path, title: str = "", top: int = 40) -> Path:
         lw=1,
         label="mean density x runs",
     )
-    right.legend(fontsize=8)
+    right.legend(fontsize=8, loc="lower right", framealpha=0.9)
     fig.suptitle(title, fontsize=10)
     return save_figure(fig, left, path)
