@@ -133,16 +133,16 @@ def test_ctrl_c_keeps_the_evaluations_made(
 ):
     from evoprune.problem import HeadProblem
 
-    real = HeadProblem.evaluate_one
+    real = HeadProblem.evaluate
     calls = {"n": 0}
 
     def interrupted(self, chrom):
-        calls["n"] += 1
+        calls["n"] += len(chrom)
         if calls["n"] > 5:
             raise KeyboardInterrupt
         return real(self, chrom)
 
-    monkeypatch.setattr(HeadProblem, "evaluate_one", interrupted)
+    monkeypatch.setattr(HeadProblem, "evaluate", interrupted)
     args = [
         "run",
         "--data",
@@ -163,7 +163,7 @@ def test_ctrl_c_keeps_the_evaluations_made(
     rows = list(csv.DictReader((tmp_path / "history.csv").open()))
     assert len(rows) == 4  # the initial population was evaluated before the interruption
     assert not (tmp_path / "result.json").exists()
-    monkeypatch.setattr(HeadProblem, "evaluate_one", real)
+    monkeypatch.setattr(HeadProblem, "evaluate", real)
     assert main(args) == 0
     r = json.loads((tmp_path / "result.json").read_text())
     assert r["resumed_evaluations"] == 4 and r["evaluations"] == 8

@@ -133,20 +133,20 @@ def test_out_that_is_not_evoprunes_to_write_is_refused(
 
 
 def _interrupt_after(monkeypatch, n: int):
-    """Ctrl-C when the problem is asked for its (n + 1)-th evaluation; returns the real
+    """Ctrl-C when a batch would take the problem past its n-th evaluation; returns the real
     method, to put back."""
     from evoprune.problem import HeadProblem
 
-    real = HeadProblem.evaluate_one
+    real = HeadProblem.evaluate
     calls = {"n": 0}
 
     def interrupted(self, chrom):
-        calls["n"] += 1
+        calls["n"] += len(chrom)
         if calls["n"] > n:
             raise KeyboardInterrupt
         return real(self, chrom)
 
-    monkeypatch.setattr(HeadProblem, "evaluate_one", interrupted)
+    monkeypatch.setattr(HeadProblem, "evaluate", interrupted)
     return real
 
 
@@ -176,7 +176,7 @@ def test_interrupting_a_resumed_run_during_its_replay_keeps_every_evaluation(
     assert [r.as_row() for r in read_history(out / "history.csv")] == [r.as_row() for r in rows]
 
     monkeypatch.setattr(store.HistoryAppender, "__call__", real_call)
-    monkeypatch.setattr(HeadProblem, "evaluate_one", real)
+    monkeypatch.setattr(HeadProblem, "evaluate", real)
     assert main(_args(faces_folder, feature_cache, out)) == 0
     result = json.loads((out / "result.json").read_text())
     assert result["resumed_evaluations"] == 10 and result["evaluations"] == 12
@@ -193,7 +193,7 @@ def test_resumed_run_equals_an_uninterrupted_one(
     out = tmp_path / "run"
     real = _interrupt_after(monkeypatch, 7)
     assert main(_args(faces_folder, feature_cache, out)) == 130
-    monkeypatch.setattr(HeadProblem, "evaluate_one", real)
+    monkeypatch.setattr(HeadProblem, "evaluate", real)
     assert main(_args(faces_folder, feature_cache, out)) == 0
     got = json.loads((out / "result.json").read_text())
     want = tiny_run[1]
