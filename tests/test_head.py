@@ -167,3 +167,16 @@ def test_average_from_keeps_the_mean_of_the_last_epochs_weights():
 def test_average_from_must_not_be_negative():
     with pytest.raises(ConfigError, match="average_from=-1"):
         dataclasses.replace(TRAINERS["fast"], average_from=-1)
+
+
+def test_small_training_sets_get_smaller_batches_not_fewer_steps():
+    from evoprune.model.head import TRAINERS
+
+    fast, paper = TRAINERS["fast"], TRAINERS["paper"]
+    # ELPV-sized fitting data keeps the fast trainer's batch of 256
+    assert fast.batch_size_for(1679) == 256
+    # a few dozen samples: at least 4 mini-batches an epoch instead of one
+    assert fast.batch_size_for(48) == 12
+    assert fast.batch_size_for(3) == 1
+    # the paper trainer is as published: batch 32 whatever the size
+    assert paper.batch_size_for(48) == 32 and paper.batch_size_for(10) == 10

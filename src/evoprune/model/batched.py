@@ -53,6 +53,7 @@ SUPPORTED_FIELDS = frozenset(
         "lr_decay",
         "weight_decay",
         "average_from",
+        "min_batches",
     }
 )
 #: Encodings whose masks switch whole units (what padding to a shape can express); others (and
@@ -238,7 +239,7 @@ class _Track:
 def _group_epoch(g: _Group, y: torch.Tensor, cfg, order, step: int, n_classes: int):
     """One epoch of mini-batches for every head of ``g``; (loss per head, steps taken)."""
     n = g.inputs.shape[1]
-    bs = min(cfg.batch_size, n)
+    bs = cfg.batch_size_for(n)
     total = torch.zeros(len(g.members), dtype=torch.float64, device=g.inputs.device)
     for start in range(0, n, bs):
         idx = order[start : start + bs]

@@ -41,6 +41,13 @@ class TrainerConfig:
     # > 0: the head keeps the mean of the weights at the ends of epochs average_from, ... (1-based)
     # up to the last epoch run, instead of the best epoch's (tail averaging, as in SWA)
     average_from: int = 0
+    # at least this many mini-batches an epoch: small training sets get smaller batches, so
+    # that a few hundred samples still get enough optimiser steps (1: batch_size as it is)
+    min_batches: int = 1
+
+    def batch_size_for(self, n: int) -> int:
+        """The mini-batch size for ``n`` training samples."""
+        return max(1, min(self.batch_size, n, math.ceil(n / max(1, int(self.min_batches)))))
 
     def __post_init__(self) -> None:
         if int(self.average_from) < 0:
@@ -84,6 +91,7 @@ TRAINERS: dict[str, TrainerConfig] = {
         standardize=True,
         weight_decay=1e-2,
         average_from=10,
+        min_batches=4,
     ),
 }
 
@@ -348,7 +356,7 @@ def fit_head(
     params = list(head.parameters())
     opt = make_optimizer(params, cfg)
     n = Xs.shape[0]
-    bs = min(cfg.batch_size, n)
+    bs = cfg.batch_size_for(n)
     best_loss = math.inf
     best_state = None
     stale = 0
