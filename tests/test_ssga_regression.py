@@ -23,8 +23,8 @@ PINNED = json.loads((Path(__file__).parent / "data" / "ssga_regression.json").re
 @pytest.fixture(autouse=True)
 def _fast_trainer_as_pinned(monkeypatch):
     """The GA is what is pinned: its heads train with the fast trainer's settings of the time
-    the file was written (weight decay 1e-4, no weight averaging)."""
-    old = dataclasses.replace(TRAINERS["fast"], weight_decay=1e-4, average_from=0)
+    the file was written (weight decay 1e-4, no weight averaging, batch 256 whatever the size)."""
+    old = dataclasses.replace(TRAINERS["fast"], weight_decay=1e-4, average_from=0, min_batches=1)
     monkeypatch.setitem(TRAINERS, "fast", old)
 
 
