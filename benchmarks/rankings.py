@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from evoprune.compare.curves import curve_points
-from evoprune.compare.rankings import FOR_UNITS
+from evoprune.compare.rankings import FOR_UNITS, Ranker
 from evoprune.compare.runner import finished_result
 from evoprune.encodings import make_encoding
 from evoprune.io import atomic_write_json
@@ -56,22 +56,20 @@ def one_seed(base: RunConfig, seed: int, root: Path, cache_dir) -> dict:
         log.info("seed %d: running the NSGA-II search into %s", seed, path)
         result = run_experiment(cfg, path, progress=False, prepared=data)
     t0 = time.perf_counter()
-    points = curve_points(
+    ranker = Ranker(
         make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size),
         data.X_train,
         data.y_train,
-        data.X_test,
-        data.y_test,
         data.n_classes,
-        DENSITIES,
         trainer=saved_trainer(path),  # as the run trained its heads, whatever "fast" is today
         seed=seed,
         fitness_split=cfg.fitness_split,
         val_fraction=cfg.val_fraction,
         cv_folds=cfg.cv_folds,
+        test_set=(data.X_test, data.y_test),
         reference=load_head(path / REFERENCE_HEAD_FILE, n_inputs=data.X.shape[1]),
-        methods=METHODS,
     )
+    points = curve_points(ranker, data.X_test, data.y_test, DENSITIES, methods=METHODS)
     front = [(m["active_fraction"], m["test_accuracy"]) for m in result["front"]]
     log.info(
         "seed %d: %d front heads, rankings in %.0f s", seed, len(front), time.perf_counter() - t0

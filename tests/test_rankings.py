@@ -48,18 +48,13 @@ def _evolved(enc, fraction=0.3, seed=3):
     return m
 
 
+def _ranker(enc, data, test, seed=0):
+    """The ranker of the training data, handed the held-out set as a comparison hands it."""
+    return rk.Ranker(enc, data[0], data[1], N_CLASSES, seed=seed, test_set=test)
+
+
 def _rank(enc, data, test, seed=0, methods=None):
-    X, y = data[0], data[1]
-    return run_rankings(
-        enc,
-        _evolved(enc),
-        X,
-        y,
-        *test,
-        N_CLASSES,
-        seed=seed,
-        methods=methods,
-    )
+    return run_rankings(_ranker(enc, data, test, seed), _evolved(enc), *test, methods=methods)
 
 
 def test_each_encoding_gets_the_rankings_that_fit_its_units():
@@ -93,21 +88,15 @@ def test_feature_rankings_pick_the_features_informative_in_training(data):
     mask = np.zeros(enc.n_genes, dtype=np.uint8)
     mask[:6] = 1
     X, y = data[0], data[1]
-    for method, r in run_rankings(enc, mask, X, y, *data[3], N_CLASSES, seed=0).items():
+    for method, r in run_rankings(_ranker(enc, data, data[3]), mask, *data[3]).items():
         chosen = set(np.flatnonzero(hex_to_mask(r.details["mask"], enc.n_genes)))
         if method != "norm_retrained":  # a small head's norms barely rank (issue 14's table)
             assert chosen == set(range(6)), method
     # the filter scores are those of the training data, computed once
-    ranker = rk.Ranker(enc, X, y, N_CLASSES, _folds(X, y), seed=0)
+    ranker = rk.Ranker(enc, X, y, N_CLASSES, seed=0)
     target = enc.prune_targets[0]
     expected = rk.filter_scores("mutual_info", X, y, seed=0)
     np.testing.assert_array_equal(ranker.scores("mutual_info", target), expected)
-
-
-def _folds(X, y):
-    from evoprune.problem import make_folds
-
-    return make_folds(X, y, "validation", seed=0)
 
 
 def test_l1_strength_is_chosen_on_the_fitness_split_and_recorded(data):
@@ -147,8 +136,7 @@ def test_select_features_is_the_python_entry_point(data):
 
 def test_curve_points_cover_every_method_and_density(data):
     enc = make_encoding("fc1", N_FEATURES, HIDDEN)
-    X, y = data[0], data[1]
-    points = cv.curve_points(enc, X, y, *data[2], N_CLASSES, (0.25, 1.0), seed=0)
+    points = cv.curve_points(_ranker(enc, data, data[2]), *data[2], (0.25, 1.0))
     names = rk.rankings_for(enc) + ("random",)
     assert [(p["method"], p["density"]) for p in points] == [
         (m, d) for d in (0.25, 1.0) for m in names

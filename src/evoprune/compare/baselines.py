@@ -283,20 +283,6 @@ def fixed_density_masks(
     return out
 
 
-def baseline_folds(X_train, y_train, X_test, y_test, fitness_split, seed, val_fraction, cv_folds):
-    """The search's folds: inside the training data, or on the test set for the leaked split."""
-    eval_set = (X_test, y_test) if fitness_split == "test" else None
-    return make_folds(
-        X_train,
-        y_train,
-        fitness_split,
-        seed=seed,
-        val_fraction=val_fraction,
-        cv_folds=cv_folds,
-        eval_set=eval_set,
-    )
-
-
 def best_fixed(
     encoding: Encoding,
     X_train: np.ndarray,
@@ -316,8 +302,14 @@ def best_fixed(
     folds, trainer and seed), then retrained on all training data and scored on the test set.
     Equal fitness goes to the lower density, as in the search."""
     t0 = time.perf_counter()
-    folds = baseline_folds(
-        X_train, y_train, X_test, y_test, fitness_split, seed, val_fraction, cv_folds
+    folds = make_folds(
+        X_train,
+        y_train,
+        fitness_split,
+        seed=seed,
+        val_fraction=val_fraction,
+        cv_folds=cv_folds,
+        eval_set=(X_test, y_test),  # used by the leaked "test" split only
     )
     problem = HeadProblem(encoding, n_classes, folds, trainer, seed)
     chroms = fixed_density_masks(encoding.n_genes, seed, densities)
@@ -475,63 +467,36 @@ def run_baselines(
             "schedule": schedule,
         },
     )
-    results.update(
-        run_rankings(
-            encoding,
-            evolved_mask,
-            X_train,
-            y_train,
-            X_test,
-            y_test,
-            n_classes,
-            trainer=trainer,
-            seed=seed,
-            fitness_split=fitness_split,
-            val_fraction=val_fraction,
-            cv_folds=cv_folds,
-            reference=ref,
-        )
-    )
-    return results
-
-
-def run_rankings(
-    encoding: Encoding,
-    evolved_mask: np.ndarray,
-    X_train: np.ndarray,
-    y_train: np.ndarray,
-    X_test: np.ndarray,
-    y_test: np.ndarray,
-    n_classes: int,
-    *,
-    trainer: str | TrainerConfig = "fast",
-    seed: int = 0,
-    fitness_split: str = "validation",
-    val_fraction: float = 0.2,
-    cv_folds: int = 5,
-    reference: CompactHead | None = None,
-    methods: tuple[str, ...] | None = None,
-) -> dict[str, BaselineResult]:
-    """Each ranking that applies to ``encoding`` (or ``methods``), keeping the top-ranked units,
-    as many per layer as ``evolved_mask`` keeps, retrained on all training data and scored on the
-    test set. Scores come from (X_train, y_train) only; ``reference`` is the trained not-pruned
-    head (trained here when a ranking needs it and it is not given)."""
-    from evoprune.runs.store import mask_to_hex
-
-    folds = baseline_folds(
-        X_train, y_train, X_test, y_test, fitness_split, seed, val_fraction, cv_folds
-    )
     ranker = Ranker(
         encoding,
         X_train,
         y_train,
         n_classes,
-        folds,
-        reference=reference,
         trainer=trainer,
         seed=seed,
+        fitness_split=fitness_split,
+        val_fraction=val_fraction,
+        cv_folds=cv_folds,
+        test_set=(X_test, y_test),
+        reference=ref,
     )
-    keep = kept_units(encoding, np.asarray(evolved_mask, dtype=np.uint8))
+    results.update(run_rankings(ranker, evolved_mask, X_test, y_test))
+    return results
+
+
+def run_rankings(
+    ranker: Ranker,
+    evolved_mask: np.ndarray,
+    X_test: np.ndarray,
+    y_test: np.ndarray,
+    methods: tuple[str, ...] | None = None,
+) -> dict[str, BaselineResult]:
+    """Each ranking of ``ranker`` (or ``methods``), keeping the top-ranked units, as many per
+    layer as ``evolved_mask`` keeps, retrained on all of the ranker's training data and scored on
+    (X_test, y_test), which no score sees."""
+    from evoprune.runs.store import mask_to_hex
+
+    keep = kept_units(ranker.encoding, np.asarray(evolved_mask, dtype=np.uint8))
     results = {}
     for method in methods if methods is not None else ranker.methods:
         t0 = time.perf_counter()
@@ -544,11 +509,11 @@ def run_rankings(
             head.n_params(),
             time.perf_counter() - t0,
             {
-                "seed": int(seed),
+                "seed": ranker.seed,
                 "kept_units": {str(k): v for k, v in keep.items()},
                 "mask": mask_to_hex(chrom),
-                "scored_on": f"{len(y_train)} training images",
-                "leaked_test_set": fitness_split == "test" and method == "l1_logistic",
+                "scored_on": f"{len(ranker.y)} training images",
+                "leaked_test_set": ranker.leaked_test_set and method == "l1_logistic",
                 **chosen,
             },
         )

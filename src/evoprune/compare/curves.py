@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from evoprune import __version__
-from evoprune.compare.baselines import baseline_folds, fixed_density_masks
+from evoprune.compare.baselines import fixed_density_masks
+from evoprune.compare.layout import run_dir, saved_with
 from evoprune.compare.rankings import RANKING_LABELS, Ranker
 from evoprune.encodings import Encoding, make_encoding
 from evoprune.errors import ConfigError, EvoPruneError
 from evoprune.io import atomic_write_json
-from evoprune.model.head import CompactHead, TrainerConfig, accuracy
+from evoprune.model.head import accuracy
 
 CURVE_FIELDS = [
     "encoding",
@@ -67,44 +68,24 @@ def density_keep(encoding: Encoding, density: float) -> dict[int, int]:
 
 
 def curve_points(
-    encoding: Encoding,
-    X_train: np.ndarray,
-    y_train: np.ndarray,
+    ranker: Ranker,
     X_test: np.ndarray,
     y_test: np.ndarray,
-    n_classes: int,
     densities: Sequence[float],
     *,
-    trainer: str | TrainerConfig = "fast",
-    seed: int = 0,
-    fitness_split: str = "validation",
-    val_fraction: float = 0.2,
-    cv_folds: int = 5,
-    reference: CompactHead | None = None,
     methods: Sequence[str] | None = None,
     progress: bool = False,
 ) -> list[dict]:
-    """Held-out accuracy of each ranking (``methods``: those that apply, then ``random``) at
-    each density, retrained on all training data; scores from the training data only. A mask
-    met twice (every method at density 1) is trained once."""
+    """Held-out accuracy on (X_test, y_test) of each ranking of ``ranker`` (``methods``: those
+    that apply, then ``random``) at each density, retrained on all of the ranker's training
+    data, which alone gives the scores. A mask met twice (every method at density 1) is trained
+    once."""
     from tqdm.auto import tqdm
 
-    folds = baseline_folds(
-        X_train, y_train, X_test, y_test, fitness_split, seed, val_fraction, cv_folds
-    )
-    ranker = Ranker(
-        encoding,
-        X_train,
-        y_train,
-        n_classes,
-        folds,
-        reference=reference,
-        trainer=trainer,
-        seed=seed,
-    )
+    encoding = ranker.encoding
     names = tuple(methods) if methods is not None else ranker.methods + ("random",)
     densities = check_densities(densities, "densities")
-    randoms = fixed_density_masks(encoding.n_genes, seed, densities)
+    randoms = fixed_density_masks(encoding.n_genes, ranker.seed, densities)
     scored: dict[bytes, float] = {}
     points = []
     jobs = [(d, r, m) for d, r in zip(densities, randoms) for m in names]
@@ -159,8 +140,8 @@ def run_curves(
             cfg = cc.run_config(enc, k)
             settings = {"run": cfg.to_dict(), "densities": list(cc.curves)}
             path = curves_file(out, enc, k)
-            saved = _read(path)
-            if saved is None or saved.get("settings") != settings:
+            saved = saved_with(path, settings)
+            if saved is None:
                 points = _run_points(cc, out, data(), done[0], k, progress)
                 atomic_write_json(
                     path,
@@ -175,7 +156,6 @@ def run_curves(
 
 
 def _run_points(cc, out: Path, data, variant: str, k: int, progress: bool) -> list[dict]:
-    from evoprune.compare.layout import run_dir
     from evoprune.runs.store import REFERENCE_HEAD_FILE, load_head
 
     cfg = cc.run_config(variant, k)
@@ -187,32 +167,20 @@ def _run_points(cc, out: Path, data, variant: str, k: int, progress: bool) -> li
             f"{exc}; the run folder {path} is incomplete: delete it and run the "
             "comparison again to redo that run"
         ) from None
-    return curve_points(
+    ranker = Ranker(
         make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size),
         data.X_train,
         data.y_train,
-        data.X_test,
-        data.y_test,
         data.n_classes,
-        cc.curves,
         trainer=cfg.trainer,
         seed=cfg.seed,
         fitness_split=cfg.fitness_split,
         val_fraction=cfg.val_fraction,
         cv_folds=cfg.cv_folds,
+        test_set=(data.X_test, data.y_test),
         reference=reference,
-        progress=progress,
     )
-
-
-def _read(path: Path) -> dict | None:
-    import json
-
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
+    return curve_points(ranker, data.X_test, data.y_test, cc.curves, progress=progress)
 
 
 def _evolved(cc, results: dict[tuple[str, int], dict | None]) -> list[dict]:

@@ -29,7 +29,7 @@ import torch
 from evoprune.encodings import Encoding, PruneTarget, make_encoding
 from evoprune.errors import ConfigError
 from evoprune.model.head import CompactHead, TrainerConfig, feature_stats, train_head
-from evoprune.problem import Fold, HeadProblem, make_folds
+from evoprune.problem import HeadProblem, make_folds
 
 #: Every ranking, in the order it is run and reported, with its label in tables and plots.
 RANKING_LABELS = {
@@ -136,9 +136,11 @@ class Ranker:
     """The rankings of one run's training data, each score computed once and reused for every
     number of kept units (the comparison at the evolved size, the accuracy-size curves).
 
-    ``folds`` are the run's fitness folds (inside the training data, unless the run leaked the
-    test set into fitness); only the L1 strength is chosen on them. ``reference`` is the trained
-    not-pruned head (trained here when needed and not given).
+    Fitness folds are made as the run's search made them (``fitness_split``, ``val_fraction``,
+    ``cv_folds``, ``seed``): inside the training data, unless the run leaked the test set into
+    fitness (``fitness_split="test"``, which needs ``test_set``); only the L1 strength is chosen
+    on them. ``reference`` is the trained not-pruned head (trained here when needed and not
+    given).
     """
 
     def __init__(
@@ -147,16 +149,29 @@ class Ranker:
         X_train: np.ndarray,
         y_train: np.ndarray,
         n_classes: int,
-        folds: list[Fold],
         *,
-        reference: CompactHead | None = None,
         trainer: str | TrainerConfig = "fast",
         seed: int = 0,
+        fitness_split: str = "validation",
+        val_fraction: float = 0.2,
+        cv_folds: int = 5,
+        test_set: tuple[np.ndarray, np.ndarray] | None = None,
+        reference: CompactHead | None = None,
     ) -> None:
         self.encoding = encoding
         self.X = np.asarray(X_train, dtype=np.float32)
         self.y = np.asarray(y_train)
         self.n_classes = int(n_classes)
+        self.leaked_test_set = fitness_split == "test"
+        folds = make_folds(
+            self.X,
+            self.y,
+            fitness_split,
+            seed=seed,
+            val_fraction=val_fraction,
+            cv_folds=cv_folds,
+            eval_set=test_set,
+        )
         self.problem = HeadProblem(encoding, n_classes, folds, trainer, seed)
         self.reference = reference
         self.trainer = trainer
@@ -262,6 +277,7 @@ def select_features(
     """
     y = np.asarray(y)
     encoding = make_encoding("fs", np.shape(X)[1], hidden_size)
-    folds = make_folds(X, y, "validation", seed=seed, val_fraction=val_fraction)
-    ranker = Ranker(encoding, X, y, int(y.max()) + 1, folds, trainer=trainer, seed=seed)
+    ranker = Ranker(
+        encoding, X, y, int(y.max()) + 1, trainer=trainer, seed=seed, val_fraction=val_fraction
+    )
     return ranker.chromosome(method, {0: int(k)})[0].astype(bool)

@@ -17,7 +17,6 @@ exists are not redone, so an interrupted comparison resumes where it stopped.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ import numpy as np
 from evoprune import __version__
 from evoprune.cluster import session_for
 from evoprune.compare.baselines import METHODS
-from evoprune.compare.layout import run_dir
+from evoprune.compare.layout import run_dir, saved_with
 from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError, EvoPruneError
 from evoprune.io import atomic_write_json
@@ -165,18 +164,7 @@ def finished_result(path: Path, cfg: RunConfig) -> dict | None:
 
 
 def finished_baselines(path: Path, settings: dict) -> dict | None:
-    saved = _read_json(path / BASELINES_FILE)
-    if saved is None or saved.get("settings") != settings:
-        return None
-    return saved
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return saved_with(path / BASELINES_FILE, settings)
 
 
 def run_comparison(
