@@ -23,10 +23,10 @@ import numpy as np
 
 from evoprune import __version__
 from evoprune.compare.baselines import fixed_density_masks
-from evoprune.compare.layout import run_dir, saved_with
+from evoprune.compare.layout import run_dir, run_reference, saved_with
 from evoprune.compare.rankings import RANKING_LABELS, Ranker
 from evoprune.encodings import Encoding, make_encoding
-from evoprune.errors import ConfigError, EvoPruneError
+from evoprune.errors import ConfigError
 from evoprune.io import atomic_write_json
 from evoprune.model.head import accuracy
 
@@ -156,17 +156,10 @@ def run_curves(
 
 
 def _run_points(cc, out: Path, data, variant: str, k: int, progress: bool) -> list[dict]:
-    from evoprune.runs.store import REFERENCE_HEAD_FILE, load_head
 
     cfg = cc.run_config(variant, k)
     path = run_dir(out, variant, k)
-    try:
-        reference = load_head(path / REFERENCE_HEAD_FILE, n_inputs=data.X.shape[1])
-    except EvoPruneError as exc:
-        raise EvoPruneError(
-            f"{exc}; the run folder {path} is incomplete: delete it and run the "
-            "comparison again to redo that run"
-        ) from None
+    reference = run_reference(path, data.X.shape[1])
     ranker = Ranker(
         make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size),
         data.X_train,

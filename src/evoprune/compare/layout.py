@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from evoprune.errors import EvoPruneError
+from evoprune.model.head import CompactHead
+
 #: The columns of summary.csv, one row per (encoding, method, run).
 SUMMARY_FIELDS = [
     "encoding",
@@ -35,3 +38,17 @@ def saved_with(path: Path, settings: dict) -> dict | None:
     if not isinstance(doc, dict) or doc.get("settings") != settings:
         return None
     return doc
+
+
+def run_reference(path: Path, n_inputs: int) -> CompactHead:
+    """The not-pruned head that the finished run in ``path`` trained, which its baselines and
+    curves start from (not trained again)."""
+    from evoprune.runs.store import REFERENCE_HEAD_FILE, load_head
+
+    try:
+        return load_head(Path(path) / REFERENCE_HEAD_FILE, n_inputs=n_inputs)
+    except EvoPruneError as exc:
+        raise EvoPruneError(
+            f"{exc}; the run folder {path} is incomplete: delete it and run the "
+            "comparison again to redo that run"
+        ) from None

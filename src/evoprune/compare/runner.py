@@ -26,7 +26,7 @@ import numpy as np
 from evoprune import __version__
 from evoprune.cluster import session_for
 from evoprune.compare.baselines import METHODS
-from evoprune.compare.layout import run_dir, saved_with
+from evoprune.compare.layout import run_dir, run_reference, saved_with
 from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError, EvoPruneError
 from evoprune.io import atomic_write_json
@@ -284,16 +284,9 @@ def _run_and_save_baselines(
 ) -> None:
     """The baselines of the finished run in ``path``, reusing the not-pruned head it trained."""
     from evoprune.compare.baselines import run_baselines
-    from evoprune.runs.store import REFERENCE_HEAD_FILE, load_head
 
     encoding = make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size, data.n_classes)
-    try:
-        reference = load_head(path / REFERENCE_HEAD_FILE, n_inputs=data.X.shape[1])
-    except EvoPruneError as exc:
-        raise EvoPruneError(
-            f"{exc}; the run folder {path} is incomplete: delete it and run the "
-            "comparison again to redo that run"
-        ) from None
+    reference = run_reference(path, data.X.shape[1])
     results = run_baselines(
         encoding,
         np.asarray(result["best_mask"], dtype=np.uint8),
