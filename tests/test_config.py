@@ -18,7 +18,6 @@ from evoprune.runs.config import (
     default_out_dir,
     estimator_defaults,
     parse_objectives,
-    parse_select,
     result_settings,
 )
 
@@ -93,7 +92,7 @@ def test_runconfig_fields_are_the_declared_settings_with_their_defaults():
         ),
         (dict(select="one-se"), "needs more than one objective"),
         (dict(objectives="accuracy,size", select="smallest"), "--select smallest"),
-        (dict(objectives="accuracy,size", select="smallest-within:-1"), "smallest-within:X"),
+        (dict(objectives="accuracy,size", select="smallest-within:-1"), "between 0 and 100"),
         (dict(objectives="accuracy,ood"), "ood needs --ood PATH or a built-in OOD set"),
         (
             dict(objectives="accuracy,ood", ood="no/such/folder"),
@@ -127,11 +126,17 @@ def test_validate_resolves_settings_that_depend_on_others():
 
 def test_parsers():
     assert parse_objectives(" accuracy , ood ") == ("accuracy", "ood")
-    assert parse_select("smallest-within:0.5") == ("smallest-within", 0.5)
-    assert parse_select("one-se") == ("one-se", None)
     for bad in ("smallest-within:", "smallest-within:inf", "best"):
-        with pytest.raises(ValueError):
-            parse_select(bad)
+        with pytest.raises(ConfigError, match="select"):
+            RunConfig(objectives="accuracy,size", select=bad).validate()
+
+
+def test_ood_names_repeated_for_a_light_import_match_the_registries():
+    from evoprune import ood
+    from evoprune.runs import config
+
+    assert config.BUILTIN_OOD == ood.builtin_ood_names()
+    assert set(config.OOD_SCORES) == set(ood.OOD_SCORES)
 
 
 def test_dict_round_trip_and_saved_configs_of_another_version():

@@ -33,14 +33,18 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from evoprune.devices import DEVICES
 from evoprune.errors import ConfigError
-from evoprune.pareto import OBJECTIVES  # the objectives a run can ask for, in order
+from evoprune.pareto import (  # the objectives a run can ask for, in order; head selection
+    DEFAULT_SELECT,
+    OBJECTIVES,
+    SELECT_RULES,
+    parse_select,
+)
 from evoprune.search import ALGORITHMS as SEARCH_ALGORITHMS
 
 ALGORITHMS = ("auto", *SEARCH_ALGORITHMS)  # auto: nsga2 with several objectives, else ssga
-#: Head selection rules on a front; ``smallest-within:X`` takes X accuracy points.
-SELECT_RULES = ("knee", "accuracy", "smallest-within:X", "one-se")
-DEFAULT_SELECT = "one-se"
-#: Out-of-distribution sets built from images that ship inside packages.
+#: Out-of-distribution sets built from images that ship inside packages, and the OOD scores:
+#: the names of evoprune.ood's registries, repeated here so that reading a configuration does
+#: not import PIL and scipy (a test keeps them equal).
 BUILTIN_OOD = ("digits", "photos", "faces")
 OOD_SCORES = ("energy", "msp", "temperature")
 
@@ -186,24 +190,6 @@ def parse_objectives(value: str | Iterable[str]) -> tuple[str, ...]:
     if "accuracy" not in names:
         raise ValueError("must include accuracy (for example accuracy,size)")
     return tuple(n for n in OBJECTIVES if n in names)
-
-
-def parse_select(value: str) -> tuple[str, float | None]:
-    """``"smallest-within:0.5"`` -> ``("smallest-within", 0.5)``; other rules -> (rule, None).
-
-    Raises ValueError with the allowed forms."""
-    text = str(value).strip()
-    allowed = "must be knee, accuracy, one-se or smallest-within:X (X >= 0 accuracy points)"
-    if text in ("knee", "accuracy", "one-se"):
-        return text, None
-    if text.startswith("smallest-within:"):
-        try:
-            x = float(text.split(":", 1)[1])
-        except ValueError:
-            raise ValueError(allowed) from None
-        if math.isfinite(x) and x >= 0:
-            return "smallest-within", x
-    raise ValueError(allowed)
 
 
 def _check_parsed(parse: Callable[[Any], Any]) -> Callable[[Any], str | None]:
