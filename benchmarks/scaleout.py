@@ -20,7 +20,8 @@ Measured:
 - scaling: evaluations per second of the paper trainer against the number of workers
   (``--workers``), plotted to benchmarks/scaleout.png.
 
-Prints a table and writes benchmarks/scaleout.json.
+Prints a table and writes benchmarks/scaleout.json, after each part: a stopped run keeps the parts
+it finished, and the same command again does only the rest.
 """
 
 from __future__ import annotations
@@ -38,12 +39,14 @@ import numpy as np
 from evoprune.cluster import RayExecutor, ThreadsExecutor, feature_compute, ray_session
 from evoprune.compare.runner import CompareConfig, run_comparison
 from evoprune.encodings import make_encoding
+from evoprune.io import atomic_write_json
 from evoprune.model.head import TRAINERS
 from evoprune.problem import HeadProblem, make_folds
 from evoprune.runs.experiment import RunConfig, prepare_data
 from evoprune.runs.search import evolve
 
 HERE = Path(__file__).parent
+log = logging.getLogger("benchmarks.scaleout")
 
 
 def paper_problem(data, quick: bool) -> HeadProblem:
@@ -213,29 +216,58 @@ def main(argv=None) -> int:
     data = prepare_data(base, cache_dir=args.cache_dir, progress=False)
     problem = paper_problem(data, quick)
     chromosomes = masks(problem.n_genes, 2 if quick else 6)
-    res: dict = {"quick": quick}
-    one = seconds_per_evaluation(problem, chromosomes, 1, 2)
-    two = seconds_per_evaluation(problem, chromosomes, 2, 1)
-    res |= {
-        "paper_seconds_per_evaluation_1x2_threads": one,
-        "paper_seconds_per_evaluation_2_workers": two,
-        "speedup_2_workers_paper_trainer": one / two,
-    }
-    res |= overhead_and_identity(data, 40 if quick else 200)
-    res |= compare_speedup(base, quick, args.cache_dir)
-    res |= features_speedup(data, 120 if quick else len(data.paths))
     counts = sorted({int(w) for w in args.workers.split(",")})
-    res["scaling"] = scaling(problem, counts, 2 if quick else 4)
-    plot_scaling(res["scaling"], Path(args.out).with_suffix(".png"))
+    out = Path(args.out)
+    res = saved_parts(out, quick, counts)
+
+    def paper_speedup() -> dict:
+        one = seconds_per_evaluation(problem, chromosomes, 1, 2)
+        two = seconds_per_evaluation(problem, chromosomes, 2, 1)
+        return {
+            "paper_seconds_per_evaluation_1x2_threads": one,
+            "paper_seconds_per_evaluation_2_workers": two,
+            "speedup_2_workers_paper_trainer": one / two,
+        }
+
+    parts = {
+        "paper_speedup": paper_speedup,
+        "overhead_and_identity": lambda: overhead_and_identity(data, 40 if quick else 200),
+        "compare_speedup": lambda: compare_speedup(base, quick, args.cache_dir),
+        "features_speedup": lambda: features_speedup(data, 120 if quick else len(data.paths)),
+        "scaling": lambda: {"scaling": scaling(problem, counts, 2 if quick else 4)},
+    }
+    # each part is written as it finishes: a stopped run keeps its parts, a rerun does the rest
+    for name, part in parts.items():
+        if name in res["parts_done"]:
+            log.warning("%s: kept from %s", name, out)
+            continue
+        res |= part()
+        res["parts_done"].append(name)
+        atomic_write_json(out, res)
+    plot_scaling(res["scaling"], out.with_suffix(".png"))
     res["targets"] = {
         "speedup_2_workers_paper_trainer >= 1.6": res["speedup_2_workers_paper_trainer"] >= 1.6,
         "speedup_2_workers_compare >= 1.5": res["speedup_2_workers_compare"] >= 1.5,
         "ray_overhead_fraction <= 0.05": res["ray_overhead_fraction"] <= 0.05,
         "identical_results": bool(res["identical_results"]),
     }
-    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    res["complete"] = True
+    atomic_write_json(out, res)
     print(table(res))
     return 0
+
+
+def saved_parts(out: Path, quick: bool, workers: list[int]) -> dict:
+    """The parts an earlier, stopped run of the same sizes wrote to ``out``; else a fresh start."""
+    fresh = {"quick": quick, "workers": workers, "parts_done": [], "complete": False}
+    try:
+        saved = json.loads(out.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return fresh
+    same = saved.get("quick") == quick and saved.get("workers") == workers
+    if not same or saved.get("complete") or not isinstance(saved.get("parts_done"), list):
+        return fresh
+    return saved
 
 
 def table(res: dict) -> str:
