@@ -110,3 +110,25 @@ def test_share_cores_sets_torch_threads(monkeypatch):
         assert devices.share_cores() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_in_process_evaluations_use_the_process_threads_unless_threads_are_fixed():
+    """The default (threads_per_worker None) keeps the threads the command chose (the free
+    cores); a fixed number applies inside each evaluation only."""
+    from evoprune.cluster import executor_for
+
+    class Probe:
+        def evaluate(self, chromosomes):
+            return [torch.get_num_threads()]
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        assert RunConfig().validate().threads_per_worker is None
+        with executor_for(RunConfig().validate()) as ex:
+            assert ex.evaluate(Probe(), np.zeros((1, 4))) == [3]
+        with executor_for(RunConfig(threads_per_worker=1).validate()) as ex:
+            assert ex.evaluate(Probe(), np.zeros((1, 4))) == [1]
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

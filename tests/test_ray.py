@@ -71,9 +71,10 @@ def _cfg(**kw):
 def test_the_same_search_with_1_2_and_4_workers(local_ray):
     X, y = _data()
     results = []
-    for executor in (ThreadsExecutor(1), RayExecutor(ray, 2), RayExecutor(ray, 4)):
+    executors = (ThreadsExecutor(1), ThreadsExecutor(2), RayExecutor(ray, 2), RayExecutor(ray, 4))
+    for executor in executors:
         results.append(_summary(evolve(X, y, 3, _cfg(), executor=executor).result))
-    assert results[0] == results[1] == results[2]
+    assert all(r == results[0] for r in results)  # in process with 1 or 2 threads, on Ray
     assert len(results[0][2]) == 14
 
 

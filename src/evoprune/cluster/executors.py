@@ -30,10 +30,14 @@ MAX_RETRIES = 3
 
 
 @contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Torch uses ``n`` threads inside the block (then as before)."""
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Torch uses ``n`` threads inside the block (then as before); None keeps torch's setting
+    (in a command: the cores other work leaves free, :func:`evoprune.devices.share_cores`)."""
     import torch
 
+    if n is None:
+        yield
+        return
     before = torch.get_num_threads()
     torch.set_num_threads(int(n))
     try:
@@ -43,11 +47,11 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 class ThreadsExecutor(LocalExecutor):
-    """In this process, every evaluation with ``threads`` torch threads."""
+    """In this process, every evaluation with ``threads`` torch threads (None: torch's)."""
 
-    def __init__(self, threads: int = 1):
+    def __init__(self, threads: int | None = None):
         super().__init__()
-        self.threads = int(threads)
+        self.threads = None if threads is None else int(threads)
 
     def evaluate(self, problem, chromosomes: np.ndarray) -> list:
         with torch_threads(self.threads):

@@ -19,8 +19,11 @@ from evoprune.cluster.session import cluster_cpus, ray_address, ray_session, use
 log = logging.getLogger(__name__)
 
 
-def _settings(cfg) -> tuple[int, str | None, int]:
-    return int(cfg.workers), ray_address(cfg.ray_address), int(cfg.threads_per_worker)
+def _settings(cfg) -> tuple[int, str | None, int | None]:
+    """workers, Ray address and torch threads per evaluation (None: this process's threads
+    in this process, 1 on a Ray worker)."""
+    threads = cfg.threads_per_worker
+    return int(cfg.workers), ray_address(cfg.ray_address), None if threads is None else int(threads)
 
 
 @contextmanager
@@ -34,6 +37,7 @@ def executor_for(cfg) -> Iterator[Any]:
         executor: Any = ThreadsExecutor(threads)
         yield executor
         return
+    threads = threads or 1
     with ray_session(workers, address, threads) as ray:
         slots = workers if workers > 1 else max(1, cluster_cpus(ray) // threads)
         executor = RayExecutor(ray, slots, threads)
@@ -65,16 +69,18 @@ def parallel_map(
     *,
     workers: int,
     address: str | None = None,
-    threads: int = 1,
+    threads: int | None = None,
 ) -> Iterator[tuple[int, Any]]:
     """``(i, fn(shared, items[i]))`` as each finishes, over Ray workers when ``workers`` > 1 or
     a cluster is given, else here in order. ``shared`` (the features) goes to the object store
-    once; ``fn`` must be a module-level function. Tasks of dead workers are run again."""
+    once; ``fn`` must be a module-level function. Tasks of dead workers are run again.
+    ``threads``: torch threads per item (None: this process's here, 1 on a worker)."""
     if not uses_ray(workers, address):
         for i, item in enumerate(items):
             with torch_threads(threads):
                 yield i, fn(shared, item)
         return
+    threads = threads or 1
     with ray_session(workers, address, threads) as ray:
         task = ray.remote(num_cpus=threads, max_retries=MAX_RETRIES)(_call)
         ref = ray.put(shared)

@@ -103,7 +103,7 @@ def session_for(cfg) -> Iterator[None]:
     if not uses_ray(cfg.workers, cfg.ray_address):
         yield
         return
-    with ray_session(cfg.workers, cfg.ray_address, cfg.threads_per_worker):
+    with ray_session(cfg.workers, cfg.ray_address, cfg.threads_per_worker or 1):
         yield
 
 

@@ -525,13 +525,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "threads_per_worker",
         int,
-        1,
+        None,
+        nullable=True,
         group="cluster",
         check=_at_least(1),
         result=False,
         metavar="T",
-        help="torch threads of each evaluation, in this process and on every worker "
-        "(fixed so that results do not depend on the number of workers). Default: 1",
+        help="torch threads of each evaluation. Default: in this process, the cores other "
+        "work leaves free; on each Ray worker, 1. A head's weights were bit-identical with 1 "
+        "and 2 threads in our tests; fix T to be sure that runs on different numbers of "
+        "workers agree to the bit",
     ),
     Setting(
         "asynchronous",
