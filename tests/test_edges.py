@@ -220,3 +220,31 @@ def test_estimator_style_settings_name_the_layer_variants():
     assert RunConfig(encoding="edges-out").validate().encoding == "edges-out"
     with pytest.raises(ConfigError, match="edges-fc or edges-out"):
         RunConfig(encoding="edges").validate()
+
+
+def test_compare_runs_the_edges_encodings_with_the_baselines_that_apply(
+    faces_folder, feature_cache, tmp_path
+):
+    """Connections have no unit to remove or rank: the comparison runs not pruned, best fixed,
+    weight pruning and polynomial decay (sized like the evolved head) and random curves."""
+    import csv
+
+    from evoprune.compare.layout import split_variant
+
+    assert split_variant("edges-out") == ("edges-out", "ssga")
+    assert split_variant("edges-out-nsga2") == ("edges-out", "nsga2")
+    out = tmp_path / "cmp"
+    args = ["-q", "compare", "--data", str(faces_folder), "--encodings", "edges-out"]
+    args += ["--runs", "1", "--evaluations", "4", "--population", "4", "--hidden-size", "8"]
+    args += ["--curves", "0.5,1", "--out", str(out), "--cache-dir", str(feature_cache)]
+    assert main(args + ["--no-progress"]) == 0
+    rows = {r["method"]: r for r in csv.DictReader((out / "summary.csv").open())}
+    assert set(rows) == {"evoprune", "not_pruned", "best_fixed", "weight", "polynomial_decay"}
+    evolved = float(rows["evoprune"]["active_fraction"])
+    for method in ("weight", "polynomial_decay"):  # the evolved fraction of the 8 x 2 weights
+        assert float(rows[method]["active_fraction"]) == pytest.approx(evolved, abs=1 / 16)
+    assert int(rows["evoprune"]["head_params"]) < int(rows["not_pruned"]["head_params"]) or (
+        evolved == 1.0
+    )
+    curves = list(csv.DictReader((out / "curves.csv").open()))
+    assert {c["method"] for c in curves} == {"random"} and len(curves) == 2

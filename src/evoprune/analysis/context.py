@@ -94,7 +94,7 @@ def open_analysis(
             "analyses need them: put them back where the run found them"
         ) from None
     _check_same_images(run, cfg, data)
-    encoding = make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size)
+    encoding = make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size, data.n_classes)
     return AnalysisContext(run, cfg, data, encoding, saved_trainer(run), cache_dir, progress)
 
 

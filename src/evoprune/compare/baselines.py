@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from evoprune.compare.rankings import RANKING_LABELS, Ranker, unit_norms
+from evoprune.compare.rankings import RANKING_LABELS, Ranker, prunes_units, unit_norms
 from evoprune.encodings import Encoding, PruneTarget
 from evoprune.errors import ConfigError
 from evoprune.model.head import (
@@ -82,12 +82,18 @@ class BaselineResult:
 
 
 def kept_units(encoding: Encoding, mask: np.ndarray) -> dict[int, int]:
-    """Units the evolved ``mask`` keeps in each layer the encoding prunes (layer index -> count)."""
+    """Units the evolved ``mask`` keeps in each layer the encoding prunes (layer index ->
+    count): input features, hidden neurons, or connections (the ``edges`` encodings)."""
     masks = encoding.decode(mask)
-    return {
-        t.layer: int(masks.features.sum() if t.units == "inputs" else masks.hidden[t.layer].sum())
-        for t in encoding.prune_targets
-    }
+
+    def kept(t: PruneTarget) -> int:
+        if t.units == "inputs":
+            return int(masks.features.sum())
+        if t.units == "weights":
+            return int(np.count_nonzero(masks.connections[t.layer]))
+        return int(masks.hidden[t.layer].sum())
+
+    return {t.layer: kept(t) for t in encoding.prune_targets}
 
 
 def _n_keep(n: int, fraction: float) -> int:
@@ -329,7 +335,7 @@ def best_fixed(
         "best_fixed",
         accuracy(head, X_test, y_test),
         float(chrom.mean()),
-        head.n_params(),
+        head.n_params() if prunes_units(encoding) else nonzero_params(head),
         time.perf_counter() - t0,
         {
             "density": float(densities[best]),
@@ -427,18 +433,19 @@ def run_baselines(
         {"layers": list(layers)},
     )
 
-    t0 = time.perf_counter()
-    keep = kept_units(encoding, evolved_mask)
-    n_head = neuron_prune(ref, targets, keep)
-    total = sum(unit_norms(ref, t).numel() for t in targets)
-    results["neuron"] = BaselineResult(
-        "neuron",
-        accuracy(n_head, X_test, y_test),
-        sum(keep.values()) / total,
-        n_head.n_params(),
-        time.perf_counter() - t0,
-        {"kept_units": {str(k): v for k, v in keep.items()}, "sizes": list(n_head.sizes)},
-    )
+    if prunes_units(encoding):  # connections have no unit to remove
+        t0 = time.perf_counter()
+        keep = kept_units(encoding, evolved_mask)
+        n_head = neuron_prune(ref, targets, keep)
+        total = sum(unit_norms(ref, t).numel() for t in targets)
+        results["neuron"] = BaselineResult(
+            "neuron",
+            accuracy(n_head, X_test, y_test),
+            sum(keep.values()) / total,
+            n_head.n_params(),
+            time.perf_counter() - t0,
+            {"kept_units": {str(k): v for k, v in keep.items()}, "sizes": list(n_head.sizes)},
+        )
 
     t0 = time.perf_counter()
     p_head, schedule = polynomial_decay(

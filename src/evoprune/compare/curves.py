@@ -23,7 +23,7 @@ import numpy as np
 
 from evoprune import __version__
 from evoprune.compare.baselines import fixed_density_masks
-from evoprune.compare.layout import run_dir, run_reference, saved_with
+from evoprune.compare.layout import run_dir, run_reference, saved_with, split_variant
 from evoprune.compare.rankings import RANKING_LABELS, Ranker
 from evoprune.encodings import Encoding, make_encoding
 from evoprune.errors import ConfigError
@@ -133,7 +133,7 @@ def run_curves(
     rows = []
     for enc in cc.encodings:
         for k in range(int(cc.runs)):
-            variants = [v for v in cc.variants if v.partition("-")[0] == enc]
+            variants = [v for v in cc.variants if split_variant(v)[0] == enc]
             done = [v for v in variants if results.get((v, k)) is not None]
             if not done:
                 continue
@@ -161,7 +161,7 @@ def _run_points(cc, out: Path, data, variant: str, k: int, progress: bool) -> li
     path = run_dir(out, variant, k)
     reference = run_reference(path, data.X.shape[1])
     ranker = Ranker(
-        make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size),
+        make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size, data.n_classes),
         data.X_train,
         data.y_train,
         data.n_classes,
@@ -183,11 +183,11 @@ def _evolved(cc, results: dict[tuple[str, int], dict | None]) -> list[dict]:
     for (variant, _run), r in results.items():
         if r is None:
             continue
-        enc, _, algorithm = variant.partition("-")
+        enc, algorithm = split_variant(variant)
         points.append(
             {
                 "encoding": enc,
-                "kind": algorithm or "ssga",
+                "kind": algorithm,
                 "selected": True,
                 "active_fraction": float(r["active_fraction"]),
                 "test_accuracy": float(r["test_accuracy"]),

@@ -22,6 +22,18 @@ SUMMARY_FIELDS = [
 ]
 
 
+#: The label suffix of a variant run by the multi-objective search (``fs-nsga2``).
+NSGA2_SUFFIX = "-nsga2"
+
+
+def split_variant(variant: str) -> tuple[str, str]:
+    """``"fs-nsga2"`` -> ``("fs", "nsga2")``, ``"edges-out"`` -> ``("edges-out", "ssga")``: the
+    encoding (whose name may hold a dash) and the search of a comparison's variant label."""
+    if variant.endswith(NSGA2_SUFFIX):
+        return variant[: -len(NSGA2_SUFFIX)], "nsga2"
+    return variant, "ssga"
+
+
 def run_dir(out: Path, encoding: str, run: int) -> Path:
     """The run folder of run ``run`` (0-based) of ``encoding`` in the comparison folder ``out``."""
     return Path(out) / "runs" / f"{encoding}_run{run}"

@@ -49,9 +49,17 @@ FOR_UNITS = {
 L1_STRENGTHS = (0.01, 0.03, 0.1, 0.3)
 
 
+def prunes_units(encoding: Encoding) -> bool:
+    """Whether the genes switch whole units (features, neurons), which neuron pruning and the
+    rankings remove; not connections (the ``edges`` encodings)."""
+    return all(t.units != "weights" for t in encoding.prune_targets)
+
+
 def rankings_for(encoding: Encoding) -> tuple[str, ...]:
     """The rankings that apply to every layer ``encoding`` prunes, in :data:`RANKINGS` order."""
     targets = encoding.prune_targets
+    if not prunes_units(encoding):
+        return ()  # connections: no unit to rank
     if sum(t.size(encoding.n_features, encoding.hidden) for t in targets) != encoding.n_genes:
         return ()  # not one gene per unit (e.g. connections): nothing to rank
     kinds = {t.units for t in targets}

@@ -26,7 +26,13 @@ import numpy as np
 from evoprune import __version__
 from evoprune.cluster import session_for
 from evoprune.compare.baselines import METHODS
-from evoprune.compare.layout import run_dir, run_reference, saved_with
+from evoprune.compare.layout import (
+    NSGA2_SUFFIX,
+    run_dir,
+    run_reference,
+    saved_with,
+    split_variant,
+)
 from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError, EvoPruneError
 from evoprune.io import atomic_write_json
@@ -106,7 +112,7 @@ class CompareConfig:
         """One label per (encoding, algorithm) compared: the encoding for the paper's GA,
         ``<encoding>-nsga2`` for the multi-objective search's selected head."""
         return tuple(
-            enc if alg == "ssga" else f"{enc}-nsga2"
+            enc if alg == "ssga" else f"{enc}{NSGA2_SUFFIX}"
             for alg in self.algorithms
             for enc in self.encodings
         )
@@ -114,7 +120,7 @@ class CompareConfig:
     def run_config(self, variant: str, run: int) -> RunConfig:
         """The resolved configuration of run ``run`` (0-based) of ``variant`` (an encoding, or
         ``<encoding>-nsga2``: objectives accuracy,size unless the base asks for more)."""
-        encoding, _, algorithm = variant.partition("-")
+        encoding, algorithm = split_variant(variant)
         changes: dict = {"encoding": encoding, "seed": int(self.seed_base) + int(run)}
         if algorithm == "nsga2":
             changes["algorithm"] = "nsga2"
