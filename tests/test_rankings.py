@@ -208,3 +208,5 @@ def test_compare_with_curves_writes_csv_and_figure_and_resumes(
     before = (out / "curves.csv").read_text()
     assert main(args) == 0
     assert (out / "curves.csv").read_text() == before
+    # settings that change no result (threads, workers) reuse the saved curves too
+    assert main(args + ["--threads-per-worker", "2"]) == 0

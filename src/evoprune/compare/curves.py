@@ -138,7 +138,8 @@ def run_curves(
             if not done:
                 continue
             cfg = cc.run_config(enc, k)
-            settings = {"run": cfg.to_dict(), "densities": list(cc.curves)}
+            # the settings that change a result: another --workers reuses the saved points
+            settings = {"run": cfg.result_dict(), "densities": list(cc.curves)}
             path = curves_file(out, enc, k)
             saved = saved_with(path, settings)
             if saved is None:
@@ -220,10 +221,16 @@ def plot_curves(
 
     plt = _pyplot()
     n = max(1, len(encodings))
-    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.2), dpi=120, squeeze=False, sharey=True)
+    cols = min(n, 2)  # two panels a row: readable where a page shows the figure
+    rows_ = math.ceil(n / cols)
+    fig, axes = plt.subplots(
+        rows_, cols, figsize=(5.6 * cols, 4.4 * rows_), dpi=120, squeeze=False, sharey=True
+    )
     colors = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(CURVE_LABELS)}
     colors["random"] = (0.45, 0.45, 0.45, 1.0)
-    for ax, enc in zip(axes[0], encodings):
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for ax, enc in zip(axes.flat, encodings):
         _draw_curves(ax, [r for r in rows if r["encoding"] == enc], colors)
         _draw_evolved(ax, [e for e in evolved if e["encoding"] == enc])
         ax.set_xscale("log")
@@ -235,7 +242,8 @@ def plot_curves(
         ax.set_title(enc, fontsize=10)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="lower right")
-    axes[0][0].set_ylabel("held-out test accuracy")
+    for row in axes:
+        row[0].set_ylabel("held-out test accuracy")
     if title:
         fig.suptitle(title, fontsize=10)
     return save_figure(fig, axes[0][0], path)

@@ -287,8 +287,9 @@ def format_table_md(
 def _caveats(n_runs: int, n_tests: int, meta: dict) -> list[str]:
     out = [
         f"- Wilcoxon signed-rank, two-sided, exact: with n paired runs that differ the smallest "
-        f"p it can give is 2/2^n ({_p(2 / 2**n_runs)} for {n_runs} runs; 0.0625 for 5, 0.031 "
-        "for 6). With 5 runs or fewer it can never reach 0.05, whatever the data: a p at its "
+        f"p it can give is 2/2^n ({_p(2 / 2**n_runs)} for {n_runs} runs"
+        f"{'' if n_runs in (5, 6) else '; 0.0625 for 5'}{'' if n_runs == 6 else ', 0.031 for 6'})"
+        ". With 5 runs or fewer it can never reach 0.05, whatever the data: a p at its "
         "smallest possible value means every run went the same way, nothing more. Runs with "
         "equal accuracy are dropped, so ties lower n further.",
         "- The paired t-test can give small p with few runs, but it assumes the differences are "
