@@ -3,7 +3,8 @@
     python benchmarks/run.py            # full: paper budget, 8 masks, contention (about 25 min)
     python benchmarks/run.py --quick    # smaller budgets (a few minutes)
 
-Prints a table and writes benchmarks/results.json (benchmarks/results-quick.json with --quick).
+Prints a table and writes benchmarks/results.json (benchmarks/results-quick.json with --quick),
+after each part too (with "complete": false until the end).
 Ratios within one run, not absolute seconds, are the figures to compare across machines:
 ``full_run_in_paper_evaluations`` (a whole FS search over one evaluation of the paper trainer),
 ``train_fraction_of_matmul_peak`` (batched head training over a large matmul's rate),
@@ -495,11 +496,18 @@ def main(argv=None) -> int:
             "n_fit": len(fold.y_fit),
         },
     }
+
+    def checkpoint() -> None:
+        """What is measured so far, so that a stopped run leaves its parts (marked partial)."""
+        atomic_write_json(out, {**res, "complete": False})
+
     trainers(res, quick, args.cache_dir, fold, X_test, y_test, masks[:1], enc, n_classes)
+    checkpoint()
     res.update(full_run(X_train, y_train, X_test, y_test, evaluations))
     res["full_run_in_paper_evaluations"] = (
         res["full_run_seconds"] * (200 / evaluations) / res["paper_trainer_seconds_per_eval"]
     )
+    checkpoint()
     res["batched"] = batched_training(fold, enc, masks[: 4 if quick else 8], n_classes)
     res["batch_independent_fitness"] = batch_independence(fold, enc, masks, n_classes)
     res["matmul_gflops"] = matmul_gflops()
@@ -508,20 +516,25 @@ def main(argv=None) -> int:
     res["train_fraction_head_by_head"] = (
         res["batched"]["head_by_head_gflops"] / res["matmul_gflops"]
     )
+    checkpoint()
     res.update(contention(30 if quick else evaluations, args.cache_dir))
+    checkpoint()
     if not args.no_sklearn_genetic:
         res.update(
             compare_sklearn_genetic(
                 X_train, y_train, X_test, y_test, 50 if quick else evaluations, 10 if quick else 30
             )
         )
+        checkpoint()
     if not args.no_features:
         res.update(features(quick))
+        checkpoint()
     res.update(gpu_figures(X_train, y_train, X_test, y_test, evaluations))
     if not quick:
         res["scaling"] = scaling(data, n_classes, [500, 1000, 2600], [1280, 2048], repeats=3)
     res["targets"] = targets(res)
     res["benchmark_seconds"] = time.perf_counter() - t_start
+    res["complete"] = True
     atomic_write_json(out, res)
     sys.stdout.write(format_table(res) + f"\nwritten: {out}\n")
     return 0
