@@ -61,7 +61,7 @@ def rankings_for(encoding: Encoding) -> tuple[str, ...]:
     if not prunes_units(encoding):
         return ()  # connections: no unit to rank
     if sum(t.size(encoding.n_features, encoding.hidden) for t in targets) != encoding.n_genes:
-        return ()  # not one gene per unit (e.g. connections): nothing to rank
+        return ()  # not one gene per unit: nothing to rank
     kinds = {t.units for t in targets}
     return tuple(m for m in RANKINGS if all(m in FOR_UNITS[kind] for kind in kinds))
 
