@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from evoprune.compare import baselines as bl
+from evoprune.compare import rankings as rk
 from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError
 from evoprune.model.head import accuracy, train_head
@@ -169,9 +170,10 @@ def test_best_fixed_picks_the_density_by_fitness_inside_the_training_data(data, 
         def accuracy(self, chroms):
             return -np.abs(np.atleast_2d(chroms).mean(axis=1) - peak)
 
-    monkeypatch.setattr(bl, "HeadProblem", FakeFitness)
+    monkeypatch.setattr(rk, "HeadProblem", FakeFitness)
     enc = make_encoding("fs", N_FEATURES, HIDDEN)
-    res, head = bl.best_fixed(enc, X, y, Xt, yt, N_CLASSES, seed=3)
+    ranker = rk.Ranker(enc, X, y, N_CLASSES, seed=3, test_set=(Xt, yt))
+    res, head = bl.best_fixed(ranker, Xt, yt)
     assert res.details["density"] == peak
     assert res.active_fraction == round(peak * N_FEATURES) / N_FEATURES
     assert head.sizes[0] == round(peak * N_FEATURES)

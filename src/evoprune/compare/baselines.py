@@ -43,7 +43,6 @@ from evoprune.model.head import (
     nonzero_params,
     train_head,
 )
-from evoprune.problem import HeadProblem, make_folds
 
 log = logging.getLogger(__name__)
 
@@ -290,47 +289,22 @@ def fixed_density_masks(
 
 
 def best_fixed(
-    encoding: Encoding,
-    X_train: np.ndarray,
-    y_train: np.ndarray,
+    ranker: Ranker,
     X_test: np.ndarray,
     y_test: np.ndarray,
-    n_classes: int,
-    *,
-    trainer: str | TrainerConfig = "fast",
-    seed: int = 0,
-    fitness_split: str = "validation",
-    val_fraction: float = 0.2,
-    cv_folds: int = 5,
     densities: tuple[float, ...] = FIXED_DENSITIES,
 ) -> tuple[BaselineResult, CompactHead]:
-    """The best of random fixed-density masks, chosen by the search's own fitness (the same
-    folds, trainer and seed), then retrained on all training data and scored on the test set.
-    Equal fitness goes to the lower density, as in the search."""
+    """The best of random fixed-density masks, chosen by the search's own fitness (the run's
+    folds, trainer and seed, as ``ranker`` holds them), then retrained on all of the ranker's
+    training data and scored on the test set. Equal fitness goes to the lower density, as in
+    the search."""
     t0 = time.perf_counter()
-    folds = make_folds(
-        X_train,
-        y_train,
-        fitness_split,
-        seed=seed,
-        val_fraction=val_fraction,
-        cv_folds=cv_folds,
-        eval_set=(X_test, y_test),  # used by the leaked "test" split only
-    )
-    problem = HeadProblem(encoding, n_classes, folds, trainer, seed)
-    chroms = fixed_density_masks(encoding.n_genes, seed, densities)
-    fitness = [float(f) for f in problem.accuracy(np.stack(chroms))]
+    encoding = ranker.encoding
+    chroms = fixed_density_masks(encoding.n_genes, ranker.seed, densities)
+    fitness = [float(f) for f in ranker.problem.accuracy(np.stack(chroms))]
     best = max(range(len(chroms)), key=lambda i: (fitness[i], -int(chroms[i].sum())))
     chrom = chroms[best]
-    head = train_head(
-        X_train,
-        y_train,
-        encoding.decode(chrom),
-        n_classes,
-        trainer,
-        seed=seed,
-        stats=feature_stats(X_train),
-    ).head
+    head = ranker.retrain(chrom)
     result = BaselineResult(
         "best_fixed",
         accuracy(head, X_test, y_test),
@@ -342,7 +316,7 @@ def best_fixed(
             "active_genes": int(chrom.sum()),
             "fitness": fitness[best],
             "fitness_by_density": dict(zip(map(str, densities), fitness)),
-            "leaked_test_set": fitness_split == "test",
+            "leaked_test_set": ranker.leaked_test_set,
         },
     )
     return result, head
@@ -408,19 +382,21 @@ def run_baselines(
     )
     log.debug("not pruned: %.4f", results["not_pruned"].test_accuracy)
 
-    results["best_fixed"], _ = best_fixed(
+    # the run's fitness folds and trainer, shared by best fixed and the rankings
+    ranker = Ranker(
         encoding,
         X_train,
         y_train,
-        X_test,
-        y_test,
         n_classes,
         trainer=trainer,
         seed=seed,
         fitness_split=fitness_split,
         val_fraction=val_fraction,
         cv_folds=cv_folds,
+        test_set=(X_test, y_test),
+        reference=ref,
     )
+    results["best_fixed"], _ = best_fixed(ranker, X_test, y_test)
 
     t0 = time.perf_counter()
     w_head = weight_prune(ref, layers, keep_fraction)
@@ -473,19 +449,6 @@ def run_baselines(
             "initial_sparsity": initial_sparsity,
             "schedule": schedule,
         },
-    )
-    ranker = Ranker(
-        encoding,
-        X_train,
-        y_train,
-        n_classes,
-        trainer=trainer,
-        seed=seed,
-        fitness_split=fitness_split,
-        val_fraction=val_fraction,
-        cv_folds=cv_folds,
-        test_set=(X_test, y_test),
-        reference=ref,
     )
     results.update(run_rankings(ranker, evolved_mask, X_test, y_test))
     return results
