@@ -1,4 +1,5 @@
-"""The built-in datasets: the ELPV solar-cell images shipped inside the `elpv-dataset` package."""
+"""The built-in datasets: the ELPV solar-cell images shipped inside the `elpv-dataset` package,
+and the real image sets that other installed packages ship as arrays (evoprune.data.packaged)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import numpy as np
 
 from evoprune.data.dataset import ImageDataset
+from evoprune.data.packaged import PACKAGED, load_packaged
 from evoprune.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -19,6 +21,7 @@ _BUILTIN = {
     "defect probability (p0.00, p0.33, p0.67, p1.00)",
     "elpv2": "ELPV solar cells: the same 2,624 images in 2 classes, 'working' (defect "
     "probability 0) and 'defective' (probability above 0)",
+    **{name: spec.description for name, spec in PACKAGED.items()},
 }
 
 
@@ -35,6 +38,8 @@ def load_builtin(name: str) -> ImageDataset:
     """Paths and labels of a built-in dataset (no pixels are read)."""
     if name not in _BUILTIN:
         raise DataError(f"unknown built-in dataset {name!r}; choose one of {', '.join(_BUILTIN)}")
+    if name in PACKAGED:
+        return load_packaged(name)
     rel_paths, probs = _read_elpv_labels()
     level = np.rint(probs * _ELPV_LEVELS).astype(np.int64)
     if name == "elpv":

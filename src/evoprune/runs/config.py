@@ -273,7 +273,7 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         "elpv",
         group="data",
-        metavar="PATH|elpv|elpv2",
+        metavar="PATH|NAME",
         check=_non_empty,
         help="a folder of class folders, a folder with train/ and test/, a folder of k "
         "partitions each with train/ and test/, a CSV manifest (path,label[,split]), "
