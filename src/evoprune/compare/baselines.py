@@ -16,6 +16,10 @@ on; neuron pruning keeps exactly as many units in each such layer as the evolved
 Then the rankings of :mod:`evoprune.compare.rankings` that apply to the encoding (mutual
 information, ANOVA F, L1 logistic regression, weight norm, activation variance): the top-ranked
 units, as many per layer as the evolved head keeps, retrained (:func:`run_rankings`).
+
+Every method is one entry of :data:`COMPARISON_METHODS` (name, label, the encodings it applies
+to, how it builds its head from the run's :class:`MethodContext`); :func:`run_baselines` runs
+those that apply, in that order.
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ import copy
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
-from evoprune.compare.rankings import RANKING_LABELS, Ranker, prunes_units, unit_norms
+from evoprune.compare.rankings import RANKINGS, Ranker, prunes_units, rankings_for, unit_norms
 from evoprune.encodings import Encoding, PruneTarget
 from evoprune.errors import ConfigError
 from evoprune.model.head import (
@@ -46,16 +51,6 @@ from evoprune.model.head import (
 
 log = logging.getLogger(__name__)
 
-#: The baselines, in the order they run and are reported, with their labels in tables and plots.
-METHOD_LABELS = {
-    "not_pruned": "Not pruned",
-    "best_fixed": "Best fixed",
-    "weight": "Weight pruning",
-    "neuron": "Neuron pruning",
-    "polynomial_decay": "Polynomial decay",
-    **RANKING_LABELS,  # those that apply to the encoding (compare/rankings.py)
-}
-METHODS = tuple(METHOD_LABELS)
 FIXED_DENSITIES = tuple(round(0.1 * i, 1) for i in range(1, 10))
 
 
@@ -322,6 +317,169 @@ def best_fixed(
     return result, head
 
 
+@dataclass
+class MethodContext:
+    """What every comparison method of one run is built from: the run's encoding and evolved
+    mask (the size to match), its data, its trained not-pruned head and its :class:`Ranker`
+    (fitness folds, trainer and seed), and the polynomial decay schedule's settings."""
+
+    encoding: Encoding
+    evolved_mask: np.ndarray
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    reference: CompactHead
+    reference_seconds: float
+    ranker: Ranker
+    initial_sparsity: float = 0.1
+    poly_epochs: int = 25
+    poly_frequency: int = 5
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """The layers the encoding's genes act on."""
+        return tuple(t.layer for t in self.encoding.prune_targets)
+
+    @property
+    def keep_fraction(self) -> float:
+        """The evolved head's fraction of active genes."""
+        return float(self.evolved_mask.mean())
+
+    @property
+    def keep(self) -> dict[int, int]:
+        """Units the evolved head keeps per pruned layer (:func:`kept_units`)."""
+        return kept_units(self.encoding, self.evolved_mask)
+
+
+@dataclass(frozen=True)
+class ComparisonMethod:
+    """One comparison method: its name (in result files), its label (in tables and plots),
+    which encodings it applies to, and how it builds and scores its head for a run."""
+
+    name: str
+    label: str
+    applies: Callable[[Encoding], bool]
+    build: Callable[[MethodContext], BaselineResult]
+
+
+def _not_pruned(ctx: MethodContext) -> BaselineResult:
+    ref = ctx.reference
+    result = BaselineResult(
+        "not_pruned",
+        accuracy(ref, ctx.X_test, ctx.y_test),
+        1.0,
+        ref.n_params(),
+        float(ctx.reference_seconds),
+    )
+    log.debug("not pruned: %.4f", result.test_accuracy)
+    return result
+
+
+def _best_fixed(ctx: MethodContext) -> BaselineResult:
+    return best_fixed(ctx.ranker, ctx.X_test, ctx.y_test)[0]
+
+
+def _weight(ctx: MethodContext) -> BaselineResult:
+    t0 = time.perf_counter()
+    head = weight_prune(ctx.reference, ctx.layers, ctx.keep_fraction)
+    return BaselineResult(
+        "weight",
+        accuracy(head, ctx.X_test, ctx.y_test),
+        1.0 - sparsity_of(head, ctx.layers),
+        nonzero_params(head),
+        time.perf_counter() - t0,
+        {"layers": list(ctx.layers)},
+    )
+
+
+def _neuron(ctx: MethodContext) -> BaselineResult:
+    t0 = time.perf_counter()
+    targets = ctx.encoding.prune_targets
+    keep = ctx.keep
+    head = neuron_prune(ctx.reference, targets, keep)
+    total = sum(unit_norms(ctx.reference, t).numel() for t in targets)
+    return BaselineResult(
+        "neuron",
+        accuracy(head, ctx.X_test, ctx.y_test),
+        sum(keep.values()) / total,
+        head.n_params(),
+        time.perf_counter() - t0,
+        {"kept_units": {str(k): v for k, v in keep.items()}, "sizes": list(head.sizes)},
+    )
+
+
+def _polynomial_decay(ctx: MethodContext) -> BaselineResult:
+    t0 = time.perf_counter()
+    head, schedule = polynomial_decay(
+        ctx.reference,
+        ctx.layers,
+        ctx.keep_fraction,
+        ctx.X_train,
+        ctx.y_train,
+        ctx.ranker.trainer,
+        seed=ctx.ranker.seed,
+        initial_sparsity=ctx.initial_sparsity,
+        epochs=ctx.poly_epochs,
+        frequency=ctx.poly_frequency,
+    )
+    return BaselineResult(
+        "polynomial_decay",
+        accuracy(head, ctx.X_test, ctx.y_test),
+        1.0 - sparsity_of(head, ctx.layers),
+        nonzero_params(head),
+        time.perf_counter() - t0,
+        {
+            "layers": list(ctx.layers),
+            "epochs": ctx.poly_epochs,
+            "frequency": ctx.poly_frequency,
+            "initial_sparsity": ctx.initial_sparsity,
+            "schedule": schedule,
+        },
+    )
+
+
+def _ranking_method(name: str) -> ComparisonMethod:
+    """The comparison method of the ranking ``name`` (compare/rankings.py): its top-ranked
+    units, as many per layer as the evolved head keeps, retrained."""
+
+    def build(ctx: MethodContext) -> BaselineResult:
+        return ranking_result(ctx.ranker, name, ctx.keep, ctx.X_test, ctx.y_test)
+
+    return ComparisonMethod(
+        name, RANKINGS[name].label, lambda encoding: name in rankings_for(encoding), build
+    )
+
+
+def _always(_encoding: Encoding) -> bool:
+    return True
+
+
+#: Every comparison method, in the order it runs and is reported. A new baseline is one entry
+#: here (a new ranking: one entry in ``compare.rankings.RANKINGS``, which also puts it on the
+#: accuracy-size curves).
+COMPARISON_METHODS: dict[str, ComparisonMethod] = {
+    m.name: m
+    for m in (
+        ComparisonMethod("not_pruned", "Not pruned", _always, _not_pruned),
+        ComparisonMethod("best_fixed", "Best fixed", _always, _best_fixed),
+        ComparisonMethod("weight", "Weight pruning", _always, _weight),
+        # connections have no unit to remove
+        ComparisonMethod("neuron", "Neuron pruning", prunes_units, _neuron),
+        ComparisonMethod("polynomial_decay", "Polynomial decay", _always, _polynomial_decay),
+        *(_ranking_method(name) for name in RANKINGS),
+    )
+}
+METHODS = tuple(COMPARISON_METHODS)
+#: Each method's label in tables and plots.
+METHOD_LABELS = {name: m.label for name, m in COMPARISON_METHODS.items()}
+
+
+def methods_for(encoding: Encoding) -> tuple[str, ...]:
+    """The comparison methods that apply to ``encoding``, in :data:`METHODS` order."""
+    return tuple(name for name, m in COMPARISON_METHODS.items() if m.applies(encoding))
+
+
 def run_baselines(
     encoding: Encoding,
     evolved_mask: np.ndarray,
@@ -342,18 +500,13 @@ def run_baselines(
     reference: CompactHead | None = None,
     reference_seconds: float | None = None,
 ) -> dict[str, BaselineResult]:
-    """Every method of :data:`METHODS` for one run, sized like its ``evolved_mask``.
+    """Every method of :data:`COMPARISON_METHODS` that applies to ``encoding``, for one run,
+    sized like its ``evolved_mask``.
 
     ``reference`` is the run's not-pruned head, trained by the run on the same data with the
     same trainer and seed (``reference_seconds`` is the time that took): it is reused, not
     trained again. Without it the not-pruned head is trained here.
     """
-    evolved_mask = np.asarray(evolved_mask, dtype=np.uint8)
-    targets = encoding.prune_targets
-    layers = tuple(t.layer for t in targets)
-    keep_fraction = float(evolved_mask.mean())
-    results: dict[str, BaselineResult] = {}
-
     t0 = time.perf_counter()
     if reference is None:
         reference = train_head(
@@ -372,16 +525,6 @@ def run_baselines(
             f"the not-pruned head of encoding {encoding.name!r}: "
             f"{(encoding.n_features,) + encoding.hidden + (n_classes,)}"
         )
-    ref = reference
-    results["not_pruned"] = BaselineResult(
-        "not_pruned",
-        accuracy(ref, X_test, y_test),
-        1.0,
-        ref.n_params(),
-        float(reference_seconds or 0.0),
-    )
-    log.debug("not pruned: %.4f", results["not_pruned"].test_accuracy)
-
     # the run's fitness folds and trainer, shared by best fixed and the rankings
     ranker = Ranker(
         encoding,
@@ -394,64 +537,23 @@ def run_baselines(
         val_fraction=val_fraction,
         cv_folds=cv_folds,
         test_set=(X_test, y_test),
-        reference=ref,
+        reference=reference,
     )
-    results["best_fixed"], _ = best_fixed(ranker, X_test, y_test)
-
-    t0 = time.perf_counter()
-    w_head = weight_prune(ref, layers, keep_fraction)
-    results["weight"] = BaselineResult(
-        "weight",
-        accuracy(w_head, X_test, y_test),
-        1.0 - sparsity_of(w_head, layers),
-        nonzero_params(w_head),
-        time.perf_counter() - t0,
-        {"layers": list(layers)},
-    )
-
-    if prunes_units(encoding):  # connections have no unit to remove
-        t0 = time.perf_counter()
-        keep = kept_units(encoding, evolved_mask)
-        n_head = neuron_prune(ref, targets, keep)
-        total = sum(unit_norms(ref, t).numel() for t in targets)
-        results["neuron"] = BaselineResult(
-            "neuron",
-            accuracy(n_head, X_test, y_test),
-            sum(keep.values()) / total,
-            n_head.n_params(),
-            time.perf_counter() - t0,
-            {"kept_units": {str(k): v for k, v in keep.items()}, "sizes": list(n_head.sizes)},
-        )
-
-    t0 = time.perf_counter()
-    p_head, schedule = polynomial_decay(
-        ref,
-        layers,
-        keep_fraction,
+    ctx = MethodContext(
+        encoding,
+        np.asarray(evolved_mask, dtype=np.uint8),
         X_train,
         y_train,
-        trainer,
-        seed=seed,
-        initial_sparsity=initial_sparsity,
-        epochs=poly_epochs,
-        frequency=poly_frequency,
+        X_test,
+        y_test,
+        reference,
+        float(reference_seconds or 0.0),
+        ranker,
+        initial_sparsity,
+        poly_epochs,
+        poly_frequency,
     )
-    results["polynomial_decay"] = BaselineResult(
-        "polynomial_decay",
-        accuracy(p_head, X_test, y_test),
-        1.0 - sparsity_of(p_head, layers),
-        nonzero_params(p_head),
-        time.perf_counter() - t0,
-        {
-            "layers": list(layers),
-            "epochs": poly_epochs,
-            "frequency": poly_frequency,
-            "initial_sparsity": initial_sparsity,
-            "schedule": schedule,
-        },
-    )
-    results.update(run_rankings(ranker, evolved_mask, X_test, y_test))
-    return results
+    return {name: COMPARISON_METHODS[name].build(ctx) for name in methods_for(encoding)}
 
 
 def run_rankings(
@@ -464,27 +566,35 @@ def run_rankings(
     """Each ranking of ``ranker`` (or ``methods``), keeping the top-ranked units, as many per
     layer as ``evolved_mask`` keeps, retrained on all of the ranker's training data and scored on
     (X_test, y_test), which no score sees."""
+    keep = kept_units(ranker.encoding, np.asarray(evolved_mask, dtype=np.uint8))
+    return {
+        method: ranking_result(ranker, method, keep, X_test, y_test)
+        for method in (methods if methods is not None else ranker.methods)
+    }
+
+
+def ranking_result(
+    ranker: Ranker, method: str, keep: dict[int, int], X_test: np.ndarray, y_test: np.ndarray
+) -> BaselineResult:
+    """The ranking ``method``'s top ``keep[layer]`` units of each pruned layer, retrained on
+    all of the ranker's training data and scored on (X_test, y_test)."""
     from evoprune.runs.store import mask_to_hex
 
-    keep = kept_units(ranker.encoding, np.asarray(evolved_mask, dtype=np.uint8))
-    results = {}
-    for method in methods if methods is not None else ranker.methods:
-        t0 = time.perf_counter()
-        chrom, chosen = ranker.chromosome(method, keep)
-        head = ranker.retrain(chrom)
-        results[method] = BaselineResult(
-            method,
-            accuracy(head, X_test, y_test),
-            float(chrom.mean()),
-            head.n_params(),
-            time.perf_counter() - t0,
-            {
-                "seed": ranker.seed,
-                "kept_units": {str(k): v for k, v in keep.items()},
-                "mask": mask_to_hex(chrom),
-                "scored_on": f"{len(ranker.y)} training images",
-                "leaked_test_set": ranker.leaked_test_set and method == "l1_logistic",
-                **chosen,
-            },
-        )
-    return results
+    t0 = time.perf_counter()
+    chrom, chosen = ranker.chromosome(method, keep)
+    head = ranker.retrain(chrom)
+    return BaselineResult(
+        method,
+        accuracy(head, X_test, y_test),
+        float(chrom.mean()),
+        head.n_params(),
+        time.perf_counter() - t0,
+        {
+            "seed": ranker.seed,
+            "kept_units": {str(k): v for k, v in keep.items()},
+            "mask": mask_to_hex(chrom),
+            "scored_on": f"{len(ranker.y)} training images",
+            "leaked_test_set": ranker.leaked_test_set and RANKINGS[method].uses_fitness_split,
+            **chosen,
+        },
+    )

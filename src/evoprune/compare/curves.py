@@ -24,7 +24,7 @@ import numpy as np
 from evoprune import __version__
 from evoprune.compare.baselines import fixed_density_masks
 from evoprune.compare.layout import run_dir, run_reference, saved_with, split_variant
-from evoprune.compare.rankings import RANKING_LABELS, Ranker
+from evoprune.compare.rankings import RANKINGS, Ranker
 from evoprune.encodings import Encoding, make_encoding
 from evoprune.errors import ConfigError
 from evoprune.io import atomic_write_json
@@ -40,8 +40,8 @@ CURVE_FIELDS = [
     "active_fraction",
     "test_accuracy",
 ]
-#: Every curve: the rankings, then random masks.
-CURVE_LABELS = {**RANKING_LABELS, "random": "Random"}
+#: Every curve: the rankings (compare/rankings.py), then random masks.
+CURVE_LABELS = {**{name: r.label for name, r in RANKINGS.items()}, "random": "Random"}
 
 
 def check_densities(densities: Sequence[float | str], where: str = "--curves") -> tuple[float, ...]:

@@ -22,6 +22,8 @@ Example::
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,20 +33,6 @@ from evoprune.errors import ConfigError
 from evoprune.model.head import CompactHead, TrainerConfig, feature_stats, train_head
 from evoprune.problem import HeadProblem, make_folds
 
-#: Every ranking, in the order it is run and reported, with its label in tables and plots.
-RANKING_LABELS = {
-    "mutual_info": "Mutual information",
-    "anova_f": "ANOVA F",
-    "l1_logistic": "L1 logistic regression",
-    "norm_retrained": "Weight norm, retrained",
-    "activation_variance": "Activation variance",
-}
-RANKINGS = tuple(RANKING_LABELS)
-#: The rankings that apply to each kind of unit a gene switches.
-FOR_UNITS = {
-    "inputs": ("mutual_info", "anova_f", "l1_logistic", "norm_retrained"),
-    "neurons": ("norm_retrained", "activation_variance"),
-}
 #: Inverse regularisation strengths C tried for the L1 ranking (features standardised).
 L1_STRENGTHS = (0.01, 0.03, 0.1, 0.3)
 
@@ -63,7 +51,7 @@ def rankings_for(encoding: Encoding) -> tuple[str, ...]:
     if sum(t.size(encoding.n_features, encoding.hidden) for t in targets) != encoding.n_genes:
         return ()  # not one gene per unit: nothing to rank
     kinds = {t.units for t in targets}
-    return tuple(m for m in RANKINGS if all(m in FOR_UNITS[kind] for kind in kinds))
+    return tuple(name for name, r in RANKINGS.items() if kinds <= set(r.units))
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -201,28 +189,32 @@ class Ranker:
 
     def chromosome(self, method: str, keep: dict[int, int]) -> tuple[np.ndarray, dict]:
         """The chromosome keeping ``keep[layer]`` top-ranked units in each pruned layer, and
-        what was chosen on the way (the L1 strength and its fitness)."""
+        what was chosen on the way (e.g. the L1 strength and its fitness)."""
         if method not in self.methods:
             raise ConfigError(
                 f"ranking {method!r} does not apply to encoding {self.encoding.name!r}; "
                 f"choose from {', '.join(self.methods)}"
             )
-        if method == "l1_logistic":
-            return self._l1_chromosome(int(keep[0]))
+        ranking = RANKINGS[method]
+        if ranking.choose is not None:
+            return ranking.choose(self, keep)
         targets = self.encoding.prune_targets
         return self._join([top_k(self.scores(method, t), keep[t.layer]) for t in targets]), {}
 
     def scores(self, method: str, target: PruneTarget) -> np.ndarray:
-        """One score per unit of ``target`` (higher: kept first), from the training data."""
+        """One score per unit of ``target`` (higher: kept first), from the training data,
+        computed once and reused for every number of kept units."""
         key = (method, target.layer)
         if key not in self._scores:
-            if method in ("mutual_info", "anova_f"):
-                self._scores[key] = filter_scores(method, self.X, self.y, self.seed)
-            elif method == "norm_retrained":
-                self._scores[key] = unit_norms(self._reference(), target).numpy()
-            else:
-                self._scores[key] = activation_variance(self._reference(), self.X, target.layer)
+            score = RANKINGS[method].scores
+            if score is None:
+                raise ConfigError(f"ranking {method!r} chooses whole chromosomes, not scores")
+            self._scores[key] = np.asarray(score(self, target))
         return self._scores[key]
+
+    def reference_head(self) -> CompactHead:
+        """The trained not-pruned head (trained here on first use when none was given)."""
+        return self._reference()
 
     def _reference(self) -> CompactHead:
         if self.reference is None:
@@ -247,7 +239,7 @@ class Ranker:
             self._l1[(C, fold)] = fit_l1(X, y, C, self.seed)
         return self._l1[(C, fold)]
 
-    def _l1_chromosome(self, k: int) -> tuple[np.ndarray, dict]:
+    def l1_chromosome(self, k: int) -> tuple[np.ndarray, dict]:
         """L1 strength by the fitness of its top-k heads (selected and trained on each fold's
         fitting part, scored on its fitness part); then selected on all training data. Equal
         fitness goes to the stronger regularisation."""
@@ -264,6 +256,71 @@ class Ranker:
             "strength": best,
             "fitness_by_strength": {str(c): fitness[c] for c in fitness},
         }
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """One ranking: its name, its label in tables and plots, the kinds of unit it ranks
+    (``"inputs"``, ``"neurons"``) and how it chooses them from the training data.
+
+    Either ``scores(ranker, target)``: one score per unit of ``target`` (higher: kept first),
+    computed once per layer and cut at every size; or ``choose(ranker, keep)``: the whole
+    chromosome keeping ``keep[layer]`` units per layer and what was chosen on the way, for a
+    choice that is not the top of fixed scores. ``uses_fitness_split``: something is chosen on
+    the run's fitness folds (so a run that leaked the test set into fitness leaks it here too).
+    """
+
+    name: str
+    label: str
+    units: tuple[str, ...]
+    scores: Callable[[Ranker, PruneTarget], np.ndarray] | None = None
+    choose: Callable[[Ranker, dict[int, int]], tuple[np.ndarray, dict]] | None = None
+    uses_fitness_split: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.scores is None) == (self.choose is None):
+            raise ConfigError(f"ranking {self.name!r}: give exactly one of scores and choose")
+
+
+def _filter(method: str) -> Callable[[Ranker, PruneTarget], np.ndarray]:
+    return lambda ranker, _target: filter_scores(method, ranker.X, ranker.y, ranker.seed)
+
+
+#: Every ranking, in the order it is run and reported (a new ranking is one entry here; it is
+#: then run by ``compare`` at the evolved head's size and drawn by ``--curves``).
+RANKINGS: dict[str, Ranking] = {
+    r.name: r
+    for r in (
+        Ranking("mutual_info", "Mutual information", ("inputs",), scores=_filter("mutual_info")),
+        Ranking("anova_f", "ANOVA F", ("inputs",), scores=_filter("anova_f")),
+        Ranking(
+            "l1_logistic",
+            "L1 logistic regression",
+            ("inputs",),
+            choose=lambda ranker, keep: ranker.l1_chromosome(int(keep[0])),
+            uses_fitness_split=True,
+        ),
+        Ranking(
+            "norm_retrained",
+            "Weight norm, retrained",
+            ("inputs", "neurons"),
+            scores=lambda ranker, t: unit_norms(ranker.reference_head(), t).numpy(),
+        ),
+        Ranking(
+            "activation_variance",
+            "Activation variance",
+            ("neurons",),
+            scores=lambda ranker, t: activation_variance(
+                ranker.reference_head(), ranker.X, t.layer
+            ),
+        ),
+    )
+}
+#: The rankings that apply to each kind of unit a gene switches (read from :data:`RANKINGS`).
+FOR_UNITS = {
+    kind: tuple(name for name, r in RANKINGS.items() if kind in r.units)
+    for kind in ("inputs", "neurons")
+}
 
 
 def select_features(
