@@ -174,6 +174,8 @@ OTHER_VALUES = {
     "ood": "digits",
     "ood_score": "msp",
     "asynchronous": True,  # the asynchronous GA takes another path (workers etc. do not)
+    "fidelity": "multi",
+    "shared_evaluations": 1000,  # with --fidelity shared (below)
 }
 
 
@@ -192,6 +194,9 @@ def test_every_result_setting_changes_the_default_folder():
             b = RunConfig(objectives="accuracy,size", select="knee")
         elif name == "ood_score":
             a, b = RunConfig(), RunConfig(ood_score=value)
+        elif name == "shared_evaluations":  # counts only where a shared head scores
+            a = RunConfig(fidelity="shared")
+            b = RunConfig(fidelity="shared", shared_evaluations=value)
         else:
             a, b = base, RunConfig(**{name: value})
         assert default_out_dir(a) != default_out_dir(b), name

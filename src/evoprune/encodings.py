@@ -149,6 +149,14 @@ class EncodingSpec:
                 layers[t.layer] = part
         return HeadMasks(features=features, hidden=tuple(layers))
 
+    @property
+    def switches_units(self) -> bool:
+        """Whether each gene switches one whole unit (input feature or neuron) in the default
+        gene order of :meth:`decode_genes`: what a shared head's masks can express."""
+        return type(self).decode_genes is EncodingSpec.decode_genes and all(
+            t.units in ("inputs", "neurons") for t in self.targets
+        )
+
     def genes_for(self, encoding: Encoding) -> int:
         """Genes of a chromosome for ``encoding`` (a layout that needs the class count, such
         as ``edges-out``, overrides this and reads ``encoding.n_classes``)."""

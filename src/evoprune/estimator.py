@@ -85,6 +85,8 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         select: str | None = None,
         ood_score: str = "energy",
         device: str = "auto",
+        fidelity: str = "full",
+        shared_evaluations: int | None = None,
     ):
         self.encoding = encoding
         self.hidden_size = hidden_size
@@ -102,6 +104,8 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         self.select = select
         self.ood_score = ood_score
         self.device = device
+        self.fidelity = fidelity
+        self.shared_evaluations = shared_evaluations
 
     def _validated_params(self) -> dict:
         """The parameters checked by the run settings' one validation, resolved

@@ -26,6 +26,7 @@ from evoprune.errors import ConfigError
 from evoprune.model.head import TrainerConfig, accuracy, feature_stats, get_trainer, train_head
 from evoprune.pareto import OBJECTIVES, to_minimised
 from evoprune.search.evaluator import Evaluation
+from evoprune.search.fidelity import FOLD, FULL, SHARED
 
 FITNESS_SPLITS = ("validation", "cv", "test")
 
@@ -116,6 +117,7 @@ class HeadProblem:
         ood_score: str = "energy",
         device: str = "cpu",
         batch_heads: bool = True,
+        shared_recipe=None,
     ):
         self.encoding = encoding
         self.device = device
@@ -139,6 +141,9 @@ class HeadProblem:
             )
         self.ood_features = None if ood_features is None else np.asarray(ood_features, np.float32)
         self.ood_score = ood_score
+        self.shared_recipe = shared_recipe
+        self._shared_heads: list | None = None
+        self.shared_seconds = 0.0
 
     @property
     def n_genes(self) -> int:
@@ -231,6 +236,78 @@ class HeadProblem:
     def accuracy(self, chromosomes: np.ndarray) -> np.ndarray:
         """The fitness (mean accuracy over folds) of each chromosome."""
         return np.array([e.accuracy for e in self.evaluate(chromosomes)])
+
+    # --- fidelities: how else a mask can be scored than by training it on every fold ---------
+
+    @property
+    def fidelities(self) -> tuple[str, ...]:
+        """The levels a mask can be scored at, cheapest first (the rungs of a multi-fidelity
+        search): ``shared`` (a forward pass of the fold's shared head), ``fold`` (full
+        training on the first fold; only when there are several) and ``full`` (every fold)."""
+        return (SHARED, FOLD, FULL) if self.n_folds > 1 else (SHARED, FULL)
+
+    def evaluate_at(self, chromosomes: np.ndarray, fidelity: str) -> list[Evaluation]:
+        """Each row scored at ``fidelity`` (one of :attr:`fidelities`)."""
+        chromosomes = np.atleast_2d(chromosomes)
+        if fidelity == FULL:
+            return self.evaluate(chromosomes)
+        if fidelity == FOLD and FOLD in self.fidelities:
+            scores = self.evaluate_fold_batch(chromosomes, 0)
+            return [self.combine(c, [s]) for c, s in zip(chromosomes, scores)]
+        if fidelity != SHARED:
+            raise ConfigError(
+                f"fidelity {fidelity!r} is unknown here; choose one of {', '.join(self.fidelities)}"
+            )
+        per_fold = [self._shared_fold(chromosomes, k) for k in range(self.n_folds)]
+        return [
+            self.combine(c, [scores[i] for scores in per_fold]) for i, c in enumerate(chromosomes)
+        ]
+
+    def shared_heads(self) -> list:
+        """One shared head per fold, trained on the fold's training part on first use
+        (:func:`evoprune.model.shared.train_shared_head`)."""
+        if self._shared_heads is None:
+            import time
+
+            from evoprune.model.shared import DEFAULT_RECIPE, train_shared_head
+
+            t0 = time.perf_counter()
+            self._shared_heads = [
+                train_shared_head(
+                    f.X_fit,
+                    f.y_fit,
+                    self.encoding,
+                    self.n_classes,
+                    seed=self.seed,
+                    stats=f.stats,
+                    recipe=self.shared_recipe or DEFAULT_RECIPE,
+                )
+                for f in self.folds
+            ]
+            self.shared_seconds = time.perf_counter() - t0
+        return self._shared_heads
+
+    def _shared_fold(self, chromosomes: np.ndarray, fold: int) -> list[FoldScore]:
+        """Each row's score on fold ``fold`` by a masked forward pass of its shared head."""
+        from evoprune.model.shared import DEFAULT_RECIPE, shared_logits
+
+        f, head = self.folds[fold], self.shared_heads()[fold]
+        rescale = (self.shared_recipe or DEFAULT_RECIPE).rescale
+        logits = shared_logits(head, self.encoding, chromosomes, f.X_score, rescale=rescale)
+        acc = (logits.argmax(axis=2) == np.asarray(f.y_score)[None, :]).mean(axis=1)
+        aurocs: list[float | None] = [None] * len(chromosomes)
+        if "ood" in self.objectives and self.ood_features is not None:
+            from evoprune.ood import auroc as auroc_of
+            from evoprune.ood import ood_score
+
+            out = shared_logits(
+                head, self.encoding, chromosomes, self.ood_features, rescale=rescale
+            )
+            aurocs = [
+                auroc_of(ood_score(self.ood_score, a), ood_score(self.ood_score, b))
+                for a, b in zip(logits, out)
+            ]
+        return [FoldScore(float(a), u) for a, u in zip(acc, aurocs)]
 
     def __call__(self, chromosomes: np.ndarray) -> np.ndarray:
         """(B, M) minimised objectives."""

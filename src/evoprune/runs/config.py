@@ -40,6 +40,7 @@ from evoprune.pareto import (  # the objectives a run can ask for, in order; hea
     parse_select,
 )
 from evoprune.search import ALGORITHMS as SEARCH_ALGORITHMS
+from evoprune.search.fidelity import FIDELITIES as SEARCH_FIDELITIES
 
 ALGORITHMS = ("auto", *SEARCH_ALGORITHMS)  # auto: nsga2 with several objectives, else ssga
 #: Out-of-distribution sets built from images that ship inside packages, and the OOD scores:
@@ -47,6 +48,11 @@ ALGORITHMS = ("auto", *SEARCH_ALGORITHMS)  # auto: nsga2 with several objectives
 #: not import PIL and scipy (a test keeps them equal).
 BUILTIN_OOD = ("digits", "photos", "faces")
 OOD_SCORES = ("energy", "msp", "temperature")
+
+#: The values of --fidelity (evoprune.search.fidelity's).
+FIDELITIES = SEARCH_FIDELITIES
+#: Shared evaluations per full evaluation when --shared-evaluations is not given.
+SHARED_PER_FULL = 20
 
 #: Largest seed: numpy's legacy and torch's generators both take 32-bit seeds everywhere.
 MAX_SEED = 2**32 - 1
@@ -545,6 +551,31 @@ SETTINGS: tuple[Setting, ...] = (
         help="asynchronous steady-state GA: keep one evaluation per worker in flight and "
         "insert each result as it arrives (not the paper's synchronous GA; ssga only)",
     ),
+    # how masks are scored (the problem's fidelity) and how the shipped head is chosen
+    Setting(
+        "fidelity",
+        str,
+        "full",
+        group="search",
+        choices=FIDELITIES,
+        estimator="fidelity",
+        help="how the search scores a mask: full (default; train its head on every fitness "
+        "fold), shared (a forward pass of one head per fold trained once on randomly masked "
+        "units: milliseconds), or multi (shared scores, then the best masks promoted by "
+        "successive halving to full training: the result rests on full scores)",
+    ),
+    Setting(
+        "shared_evaluations",
+        int,
+        None,
+        nullable=True,
+        group="search",
+        estimator="shared_evaluations",
+        check=_at_least(1),
+        metavar="N",
+        help="budget of shared-head evaluations for --fidelity shared or multi (--evaluations "
+        f"counts full trainings). Default: {SHARED_PER_FULL} x --evaluations",
+    ),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -701,6 +732,12 @@ def validate_values(
                 "the asynchronous mode is a steady-state GA; NSGA-II evaluates its "
                 "offspring in synchronous batches: drop --async or use --algorithm ssga",
             )
+        if out.get("asynchronous") and out.get("fidelity", "full") != "full" and "fidelity" in out:
+            raise fail(
+                "asynchronous",
+                "the asynchronous mode keeps full trainings in flight; drop --async for "
+                f"--fidelity {out['fidelity']}",
+            )
         if "ood" in out and "ood" in out["objectives"] and out["ood"] is None:
             raise fail(
                 "objectives",
@@ -708,7 +745,46 @@ def validate_values(
                 f"{', '.join(BUILTIN_OOD)}): the images it tells apart "
                 "from the data",
             )
+    _resolve_fidelity(out, fail)
     return out
+
+
+def _resolve_fidelity(out: dict[str, Any], fail: Callable[[str, str], ConfigError]) -> None:
+    """Checks of --fidelity against the encoding and the budgets; ``shared_evaluations``
+    filled in from it."""
+    if "fidelity" not in out:
+        return
+    fidelity = out["fidelity"]
+    if fidelity == "full":
+        if out.get("shared_evaluations") is not None:
+            raise fail(
+                "shared_evaluations",
+                "counts evaluations by a shared head; give --fidelity shared or multi, or drop "
+                "--shared-evaluations",
+            )
+    else:
+        if "encoding" in out:
+            from evoprune.encodings import encoding_spec
+
+            if not encoding_spec(out["encoding"]).switches_units:
+                raise fail(
+                    "fidelity",
+                    f"a shared head scores masks of whole units; encoding {out['encoding']} "
+                    "switches connections: use --fidelity full with it",
+                )
+        if (
+            "shared_evaluations" in out
+            and out["shared_evaluations"] is None
+            and out.get("evaluations") is not None
+        ):
+            out["shared_evaluations"] = SHARED_PER_FULL * out["evaluations"]
+        shared = out.get("shared_evaluations")
+        if shared is not None and "population" in out and shared < out["population"]:
+            raise fail(
+                "shared_evaluations",
+                f"must be at least population={out['population']}: the initial population "
+                "is scored by the shared head",
+            )
 
 
 # --- the configuration of a run ----------------------------------------------------------------

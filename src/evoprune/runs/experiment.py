@@ -399,6 +399,7 @@ def _result(
         timings={
             "features": data.feature_seconds,
             "search": evolved.seconds,
+            "shared_heads": evolved.problem.shared_seconds,
             "final_training": final.seconds,
             "reference_training": final.reference_seconds,
         },
@@ -410,6 +411,8 @@ def _result(
         select=cfg.select,
         front=None if final.front is None else [m.summary() for m in final.front],
         device=describe_device(cfg.device),
+        fidelity=cfg.fidelity,
+        shared_evaluations=search.shared_evaluations,
         **_ood_fields(final),
         **per_class_fields(final.head, final.reference, data.X_test, data.y_test, data.classes),
     )
@@ -440,7 +443,8 @@ def _write_outputs(
     from evoprune.report import plot_confusion, plot_convergence, plot_front, plot_hypervolume
 
     out = writer.out
-    history = evolved.result.history
+    search = evolved.result
+    history = [search.history[i] for i in search.rows()]  # the fidelity the result rests on
     title = f"{data.name} · {cfg.encoding} · {cfg.backbone} · seed {cfg.seed}"
     with writer.writing():
         save_head(final.head, out / HEAD_FILE)
@@ -458,7 +462,7 @@ def _write_outputs(
                 history, final.front, final.reference_test_accuracy, out / "pareto.png", title=title
             )
             plot_hypervolume(history, out / "hypervolume.png", title=title)
-    writer.finish(result, history, cfg.objectives)
+    writer.finish(result, search.history, cfg.objectives)
 
 
 def _reindex(idx, used: np.ndarray):

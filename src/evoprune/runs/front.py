@@ -166,8 +166,9 @@ def pareto_front(evolved, rule: str) -> tuple[list[int], int]:
     fitness-split values only (the standard error of the best accuracy over the images the
     fitness is measured on, for ``one-se``)."""
     search = evolved.result
+    rows = np.asarray(search.rows())  # the fidelity the result rests on
     idx = sorted(
-        np.flatnonzero(non_dominated(search.F)),
+        rows[np.flatnonzero(non_dominated(search.F[rows]))],
         key=lambda i: (search.history[i].active_genes, -search.history[i].fitness),
     )
     fitness = np.array([search.history[i].fitness for i in idx])

@@ -21,6 +21,7 @@ from evoprune.search import (
     run_async_search,
     run_search,
 )
+from evoprune.search.fidelity import FULL, run_fidelity_search
 
 
 @dataclass
@@ -96,13 +97,19 @@ def evolve(
         init=cfg.init,
         seed=cfg.seed,
     )
+    fidelity = getattr(cfg, "fidelity", FULL)
     evaluator = Evaluator(
-        problem, cfg.evaluations, executor=executor, known=known, callbacks=callbacks
+        problem,
+        cfg.evaluations,
+        shared_budget=getattr(cfg, "shared_evaluations", None) or 0,
+        executor=executor,
+        known=known,
+        callbacks=callbacks,
     )
     t0 = time.perf_counter()
     if getattr(cfg, "asynchronous", False):
         slots = int(getattr(evaluator.executor, "slots", 1))
         result = run_async_search(algorithm, evaluator, slots)
     else:
-        result = run_search(algorithm, evaluator)
+        result = run_fidelity_search(algorithm, evaluator, fidelity, run_search)
     return Evolved(encoding, problem, result, time.perf_counter() - t0)

@@ -32,6 +32,7 @@ from evoprune.errors import ConfigError, EvoPruneError
 from evoprune.io import atomic_write, atomic_write_json
 from evoprune.model.head import CompactHead
 from evoprune.search import Evaluation, EvaluationRecord
+from evoprune.search.fidelity import FULL
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +99,13 @@ def hex_to_mask(text: str, n_genes: int) -> np.ndarray:
 
 
 def history_fields(objectives: Sequence[str] = ("accuracy",)) -> list[str]:
-    """Columns of history.csv for a search over ``objectives`` (the mask last)."""
+    """Columns of history.csv for a search over ``objectives``: the fidelity that scored each
+    row before the mask, the mask last. (Folders written before fidelities existed lack the
+    ``fidelity`` column; their rows are read as ``full``.)"""
     extra = (["auroc"] if "ood" in objectives else []) + (
         ["hypervolume"] if len(objectives) > 1 else []
     )
-    return HISTORY_FIELDS + extra + ["mask"]
+    return HISTORY_FIELDS + extra + ["fidelity", "mask"]
 
 
 def history_row(rec: EvaluationRecord) -> dict:
@@ -123,6 +126,7 @@ def read_history(path: str | Path, n_genes: int | None = None) -> list[Evaluatio
                 values: dict[str, Any] = {k: int(row[k]) for k in _HISTORY_INTS}
                 values.update({k: float(row[k]) for k in HISTORY_FIELDS if k not in values})
                 values.update({k: float(row[k]) for k in _OPTIONAL_FIELDS if row.get(k)})
+                values["fidelity"] = row.get("fidelity") or FULL
                 if n_genes is not None:
                     values["chromosome"] = hex_to_mask(row["mask"], n_genes)
             except (KeyError, TypeError, ValueError):
@@ -170,7 +174,11 @@ class HistoryAppender:
         self.written.append(rec)
         if i < len(self.existing):
             old = self.existing[i]
-            if old.chromosome is not None and np.array_equal(old.chromosome, rec.mask()):
+            if (
+                old.chromosome is not None
+                and np.array_equal(old.chromosome, rec.mask())
+                and old.fidelity == rec.fidelity
+            ):
                 return
             self.fh.close()  # the replay left the recorded path: keep what matches
             self.existing = []
@@ -187,8 +195,9 @@ class HistoryAppender:
 
 def known_evaluations(
     records: Sequence[EvaluationRecord], objectives: Sequence[str]
-) -> dict[bytes, Evaluation]:
-    """What an interrupted search measured, keyed by chromosome, for the evaluator to reuse."""
+) -> dict[tuple[bytes, str], Evaluation]:
+    """What an interrupted search measured, keyed by (chromosome, fidelity), for the
+    evaluator to reuse."""
     from evoprune.pareto import to_minimised
 
     known = {}
@@ -197,7 +206,7 @@ def known_evaluations(
         if any(natural[name] is None for name in objectives):
             continue
         F = np.array([to_minimised(name, natural[name]) for name in objectives])
-        known[r.mask().tobytes()] = Evaluation(F=F, accuracy=r.fitness, auroc=r.auroc)
+        known[(r.mask().tobytes(), r.fidelity)] = Evaluation(F=F, accuracy=r.fitness, auroc=r.auroc)
     return known
 
 
@@ -263,6 +272,10 @@ class RunResult(Mapping):
     reference_confusion: list[list[int]] | None = None
     # where heads were trained ("cpu", "cuda:0 (NVIDIA H100 ...)"); absent in older runs
     device: str | None = None
+    # how masks were scored (full, shared, multi) and how many shared-head evaluations the
+    # search made; runs of older versions were all full
+    fidelity: str = "full"
+    shared_evaluations: int = 0
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:
@@ -580,7 +593,7 @@ class RunWriter:
 
     def begin(
         self, config_doc: dict, n_genes: int, objectives: Sequence[str]
-    ) -> tuple[dict[bytes, Evaluation], HistoryAppender]:
+    ) -> tuple[dict[tuple[bytes, str], Evaluation], HistoryAppender]:
         """Write config.json and open history.csv; returns what an interrupted run of the same
         configuration already evaluated (reused, not retrained) and the history appender."""
         config_doc = {"schema_version": SCHEMA_VERSION, **config_doc}

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from evoprune.search.evaluator import Algorithm, Evaluation, Evaluator, SearchResult
+from evoprune.search.fidelity import FULL
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,8 @@ class _Flight:
         self.evaluator = evaluator
         self.executor: Any = evaluator.executor  # an AsyncExecutor
         self.chromosomes: dict[bytes, np.ndarray] = {}
-        self.replay = deque(k for k in evaluator.known if k not in evaluator.memory)
+        self.known = {k: ev for (k, fid), ev in evaluator.known.items() if fid == FULL}
+        self.replay = deque(k for k in self.known if (k, FULL) not in evaluator.memory)
         self.held: list[bytes] = []  # bred during the replay, not sent anywhere yet
         self.ready: deque[bytes] = deque()  # known results, arriving next
 
@@ -50,7 +52,7 @@ class _Flight:
         self.held = []
 
     def _send(self, key: bytes) -> None:
-        if key in self.evaluator.known:
+        if key in self.known:
             self.ready.append(key)
         else:
             self.executor.submit(self.evaluator.problem, key, self.chromosomes[key])
@@ -60,7 +62,7 @@ class _Flight:
         if self.replay and self.replay[0] in self.chromosomes:
             key = self.replay.popleft()
             self.held.remove(key)
-            ev = self.evaluator.known[key]
+            ev = self.known[key]
         else:
             if self.replay:
                 log.warning(
@@ -71,7 +73,7 @@ class _Flight:
             self._go_live()
             if self.ready:
                 key = self.ready.popleft()
-                ev = self.evaluator.known[key]
+                ev = self.known[key]
             else:
                 key, ev = self.executor.wait()
         return self.chromosomes.pop(key), ev
@@ -100,11 +102,12 @@ def run_async_search(
                 bred.extend(algorithm.ask())
             child = bred.popleft()
             key = child.tobytes()
-            if key in evaluator.memory or key in flight.chromosomes:
+            known = evaluator.memory.get((key, FULL))
+            if known is not None or key in flight.chromosomes:
                 evaluator.hits += 1
                 stale += 1
-                if key in evaluator.memory:  # as in the synchronous GA: told its known value
-                    algorithm.tell(child[None], evaluator.memory[key].F[None])
+                if known is not None:  # as in the synchronous GA: told its known value
+                    algorithm.tell(child[None], known.F[None])
                 continue
             stale = 0
             flight.add(key, child)

@@ -19,6 +19,7 @@ import numpy as np
 
 from evoprune.errors import EvoPruneError
 from evoprune.search.executors import Executor, LocalExecutor
+from evoprune.search.fidelity import BUDGET_OF, FULL, SHARED
 from evoprune.search.operators import rank_key
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,9 @@ class EvaluationRecord:
 
     ``fitness`` is the accuracy on the fitness split; ``auroc`` (OOD) and ``hypervolume`` (of
     every head evaluated so far, multi-objective searches) are None when not measured.
+    ``fidelity`` says what scored it (:mod:`evoprune.search.fidelity`: ``full`` training on
+    every fold, ``fold`` on one, ``shared`` a forward pass of a shared head); the best so far
+    and the hypervolume are over the rows of the same fidelity.
     """
 
     index: int
@@ -51,6 +55,7 @@ class EvaluationRecord:
     chromosome: np.ndarray | None = field(repr=False, compare=False, default=None)
     auroc: float | None = None
     hypervolume: float | None = None
+    fidelity: str = FULL
 
     def as_row(self) -> dict:
         """The record without its chromosome and without values that were not measured."""
@@ -69,7 +74,12 @@ class EvaluationRecord:
 
 @dataclass
 class SearchResult:
-    """The outcome of :func:`run_search`: best head by fitness, every evaluation, counters."""
+    """The outcome of :func:`run_search`: best head by fitness, every evaluation, counters.
+
+    ``fidelity`` is the level the result rests on: ``best`` and :meth:`rows` are of that
+    fidelity; ``history`` and ``F`` hold every row of every fidelity, in order.
+    ``evaluations`` counts full trainings (a one-fold rung included), ``shared_evaluations``
+    forward passes of a shared head."""
 
     best: np.ndarray
     best_fitness: float
@@ -78,8 +88,14 @@ class SearchResult:
     iterations: int
     memory_hits: int
     objectives: tuple[str, ...] = ("accuracy",)
-    F: np.ndarray | None = None  # (evaluations, M) minimised objectives, in history order
+    F: np.ndarray | None = None  # (len(history), M) minimised objectives, in history order
     stopped_early: bool = False
+    fidelity: str = FULL
+    shared_evaluations: int = 0
+
+    def rows(self) -> list[int]:
+        """History positions of the rows of the result's fidelity."""
+        return [i for i, r in enumerate(self.history) if r.fidelity == self.fidelity]
 
 
 class Algorithm(Protocol):
@@ -95,12 +111,16 @@ class Algorithm(Protocol):
 
 
 class Evaluator:
-    """Memory, budget, history, resume and callbacks for one search.
+    """Memory, budgets, history, resume and callbacks for one search.
 
-    ``known`` maps chromosome bytes to :class:`Evaluation` s of an
-    interrupted run of the same configuration: they are recorded (and use budget) exactly as
-    when first evaluated, without training again, so a resumed search retraces its path.
-    ``callbacks`` are called with each new :class:`EvaluationRecord`.
+    Memory is keyed by (chromosome, fidelity): a mask scored by a shared head is trained when
+    promoted, and a repeat at the same fidelity costs nothing. ``budget`` counts full
+    trainings, ``shared_budget`` shared evaluations; :attr:`fidelity` is the level
+    :meth:`evaluate` scores at unless told otherwise (the multi-fidelity search switches it).
+    ``known`` maps chromosome bytes (full fidelity) or (bytes, fidelity) to
+    :class:`Evaluation` s of an interrupted run of the same configuration: they are recorded
+    (and use budget) exactly as when first evaluated, without training again, so a resumed
+    search retraces its path. ``callbacks`` are called with each new :class:`EvaluationRecord`.
     """
 
     def __init__(
@@ -108,80 +128,113 @@ class Evaluator:
         problem,
         budget: int,
         *,
+        shared_budget: int = 0,
         executor: Executor | None = None,
         known: dict | None = None,
         callbacks: Iterable[Callable[[EvaluationRecord], None]] = (),
     ):
         self.problem = problem
-        self.budget = int(budget)
+        self.budgets = {FULL: int(budget), SHARED: int(shared_budget)}
+        self.used = {FULL: 0, SHARED: 0}
+        self.fidelity = FULL
         self.executor = executor or LocalExecutor()
-        self.known = dict(known or {})
+        self.known: dict[tuple[bytes, str], Evaluation] = {
+            (k if isinstance(k, tuple) else (k, FULL)): v for k, v in (known or {}).items()
+        }
         self.callbacks = list(callbacks)
-        self.memory: dict[bytes, Evaluation] = {}
+        self.memory: dict[tuple[bytes, str], Evaluation] = {}
         self.history: list[EvaluationRecord] = []
         self.F: list[np.ndarray] = []
         self.hits = 0
-        self._best = 0
+        self._best: dict[str, int] = {}  # fidelity -> history position of its best row
+        self._F_at: dict[str, list[np.ndarray]] = {}
         if problem.n_obj > 1:
             from evoprune.pareto import default_ref_point
 
             self._ref = default_ref_point(problem.n_obj)
 
     @property
+    def budget(self) -> int:
+        """The budget that evaluations at :attr:`fidelity` spend."""
+        return self.budgets[BUDGET_OF[self.fidelity]]
+
+    @property
     def n_evaluated(self) -> int:
-        return len(self.history)
+        """Evaluations spent of :attr:`budget`."""
+        return self.used[BUDGET_OF[self.fidelity]]
 
     @property
     def exhausted(self) -> bool:
-        return len(self.history) >= self.budget
+        return self.n_evaluated >= self.budget
 
-    def evaluate(self, chromosomes: np.ndarray, iteration: int) -> np.ndarray:
-        """(B, M) minimised objectives of each row, from memory where known; new rows use
-        budget, in order, while it lasts (NaN rows for those that did not fit)."""
+    def evaluate(
+        self, chromosomes: np.ndarray, iteration: int, fidelity: str | None = None
+    ) -> np.ndarray:
+        """(B, M) minimised objectives of each row at ``fidelity`` (default :attr:`fidelity`),
+        from memory where known; new rows use budget, in order, while it lasts (NaN rows for
+        those that did not fit)."""
+        fid = self.fidelity if fidelity is None else fidelity
+        kind = BUDGET_OF[fid]
         chromosomes = np.asarray(chromosomes, dtype=np.uint8)
         todo: list[int] = []
         seen: set[bytes] = set()
         for i, c in enumerate(chromosomes):
             key = c.tobytes()
-            if key in self.memory or key in seen:
+            if (key, fid) in self.memory or key in seen:
                 self.hits += 1
-            elif len(self.history) + len(seen) < self.budget:
+            elif self.used[kind] + len(seen) < self.budgets[kind]:
                 seen.add(key)
                 todo.append(i)
         if todo:
-            new = [i for i in todo if chromosomes[i].tobytes() not in self.known]
-            fresh = iter(self.executor.evaluate(self.problem, chromosomes[new]) if new else [])
+            new = [i for i in todo if (chromosomes[i].tobytes(), fid) not in self.known]
+            fresh = iter(self._score(chromosomes[new], fid) if new else [])
             for i in todo:
-                key = chromosomes[i].tobytes()
+                key = (chromosomes[i].tobytes(), fid)
                 ev = self.known[key] if key in self.known else next(fresh)
                 self.memory[key] = ev
-                self._record(chromosomes[i], ev, iteration)
+                self._record(chromosomes[i], ev, iteration, fid)
         nan = np.full(self.problem.n_obj, np.nan)
         return np.stack(
-            [self.memory[c.tobytes()].F if c.tobytes() in self.memory else nan for c in chromosomes]
+            [
+                self.memory[(c.tobytes(), fid)].F if (c.tobytes(), fid) in self.memory else nan
+                for c in chromosomes
+            ]
         )
 
-    def record(self, chrom: np.ndarray, ev: Evaluation, iteration: int) -> None:
-        """Remember and record one new evaluation (the asynchronous search's arrivals)."""
-        self.memory[chrom.tobytes()] = ev
-        self._record(chrom, ev, iteration)
+    def _score(self, chromosomes: np.ndarray, fidelity: str) -> list[Evaluation]:
+        """Full trainings go to the executor (which may spread folds over workers); other
+        fidelities are the problem's own, in this process (a shared head's pass takes
+        milliseconds)."""
+        if fidelity == FULL:
+            return self.executor.evaluate(self.problem, chromosomes)
+        return self.problem.evaluate_at(chromosomes, fidelity)
 
-    def _record(self, chrom: np.ndarray, ev: Evaluation, iteration: int) -> None:
+    def record(self, chrom: np.ndarray, ev: Evaluation, iteration: int) -> None:
+        """Remember and record one new full evaluation (the asynchronous search's arrivals)."""
+        self.memory[(chrom.tobytes(), FULL)] = ev
+        self._record(chrom, ev, iteration, FULL)
+
+    def _record(self, chrom: np.ndarray, ev: Evaluation, iteration: int, fidelity: str) -> None:
         active = int(chrom.sum())
         history = self.history
-        if not history or rank_key(ev.accuracy, active) < rank_key(
-            history[self._best].fitness, history[self._best].active_genes
+        self.used[BUDGET_OF[fidelity]] += 1
+        b = self._best.get(fidelity)
+        if b is None or rank_key(ev.accuracy, active) < rank_key(
+            history[b].fitness, history[b].active_genes
         ):
-            self._best = len(history)
-        best = history[self._best] if self._best < len(history) else None
+            self._best[fidelity] = len(history)
+        best = history[b] if b is not None and self._best[fidelity] == b else None
         best_fit = ev.accuracy if best is None else best.fitness
         best_active = active if best is None else best.active_genes
-        self.F.append(np.asarray(ev.F, dtype=float))
+        F = np.asarray(ev.F, dtype=float)
+        self.F.append(F)
+        same = self._F_at.setdefault(fidelity, [])
+        same.append(F)
         hv = None
         if self.problem.n_obj > 1:
             from evoprune.pareto import hypervolume
 
-            hv = float(hypervolume(np.stack(self.F), self._ref))
+            hv = float(hypervolume(np.stack(same), self._ref))
         rec = EvaluationRecord(
             index=len(history) + 1,
             iteration=iteration,
@@ -193,23 +246,36 @@ class Evaluator:
             chromosome=chrom.copy(),
             auroc=ev.auroc,
             hypervolume=hv,
+            fidelity=fidelity,
         )
         history.append(rec)
         for callback in self.callbacks:
             callback(rec)
 
-    def result(self, iterations: int, stopped_early: bool = False) -> SearchResult:
-        best = self.history[self._best]
+    def result(
+        self, iterations: int, stopped_early: bool = False, fidelity: str | None = None
+    ) -> SearchResult:
+        """The search's outcome resting on the rows of ``fidelity`` (default
+        :attr:`fidelity`)."""
+        fid = self.fidelity if fidelity is None else fidelity
+        if fid not in self._best:
+            raise EvoPruneError(
+                f"no mask was scored at fidelity {fid!r}: give the search a budget for it "
+                "(--evaluations for full trainings, --shared-evaluations for shared ones)"
+            )
+        best = self.history[self._best[fid]]
         return SearchResult(
             best=best.mask(),
             best_fitness=best.fitness,
             history=self.history,
-            evaluations=len(self.history),
+            evaluations=self.used[FULL],
             iterations=iterations,
             memory_hits=self.hits,
             objectives=tuple(self.problem.objectives),
             F=np.stack(self.F) if self.F else None,
             stopped_early=stopped_early,
+            fidelity=fid,
+            shared_evaluations=self.used[SHARED],
         )
 
 
