@@ -176,6 +176,9 @@ OTHER_VALUES = {
     "asynchronous": True,  # the asynchronous GA takes another path (workers etc. do not)
     "fidelity": "multi",
     "shared_evaluations": 1000,  # with --fidelity shared (below)
+    "final_check": "cv",
+    "final_check_folds": 3,
+    "final_check_top": 5,
 }
 
 

@@ -254,6 +254,9 @@ def test_an_old_history_without_fidelity_reads_as_full(tmp_path):
             "--shared-evaluations 10.*at least population=30",
         ),
         ({"fidelity": "shared", "asynchronous": True}, "--async.*drop --async"),
+        ({"final_check": "holdout"}, "--final-check holdout.*none, cv"),
+        ({"final_check_folds": 1}, "--final-check-folds 1.*at least 2"),
+        ({"final_check_top": 0}, "--final-check-top 0.*at least 1"),
     ],
 )
 def test_bad_fidelity_settings_get_one_clear_message(settings, match):
@@ -263,9 +266,9 @@ def test_bad_fidelity_settings_get_one_clear_message(settings, match):
 
 def test_fidelity_defaults_resolve():
     full = RunConfig().validate()
-    assert (full.fidelity, full.shared_evaluations) == ("full", None)
+    assert (full.fidelity, full.shared_evaluations, full.final_check) == ("full", None, "none")
     multi = RunConfig(fidelity="multi", evaluations=50).validate()
-    assert multi.shared_evaluations == 1000
+    assert (multi.shared_evaluations, multi.final_check) == (1000, "cv")
 
 
 @pytest.mark.parametrize("objectives", ["accuracy", "accuracy,size"])
@@ -278,8 +281,121 @@ def test_estimator_searches_at_multi_fidelity(objectives):
         shared_evaluations=40,
         fidelity="multi",
         objectives=objectives,
+        final_check="none",
     ).fit(X, y)
     fid = Counter(r["fidelity"] for r in clf.history_)
     assert fid == {SHARED: 40, FULL: 8}
     full_masks = {bytes(r.mask().tobytes()) for r in clf.search_.history if r.fidelity == FULL}
     assert clf.best_mask_.tobytes() in full_masks  # the shipped mask was trained, not guessed
+
+
+# --- the final check: the shipped head chosen from candidates re-scored by cross-validation ---
+
+
+def _independent_cv(X, y, mask, enc, seed, k):
+    """Mean accuracy over the k folds of (X, y) split from seed + 1, each head trained alone."""
+    from evoprune.model.head import accuracy, train_head
+
+    accs = []
+    for f in make_folds(X, y, "cv", seed=seed + 1, cv_folds=k):
+        head = train_head(
+            f.X_fit, f.y_fit, enc.decode(mask), 10, "fast", seed=seed, stats=f.stats
+        ).head
+        accs.append(accuracy(head, f.X_score, f.y_score))
+    return float(np.mean(accs))
+
+
+def test_final_check_ships_the_best_cross_validated_candidate():
+    X, y = _digits(300)
+    clf = EvoPruneClassifier(
+        hidden_size=16,
+        population=6,
+        evaluations=8,
+        shared_evaluations=60,
+        fidelity="shared",
+        final_check_folds=3,
+        final_check_top=4,
+        random_state=2,
+    ).fit(X, y)
+    assert clf.get_params()["final_check"] is None  # resolved to cv for a shared search
+    from evoprune.runs.front import _best_rows
+
+    search = clf.search_
+    candidates = _best_rows(search, 4)
+    assert all(search.history[i].fidelity == SHARED for i in candidates)
+    enc = clf.encoding_
+    cv = [_independent_cv(X, y, search.history[i].mask(), enc, 2, 3) for i in candidates]
+    n_fold = len(y) / 3
+    best = int(np.argmax(cv))
+    assert clf.check_accuracy_ == pytest.approx(cv[best], abs=1.5 / n_fold)
+    # ties within a head's rounding aside, the shipped mask is the best cross-validated one
+    near = [
+        search.history[i].mask().tobytes()
+        for i, c in zip(candidates, cv)
+        if c >= cv[best] - 1.5 / n_fold
+    ]
+    assert clf.best_mask_.tobytes() in near
+    assert clf.best_fitness_ == pytest.approx(
+        next(r.fitness for r in search.history if r.mask().tobytes() == clf.best_mask_.tobytes())
+    )
+
+
+def test_final_check_front_is_non_dominated_in_cross_validated_accuracy():
+    X, y = _digits(300)
+    clf = EvoPruneClassifier(
+        hidden_size=16,
+        population=8,
+        evaluations=8,
+        shared_evaluations=80,
+        fidelity="shared",
+        objectives="accuracy,size",
+        final_check="cv",
+        final_check_folds=3,
+        final_check_top=5,
+    ).fit(X, y)
+    p = clf.pareto_
+    assert 1 <= len(p["check_accuracy"]) <= 5
+    F = np.column_stack([1 - p["check_accuracy"], p["active_fraction"]])
+    from evoprune.pareto import non_dominated
+
+    assert non_dominated(F).all()
+    assert list(p["active_fraction"]) == sorted(p["active_fraction"])
+    assert np.array_equal(clf.best_mask_, p["mask"][p["selected"]][0])
+
+
+def test_a_multi_fidelity_run_records_fidelity_and_selection_bias(
+    faces_folder, feature_cache, tmp_path
+):
+    from evoprune.runs.experiment import run_experiment
+    from evoprune.runs.store import open_run
+
+    cfg = RunConfig(
+        data=str(faces_folder),
+        encoding="fs",
+        population=6,
+        evaluations=10,
+        shared_evaluations=60,
+        fidelity="multi",
+        objectives="accuracy,size",
+        final_check_folds=3,
+        final_check_top=4,
+        seed=1,
+    )
+    result = run_experiment(cfg, tmp_path / "run", progress=False, cache_dir=feature_cache)
+    assert (result["fidelity"], result["final_check"]) == ("multi", "cv")
+    assert result["shared_evaluations"] == 60 and result["evaluations"] == 10
+    assert result["selection_bias"] == pytest.approx(result["fitness"] - result["test_accuracy"])
+    assert result["check_selection_bias"] == pytest.approx(
+        result["check_accuracy"] - result["test_accuracy"]
+    )
+    run = open_run(tmp_path / "run")
+    history = read_history(tmp_path / "run" / "history.csv", result["genes"])
+    assert Counter(r.fidelity for r in history) == {SHARED: 60, FULL: 10}
+    full = {r.mask().tobytes(): r.fitness for r in history if r.fidelity == FULL}
+    with (tmp_path / "run" / "pareto.csv").open() as fh:
+        front = list(csv.DictReader(fh))
+    for row in front:  # the front was trained at full fidelity and re-scored
+        mask = np.unpackbits(np.frombuffer(bytes.fromhex(row["mask"]), np.uint8))
+        assert full[mask[: result["genes"]].tobytes()] == pytest.approx(float(row["fitness"]))
+        assert row["check_accuracy"]
+    assert run.result.check_accuracy == result["check_accuracy"]

@@ -21,6 +21,7 @@ from evoprune.runs.config import (
     default_evaluations,
     validate_estimator_params,
 )
+from evoprune.runs.front import choose
 from evoprune.runs.search import evolve
 from evoprune.runs.store import HISTORY_FILE, RESULT_FILE, open_run, read_history
 from evoprune.search import EvaluationRecord
@@ -46,8 +47,16 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
     multi-objective search (see the command line's help). ``device`` (``auto``, ``cpu``,
     ``cuda``) is where heads train; the fitted head is always on the CPU.
 
+    ``fidelity`` (``full``, ``shared``, ``multi``) is how the search scores a mask, with
+    ``shared_evaluations`` its budget of shared-head evaluations; ``final_check`` (``none``,
+    ``cv``; default ``cv`` unless ``fidelity`` is ``full``), ``final_check_folds`` and
+    ``final_check_top`` re-score the best candidates by cross-validation on ``X`` before one
+    is fitted (see the command line's help).
+
     Learned attributes: ``classes_``, ``n_features_in_``, ``best_mask_`` (0/1 chromosome),
-    ``best_fitness_``, ``history_`` (one dict per evaluation), ``masks_`` (decoded unit masks),
+    ``best_fitness_``, ``check_accuracy_`` (the final check's cross-validated accuracy of
+    ``best_mask_``, None without it), ``history_`` (one dict per evaluation, its
+    ``fidelity`` included), ``masks_`` (decoded unit masks),
     ``head_`` (the trained compact torch head), ``search_`` (the search result).
 
     When it knows its backbone (``backbone_``, set by :func:`evoprune.load`), ``predict``,
@@ -87,6 +96,9 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         device: str = "auto",
         fidelity: str = "full",
         shared_evaluations: int | None = None,
+        final_check: str | None = None,
+        final_check_folds: int = 5,
+        final_check_top: int = 10,
     ):
         self.encoding = encoding
         self.hidden_size = hidden_size
@@ -106,6 +118,9 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         self.device = device
         self.fidelity = fidelity
         self.shared_evaluations = shared_evaluations
+        self.final_check = final_check
+        self.final_check_folds = final_check_folds
+        self.final_check_top = final_check_top
 
     def _validated_params(self) -> dict:
         """The parameters checked by the run settings' one validation, resolved
@@ -169,11 +184,12 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         self.search_seconds_ = evolved.seconds
         self.encoding_ = enc
         self.history_ = [r.as_row() for r in self.search_.history]
-        if len(cfg.objectives) == 1:
-            mask, fitness = self.search_.best, self.search_.best_fitness
-        else:
-            chosen = self.search_.history[self._pareto(evolved, cfg)]
-            mask, fitness = chosen.mask(), chosen.fitness
+        choice = choose(cfg, evolved, X, y_idx)
+        if len(cfg.objectives) > 1:
+            self._pareto(choice)
+        chosen = self.search_.history[choice.row]
+        mask, fitness = chosen.mask(), chosen.fitness
+        self.check_accuracy_ = None if choice.checked is None else choice.checked[choice.pick]
         self.best_mask_ = mask.astype(np.uint8)
         self.best_fitness_ = float(fitness)
         self.masks_ = enc.decode(self.best_mask_)
@@ -203,12 +219,10 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
             )
         return X_eval, self._encode_labels(y_eval)
 
-    def _pareto(self, evolved, cfg) -> int:
-        """Set ``pareto_`` (the front, smallest head first) and return the history position of
-        the head that ``select`` picks from it."""
-        from evoprune.runs.front import pareto_front
-
-        idx, pick = pareto_front(evolved, cfg.select)
+    def _pareto(self, choice) -> None:
+        """Set ``pareto_`` (the front, smallest head first; ``check_accuracy`` when the final
+        check re-scored it) from the search's :class:`~evoprune.runs.front.Choice`."""
+        idx, pick = choice.rows, choice.pick
         rows = [self.search_.history[i] for i in idx]
         self.pareto_ = {
             "active_fraction": np.array([r.active_fraction for r in rows]),
@@ -218,7 +232,8 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
             "selected": np.arange(len(rows)) == pick,
             "mask": np.stack([r.mask() for r in rows]).astype(np.uint8),
         }
-        return idx[pick]
+        if choice.checked is not None:
+            self.pareto_["check_accuracy"] = np.asarray(choice.checked)
 
     def _run_config(self):
         """The estimator's parameters as a validated run configuration (one declaration)."""

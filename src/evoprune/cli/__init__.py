@@ -56,10 +56,23 @@ def format_run_table(result: dict) -> str:
         f"{result['dataset']}: {result['n_train']} training / {result['n_test']} held-out "
         f"images, {result['n_classes']} classes, backbone {result['backbone']}{leak}"
     )
+    fidelity = result.get("fidelity", "full")
+    shared = f" + {result['shared_evaluations']} shared" if result.get("shared_evaluations") else ""
     lines.append(
-        f"fitness ({result['fitness_split']}) of the shipped mask: "
-        f"{result['fitness']:.4f}; {result['evaluations']} evaluations"
+        f"fitness ({result['fitness_split']}, fidelity {fidelity}) of the shipped mask: "
+        f"{result['fitness']:.4f}; {result['evaluations']} evaluations{shared}"
     )
+    if result.get("selection_bias") is not None:
+        check = (
+            f"; cross-validated accuracy {result['check_accuracy']:.4f} "
+            f"(bias {100 * result['check_selection_bias']:+.1f} points)"
+            if result.get("check_accuracy") is not None
+            else ""
+        )
+        lines.append(
+            f"selection bias (fitness - held-out accuracy): "
+            f"{100 * result['selection_bias']:+.1f} points{check}"
+        )
     lines.append(
         f"seconds: features {t['features']:.1f}"
         f"{' (cached)' if result['features_cached'] else ''}, search {t['search']:.1f}, "

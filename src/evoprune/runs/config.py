@@ -49,8 +49,9 @@ ALGORITHMS = ("auto", *SEARCH_ALGORITHMS)  # auto: nsga2 with several objectives
 BUILTIN_OOD = ("digits", "photos", "faces")
 OOD_SCORES = ("energy", "msp", "temperature")
 
-#: The values of --fidelity (evoprune.search.fidelity's).
+#: The values of --fidelity (evoprune.search.fidelity's) and of --final-check.
 FIDELITIES = SEARCH_FIDELITIES
+FINAL_CHECKS = ("none", "cv")
 #: Shared evaluations per full evaluation when --shared-evaluations is not given.
 SHARED_PER_FULL = 20
 
@@ -576,6 +577,39 @@ SETTINGS: tuple[Setting, ...] = (
         help="budget of shared-head evaluations for --fidelity shared or multi (--evaluations "
         f"counts full trainings). Default: {SHARED_PER_FULL} x --evaluations",
     ),
+    Setting(
+        "final_check",
+        str,
+        None,
+        nullable=True,
+        group="search",
+        choices=FINAL_CHECKS,
+        estimator="final_check",
+        help="how the shipped head (and the front) is chosen: none (by the search's fitness) "
+        "or cv (the top candidates re-scored by k-fold cross-validation on the training "
+        "images, --final-check-folds k). Default: cv when --fidelity is not full, else none",
+    ),
+    Setting(
+        "final_check_folds",
+        int,
+        5,
+        group="search",
+        estimator="final_check_folds",
+        check=_at_least(2),
+        metavar="K",
+        help="folds of --final-check cv. Default: 5",
+    ),
+    Setting(
+        "final_check_top",
+        int,
+        10,
+        group="search",
+        estimator="final_check_top",
+        check=_at_least(1),
+        metavar="N",
+        help="candidates --final-check cv re-scores: the N best by fitness (one objective) "
+        "or at most N front heads spread over sizes. Default: 10",
+    ),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -750,8 +784,8 @@ def validate_values(
 
 
 def _resolve_fidelity(out: dict[str, Any], fail: Callable[[str, str], ConfigError]) -> None:
-    """Checks of --fidelity against the encoding and the budgets; ``shared_evaluations``
-    filled in from it."""
+    """Checks of --fidelity against the encoding and the budgets; ``shared_evaluations`` and
+    ``final_check`` filled in from it."""
     if "fidelity" not in out:
         return
     fidelity = out["fidelity"]
@@ -785,6 +819,8 @@ def _resolve_fidelity(out: dict[str, Any], fail: Callable[[str, str], ConfigErro
                 f"must be at least population={out['population']}: the initial population "
                 "is scored by the shared head",
             )
+    if "final_check" in out and out["final_check"] is None:
+        out["final_check"] = "none" if fidelity == "full" else "cv"
 
 
 # --- the configuration of a run ----------------------------------------------------------------

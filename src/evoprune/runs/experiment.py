@@ -399,7 +399,9 @@ def _result(
         timings={
             "features": data.feature_seconds,
             "search": evolved.seconds,
-            "shared_heads": evolved.problem.shared_seconds,
+            # measured only where they happen: training the shared heads, the final check
+            **({"shared_heads": evolved.problem.shared_seconds} if cfg.fidelity != "full" else {}),
+            **({"final_check": final.check_seconds} if cfg.final_check != "none" else {}),
             "final_training": final.seconds,
             "reference_training": final.reference_seconds,
         },
@@ -413,6 +415,12 @@ def _result(
         device=describe_device(cfg.device),
         fidelity=cfg.fidelity,
         shared_evaluations=search.shared_evaluations,
+        final_check=cfg.final_check,
+        check_accuracy=final.check_accuracy,
+        selection_bias=final.selection_bias,
+        check_selection_bias=None
+        if final.check_accuracy is None
+        else final.check_accuracy - final.test_accuracy,
         **_ood_fields(final),
         **per_class_fields(final.head, final.reference, data.X_test, data.y_test, data.classes),
     )

@@ -1,7 +1,14 @@
 """The heads a finished search hands over: the selected one, the not-pruned reference and,
 for a multi-objective search, every head of the Pareto front, each retrained on all training
 data and scored on held-out images (accuracy, and OOD AUROC / FPR at 95 % TPR when OOD
-images were given)."""
+images were given).
+
+Which heads those are is :func:`choose`'s: by the search's fitness, or, with ``final_check``
+``cv``, from the top candidates re-scored by k-fold cross-validation on all the training images.
+A search that compared thousands of masks on one validation split has overfitted it (Reunanen,
+JMLR 2003; Cawley & Talbot, JMLR 2010): the re-scoring averages over every training image and
+new splits, so the choice no longer rests on the noise the search selected for.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ PARETO_FIELDS = [
     "head_params",
     "fitness",
     "fitness_auroc",
+    "check_accuracy",
     "test_accuracy",
     "test_auroc",
     "test_fpr95",
@@ -53,6 +61,7 @@ class FrontMember:
     test_auroc: float | None
     test_fpr95: float | None
     selected: bool = False
+    check_accuracy: float | None = None  # the final check's cross-validated accuracy
 
     @property
     def active_fraction(self) -> float:
@@ -70,6 +79,7 @@ class FrontMember:
             "head_params": nonzero_params(self.head),
             "fitness": self.fitness,
             "fitness_auroc": self.fitness_auroc,
+            "check_accuracy": self.check_accuracy,
             "test_accuracy": self.test_accuracy,
             "test_auroc": self.test_auroc,
             "test_fpr95": self.test_fpr95,
@@ -92,6 +102,105 @@ class FinalHeads:
     reference_seconds: float
     front: list[FrontMember] | None = None
     reference_ood: tuple[float, float] | None = None  # (AUROC, FPR95) of the reference head
+    check_accuracy: float | None = None  # the final check's score of the shipped head
+    check_seconds: float = 0.0
+
+    @property
+    def selection_bias(self) -> float:
+        """Fitness minus held-out accuracy of the shipped head: how much the search's score
+        flattered it (positive: optimistic)."""
+        return float(self.fitness - self.test_accuracy)
+
+
+@dataclass
+class Choice:
+    """What a finished search hands over: ``rows`` (history positions; the front smallest
+    first for several objectives, else the candidates), the one shipped (``rows[pick]``), and
+    each row's cross-validated accuracy when the final check ran (``checked``)."""
+
+    rows: list[int]
+    pick: int
+    checked: list[float] | None = None
+    seconds: float = 0.0
+
+    @property
+    def row(self) -> int:
+        return self.rows[self.pick]
+
+
+def _best_rows(search, n: int) -> list[int]:
+    """The ``n`` best rows of the result's fidelity by fitness (ties: fewer active genes,
+    then the earlier row, as the evaluator ranks them), one per chromosome."""
+    from evoprune.search.operators import rank_key
+
+    rows = sorted(
+        search.rows(),
+        key=lambda i: (*rank_key(search.history[i].fitness, search.history[i].active_genes), i),
+    )
+    return rows[:n]
+
+
+def check_scores(cfg, evolved, X: np.ndarray, y: np.ndarray, rows: list[int]) -> np.ndarray:
+    """Cross-validated accuracy (``cfg.final_check_folds`` folds of (X, y), split from the
+    run's seed + 1, so not the fitness split's folds) of each row's mask, trained as the
+    search trains."""
+    from evoprune.problem import HeadProblem, make_folds
+
+    problem = evolved.problem
+    folds = make_folds(
+        X, y, "cv", seed=(int(cfg.seed) + 1) % 2**32, cv_folds=int(cfg.final_check_folds)
+    )
+    check = HeadProblem(
+        problem.encoding,
+        problem.n_classes,
+        folds,
+        problem.trainer,
+        problem.seed,
+        device=problem.device,
+    )
+    chroms = np.stack([evolved.result.history[i].mask() for i in rows])
+    return check.accuracy(chroms)
+
+
+def choose(cfg, evolved, X: np.ndarray, y: np.ndarray) -> Choice:
+    """The shipped head and the front of a finished search on training data (X, y) (class
+    indices). Without a final check: the best by fitness, or the front and the head
+    ``cfg.select`` picks by fitness. With ``final_check`` ``cv``: the ``final_check_top`` best
+    (one objective) or at most that many front heads spread over sizes are re-scored by
+    :func:`check_scores`; the shipped head is the best by that score (ties: fewer genes), and
+    the front is recomputed from it (non-dominated in cross-validated accuracy, size and ood)
+    with ``select``'s rule judged on it (one-se: the standard error over all training images).
+    """
+    search = evolved.result
+    several = len(search.objectives) > 1
+    if getattr(cfg, "final_check", "none") != "cv":
+        if several:
+            idx, pick = pareto_front(evolved, cfg.select)
+            return Choice(idx, pick)
+        return Choice(_best_rows(search, 1), 0)
+    t0 = time.perf_counter()
+    top = int(cfg.final_check_top)
+    if several:
+        idx, _ = pareto_front(evolved, cfg.select)
+        if len(idx) > top:  # spread over the front's sizes, its two ends included
+            idx = [idx[i] for i in np.unique(np.linspace(0, len(idx) - 1, top).round().astype(int))]
+        candidates = idx
+    else:
+        candidates = _best_rows(search, top)
+    cv = check_scores(cfg, evolved, X, y, candidates)
+    active = np.array([search.history[i].active_genes for i in candidates])
+    if not several:
+        pick = int(np.lexsort((np.arange(len(cv)), active, -cv))[0])
+        return Choice(candidates, pick, cv.tolist(), time.perf_counter() - t0)
+    F = np.array(search.F)[candidates].copy()
+    F[:, list(search.objectives).index("accuracy")] = 1.0 - cv
+    keep = np.flatnonzero(non_dominated(F))
+    keep = keep[np.lexsort((-cv[keep], active[keep]))]
+    rows = [candidates[i] for i in keep]
+    sizes = np.array([search.history[i].active_fraction for i in rows])
+    se = accuracy_standard_error(float(cv[keep].max()), len(y))
+    pick = select(cv[keep], sizes, cfg.select, se=se)
+    return Choice(rows, pick, cv[keep].tolist(), time.perf_counter() - t0)
 
 
 def heldout_ood(
@@ -127,21 +236,26 @@ def finish_heads(cfg, data, evolved, ood=None) -> FinalHeads:
     reference_seconds = time.perf_counter() - t0
     ref_acc = accuracy(reference, X_test, y_test)
     search = evolved.result
+    choice = choose(cfg, evolved, X_train, y_train)
+    checked = None if choice.checked is None else choice.checked[choice.pick]
     t0 = time.perf_counter()
     if len(search.objectives) == 1:
-        mask = search.best.astype(np.uint8)
+        rec = search.history[choice.row]
+        mask = rec.mask().astype(np.uint8)
         head = train(mask)
         return FinalHeads(
             mask,
             head,
-            float(search.best_fitness),
+            float(rec.fitness),
             accuracy(head, X_test, y_test),
             reference,
             ref_acc,
             time.perf_counter() - t0,
             reference_seconds,
+            check_accuracy=checked,
+            check_seconds=choice.seconds,
         )
-    front = front_members(cfg, data, evolved, train, ood)
+    front = front_members(cfg, data, evolved, train, ood, choice)
     chosen = next(m for m in front if m.selected)
     reference_ood = (
         None if ood is None else heldout_ood(reference, X_test, ood.X_heldout, cfg.ood_score)
@@ -157,6 +271,8 @@ def finish_heads(cfg, data, evolved, ood=None) -> FinalHeads:
         reference_seconds,
         front,
         reference_ood,
+        check_accuracy=checked,
+        check_seconds=choice.seconds,
     )
 
 
@@ -178,10 +294,13 @@ def pareto_front(evolved, rule: str) -> tuple[list[int], int]:
     return [int(i) for i in idx], select(fitness, size, rule, se=se)
 
 
-def front_members(cfg, data, evolved, train, ood=None) -> list[FrontMember]:
-    """Every non-dominated evaluated head, retrained and scored on held-out data; the one the
-    run's selection rule picks is marked ``selected``."""
-    idx, pick = pareto_front(evolved, cfg.select)
+def front_members(cfg, data, evolved, train, ood=None, choice=None) -> list[FrontMember]:
+    """Every head of the front (``choice``'s, by default the non-dominated evaluated heads),
+    retrained and scored on held-out data; the one the run's selection rule picks is marked
+    ``selected``."""
+    if choice is None:
+        choice = Choice(*pareto_front(evolved, cfg.select))
+    idx, pick = choice.rows, choice.pick
     members = []
     for rank, i in enumerate(idx):
         rec = evolved.result.history[i]
@@ -201,6 +320,7 @@ def front_members(cfg, data, evolved, train, ood=None) -> list[FrontMember]:
                 test_auroc=auroc,
                 test_fpr95=fpr,
                 selected=rank == pick,
+                check_accuracy=None if choice.checked is None else choice.checked[rank],
             )
         )
     return members

@@ -276,6 +276,13 @@ class RunResult(Mapping):
     # search made; runs of older versions were all full
     fidelity: str = "full"
     shared_evaluations: int = 0
+    # how the shipped head was chosen (none: by fitness; cv: re-scored by cross-validation on
+    # the training images), its cross-validated accuracy, and the selection bias: fitness
+    # minus held-out accuracy (and the same for the cross-validated accuracy)
+    final_check: str = "none"
+    check_accuracy: float | None = None
+    selection_bias: float | None = None
+    check_selection_bias: float | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:
