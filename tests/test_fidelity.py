@@ -399,3 +399,28 @@ def test_a_multi_fidelity_run_records_fidelity_and_selection_bias(
         assert full[mask[: result["genes"]].tobytes()] == pytest.approx(float(row["fitness"]))
         assert row["check_accuracy"]
     assert run.result.check_accuracy == result["check_accuracy"]
+
+
+def test_recorded_hypervolume_equals_that_of_every_row_so_far():
+    """The evaluator keeps only the non-dominated rows for the hypervolume (thousands of
+    shared rows); each record's value equals the hypervolume of all rows up to it."""
+    from evoprune.pareto import hypervolume
+
+    class Bumpy:
+        objectives = ("accuracy", "size")
+        n_obj = 2
+        n_genes = 40
+
+        def evaluate(self, chromosomes):
+            out = []
+            for c in chromosomes:
+                acc = 0.5 * c[:20].mean() + 0.3 * np.sin(c[::3].sum()) ** 2
+                out.append(Evaluation(F=np.array([1 - acc, c.mean()]), accuracy=float(acc)))
+            return out
+
+    algo = make_algorithm(
+        "nsga2", population=10, evaluations=150, mutation_prob=0.1, init="random", seed=4
+    )
+    result = run_search(algo, Evaluator(Bumpy(), 150))
+    for i, rec in enumerate(result.history):
+        assert rec.hypervolume == hypervolume(result.F[: i + 1])

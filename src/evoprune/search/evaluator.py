@@ -147,7 +147,7 @@ class Evaluator:
         self.F: list[np.ndarray] = []
         self.hits = 0
         self._best: dict[str, int] = {}  # fidelity -> history position of its best row
-        self._F_at: dict[str, list[np.ndarray]] = {}
+        self._front_at: dict[str, np.ndarray] = {}  # fidelity -> its non-dominated F rows
         if problem.n_obj > 1:
             from evoprune.pareto import default_ref_point
 
@@ -228,13 +228,11 @@ class Evaluator:
         best_active = active if best is None else best.active_genes
         F = np.asarray(ev.F, dtype=float)
         self.F.append(F)
-        same = self._F_at.setdefault(fidelity, [])
-        same.append(F)
         hv = None
         if self.problem.n_obj > 1:
             from evoprune.pareto import hypervolume
 
-            hv = float(hypervolume(np.stack(same), self._ref))
+            hv = float(hypervolume(self._front_with(fidelity, F), self._ref))
         rec = EvaluationRecord(
             index=len(history) + 1,
             iteration=iteration,
@@ -251,6 +249,18 @@ class Evaluator:
         history.append(rec)
         for callback in self.callbacks:
             callback(rec)
+
+    def _front_with(self, fidelity: str, F: np.ndarray) -> np.ndarray:
+        """The non-dominated rows of ``fidelity`` so far, ``F`` added: the hypervolume of every
+        row is that of these (dominated rows add no volume), at a cost that does not grow with
+        the history (shared searches record thousands of rows)."""
+        front = self._front_at.get(fidelity)
+        if front is None:
+            front = F[None]
+        elif not (front <= F).all(axis=1).any():  # F adds volume: drop what it dominates
+            front = np.vstack([front[~(F <= front).all(axis=1)], F])
+        self._front_at[fidelity] = front
+        return front
 
     def result(
         self, iterations: int, stopped_early: bool = False, fidelity: str | None = None
