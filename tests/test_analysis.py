@@ -28,6 +28,7 @@ from evoprune.analysis.cka import compare_heads, dense_weights, nearest_evaluate
 from evoprune.cli import main
 from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError, DataError, EvoPruneError
+from evoprune.io import OutputFolder, atomic_write_json
 from evoprune.model.head import build_head
 from evoprune.search import EvaluationRecord
 
@@ -370,14 +371,15 @@ def test_class_relevance_needs_three_classes(tiny_ctx):
 def test_channel_frequency_of_a_comparison(tiny_run, tmp_path, capsys):
     comp = tmp_path / "comp"
     (comp / "runs").mkdir(parents=True)
-    (comp / "comparison.json").write_text("{}")
+    with OutputFolder(comp, "compare").claim():
+        atomic_write_json(comp / "comparison.json", {})
     masks = np.random.default_rng(0).integers(0, 2, (3, tiny_run[1]["feature_dim"]))
     for k, mask in enumerate(masks):
         run = comp / "runs" / f"fs_run{k}"
         shutil.copytree(tiny_run[0], run)
         result = json.loads((run / "result.json").read_text())
         result["best_mask"] = mask.tolist()
-        (run / "result.json").write_text(json.dumps(result))
+        atomic_write_json(run / "result.json", result)
     freq = channel_frequency(comp)
     np.testing.assert_array_equal(freq.kept, masks.sum(axis=0))
     assert freq.observed().sum() == masks.shape[1]

@@ -2,11 +2,13 @@
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
 
 from evoprune.cli import main
+from evoprune.io import MANIFEST_FILE
 from evoprune.runs.experiment import run_experiment
 from evoprune.runs.store import hex_to_mask, mask_to_hex
 
@@ -73,6 +75,7 @@ def test_second_run_uses_cached_features_and_resumes(tiny_run, feature_cache, tm
     out, first, cfg = tiny_run
     # copy the interrupted state: config and the first 7 history rows
     (tmp_path / "config.json").write_text((out / "config.json").read_text())
+    shutil.copy(out / MANIFEST_FILE, tmp_path)  # the files are evoprune's
     lines = (out / "history.csv").read_text().splitlines()
     (tmp_path / "history.csv").write_text("\n".join(lines[:8] + [lines[8][:20]]) + "\n")
     again = run_experiment(cfg, tmp_path, progress=False, cache_dir=feature_cache)
@@ -157,7 +160,15 @@ def test_ctrl_c_keeps_the_evaluations_made(
         str(feature_cache),
         "--no-progress",
     ]
-    (tmp_path / "result.json").write_text("{}")  # an older run's result in the same folder
+    # an older result of this configuration in the same folder: an attempt interrupted at
+    # once writes config.json, then a stale result.json is left there (listed as evoprune's)
+    calls["n"] = 10
+    assert main(args) == 130
+    from evoprune.io import OutputFolder, atomic_write_text
+
+    with OutputFolder(tmp_path, "run").claim():
+        atomic_write_text(tmp_path / "result.json", "{}")
+    calls["n"] = 0
     assert main(args) == 130
     assert "resume" in caplog.text
     rows = list(csv.DictReader((tmp_path / "history.csv").open()))

@@ -30,7 +30,7 @@ from torch import nn
 from evoprune import __version__
 from evoprune.encodings import EdgesSpec, encoding_spec, make_encoding
 from evoprune.errors import ConfigError, EvoPruneError
-from evoprune.io import atomic_write, atomic_write_json
+from evoprune.io import atomic_write, atomic_write_json, check_file_target, claim_file
 from evoprune.model.head import CompactHead, nonzero_params
 from evoprune.runs.store import (
     HEAD_FILE,
@@ -264,6 +264,8 @@ def export_model(
     )
     check_output_path(out, example="model" + suffix)
     meta_out = check_output_path(Path(str(out) + ".json"), example=out.name + ".json")
+    for target in (out, meta_out):
+        check_file_target(target, "export", "--out", run.data_roots())
     module, metadata = build_model(run, reference, head_only)
     sparse = _pruned_connections(run, module.head, format, reference, metadata)
     if head_only:
@@ -271,17 +273,18 @@ def export_model(
     else:
         size = metadata["preprocessing"]["image_size"]
         example = torch.zeros(2, 3, *size)
-    with writing_to(out):
-        if format == "onnx":
-            _write_onnx(module, example, out, metadata, sparse)
-        else:
-            _write_torchscript(module, example, out, metadata)
-    try:
-        with writing_to(meta_out):
-            meta_path = atomic_write_json(meta_out, metadata)
-    except EvoPruneError:
-        out.unlink(missing_ok=True)  # no model without the metadata that says how to feed it
-        raise
+    with claim_file([out, meta_out], "export"):
+        with writing_to(out):
+            if format == "onnx":
+                _write_onnx(module, example, out, metadata, sparse)
+            else:
+                _write_torchscript(module, example, out, metadata)
+        try:
+            with writing_to(meta_out):
+                meta_path = atomic_write_json(meta_out, metadata)
+        except EvoPruneError:
+            out.unlink(missing_ok=True)  # no model without the metadata that says how to feed it
+            raise
     log.info(
         "exported %s (%s head, %s) to %s",
         format,
@@ -472,6 +475,15 @@ class EnsembleClassifier(nn.Module):
         return torch.stack([torch.softmax(h(pooled), dim=1) for h in self.heads]).mean(dim=0)
 
 
+def check_ensemble_export(run: RunFolder, out: str | Path) -> tuple[Path, Path]:
+    """The ensemble's ONNX file and its metadata file, checked before any work."""
+    out = check_output_path(out, option="--export", example="ensemble.onnx")
+    meta_out = check_output_path(Path(str(out) + ".json"), option="--export")
+    for target in (out, meta_out):
+        check_file_target(target, "ensemble", "--export", run.data_roots())
+    return out, meta_out
+
+
 def export_ensemble(
     run_dir: str | Path, members: list[int], out: str | Path, vote: str = "soft"
 ) -> Path:
@@ -493,8 +505,7 @@ def export_ensemble(
             f"{run.path} has no front heads {missing or members}; ensembles come "
             "from a multi-objective run's front (pareto.csv)"
         )
-    out = check_output_path(out, option="--export", example="ensemble.onnx")
-    meta_out = check_output_path(Path(str(out) + ".json"), option="--export")
+    out, meta_out = check_ensemble_export(run, out)
     heads = [
         load_head(run.path / FRONT_DIR / f"head_{k}.safetensors", run.result.feature_dim)
         for k in members
@@ -511,9 +522,14 @@ def export_ensemble(
         test_accuracy=None,
     )
     example = torch.zeros(2, 3, *metadata["preprocessing"]["image_size"])
-    with writing_to(out, "--export"):
-        _write_onnx(module, example, out, metadata)
-    with writing_to(meta_out, "--export"):
-        atomic_write_json(meta_out, metadata)
+    with claim_file([out, meta_out], "ensemble", "--export"):
+        with writing_to(out, "--export"):
+            _write_onnx(module, example, out, metadata)
+        try:
+            with writing_to(meta_out, "--export"):
+                atomic_write_json(meta_out, metadata)
+        except EvoPruneError:
+            out.unlink(missing_ok=True)
+            raise
     log.info("exported an ensemble of %d front heads to %s", len(heads), out)
     return out

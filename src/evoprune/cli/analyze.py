@@ -72,6 +72,17 @@ def _positive(text: str) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    from evoprune.io import OutputFolder
+
+    if not Path(args.run_dir).is_dir():  # the analyses say what is missing
+        return _analyze(args)
+    folder = OutputFolder(args.run_dir, "analyze", "RUN_DIR")
+    folder.check()  # evoprune's own files only; nothing written before this
+    with folder.claim(recheck=False):
+        return _analyze(args)
+
+
+def _analyze(args: argparse.Namespace) -> int:
     from evoprune.analysis.channels import channel_frequency, is_comparison
 
     if is_comparison(args.run_dir):

@@ -36,14 +36,26 @@ def add_ensemble_command(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
-    from evoprune.runs.ensembling import build_ensemble
+    from evoprune.runs.ensembling import build_ensemble, write_ensemble
 
+    if args.export:  # every check before the ensemble is built; ensemble.json written last
+        from evoprune.errors import ConfigError
+        from evoprune.export import check_ensemble_export
+        from evoprune.runs.store import open_run
+
+        if args.vote != "soft":
+            raise ConfigError(
+                "--export writes an ensemble that averages the heads' probabilities (a soft "
+                "vote); use --vote soft with --export, or leave --export out"
+            )
+        check_ensemble_export(open_run(args.run_dir), args.export)
     doc = build_ensemble(
         args.run_dir,
         args.members,
         args.vote,
         cache_dir=args.cache_dir,
         progress=not args.no_progress,
+        write=False,
     )
     lines = [
         f"ensemble of front heads {doc['members']} ({doc['vote']} vote), "
@@ -63,5 +75,6 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
         path = export_ensemble(args.run_dir, doc["members"], args.export, vote=doc["vote"])
         lines.append(f"exported: {path}")
+    write_ensemble(args.run_dir, doc)
     sys.stdout.write("\n".join(lines) + f"\nwritten: {args.run_dir}/ensemble.json\n")
     return 0

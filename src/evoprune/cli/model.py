@@ -134,9 +134,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from evoprune.estimator import load
     from evoprune.export import check_output_path
     from evoprune.features import extract_features
+    from evoprune.io import check_file_target
+    from evoprune.runs.store import open_run
 
     if args.csv:  # before the (slow) feature extraction
         check_output_path(args.csv, "--csv", example="predictions.csv")
+        check_file_target(args.csv, "predict", "--csv", open_run(args.run_dir).data_roots())
     clf = load(args.run_dir)
     paths = collect_images(args.images)
     if not paths:
@@ -167,7 +170,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _write_predictions(path: str, paths: list[str], proba, classes: list[str]) -> None:
     from evoprune.export import writing_to
-    from evoprune.io import atomic_write
+    from evoprune.io import atomic_write, claim_file
 
     def write(tmp: Path) -> None:
         with tmp.open("w", newline="", encoding="utf-8") as fh:
@@ -177,7 +180,7 @@ def _write_predictions(path: str, paths: list[str], proba, classes: list[str]) -
                 k = int(row.argmax())
                 writer.writerow([p, classes[k], f"{row[k]:.6f}"] + [f"{v:.6f}" for v in row])
 
-    with writing_to(path, "--csv"):
+    with claim_file([path], "predict", "--csv"), writing_to(path, "--csv"):
         atomic_write(path, write)
 
 

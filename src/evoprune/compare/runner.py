@@ -35,7 +35,7 @@ from evoprune.compare.layout import (
 )
 from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError, EvoPruneError
-from evoprune.io import atomic_write_json
+from evoprune.io import OutputFolder, atomic_write_json, writing_folder
 from evoprune.runs.experiment import (
     PreparedData,
     RunConfig,
@@ -182,16 +182,47 @@ def run_comparison(
 ) -> list[dict]:
     """Run (or resume) the comparison into ``out``; returns the summary rows and writes every
     output file."""
+    cc.check()
+    out = Path(out)
+    check_compare_out(cc, out)  # nothing is written before every check has passed
+    with OutputFolder(out, "compare").claim():
+        return _run_comparison(cc, out, progress=progress, cache_dir=cache_dir)
+
+
+#: What a refused comparison's run folder advises: compare never moves a run aside.
+_COMPARE_ADVICE = (
+    "compare keeps every run it finds and never moves one aside: give compare --out another "
+    "folder (or move that run folder away yourself)"
+)
+
+
+def check_compare_out(cc: CompareConfig, out: Path) -> None:
+    """Refuse, before anything is written, a comparison folder that cannot take this
+    comparison: a file, inside the data, holding files evoprune did not write, or a run folder
+    inside it holding a run of other settings (or damaged)."""
+    from evoprune.runs.experiment import data_roots, saved_settings
+    from evoprune.runs.store import RunWriter
+
+    roots = data_roots(cc.base)
+    OutputFolder(out, "compare").check(roots)
+    for enc in cc.variants:
+        for k in range(int(cc.runs)):
+            cfg = cc.run_config(enc, k)
+            path = run_dir(out, enc, k)
+            RunWriter(path, advice=_COMPARE_ADVICE).check(saved_settings(cfg, path), roots)
+
+
+def _run_comparison(
+    cc: CompareConfig, out: Path, *, progress: bool, cache_dir: str | Path | None
+) -> list[dict]:
     from tqdm.auto import tqdm
 
     from evoprune.compare.report import write_reports
 
-    cc.check()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(
-        out / "comparison.json", {"comparison": cc.to_dict(), "evoprune_version": __version__}
-    )
+    with writing_folder(out):
+        atomic_write_json(
+            out / "comparison.json", {"comparison": cc.to_dict(), "evoprune_version": __version__}
+        )
     prepared: PreparedData | None = None
 
     def data() -> PreparedData:
@@ -225,7 +256,8 @@ def run_comparison(
         }
         run_curves(cc, out, data, results, progress=progress)
     rows = summary_rows(cc, out)
-    write_reports(cc, out, rows)
+    with writing_folder(out):
+        write_reports(cc, out, rows)
     return rows
 
 

@@ -89,3 +89,24 @@ def _handle_unreadable(dataset: ImageDataset, skip_bad: bool) -> ImageDataset:
         listed([path for path, _ in bad]),
     )
     return drop_paths(dataset, [path for path, _ in bad])
+
+
+def source_roots(source: str | os.PathLike[str] | None) -> list[str]:
+    """The folders whose images ``source`` reads (nothing may be written inside them): a
+    folder itself; for a CSV manifest its folder and every folder holding a listed image; none
+    for a built-in set or a source that does not exist (it is refused elsewhere)."""
+    if not source or is_builtin(str(source)):
+        return []
+    path = os.fspath(source)
+    if os.path.isdir(path):
+        return [path]
+    if not os.path.isfile(path):
+        return []
+    roots = [os.path.dirname(os.path.abspath(path))]
+    if path.lower().endswith(".csv"):
+        try:
+            listed_paths = load_manifest(path).paths
+        except (DataError, OSError, ValueError):
+            listed_paths = []  # refused with its own message when the run loads it
+        roots += sorted({os.path.dirname(p) for p in listed_paths})
+    return roots

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from evoprune.errors import ConfigError
-from evoprune.io import atomic_write_json
+from evoprune.io import atomic_write_json, check_file_target, claim_file, writing_folder
 from evoprune.model.head import logits, predict_proba, train_head
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,12 @@ def build_ensemble(
     *,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    write: bool = True,
 ) -> dict:
     """Choose ``members`` front heads of the multi-objective run in ``run_dir`` and score
-    their ensemble; returns (and writes) the ``ensemble.json`` contents."""
+    their ensemble; returns (and with ``write`` writes, see :func:`write_ensemble`) the
+    ``ensemble.json`` contents. With ``write=False`` the caller writes it once everything else
+    (an export) has succeeded, so a failure leaves the previous ensemble.json as it was."""
     from evoprune.encodings import make_encoding
     from evoprune.ensemble import VOTES, choose_members, ensemble_predict
     from evoprune.ood import auroc, fpr_at_95_tpr, ood_score
@@ -82,6 +85,7 @@ def build_ensemble(
             f"--members {members}: the front of {run.path} has {len(r.front)} "
             f"heads; choose 1 to {len(r.front)}"
         )
+    check_file_target(run.path / ENSEMBLE_FILE, "ensemble", "RUN_DIR")
     cfg = run.settings().validate()
     data = prepare_data(cfg, progress=progress, cache_dir=cache_dir)
     encoding = make_encoding(r.encoding, r.feature_dim, r.hidden_size, r.n_classes)
@@ -119,6 +123,16 @@ def build_ensemble(
             test_fpr95=fpr_at_95_tpr(s_in, s_out),
             best_single_test_auroc=best_single["test_auroc"],
         )
-    atomic_write_json(run.path / ENSEMBLE_FILE, doc)
-    log.info("ensemble of %d front heads written to %s", len(chosen), run.path / ENSEMBLE_FILE)
+    if write:
+        write_ensemble(run.path, doc)
     return doc
+
+
+def write_ensemble(run_dir: str | Path, doc: dict) -> Path:
+    """``RUN_DIR/ensemble.json``, written (atomically, the folder locked) only after the
+    ensemble was built and exported."""
+    path = Path(run_dir) / ENSEMBLE_FILE
+    with claim_file([path], "ensemble", "RUN_DIR"), writing_folder(run_dir, "RUN_DIR"):
+        atomic_write_json(path, doc)
+    log.info("ensemble of %d front heads written to %s", len(doc["members"]), path)
+    return path

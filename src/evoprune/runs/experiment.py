@@ -232,7 +232,7 @@ def run_experiment(
     out = Path(out) if out is not None else default_out_dir(cfg)
     writer = RunWriter(out, overwrite)
     run_doc = saved_settings(cfg, out)
-    writer.check(run_doc, data_roots=_data_roots(cfg))
+    writer.check(run_doc, data_roots=data_roots(cfg))
     data = (
         prepared
         if prepared is not None
@@ -253,22 +253,23 @@ def run_experiment(
     }
     if ood is not None:
         config_doc["ood_feature_key"] = ood.feature_key
-    known, appender = writer.begin(config_doc, n_genes, cfg.objectives)
-    try:
-        evolved = _search(cfg, data, ood, known, appender, progress)
-    finally:
-        appender.close()
-    final = finish_heads(cfg, data, evolved, ood)
-    result = _result(
-        cfg,
-        data,
-        evolved,
-        final,
-        resumed=len(known),
-        wall_seconds=time.perf_counter() - t_start,
-        out=out,
-    )
-    _write_outputs(writer, cfg, data, evolved, final, result)
+    with writer.claimed():  # the folder is created and locked: one writer at a time
+        known, appender = writer.begin(config_doc, n_genes, cfg.objectives)
+        try:
+            evolved = _search(cfg, data, ood, known, appender, progress)
+        finally:
+            appender.close()
+        final = finish_heads(cfg, data, evolved, ood)
+        result = _result(
+            cfg,
+            data,
+            evolved,
+            final,
+            resumed=len(known),
+            wall_seconds=time.perf_counter() - t_start,
+            out=out,
+        )
+        _write_outputs(writer, cfg, data, evolved, final, result)
     log.info("results written to %s", out)
     return result.to_dict()
 
@@ -338,11 +339,11 @@ def _image_sources(cfg: RunConfig) -> dict[str, str]:
     return sources
 
 
-def _data_roots(cfg: RunConfig) -> list[Path]:
+def data_roots(cfg: RunConfig) -> list[Path]:
     """Folders whose images a run reads: results must never be written inside them."""
-    return [
-        path.parent if path.is_file() else path for path in map(Path, _image_sources(cfg).values())
-    ]
+    from evoprune.data.loading import source_roots
+
+    return [Path(root) for source in _image_sources(cfg).values() for root in source_roots(source)]
 
 
 def _result(

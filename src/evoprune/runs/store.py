@@ -8,7 +8,9 @@ message. Rules that keep a user's results safe:
 
 - a folder is resumed only by the same configuration; another configuration stops with the
   settings that differ, unless ``overwrite``, which moves the old folder aside (never deletes);
-- evoprune never writes into a folder that holds files it did not write, nor inside the data;
+- evoprune never writes into a folder that holds files it did not write (its own are listed in
+  the folder's manifest, :class:`~evoprune.io.OutputFolder`), nor inside the data; one writer
+  at a time holds the folder's lock;
 - history is appended to or atomically replaced, never truncated first, so an interrupted
   resume loses nothing.
 """
@@ -29,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from evoprune.errors import ConfigError, EvoPruneError
-from evoprune.io import atomic_write, atomic_write_json
+from evoprune.io import OutputFolder, atomic_write, atomic_write_json, temporary_of, writing_folder
 from evoprune.model.head import CompactHead
 from evoprune.search import Evaluation, EvaluationRecord
 from evoprune.search.fidelity import FULL
@@ -46,29 +48,6 @@ HEAD_FILE = "head.safetensors"
 REFERENCE_HEAD_FILE = "reference_head.safetensors"
 FRONT_DIR = "front"
 PARETO_FILE = "pareto.csv"
-
-#: What evoprune writes into a results folder (exports, figures and analyses included); a
-#: folder holding anything else belongs to the user and is never written into.
-OWNED_NAMES = frozenset(
-    {
-        CONFIG_FILE,
-        RESULT_FILE,
-        HISTORY_FILE,
-        HEAD_FILE,
-        REFERENCE_HEAD_FILE,
-        FRONT_DIR,
-        PARETO_FILE,
-        "convergence.png",
-        "pareto.png",
-        "hypervolume.png",
-        "confusion.png",
-        "ensemble.json",
-        "baselines.json",
-        "analysis",
-    }
-)
-_OWNED_PREFIXES = ("model", "reference_model", "head_model", "reference_head_model", "ensemble")
-_OWNED_SUFFIXES = (".onnx", ".pt", ".json")
 
 #: Files a finished run writes last; removed when a run (re)starts so that an interrupted run
 #: never leaves an older result beside its new configuration.
@@ -397,6 +376,18 @@ class RunFolder:
                 doc[key] = resolve_path(doc[key], self.path)
         return RunConfig.from_dict(doc)
 
+    def data_roots(self) -> list[Path]:
+        """The folders of the run's images (data and OOD sets, CSV manifests' image folders):
+        nothing is written inside them."""
+        from evoprune.data.loading import source_roots
+
+        roots = []
+        for key in ("data", "ood"):
+            text = self.run_config.get(key)
+            if isinstance(text, str) and text:
+                roots += [Path(r) for r in source_roots(resolve_path(text, self.path))]
+        return roots
+
     def head_path(self, reference: bool = False) -> Path:
         return self.path / (REFERENCE_HEAD_FILE if reference else HEAD_FILE)
 
@@ -501,43 +492,37 @@ def resolve_path(text: str, base: Path) -> str:
     return str(candidate.resolve()) if candidate.exists() else text
 
 
-def _is_temporary(name: str) -> bool:
-    """A write that a killed process left unfinished: ours (``.NAME.XXXX.tmp``) or the
-    ``.tmpXXXX`` of safetensors' ``save_file`` (used by earlier versions)."""
-    return name.startswith(".") and (name.endswith(".tmp") or name.startswith(".tmp"))
-
-
-def _is_owned(name: str) -> bool:
-    if name in OWNED_NAMES or _is_temporary(name):
-        return True
-    return name.startswith(_OWNED_PREFIXES) and name.endswith(_OWNED_SUFFIXES)
-
-
 def check_out_dir(out: Path, data_roots: Sequence[Path] = ()) -> None:
     """Stop before anything is computed when ``out`` cannot hold this run: a file, inside the
-    data, or a folder of the user's own files."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a folder; give --out a new or empty folder")
-    for parent in [out, *out.parents]:
-        if parent.exists() and not parent.is_dir():
-            raise ConfigError(f"--out {out} cannot be made: {parent} is a file")
-    resolved = out.resolve()
-    for root in data_roots:
-        root = root.resolve()
-        if resolved == root or root in resolved.parents:
-            raise ConfigError(
-                f"--out {out} is inside the data folder {root}; results there "
-                "would become training images of the next run: give --out a "
-                "folder outside the data"
-            )
-    if out.is_dir():
-        foreign = sorted(p.name for p in out.iterdir() if not _is_owned(p.name))
-        if foreign:
-            listed = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
-            raise ConfigError(
-                f"--out {out} holds files evoprune did not write ({listed}); "
-                "give --out a new or empty folder"
-            )
+    data, or a folder holding files that evoprune did not write (by its manifest)."""
+    OutputFolder(out, "run").check(data_roots)
+
+
+#: Files only a run writes: a folder holding one of them but no config.json is damaged.
+_RUN_FILES = (RESULT_FILE, HISTORY_FILE, HEAD_FILE, REFERENCE_HEAD_FILE, PARETO_FILE)
+
+
+def read_saved_config(
+    cfg_file: Path,
+    advice: str = "give --out another folder, or --overwrite to move that folder aside",
+) -> dict:
+    """config.json of a results folder, checked: a JSON object whose ``run`` is an object;
+    ConfigError naming the file and the field otherwise."""
+    try:
+        doc = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"{cfg_file} is damaged ({exc}); the run there is neither resumed nor replaced: "
+            + advice
+        ) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("run"), dict):
+        field_ = "the file" if not isinstance(doc, dict) else "'run'"
+        value = doc if not isinstance(doc, dict) else doc.get("run")
+        raise ConfigError(
+            f"{cfg_file}: {field_} is {json.dumps(value)[:40]}, not a JSON object of settings; "
+            "the file is damaged: " + advice
+        )
+    return doc
 
 
 def _differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
@@ -549,15 +534,6 @@ def _differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[s
     ]
 
 
-def _move_aside(out: Path) -> Path:
-    n = 1
-    while (target := out.with_name(f"{out.name}.old-{n}")).exists():
-        n += 1
-    out.rename(target)
-    log.warning("moved the previous run in %s aside to %s (--overwrite)", out, target)
-    return target
-
-
 def _results_part(run_doc: Mapping[str, Any]) -> dict:
     """The settings of a saved run that can change its results (a run may be resumed with
     another ``--device``, say)."""
@@ -567,26 +543,53 @@ def _results_part(run_doc: Mapping[str, Any]) -> dict:
 
 
 class RunWriter:
-    """Writes one run into its folder. :meth:`begin` resumes or starts it; nothing is written
-    before :meth:`begin`, so a run that fails earlier leaves no folder behind."""
+    """Writes one run into its folder. :meth:`check` writes nothing; :meth:`claimed` creates
+    and locks the folder, :meth:`begin` resumes or starts the run in it, so a run that fails
+    before either leaves nothing behind."""
 
-    def __init__(self, out: str | Path, overwrite: bool = False):
+    def __init__(
+        self,
+        out: str | Path,
+        overwrite: bool = False,
+        *,
+        command: str = "run",
+        advice: str = "give --out another folder, or --overwrite to move that run aside and "
+        "start afresh",
+    ):
         self.out = Path(out)
         self.overwrite = bool(overwrite)
+        self.folder = OutputFolder(self.out, command)
+        self.advice = advice
 
     def check(self, run_doc: dict, data_roots: Sequence[Path] = ()) -> None:
         """Before any work: the folder can hold this run (:func:`check_out_dir`), and a run
         already there has the same settings (else the differences, unless ``overwrite``)."""
-        check_out_dir(self.out, data_roots)
-        cfg_file = self.out / CONFIG_FILE
-        if self.overwrite or not cfg_file.is_file():
+        self.folder.check(data_roots)
+        if self.overwrite:
             return
+        saved = self._saved()
+        if saved is not None and _results_part(saved["run"]) != _results_part(run_doc):
+            self._refuse(saved["run"], run_doc)
+
+    def _saved(self) -> dict | None:
+        """The checked config.json of the folder; None for a new or empty folder. A damaged
+        one, or a run's files without it, is refused (unless ``overwrite``)."""
+        cfg_file = self.out / CONFIG_FILE
+        if not cfg_file.is_file():
+            present = [n for n in _RUN_FILES if (self.out / n).exists()]
+            if present and not self.overwrite:
+                raise ConfigError(
+                    f"{cfg_file} is missing but {self.out} holds a run ({', '.join(present)}); "
+                    "the folder is damaged and is not replaced: "
+                    + self.advice.replace("that run", "it")
+                )
+            return None
         try:
-            saved = json.loads(cfg_file.read_text(encoding="utf-8")).get("run")
-        except (OSError, ValueError, AttributeError):
-            saved = None
-        if not isinstance(saved, dict) or _results_part(saved) != _results_part(run_doc):
-            self._refuse(saved if isinstance(saved, dict) else {}, run_doc)
+            return read_saved_config(cfg_file, self.advice.replace("that run", "that folder"))
+        except ConfigError:
+            if self.overwrite:
+                return {"run": {}}
+            raise
 
     def _refuse(self, saved: Mapping[str, Any], current: Mapping[str, Any]) -> None:
         diff = _differences(saved, current)
@@ -594,34 +597,31 @@ class RunWriter:
             f"{self.out} holds a run of another configuration ("
             + "; ".join(diff[:6])
             + (" ..." if len(diff) > 6 else "")
-            + "); give --out another folder, or --overwrite to move that run "
-            "aside and start afresh"
+            + "); "
+            + self.advice
         )
+
+    @contextmanager
+    def claimed(self) -> Iterator[RunWriter]:
+        """Create and lock the folder (a second writer is refused) while the run writes it."""
+        with self.folder.claim():
+            yield self
 
     def begin(
         self, config_doc: dict, n_genes: int, objectives: Sequence[str]
     ) -> tuple[dict[tuple[bytes, str], Evaluation], HistoryAppender]:
-        """Write config.json and open history.csv; returns what an interrupted run of the same
-        configuration already evaluated (reused, not retrained) and the history appender."""
+        """Write config.json and open history.csv (inside :meth:`claimed`); returns what an
+        interrupted run of the same configuration already evaluated (reused, not retrained)
+        and the history appender."""
         config_doc = {"schema_version": SCHEMA_VERSION, **config_doc}
         records: list[EvaluationRecord] = []
         cfg_file, hist = self.out / CONFIG_FILE, self.out / HISTORY_FILE
-        if cfg_file.is_file():
-            try:
-                saved = json.loads(cfg_file.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                saved = None
-            if not isinstance(saved, dict):
-                if not self.overwrite:
-                    raise ConfigError(
-                        f"{cfg_file} is damaged; the folder cannot be resumed: "
-                        "give --out another folder, or --overwrite to move this "
-                        "one aside"
-                    )
-                _move_aside(self.out)
-            elif {k: saved.get(k) for k in config_doc if k != "evoprune_version"} != {
+        saved = self._saved()  # again, under the lock
+        if saved is not None:
+            same = {k: saved.get(k) for k in config_doc if k != "evoprune_version"} == {
                 k: v for k, v in config_doc.items() if k != "evoprune_version"
-            }:
+            }
+            if not same:
                 if not self.overwrite:
 
                     def flat(doc: Mapping[str, Any]) -> dict:
@@ -633,35 +633,33 @@ class RunWriter:
                         }
 
                     self._refuse(flat(saved), flat(config_doc))
-                _move_aside(self.out)
+                self._move_aside()
             elif hist.is_file():
                 records = read_history(hist, n_genes)
                 if records:
                     log.info("resuming: %d evaluations are already in %s", len(records), hist)
-        elif self.out.is_dir() and any(self.out.iterdir()) and self.overwrite:
-            _move_aside(self.out)
+        elif self.folder.listed() and self.overwrite:
+            self._move_aside()
         with self.writing():
-            self.out.mkdir(parents=True, exist_ok=True)
+            listed = self.folder.listed()
             for leftover in self.out.iterdir():  # unfinished writes of a killed run
-                if leftover.is_file() and _is_temporary(leftover.name):
+                original = temporary_of(leftover.name)
+                if leftover.is_file() and original is not None and original in listed:
                     leftover.unlink()
             for name in RESULT_FILES:
                 (self.out / name).unlink(missing_ok=True)
+            self.folder.forget(RESULT_FILES)
             atomic_write_json(cfg_file, config_doc)
             appender = HistoryAppender(hist, objectives, records)
         return known_evaluations(records, objectives), appender
 
-    @contextmanager
-    def writing(self) -> Iterator[None]:
+    def _move_aside(self) -> None:
+        target = self.folder.move_aside()
+        log.warning("moved the previous run in %s aside to %s (--overwrite)", self.out, target)
+
+    def writing(self):
         """An OSError while writing the folder (read-only, disk full...) as one message."""
-        try:
-            yield
-        except OSError as exc:
-            raise EvoPruneError(
-                f"cannot write the results folder {self.out}: "
-                f"{exc.strerror or exc}; give --out a folder you can write "
-                "to"
-            ) from None
+        return writing_folder(self.out)
 
     def finish(
         self, result: RunResult, history: Sequence[EvaluationRecord], objectives: Sequence[str]

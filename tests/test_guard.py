@@ -1,0 +1,404 @@
+"""One guard for every folder a command writes (issue 19): evoprune's own files are known by the
+manifest it writes, a folder holding anything else is refused, nothing is written inside the
+data or before every check, a file of another command is never overwritten, a folder with a
+missing or damaged config.json is refused, and one writer at a time holds a folder."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from evoprune.cli import main
+from evoprune.errors import ConfigError
+from evoprune.io import (
+    MANIFEST_FILE,
+    FolderBusy,
+    OutputFolder,
+    atomic_write_json,
+    check_file_target,
+    foreign_files,
+    read_manifest,
+)
+
+
+def _args(faces_folder, feature_cache, out, *extra):
+    return [
+        "run",
+        "--data",
+        str(faces_folder),
+        "--population",
+        "6",
+        "--evaluations",
+        "12",
+        "--seed",
+        "1",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(feature_cache),
+        "--no-progress",
+        *extra,
+    ]
+
+
+def _tree(folder):
+    """Every file under ``folder`` with its bytes."""
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _compare_args(faces_folder, feature_cache, out, *extra):
+    return [
+        "compare",
+        "--data",
+        str(faces_folder),
+        "--encodings",
+        "fs",
+        "--runs",
+        "1",
+        "--population",
+        "6",
+        "--evaluations",
+        "12",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(feature_cache),
+        "--no-progress",
+        *extra,
+    ]
+
+
+@pytest.fixture()
+def same_depth_copy(tiny_run, tmp_path):
+    """A copy of the finished tiny run at the depth of the original, so that its relative
+    data path still names the images (the same command resumes it)."""
+    shutil.copytree(tiny_run[0], tmp_path, dirs_exist_ok=True)
+    return tmp_path
+
+
+# --- the manifest ----------------------------------------------------------------------------
+
+
+def test_a_run_lists_every_file_it_wrote_in_its_manifest(tiny_run):
+    out = tiny_run[0]
+    listed = read_manifest(out)
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} - {
+        MANIFEST_FILE
+    }
+    assert on_disk <= set(listed)
+    assert listed["config.json"] == listed["result.json"] == "run"
+    assert foreign_files(out) == []
+
+
+@pytest.mark.parametrize(
+    "name", [".thesis-draft.tmp", "model-notes.json", "ensemble_ideas.onnx", "analysis/mine.csv"]
+)
+def test_a_users_file_named_like_evopunes_is_refused_and_kept(
+    run_copy, faces_folder, feature_cache, caplog, name
+):
+    """Files are evoprune's by its manifest, never by their names: a user's '.x.tmp' was
+    deleted, 'model*.json' and an 'analysis/' folder were taken as evoprune's."""
+    mine = run_copy / name
+    mine.parent.mkdir(exist_ok=True)
+    mine.write_text("my own words")
+    before = _tree(run_copy)
+    assert main(_args(faces_folder, feature_cache, run_copy)) == 2
+    assert "did not write" in caplog.text and name in caplog.text
+    assert _tree(run_copy) == before
+    assert main(_args(faces_folder, feature_cache, run_copy, "--overwrite")) == 2
+    assert _tree(run_copy) == before and not run_copy.with_name("run.old-1").exists()
+
+
+def test_a_killed_writes_temporary_file_is_cleaned_but_only_of_a_listed_file(
+    same_depth_copy, faces_folder, feature_cache
+):
+    out = same_depth_copy
+    ours = out / ".history.csv.ab12cd34.tmp"  # an atomic write of history.csv, killed
+    ours.write_text("half")
+    assert foreign_files(out) == []
+    assert main(_args(faces_folder, feature_cache, out)) == 0
+    assert not ours.exists()
+    assert foreign_files(out) == []
+
+
+def test_a_folder_without_manifest_is_not_evoprunes(tiny_run, tmp_path, faces_folder, caplog):
+    """A copy of a run's files without the manifest (or an older version's folder) is the
+    user's: nothing there is replaced."""
+    legacy = tmp_path / "legacy"
+    shutil.copytree(tiny_run[0], legacy)
+    (legacy / MANIFEST_FILE).unlink()
+    before = _tree(legacy)
+    assert main(_args(faces_folder, tmp_path / "c", legacy, "--overwrite")) == 2
+    assert "did not write" in caplog.text
+    assert _tree(legacy) == before
+
+
+def test_a_damaged_manifest_is_refused_naming_it(run_copy, faces_folder, feature_cache, caplog):
+    (run_copy / MANIFEST_FILE).write_text("{not json")
+    before = _tree(run_copy)
+    assert main(_args(faces_folder, feature_cache, run_copy)) == 2
+    assert MANIFEST_FILE in caplog.text and "Traceback" not in caplog.text
+    assert _tree(run_copy) == before
+
+
+# --- config.json missing or damaged --------------------------------------------------------
+
+
+def test_a_finished_run_without_config_is_refused_not_replaced(
+    run_copy, faces_folder, feature_cache, caplog
+):
+    (run_copy / "config.json").unlink()
+    before = _tree(run_copy)
+    # other settings than the run's: it used to be replaced by a run of these
+    assert main(_args(faces_folder, feature_cache, run_copy, "--limit", "60")) == 2
+    assert "config.json is missing" in caplog.text
+    assert _tree(run_copy) == before
+
+
+@pytest.mark.parametrize(
+    "text, field", [('{"run": null}', "'run'"), ("[1, 2]", "the file"), ("{cut", "damaged")]
+)
+def test_a_damaged_config_is_refused_naming_the_file_and_field(
+    run_copy, faces_folder, feature_cache, caplog, text, field
+):
+    (run_copy / "config.json").write_text(text)
+    before = _tree(run_copy)
+    assert main(_args(faces_folder, feature_cache, run_copy)) == 2
+    message = caplog.text
+    assert f"{run_copy / 'config.json'}" in message and field in message
+    assert "another configuration" not in message
+    assert _tree(run_copy) == before
+
+
+# --- the data ----------------------------------------------------------------------------------
+
+
+def test_out_inside_an_image_folder_of_a_csv_manifest_is_refused(
+    faces_folder, feature_cache, tmp_path, caplog
+):
+    csv = tmp_path / "lists" / "faces.csv"
+    csv.parent.mkdir()
+    rows = ["path,label"] + [
+        f"{p},{p.parent.name}" for p in sorted(faces_folder.rglob("*.png"))[::5]
+    ]
+    csv.write_text("\n".join(rows) + "\n")
+    out = faces_folder / "face" / "results"
+    assert main(_args(csv, feature_cache, out)) == 2
+    assert "inside the data folder" in caplog.text
+    assert not out.exists()
+
+
+def test_predict_csv_is_never_written_inside_the_data(tiny_run, faces_folder, caplog):
+    target = faces_folder / "face" / "predictions.csv"
+    assert main(["predict", str(tiny_run[0]), str(faces_folder / "face" / "000.png"),
+                 "--csv", str(target), "--no-progress"]) == 2  # fmt: skip
+    assert "inside the data folder" in caplog.text and not target.exists()
+
+
+# --- a file of another command ---------------------------------------------------------------
+
+
+def test_predict_csv_never_overwrites_a_runs_result(run_copy, faces_folder, caplog):
+    before = _tree(run_copy)
+    assert main(["predict", str(run_copy), str(faces_folder / "face" / "000.png"),
+                 "--csv", str(run_copy / "result.json"), "--no-progress"]) == 2  # fmt: skip
+    assert "'evoprune run' wrote" in caplog.text
+    assert _tree(run_copy) == before
+
+
+def test_export_never_overwrites_a_runs_head(run_copy, caplog):
+    before = _tree(run_copy)
+    assert main(["export", str(run_copy), "--out", str(run_copy / "head.safetensors")]) == 2
+    assert "'evoprune run' wrote" in caplog.text
+    assert _tree(run_copy) == before
+
+
+def test_predict_csv_into_a_run_folder_is_listed_and_may_be_rewritten(
+    run_copy, faces_folder, capsys
+):
+    target = run_copy / "predictions.csv"
+    image = str(faces_folder / "face" / "000.png")
+    for _ in range(2):
+        assert main(["predict", str(run_copy), image, "--csv", str(target), "--no-progress"]) == 0
+    assert read_manifest(run_copy)["predictions.csv"] == "predict"
+    assert foreign_files(run_copy) == []
+
+
+def test_check_file_target_refuses_a_fifo(tmp_path):
+    fifo = tmp_path / "p.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        check_file_target(fifo, "predict", "--csv")
+
+
+# --- compare ----------------------------------------------------------------------------------
+
+
+def test_compare_never_replaces_a_users_files(faces_folder, feature_cache, tmp_path, caplog):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "summary.csv").write_text("my table")
+    (out / "table.md").write_text("# mine")
+    before = _tree(out)
+    assert main(_compare_args(faces_folder, feature_cache, out)) == 2
+    assert "did not write" in caplog.text
+    assert _tree(out) == before
+
+
+def test_compare_out_inside_the_data_writes_nothing(faces_folder, feature_cache, caplog):
+    out = faces_folder / "results"
+    assert main(_compare_args(faces_folder, feature_cache, out)) == 2
+    assert "inside the data folder" in caplog.text
+    assert not out.exists()
+
+
+def test_a_refused_compare_writes_nothing_and_advises_no_option_it_rejects(
+    tiny_run, faces_folder, feature_cache, tmp_path, caplog
+):
+    """A comparison whose run folder holds another configuration's run: comparison.json
+    was rewritten first, and the message advised --overwrite, which compare rejects."""
+    out = tmp_path / "cmp"
+    run = out / "runs" / "fs_run0"
+    run.parent.mkdir(parents=True)
+    shutil.copytree(tiny_run[0], run)  # population 6 and 12 evaluations; compare asks 8
+    atomic_write_json(out / "comparison.json", {"comparison": {"mine": 1}})
+    manifest = {"evoprune_manifest": 1, "files": {"comparison.json": "compare"}}
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest))
+    before = _tree(out)
+    args = _compare_args(faces_folder, feature_cache, out)
+    args[args.index("--evaluations") + 1] = "8"
+    assert main(args) == 2
+    assert "another configuration" in caplog.text
+    assert "--overwrite" not in caplog.text
+    assert _tree(out) == before
+
+
+# --- one writer at a time --------------------------------------------------------------------
+
+
+def _hold_lock(folder):
+    """Another process holding ``folder``'s lock (as a running evoprune would)."""
+    code = (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"held"
+    return proc
+
+
+def test_a_second_writer_is_refused_naming_the_folder(
+    run_copy, faces_folder, feature_cache, caplog
+):
+    """Two '--overwrite' runs into one folder at once both exited 0; the folder held one."""
+    before = _tree(run_copy)
+    holder = _hold_lock(run_copy)
+    try:
+        args = _args(faces_folder, feature_cache, run_copy, "--limit", "60", "--overwrite")
+        assert main(args) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f"{run_copy} is being written by another evoprune command" in caplog.text
+    assert _tree(run_copy) == before
+    assert not run_copy.with_name("run.old-1").exists()
+
+
+def test_a_folder_claimed_twice_is_busy(tmp_path):
+    folder = OutputFolder(tmp_path / "x", "run")
+    with folder.claim():  # another process is refused; this one re-enters
+        code = (
+            "import sys; from evoprune.io import OutputFolder\n"
+            "try:\n    OutputFolder(sys.argv[1], 'run').claim().__enter__()\n"
+            "except Exception as e:\n    print(type(e).__name__)"
+        )
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path / "x")],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert out.stdout.strip() == FolderBusy.__name__
+        with folder.claim() as again:
+            assert again is folder
+
+
+# --- --overwrite edge cases --------------------------------------------------------------------
+
+
+def test_overwrite_of_the_current_folder_is_one_message(
+    run_copy, faces_folder, feature_cache, monkeypatch, caplog
+):
+    monkeypatch.chdir(run_copy)
+    before = _tree(run_copy)
+    assert main(_args(faces_folder, feature_cache, ".", "--limit", "60", "--overwrite")) == 2
+    assert "current folder" in caplog.text and "Traceback" not in caplog.text
+    assert _tree(run_copy) == before
+
+
+def test_overwrite_under_a_read_only_parent_is_one_message(
+    run_copy, faces_folder, feature_cache, monkeypatch, caplog
+):
+    from pathlib import Path
+
+    def read_only(self, target):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(Path, "rename", read_only)
+    before = _tree(run_copy)
+    args = _args(faces_folder, feature_cache, run_copy, "--limit", "60", "--overwrite")
+    assert main(args) == 2
+    assert "read-only" in caplog.text and "Traceback" not in caplog.text
+    assert _tree(run_copy) == before
+
+
+def test_analyze_refuses_a_run_folder_holding_a_users_file(run_copy, caplog):
+    (run_copy / "analysis").mkdir(exist_ok=True)
+    (run_copy / "analysis" / "notes.md").write_text("mine")
+    before = _tree(run_copy)
+    t = time.perf_counter()
+    assert main(["analyze", str(run_copy), "--no-progress"]) == 2
+    assert time.perf_counter() - t < 30  # refused before any analysis
+    assert "analysis/notes.md" in caplog.text
+    assert _tree(run_copy) == before
+
+
+# --- ensemble ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_objective_run(tmp_path_factory, faces_folder, feature_cache):
+    out = tmp_path_factory.mktemp("mo") / "run"
+    args = _args(faces_folder, feature_cache, out, "--objectives", "accuracy,size")
+    assert main(args) == 0
+    return out
+
+
+@pytest.mark.parametrize("how", ["hard_vote", "unwritable"])
+def test_a_failing_ensemble_leaves_ensemble_json_as_it_was(
+    two_objective_run, feature_cache, tmp_path, caplog, how
+):
+    run = two_objective_run
+    assert main(["ensemble", str(run), "--members", "1", "--cache-dir", str(feature_cache),
+                 "--no-progress"]) == 0  # fmt: skip
+    before = (run / "ensemble.json").read_bytes()
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    export = tmp_path / "e.onnx" if how == "hard_vote" else blocker / "e.onnx"
+    extra = ["--vote", "hard"] if how == "hard_vote" else ["--members", "2"]
+    args = ["ensemble", str(run), "--export", str(export), "--cache-dir", str(feature_cache),
+            "--no-progress", *extra]  # fmt: skip
+    assert main(args) == 2
+    assert "--export" in caplog.text or "--vote" in caplog.text
+    assert (run / "ensemble.json").read_bytes() == before
+    assert read_manifest(run)["ensemble.json"] == "ensemble"
