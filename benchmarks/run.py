@@ -37,6 +37,7 @@ from evoprune.model.head import accuracy, get_trainer, train_head
 from evoprune.problem import make_folds
 from evoprune.runs.experiment import RunConfig, prepare_data
 from evoprune.search import init_population
+from evoprune.settings import FitnessSettings
 
 log = logging.getLogger("benchmarks")
 HERE = Path(__file__).resolve().parent
@@ -192,7 +193,9 @@ def scaling(data, n_classes: int, sizes: list[int], dims: list[int], repeats: in
         enc = make_encoding("fs", d)
         for n in sizes:
             idx = g.choice(len(Xd), size=n, replace=n > len(Xd))
-            fold = make_folds(Xd[idx], y[idx], "validation", seed=0)[0]
+            fold = make_folds(Xd[idx], y[idx], FitnessSettings(fitness_split="validation", seed=0))[
+                0
+            ]
             chrom = init_population(g, 1, d, (0.5, 0.5))[0]
             t = []
             for _ in range(repeats):
@@ -476,7 +479,7 @@ def main(argv=None) -> int:
     )  # fmt: skip
     n_classes = data.n_classes
     X_train, y_train, X_test, y_test = data.X_train, data.y_train, data.X_test, data.y_test
-    fold = make_folds(X_train, y_train, "validation", seed=0)[0]
+    fold = make_folds(X_train, y_train, FitnessSettings(fitness_split="validation", seed=0))[0]
     enc = make_encoding("fs", X_train.shape[1])
     masks = [enc.full()] + list(init_population(np.random.default_rng(1), 7, enc.n_genes))
     res: dict = {

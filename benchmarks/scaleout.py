@@ -44,6 +44,7 @@ from evoprune.model.head import TRAINERS
 from evoprune.problem import HeadProblem, make_folds
 from evoprune.runs.experiment import RunConfig, prepare_data
 from evoprune.runs.search import evolve
+from evoprune.settings import FitnessSettings
 
 HERE = Path(__file__).parent
 log = logging.getLogger("benchmarks.scaleout")
@@ -54,7 +55,9 @@ def paper_problem(data, quick: bool) -> HeadProblem:
     trainer = TRAINERS["paper"]
     if quick:  # a few epochs: checks the plumbing, not the figure
         trainer = dataclasses.replace(trainer, max_epochs=15)
-    folds = make_folds(data.X_train, data.y_train, "validation", seed=0)
+    folds = make_folds(
+        data.X_train, data.y_train, FitnessSettings(fitness_split="validation", seed=0)
+    )
     enc = make_encoding("fs", data.X.shape[1], 512)
     return HeadProblem(enc, data.n_classes, folds, trainer, seed=0)
 

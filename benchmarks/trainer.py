@@ -32,6 +32,7 @@ from evoprune.model.head import TrainerConfig, accuracy, get_trainer, train_head
 from evoprune.problem import Fold, make_folds
 from evoprune.runs.experiment import RunConfig, prepare_data
 from evoprune.search import init_population
+from evoprune.settings import FitnessSettings
 
 log = logging.getLogger("benchmarks.trainer")
 HERE = Path(__file__).resolve().parent
@@ -90,7 +91,9 @@ def mask_id(name: str, chrom: np.ndarray) -> str:
 
 def load_bench(n_masks: int, cache_dir: str | None = None) -> Bench:
     data = prepare_data(RunConfig(data="elpv"), cache_dir=cache_dir, progress=True)
-    fold = make_folds(data.X_train, data.y_train, "validation", seed=0)[0]
+    fold = make_folds(
+        data.X_train, data.y_train, FitnessSettings(fitness_split="validation", seed=0)
+    )[0]
     masks = trainer_masks(n_masks, data.X_train.shape[1])
     return Bench(fold, data.X_test, data.y_test, data.n_classes, masks)
 

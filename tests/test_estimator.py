@@ -9,6 +9,7 @@ from evoprune import EvoPruneClassifier, ImageFeatures
 from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError
 from evoprune.problem import HeadProblem, make_folds
+from evoprune.settings import FitnessSettings
 
 
 def _data(n=240, d=24, seed=0):
@@ -48,7 +49,9 @@ def test_same_seed_same_model_and_clone_refits_identically():
 
 def test_the_same_mask_always_gets_the_same_fitness():
     X, y = _data()
-    folds = make_folds(X, np.unique(y, return_inverse=True)[1], "validation", seed=0)
+    folds = make_folds(
+        X, np.unique(y, return_inverse=True)[1], FitnessSettings(fitness_split="validation", seed=0)
+    )
     problem = HeadProblem(make_encoding("fs", 24, 16), 3, folds, "fast", seed=0)
     chrom = (np.arange(24) % 3 == 0).astype(np.uint8)
     first = problem.accuracy(np.stack([chrom, chrom]))
@@ -58,13 +61,13 @@ def test_the_same_mask_always_gets_the_same_fitness():
 def test_cv_fitness_averages_folds_inside_training_data():
     X, y = _data()
     yi = np.unique(y, return_inverse=True)[1]
-    folds = make_folds(X, yi, "cv", seed=0, cv_folds=4)
+    folds = make_folds(X, yi, FitnessSettings(fitness_split="cv", seed=0, cv_folds=4))
     assert len(folds) == 4
     assert sum(len(f.y_score) for f in folds) == len(y)  # every sample validated once
     clf = _small(encoding="fs", fitness_split="cv", cv_folds=3, random_state=4).fit(X, y)
     # the best fitness is the mean accuracy of the best mask over the 3 folds, computed again
     # here, and above chance (1/3) by a margin (a short search with the fast trainer)
-    cv = make_folds(X, yi, "cv", seed=4, cv_folds=3)
+    cv = make_folds(X, yi, FitnessSettings(fitness_split="cv", seed=4, cv_folds=3))
     again = HeadProblem(make_encoding("fs", 24, 16), 3, cv, clf.trainer, seed=4)
     assert again.accuracy(clf.best_mask_[None])[0] == pytest.approx(clf.best_fitness_)
     assert clf.best_fitness_ > 0.42
@@ -77,12 +80,15 @@ def test_eval_set_scores_fitness_on_it():
     Xe, ye, Xf, yf = X[:37], y[:37], X[37:], y[37:]
     clf = _small(encoding="fs", random_state=3).fit(Xf, yf, eval_set=(Xe, ye))
     yi_f, yi_e = np.searchsorted(clf.classes_, yf), np.searchsorted(clf.classes_, ye)
-    assert len(make_folds(Xf, yi_f, "validation", seed=3)[0].y_score) == 47  # stratified
+    on_val = make_folds(Xf, yi_f, FitnessSettings(fitness_split="validation", seed=3))
+    assert len(on_val[0].y_score) == 47  # stratified
     # an accuracy on 37 samples: a multiple of 1/37 (1/48 would not be, except 0 and 1) ...
     assert abs(clf.best_fitness_ * 37 - round(clf.best_fitness_ * 37)) < 1e-9
     assert 0 < clf.best_fitness_ < 1
     # ... and the one that the best mask's head scores on the eval set, computed again here
-    on_eval = make_folds(Xf, yi_f, "test", seed=3, eval_set=(Xe, yi_e))
+    on_eval = make_folds(
+        Xf, yi_f, FitnessSettings(fitness_split="test", seed=3), eval_set=(Xe, yi_e)
+    )
     again = HeadProblem(make_encoding("fs", 24, 16), 3, on_eval, clf.trainer, seed=3)
     assert again.accuracy(clf.best_mask_[None])[0] == pytest.approx(clf.best_fitness_)
 

@@ -30,6 +30,7 @@ from evoprune.search.fidelity import (
     run_fidelity_search,
     rung_sizes,
 )
+from evoprune.settings import FitnessSettings
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -65,7 +66,7 @@ def _numpy_masked_logits(head, encoding, chromosome, X, rescale):
 @pytest.mark.parametrize("rescale", [False, True])
 def test_shared_score_equals_a_masked_forward_pass_of_the_shared_head(name, rescale):
     X, y = _digits()
-    folds = make_folds(X, y, "validation", seed=0)
+    folds = make_folds(X, y, FitnessSettings(fitness_split="validation", seed=0))
     enc = make_encoding(name, X.shape[1], 24, 10)
     recipe = SharedRecipe(epochs=6, average_from=4, rescale=rescale)
     problem = HeadProblem(enc, 10, folds, seed=3, shared_recipe=recipe)
@@ -90,7 +91,7 @@ def test_shared_score_equals_a_masked_forward_pass_of_the_shared_head(name, resc
 def test_shared_scores_follow_density_on_real_images():
     """The shared head is trained at every density: it ranks a few features below many."""
     X, y = _digits(500)
-    folds = make_folds(X, y, "validation", seed=0)
+    folds = make_folds(X, y, FitnessSettings(fitness_split="validation", seed=0))
     enc = make_encoding("fs", X.shape[1], 32, 10)
     problem = HeadProblem(enc, 10, folds, seed=0, shared_recipe=QUICK)
     rng = np.random.default_rng(0)
@@ -297,7 +298,7 @@ def _independent_cv(X, y, mask, enc, seed, k):
     from evoprune.model.head import accuracy, train_head
 
     accs = []
-    for f in make_folds(X, y, "cv", seed=seed + 1, cv_folds=k):
+    for f in make_folds(X, y, FitnessSettings(fitness_split="cv", seed=seed + 1, cv_folds=k)):
         head = train_head(
             f.X_fit, f.y_fit, enc.decode(mask), 10, "fast", seed=seed, stats=f.stats
         ).head

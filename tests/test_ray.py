@@ -18,6 +18,7 @@ from evoprune.problem import HeadProblem, make_folds  # noqa: E402
 from evoprune.runs.config import RunConfig  # noqa: E402
 from evoprune.runs.search import evolve  # noqa: E402
 from evoprune.search import Evaluator, SteadyStateGA, run_async_search  # noqa: E402
+from evoprune.settings import FitnessSettings  # noqa: E402
 
 
 def test_a_bad_address_gets_one_message():
@@ -51,7 +52,9 @@ def _data(n=90, d=12, seed=0):
 
 def _problem(cv=True):
     X, y = _data()
-    folds = make_folds(X, y, "cv" if cv else "validation", seed=1, cv_folds=2)
+    folds = make_folds(
+        X, y, FitnessSettings(fitness_split="cv" if cv else "validation", seed=1, cv_folds=2)
+    )
     return HeadProblem(make_encoding("fs", X.shape[1], 8), 3, folds, "fast", seed=1)
 
 

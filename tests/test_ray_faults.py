@@ -134,12 +134,13 @@ def test_the_tasks_of_a_node_that_leaves_run_elsewhere():
     from evoprune.cluster import RayExecutor
     from evoprune.encodings import make_encoding
     from evoprune.problem import HeadProblem, make_folds
+    from evoprune.settings import FitnessSettings
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     rng = np.random.default_rng(0)
     X = rng.normal(size=(80, 10)).astype(np.float32)
     y = (X[:, 0] > 0).astype(int)
-    folds = make_folds(X, y, "cv", seed=0, cv_folds=2)
+    folds = make_folds(X, y, FitnessSettings(fitness_split="cv", seed=0, cv_folds=2))
     problem = HeadProblem(make_encoding("fs", 10, 8), 2, folds, "fast", seed=0)
     chromosomes = rng.integers(0, 2, size=(6, 10), dtype=np.uint8)
     want = [e.F.tolist() for e in problem.evaluate(chromosomes)]

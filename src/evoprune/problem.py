@@ -27,6 +27,7 @@ from evoprune.model.head import TrainerConfig, accuracy, feature_stats, get_trai
 from evoprune.pareto import OBJECTIVES, to_minimised
 from evoprune.search.evaluator import Evaluation
 from evoprune.search.fidelity import FOLD, FULL, SHARED
+from evoprune.settings import FitnessSettings
 
 FITNESS_SPLITS = ("validation", "cv", "test")
 
@@ -45,22 +46,22 @@ class Fold:
 def make_folds(
     X: np.ndarray,
     y: np.ndarray,
-    fitness_split: str,
+    fitness: FitnessSettings,
     *,
-    seed: int,
-    val_fraction: float = 0.2,
-    cv_folds: int = 5,
     eval_set: tuple[np.ndarray, np.ndarray] | None = None,
     classes: list[str] | None = None,
 ) -> list[Fold]:
-    """The folds that fitness is averaged over, all inside (X, y) unless ``eval_set`` is given.
-    ``classes`` (names of the class indices in ``y``) make split errors name the class.
+    """The folds that fitness is averaged over (``fitness``: the split, its fraction or number
+    of folds, the seed), all inside (X, y) unless ``eval_set`` is given. ``classes`` (names of
+    the class indices in ``y``) make split errors name the class.
 
     ``fitness_split="test"`` needs ``eval_set`` (the caller's test set): fit on all of (X, y),
     score on ``eval_set``.
     """
     from evoprune.data import kfold_splits, stratified_split
 
+    fitness_split, seed = fitness.fitness_split, fitness.seed
+    val_fraction, cv_folds = fitness.val_fraction, fitness.cv_folds
     if fitness_split not in FITNESS_SPLITS:
         raise ConfigError(
             f"fitness_split={fitness_split!r} is unknown; choose one of {', '.join(FITNESS_SPLITS)}"

@@ -25,8 +25,10 @@ from evoprune.analysis.context import AnalysisContext
 from evoprune.errors import ConfigError, DataError
 from evoprune.io import atomic_write
 from evoprune.model.head import accuracy
+from evoprune.runs.config import RunConfig
 from evoprune.runs.experiment import PreparedData
 from evoprune.search import Executor
+from evoprune.settings import FitnessSettings, SearchSettings
 
 log = logging.getLogger(__name__)
 
@@ -99,20 +101,19 @@ def _class_index(ctx: AnalysisContext, name: str, option: str) -> int:
     return classes.index(name)
 
 
-def _settings(ctx: AnalysisContext, evaluations: int | None):
-    """The run's settings with the analysis budget (the run's own when None), training with
-    the trainer's settings as the run saved them (the search and the final heads accept a
-    trainer's settings in place of its name)."""
+def _settings(ctx: AnalysisContext, evaluations: int | None) -> RunConfig:
+    """The run's settings with the analysis budget (the run's own when None); :func:`rerun`
+    trains with the trainer's settings as the run saved them (``ctx.trainer``)."""
     cfg = ctx.cfg
     if evaluations is not None:
         cfg = dataclasses.replace(cfg, evaluations=int(evaluations)).validate()
-    return dataclasses.replace(cfg, trainer=ctx.trainer)
+    return cfg
 
 
 def rerun(
     ctx: AnalysisContext,
     data: PreparedData,
-    cfg,
+    cfg: RunConfig,
     *,
     variant: str,
     class_name: str,
@@ -135,8 +136,9 @@ def rerun(
         ood_features=None if ood is None else ood.X_search,
         executor=executor,
         classes=data.classes,
+        trainer=ctx.trainer,
     )
-    final = finish_heads(cfg, data, evolved, ood)
+    final = finish_heads(cfg, data, evolved, ood, trainer=ctx.trainer)
     recall = float("nan")
     if class_name in data.classes:
         own = data.y_test == data.classes.index(class_name)
@@ -148,7 +150,7 @@ def rerun(
         n_classes=data.n_classes,
         n_train=len(data.train_idx),
         n_test=len(data.test_idx),
-        evaluations=int(cfg.evaluations),
+        evaluations=cfg.budget,
         seed=int(cfg.seed),
         test_accuracy=float(final.test_accuracy),
         reference_test_accuracy=float(final.reference_test_accuracy),
@@ -174,8 +176,8 @@ class _Table:
                         continue
                     self.old[(r.variant, r.evaluations, r.seed)] = r
 
-    def get(self, variant: str, cfg) -> RelevanceRow | None:
-        return self.old.get((variant, int(cfg.evaluations), int(cfg.seed)))
+    def get(self, variant: str, cfg: RunConfig) -> RelevanceRow | None:
+        return self.old.get((variant, cfg.budget, int(cfg.seed)))
 
     def add(self, row: RelevanceRow) -> None:
         self.rows.append(row)
@@ -197,7 +199,9 @@ def _parse_row(row: dict) -> RelevanceRow:
     return RelevanceRow(**values)
 
 
-def _row(table: _Table, ctx, data, cfg, executor, **what) -> RelevanceRow:
+def _row(
+    table: _Table, ctx: AnalysisContext, data: PreparedData, cfg: RunConfig, executor, **what
+) -> RelevanceRow:
     """The variant's row: reused from the table, or measured and written at once."""
     row = table.get(what["variant"], cfg)
     if row is None:
@@ -239,7 +243,7 @@ def remove_each_class(
     return table.rows
 
 
-def _min_images(cfg) -> int:
+def _min_images(cfg: FitnessSettings) -> int:
     """Training images a class needs so that every fitness fold fits and scores on it."""
     return int(cfg.cv_folds) if cfg.fitness_split == "cv" else 2
 
@@ -306,6 +310,6 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
-def _title(ctx: AnalysisContext, cfg) -> str:
+def _title(ctx: AnalysisContext, cfg: SearchSettings) -> str:
     r = ctx.run.result
     return f"{r.dataset} · {r.encoding} · seed {r.seed} · {cfg.evaluations} evaluations"

@@ -15,23 +15,28 @@ import numpy as np
 
 from evoprune.cluster.executors import MAX_RETRIES, RayExecutor, ThreadsExecutor, torch_threads
 from evoprune.cluster.session import cluster_cpus, ray_address, ray_session, uses_ray
+from evoprune.settings import ClusterSettings
 
 log = logging.getLogger(__name__)
 
 
-def _settings(cfg) -> tuple[int, str | None, int | None]:
+def _settings(cluster: ClusterSettings) -> tuple[int, str | None, int | None]:
     """workers, Ray address and torch threads per evaluation (None: this process's threads
     in this process, 1 on a Ray worker)."""
-    threads = cfg.threads_per_worker
-    return int(cfg.workers), ray_address(cfg.ray_address), None if threads is None else int(threads)
+    threads = cluster.threads_per_worker
+    return (
+        int(cluster.workers),
+        ray_address(cluster.ray_address),
+        None if threads is None else int(threads),
+    )
 
 
 @contextmanager
-def executor_for(cfg) -> Iterator[Any]:
-    """The executor of a run's settings (``workers``, ``ray_address``, ``threads_per_worker``):
-    this process with fixed threads for one worker, else Ray tasks (Ray started or joined for
-    the block). At the end, how busy each worker was is logged."""
-    workers, address, threads = _settings(cfg)
+def executor_for(cluster: ClusterSettings) -> Iterator[Any]:
+    """The executor of a run's cluster settings (``workers``, ``ray_address``,
+    ``threads_per_worker``): this process with fixed threads for one worker, else Ray tasks
+    (Ray started or joined for the block). At the end, how busy each worker was is logged."""
+    workers, address, threads = _settings(cluster)
     t0 = time.perf_counter()
     if not uses_ray(workers, address):
         executor: Any = ThreadsExecutor(threads)
@@ -107,11 +112,11 @@ def _shard_rows(_shared: None, job: tuple[str, list[str]]) -> np.ndarray:
     return _feature_rows(*job)
 
 
-def feature_compute(cfg) -> Callable | None:
+def feature_compute(cluster: ClusterSettings) -> Callable | None:
     """For a run with Ray: a function (backbone, paths) -> features that shards the images over
     the workers (about two shards each) and stacks the rows in order; None without Ray (the
     features are computed here as before)."""
-    workers, address, threads = _settings(cfg)
+    workers, address, threads = _settings(cluster)
     if not uses_ray(workers, address):
         return None
 

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from evoprune.errors import ConfigError
+from evoprune.settings import ClusterSettings
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +98,13 @@ def ray_session(workers: int, address: str | None = None, threads: int = 1) -> I
 
 
 @contextmanager
-def session_for(cfg) -> Iterator[None]:
-    """Ray for the block when ``cfg`` (workers, ray_address, threads_per_worker) asks for it, so
-    that the jobs inside share one session; nothing otherwise."""
-    if not uses_ray(cfg.workers, cfg.ray_address):
+def session_for(cluster: ClusterSettings) -> Iterator[None]:
+    """Ray for the block when ``cluster`` (workers, ray_address, threads_per_worker) asks for
+    it, so that the jobs inside share one session; nothing otherwise."""
+    if not uses_ray(cluster.workers, cluster.ray_address):
         yield
         return
-    with ray_session(cfg.workers, cfg.ray_address, cfg.threads_per_worker or 1):
+    with ray_session(cluster.workers, cluster.ray_address, cluster.threads_per_worker or 1):
         yield
 
 

@@ -32,6 +32,7 @@ from evoprune.encodings import Encoding, PruneTarget, make_encoding
 from evoprune.errors import ConfigError
 from evoprune.model.head import CompactHead, TrainerConfig, feature_stats, train_head
 from evoprune.problem import HeadProblem, make_folds
+from evoprune.settings import FitnessSettings
 
 #: Inverse regularisation strengths C tried for the L1 ranking (features standardised).
 L1_STRENGTHS = (0.01, 0.03, 0.1, 0.3)
@@ -159,15 +160,10 @@ class Ranker:
         self.y = np.asarray(y_train)
         self.n_classes = int(n_classes)
         self.leaked_test_set = fitness_split == "test"
-        folds = make_folds(
-            self.X,
-            self.y,
-            fitness_split,
-            seed=seed,
-            val_fraction=val_fraction,
-            cv_folds=cv_folds,
-            eval_set=test_set,
+        fitness = FitnessSettings(
+            fitness_split=fitness_split, seed=seed, val_fraction=val_fraction, cv_folds=cv_folds
         )
+        folds = make_folds(self.X, self.y, fitness, eval_set=test_set)
         self.problem = HeadProblem(encoding, n_classes, folds, trainer, seed)
         self.reference = reference
         self.trainer = trainer

@@ -27,9 +27,9 @@ import math
 import numbers
 import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, TypeVar
 
 from evoprune.devices import DEVICES
 from evoprune.errors import ConfigError
@@ -41,6 +41,20 @@ from evoprune.pareto import (  # the objectives a run can ask for, in order; hea
 )
 from evoprune.search import ALGORITHMS as SEARCH_ALGORITHMS
 from evoprune.search.fidelity import FIDELITIES as SEARCH_FIDELITIES
+from evoprune.settings import (
+    GROUPS as SETTING_GROUPS,
+)
+from evoprune.settings import (
+    ClusterSettings,
+    DataSettings,
+    FitnessSettings,
+    HeadSettings,
+    ObjectiveSettings,
+    SearchSettings,
+    group_of,
+)
+
+G = TypeVar("G")
 
 ALGORITHMS = ("auto", *SEARCH_ALGORITHMS)  # auto: nsga2 with several objectives, else ssga
 #: Out-of-distribution sets built from images that ship inside packages, and the OOD scores:
@@ -290,7 +304,7 @@ SETTINGS: tuple[Setting, ...] = (
         "encoding",
         str,
         "fs",
-        group="model",
+        group="head",
         choices=_encodings,
         check=_encoding,
         estimator="encoding",
@@ -300,7 +314,7 @@ SETTINGS: tuple[Setting, ...] = (
         "backbone",
         str,
         "efficientnet-lite0",
-        group="model",
+        group="head",
         check=_backbone,
         help="frozen feature extractor (see 'evoprune backbones'). Default: efficientnet-lite0",
     ),
@@ -308,7 +322,7 @@ SETTINGS: tuple[Setting, ...] = (
         "hidden_size",
         int,
         512,
-        group="model",
+        group="head",
         estimator="hidden_size",
         check=_at_least(1),
         help="neurons per hidden layer. Default: 512",
@@ -337,7 +351,7 @@ SETTINGS: tuple[Setting, ...] = (
         "trainer",
         str,
         "fast",
-        group="model",
+        group="head",
         choices=_trainers,
         estimator="trainer",
         help="fast (default; Adam on standardised features, few epochs) or paper (SGD 1e-3, "
@@ -347,7 +361,7 @@ SETTINGS: tuple[Setting, ...] = (
         "fitness_split",
         str,
         "validation",
-        group="search",
+        group="fitness",
         choices=_fitness_splits,
         estimator="fitness_split",
         help="where fitness is measured: validation (default; a stratified part of the "
@@ -358,7 +372,7 @@ SETTINGS: tuple[Setting, ...] = (
         "val_fraction",
         float,
         0.2,
-        group="search",
+        group="fitness",
         estimator="val_fraction",
         check=_open_unit,
         help="validation fraction of the training data. Default: 0.2",
@@ -367,7 +381,7 @@ SETTINGS: tuple[Setting, ...] = (
         "cv_folds",
         int,
         5,
-        group="search",
+        group="fitness",
         estimator="cv_folds",
         check=_at_least(2),
         help="folds for --fitness-split cv. Default: 5",
@@ -498,7 +512,7 @@ SETTINGS: tuple[Setting, ...] = (
         "device",
         str,
         "auto",
-        group="model",
+        group="head",
         choices=DEVICES,
         estimator="device",
         result=False,
@@ -613,7 +627,7 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
-GROUPS = ("data", "model", "search", "objectives", "cluster")
+GROUPS = tuple(SETTING_GROUPS)  # the command line's option groups, in this order
 
 
 def estimator_settings() -> tuple[Setting, ...]:
@@ -826,100 +840,88 @@ def _resolve_fidelity(out: dict[str, Any], fail: Callable[[str, str], ConfigErro
 # --- the configuration of a run ----------------------------------------------------------------
 
 
-def _validate(self) -> RunConfig:
-    """A resolved copy (``evaluations``, ``algorithm``, ``select`` filled in, objectives in
-    canonical order) after every check of :data:`SETTINGS`. Raises ConfigError naming the
-    option as flag and Python name, the bad value and what is allowed."""
-    return dataclasses.replace(self, **validate_values(dataclasses.asdict(self)))
+@dataclass(frozen=True, kw_only=True)
+class RunConfig(
+    DataSettings,
+    HeadSettings,
+    FitnessSettings,
+    SearchSettings,
+    ObjectiveSettings,
+    ClusterSettings,
+):
+    """The settings of one run: every field of every group of :mod:`evoprune.settings` (one
+    field per setting of :data:`SETTINGS`, with its default); build it with keywords.
 
+    A RunConfig is an instance of each group, so a layer that takes its group
+    (``executor_for(ClusterSettings)``, ``make_folds(X, y, FitnessSettings)``) takes it as it is;
+    :meth:`group` gives only one group's fields."""
 
-def _resolved(self) -> RunConfig:
-    """The same as :meth:`validate` (the older name)."""
-    return self.validate()
+    def group(self, group: type[G]) -> G:
+        """Only ``group``'s fields (for example ``cfg.group(ClusterSettings)``)."""
+        return group_of(self, group)
 
+    def validate(self) -> RunConfig:
+        """A resolved copy (``evaluations``, ``algorithm``, ``select`` filled in, objectives in
+        canonical order) after every check of :data:`SETTINGS`. Raises ConfigError naming the
+        option as flag and Python name, the bad value and what is allowed."""
+        return dataclasses.replace(self, **validate_values(self._values()))
 
-def _to_dict(self) -> dict:
-    """JSON-ready settings (tuples as lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+    def resolved(self) -> RunConfig:
+        """The same as :meth:`validate` (the older name)."""
+        return self.validate()
 
+    def _values(self) -> dict[str, Any]:
+        """``{setting: value}`` in the declaration's order."""
+        return {s.name: getattr(self, s.name) for s in SETTINGS}
 
-def _from_dict(cls, doc: Mapping[str, Any]) -> RunConfig:
-    """A configuration from :meth:`to_dict`'s output (for example a saved config.json), not yet
-    validated. Unknown or missing keys raise ConfigError naming them (another version's file)."""
-    if not isinstance(doc, Mapping):
-        raise ConfigError(
-            f"a saved run configuration must be a mapping of settings, got {type(doc).__name__}"
-        )
-    unknown = sorted(set(doc) - set(BY_NAME))
-    # a run saves only result settings; where the work ran (the cluster group, --async
-    # included) is missing from folders written before it existed: both take their defaults
-    missing = [s.name for s in SETTINGS if s.name not in doc and s.result and s.group != "cluster"]
-    if unknown or missing:
-        parts = ([f"unknown setting(s) {', '.join(unknown)}"] if unknown else []) + (
-            [f"missing setting(s) {', '.join(missing)}"] if missing else []
-        )
-        raise ConfigError(
-            "the saved run configuration has "
-            + " and ".join(parts)
-            + "; it was written by another version of evoprune"
-        )
-    return cls(
-        **{
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready settings (tuples as lists), in the declaration's order."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self._values().items()}
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> RunConfig:
+        """A configuration from :meth:`to_dict`'s output (for example a saved config.json), not
+        yet validated. Unknown or missing keys raise ConfigError naming them (another
+        version's file)."""
+        if not isinstance(doc, Mapping):
+            raise ConfigError(
+                f"a saved run configuration must be a mapping of settings, got {type(doc).__name__}"
+            )
+        unknown = sorted(set(doc) - set(BY_NAME))
+        # a run saves only result settings; where the work ran (the cluster group, --async
+        # included) is missing from folders written before it existed: both take their defaults
+        missing = [
+            s.name for s in SETTINGS if s.name not in doc and s.result and s.group != "cluster"
+        ]
+        if unknown or missing:
+            parts = ([f"unknown setting(s) {', '.join(unknown)}"] if unknown else []) + (
+                [f"missing setting(s) {', '.join(missing)}"] if missing else []
+            )
+            raise ConfigError(
+                "the saved run configuration has "
+                + " and ".join(parts)
+                + "; it was written by another version of evoprune"
+            )
+        values: dict[str, Any] = {
             k: tuple(v) if BY_NAME[k].type is tuple and isinstance(v, list) else v
             for k, v in doc.items()
         }
-    )
+        return cls(**values)
+
+    def result_dict(self) -> dict[str, Any]:
+        """The settings that change the result (:func:`result_settings`), JSON-ready."""
+        d = self.to_dict()
+        return {k: d[k] for k in result_settings()}
+
+    def fingerprint(self) -> str:
+        """8 hex digits of a SHA-256 of every result setting of the resolved configuration."""
+        text = json.dumps(self.validate().result_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
 
 
-def _result_dict(self) -> dict:
-    """The settings that change the result (:func:`result_settings`), JSON-ready."""
-    d = self.to_dict()
-    return {k: d[k] for k in result_settings()}
-
-
-def _fingerprint(self) -> str:
-    """8 hex digits of a SHA-256 of every result setting of the resolved configuration."""
-    text = json.dumps(self.validate().result_dict(), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
-
-
-#: Everything that decides a run's result (output folder, cache and progress aside): one field
-#: per setting of :data:`SETTINGS`, with its default; build it with keywords.
-if TYPE_CHECKING:
-
-    class RunConfig:
-        """What a type checker sees: the methods; the fields are made from SETTINGS at run
-        time, so they are ``Any`` here (listing them again would declare each setting twice)."""
-
-        __dataclass_fields__: ClassVar[dict[str, Any]]
-
-        def __init__(self, **settings: Any) -> None: ...
-        def __getattr__(self, name: str) -> Any: ...
-        def validate(self) -> RunConfig: ...
-        def resolved(self) -> RunConfig: ...
-        def to_dict(self) -> dict[str, Any]: ...
-        @classmethod
-        def from_dict(cls, doc: Mapping[str, Any]) -> RunConfig: ...
-        def result_dict(self) -> dict[str, Any]: ...
-        def fingerprint(self) -> str: ...
-else:
-    RunConfig = dataclasses.make_dataclass(
-        "RunConfig",
-        [
-            (s.name, s.type | None if s.nullable else s.type, field(default=s.default))
-            for s in SETTINGS
-        ],
-        namespace={
-            "validate": _validate,
-            "resolved": _resolved,
-            "to_dict": _to_dict,
-            "from_dict": classmethod(_from_dict),
-            "result_dict": _result_dict,
-            "fingerprint": _fingerprint,
-            "__doc__": "The settings of one run (fields and defaults from SETTINGS).",
-        },
-    )
-    RunConfig.__module__ = __name__
+# the fields in the declaration's order (dataclasses.fields, asdict, replace): the bases give
+# them group by group; the generated __init__ takes keywords only, so it does not depend on it
+RunConfig.__dataclass_fields__ = {s.name: RunConfig.__dataclass_fields__[s.name] for s in SETTINGS}
 
 
 def default_out_dir(cfg: RunConfig) -> Path:

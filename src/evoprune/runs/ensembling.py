@@ -12,6 +12,7 @@ import numpy as np
 from evoprune.errors import ConfigError
 from evoprune.io import atomic_write_json, check_file_target, claim_file, writing_folder
 from evoprune.model.head import logits, predict_proba, train_head
+from evoprune.runs.config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ ENSEMBLE_FILE = "ensemble.json"
 
 
 def fitness_split_probas(
-    cfg, data, masks: list[np.ndarray], encoding
+    cfg: RunConfig, data, masks: list[np.ndarray], encoding
 ) -> tuple[np.ndarray, np.ndarray]:
     """(K, N, C) probabilities of each mask's head on the run's fitness split and the labels:
     each head trained on a fold's fitting part and scored on its scoring part (folds

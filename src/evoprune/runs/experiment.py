@@ -197,6 +197,8 @@ def prepare_ood(
     from evoprune.features import default_cache_dir, extract_features
     from evoprune.ood import ood_split, write_ood_images
 
+    if cfg.ood is None:
+        raise ConfigError("ood=None: prepare_ood needs --ood PATH or a built-in OOD set")
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     paths = write_ood_images(cfg.ood, cache / "ood-images")
     feats = extract_features(
@@ -416,7 +418,7 @@ def _result(
         device=describe_device(cfg.device),
         fidelity=cfg.fidelity,
         shared_evaluations=search.shared_evaluations,
-        final_check=cfg.final_check,
+        final_check=cfg.final_check or "none",  # resolved by validate()
         check_accuracy=final.check_accuracy,
         selection_bias=final.selection_bias,
         check_selection_bias=None

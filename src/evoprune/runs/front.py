@@ -22,13 +22,17 @@ import numpy as np
 from evoprune.io import atomic_write
 from evoprune.model.head import (
     CompactHead,
+    TrainerConfig,
     accuracy,
     feature_stats,
     logits,
     nonzero_params,
     train_head,
 )
-from evoprune.pareto import accuracy_standard_error, non_dominated, select
+from evoprune.pareto import DEFAULT_SELECT, accuracy_standard_error, non_dominated, select
+from evoprune.runs.config import RunConfig
+from evoprune.runs.search import Evolved
+from evoprune.settings import FitnessSettings, SearchSettings
 
 PARETO_FIELDS = [
     "rank",
@@ -140,16 +144,19 @@ def _best_rows(search, n: int) -> list[int]:
     return rows[:n]
 
 
-def check_scores(cfg, evolved, X: np.ndarray, y: np.ndarray, rows: list[int]) -> np.ndarray:
+def check_scores(
+    cfg: SearchSettings, evolved: Evolved, X: np.ndarray, y: np.ndarray, rows: list[int]
+) -> np.ndarray:
     """Cross-validated accuracy (``cfg.final_check_folds`` folds of (X, y), split from the
     run's seed + 1, so not the fitness split's folds) of each row's mask, trained as the
     search trains."""
     from evoprune.problem import HeadProblem, make_folds
 
     problem = evolved.problem
-    folds = make_folds(
-        X, y, "cv", seed=(int(cfg.seed) + 1) % 2**32, cv_folds=int(cfg.final_check_folds)
+    check_split = FitnessSettings(
+        fitness_split="cv", seed=(int(cfg.seed) + 1) % 2**32, cv_folds=int(cfg.final_check_folds)
     )
+    folds = make_folds(X, y, check_split)
     check = HeadProblem(
         problem.encoding,
         problem.n_classes,
@@ -162,7 +169,7 @@ def check_scores(cfg, evolved, X: np.ndarray, y: np.ndarray, rows: list[int]) ->
     return check.accuracy(chroms)
 
 
-def choose(cfg, evolved, X: np.ndarray, y: np.ndarray) -> Choice:
+def choose(cfg: RunConfig, evolved: Evolved, X: np.ndarray, y: np.ndarray) -> Choice:
     """The shipped head and the front of a finished search on training data (X, y) (class
     indices). Without a final check: the best by fitness, or the front and the head
     ``cfg.select`` picks by fitness. With ``final_check`` ``cv``: the ``final_check_top`` best
@@ -173,7 +180,7 @@ def choose(cfg, evolved, X: np.ndarray, y: np.ndarray) -> Choice:
     """
     search = evolved.result
     several = len(search.objectives) > 1
-    if getattr(cfg, "final_check", "none") != "cv":
+    if cfg.final_check != "cv":
         if several:
             idx, pick = pareto_front(evolved, cfg.select)
             return Choice(idx, pick)
@@ -213,8 +220,15 @@ def heldout_ood(
     return auroc(s_in, s_out), fpr_at_95_tpr(s_in, s_out)
 
 
-def finish_heads(cfg, data, evolved, ood=None) -> FinalHeads:
-    """Train the reference head and the shipped head(s) on all training data and score them."""
+def finish_heads(
+    cfg: RunConfig,
+    data,
+    evolved: Evolved,
+    ood=None,
+    trainer: TrainerConfig | None = None,
+) -> FinalHeads:
+    """Train the reference head and the shipped head(s) on all training data and score them
+    (with ``trainer``'s settings instead of ``cfg.trainer``'s when given)."""
     X_train, y_train, X_test, y_test = data.X_train, data.y_train, data.X_test, data.y_test
     stats = feature_stats(X_train)
     enc = evolved.encoding
@@ -225,7 +239,7 @@ def finish_heads(cfg, data, evolved, ood=None) -> FinalHeads:
             y_train,
             enc.decode(mask),
             data.n_classes,
-            cfg.trainer,
+            cfg.trainer if trainer is None else trainer,
             seed=cfg.seed,
             stats=stats,
             device=cfg.device,
@@ -276,25 +290,28 @@ def finish_heads(cfg, data, evolved, ood=None) -> FinalHeads:
     )
 
 
-def pareto_front(evolved, rule: str) -> tuple[list[int], int]:
+def pareto_front(evolved: Evolved, rule: str | None) -> tuple[list[int], int]:
     """History positions of every non-dominated evaluated head, smallest first (then more
     accurate), and the position in that list that selection ``rule`` picks, judged on
     fitness-split values only (the standard error of the best accuracy over the images the
-    fitness is measured on, for ``one-se``)."""
+    fitness is measured on, for ``one-se``). ``rule`` None: the default rule, as a run with
+    several objectives resolves it."""
     search = evolved.result
     rows = np.asarray(search.rows())  # the fidelity the result rests on
     idx = sorted(
-        rows[np.flatnonzero(non_dominated(search.F[rows]))],
+        rows[np.flatnonzero(non_dominated(np.asarray(search.F)[rows]))],
         key=lambda i: (search.history[i].active_genes, -search.history[i].fitness),
     )
     fitness = np.array([search.history[i].fitness for i in idx])
     size = np.array([search.history[i].active_fraction for i in idx])
     n_score = sum(len(f.y_score) for f in evolved.problem.folds)
     se = accuracy_standard_error(float(fitness.max()), n_score)
-    return [int(i) for i in idx], select(fitness, size, rule, se=se)
+    return [int(i) for i in idx], select(fitness, size, rule or DEFAULT_SELECT, se=se)
 
 
-def front_members(cfg, data, evolved, train, ood=None, choice=None) -> list[FrontMember]:
+def front_members(
+    cfg: RunConfig, data, evolved: Evolved, train, ood=None, choice=None
+) -> list[FrontMember]:
     """Every head of the front (``choice``'s, by default the non-dominated evaluated heads),
     retrained and scored on held-out data; the one the run's selection rule picks is marked
     ``selected``."""
@@ -304,7 +321,7 @@ def front_members(cfg, data, evolved, train, ood=None, choice=None) -> list[Fron
     members = []
     for rank, i in enumerate(idx):
         rec = evolved.result.history[i]
-        head = train(rec.chromosome)
+        head = train(rec.mask())
         auroc = fpr = None
         if ood is not None:
             auroc, fpr = heldout_ood(head, data.X_test, ood.X_heldout, cfg.ood_score)
@@ -312,7 +329,7 @@ def front_members(cfg, data, evolved, train, ood=None, choice=None) -> list[Fron
             FrontMember(
                 rank=rank,
                 evaluation=rec.index,
-                mask=rec.chromosome.astype(np.uint8),
+                mask=rec.mask().astype(np.uint8),
                 fitness=rec.fitness,
                 fitness_auroc=rec.auroc,
                 head=head,

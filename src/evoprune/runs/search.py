@@ -3,6 +3,7 @@ evaluator and the algorithm of a run's settings, for the experiment and the esti
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -10,7 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from evoprune.encodings import Encoding, make_encoding
-from evoprune.problem import HeadProblem, make_folds
+from evoprune.model.head import TrainerConfig
+from evoprune.problem import Fold, HeadProblem, make_folds
+from evoprune.runs.config import RunConfig
 from evoprune.search import (
     Evaluation,
     EvaluationRecord,
@@ -21,7 +24,8 @@ from evoprune.search import (
     run_async_search,
     run_search,
 )
-from evoprune.search.fidelity import FULL, run_fidelity_search
+from evoprune.search.fidelity import run_fidelity_search
+from evoprune.settings import FitnessSettings, group_of
 
 
 @dataclass
@@ -35,33 +39,27 @@ class Evolved:
 
 
 def fitness_folds(
-    cfg,
+    fitness: FitnessSettings,
     X: np.ndarray,
     y: np.ndarray,
     *,
     eval_set: tuple[np.ndarray, np.ndarray] | None = None,
     classes: list[str] | None = None,
-) -> list:
-    """The folds a run with settings ``cfg`` measures fitness on (inside (X, y), or on
+) -> list[Fold]:
+    """The folds a run with settings ``fitness`` measures fitness on (inside (X, y), or on
     ``eval_set`` for the leaked ``test`` fitness split)."""
-    return make_folds(
-        X,
-        y,
-        "test" if eval_set is not None else cfg.fitness_split,
-        seed=cfg.seed,
-        val_fraction=cfg.val_fraction,
-        cv_folds=cfg.cv_folds,
-        eval_set=eval_set,
-        classes=classes,
-    )
+    if eval_set is not None:
+        fitness = dataclasses.replace(group_of(fitness, FitnessSettings), fitness_split="test")
+    return make_folds(X, y, fitness, eval_set=eval_set, classes=classes)
 
 
 def evolve(
     X: np.ndarray,
     y: np.ndarray,
     n_classes: int,
-    cfg,
+    cfg: RunConfig,
     *,
+    trainer: TrainerConfig | None = None,
     eval_set: tuple[np.ndarray, np.ndarray] | None = None,
     ood_features: np.ndarray | None = None,
     callbacks: Iterable[Callable[[EvaluationRecord], None]] = (),
@@ -74,15 +72,17 @@ def evolve(
 
     ``eval_set`` scores fitness on that set (the leaked ``test`` fitness split); ``known``
     resumes an interrupted search (see :class:`~evoprune.search.Evaluator`); ``classes`` name
-    the class indices in messages. ``executor`` evaluates the batches (default: this process);
-    with ``cfg.asynchronous`` it keeps ``executor.slots`` evaluations in flight.
+    the class indices in messages; ``trainer`` trains with these settings instead of
+    ``cfg.trainer``'s (an analysis of a saved run). ``executor`` evaluates the batches
+    (default: this process); with ``cfg.asynchronous`` it keeps ``executor.slots`` evaluations
+    in flight.
     """
     encoding = make_encoding(cfg.encoding, X.shape[1], cfg.hidden_size, n_classes)
     problem = HeadProblem(
         encoding,
         n_classes,
         fitness_folds(cfg, X, y, eval_set=eval_set, classes=classes),
-        cfg.trainer,
+        cfg.trainer if trainer is None else trainer,
         cfg.seed,
         objectives=tuple(cfg.objectives),
         ood_features=ood_features,
@@ -92,22 +92,22 @@ def evolve(
     algorithm = make_algorithm(
         cfg.algorithm,
         population=cfg.population,
-        evaluations=cfg.evaluations,
+        evaluations=cfg.budget,
         mutation_prob=cfg.mutation_prob,
         init=cfg.init,
         seed=cfg.seed,
     )
-    fidelity = getattr(cfg, "fidelity", FULL)
+    fidelity = cfg.fidelity
     evaluator = Evaluator(
         problem,
-        cfg.evaluations,
-        shared_budget=getattr(cfg, "shared_evaluations", None) or 0,
+        cfg.budget,
+        shared_budget=cfg.shared_evaluations or 0,
         executor=executor,
         known=known,
         callbacks=callbacks,
     )
     t0 = time.perf_counter()
-    if getattr(cfg, "asynchronous", False):
+    if cfg.asynchronous:
         slots = int(getattr(evaluator.executor, "slots", 1))
         result = run_async_search(algorithm, evaluator, slots)
     else:
