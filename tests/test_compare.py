@@ -3,6 +3,7 @@ the paired tests, the plots, and resuming without redoing anything."""
 
 import csv
 import json
+import math
 import shutil
 
 import numpy as np
@@ -322,3 +323,21 @@ def test_compare_puts_the_multiobjective_selected_head_beside_the_paper_ga(
     assert abs(float(fixed["active_fraction"]) - mo["active_fraction"]) < 0.01
     assert "fs-nsga2 accuracy" in (out / "table.md").read_text()
     assert main(args[:6] + ["--algorithms", "sga"] + args[8:]) == 2
+
+
+def test_identical_paired_differences_get_no_t_test_p():
+    """Two runs 10 of 525 images below the baseline each: the differences are equal, but float
+    rounding gave them a standard deviation of 8e-17 and a t-test p of 1.9e-15 (issue 20)."""
+    rows = []
+    for run, k in enumerate((300, 307)):
+        rows.append({"encoding": "fs", "method": "evoprune", "run": run, "test_accuracy": k / 525})
+        for m in METHODS[1:]:
+            rows.append(
+                {"encoding": "fs", "method": m, "run": run, "test_accuracy": (k + 10) / 525}
+            )
+    s = paired_stats(rows, ["fs"])[0]
+    assert (s["wins"], s["ties"], s["losses"]) == (0, 0, 2)
+    assert s["sd_diff"] == 0.0
+    assert math.isnan(s["ttest_p"])  # printed as "–", like other rows without variance
+    assert s["ci95_low"] == s["ci95_high"] == pytest.approx(-10 / 525)
+    assert s["wilcoxon_p"] == pytest.approx(0.5)

@@ -64,6 +64,8 @@ def test_tiny_run_writes_a_complete_results_folder(tiny_run):
     best = max(float(x["fitness"]) for x in rows)
     assert float(rows[-1]["best_fitness"]) == pytest.approx(best) == pytest.approx(r["fitness"])
     assert json.loads((out / "config.json").read_text())["run"]["seed"] == 1
+    # the form that computed the features (forms differ by up to 1e-4): the plain install's
+    assert r["backbone_form"] == "onnxruntime/cpu"
 
 
 def test_mask_hex_round_trip():

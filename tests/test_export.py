@@ -278,7 +278,7 @@ def test_onnx_export_without_onnx_installed_is_a_clear_error(
     out, _, _ = tiny_run
     code = main(["export", str(out), "--format", "onnx", "--out", str(tmp_path / "m.onnx")])
     assert code == 2
-    assert "evoprune[export]" in caplog.text and "torchscript" in caplog.text
+    assert "pip install onnx" in caplog.text and "torchscript" in caplog.text
     assert not (tmp_path / "m.onnx").exists()
 
 

@@ -62,11 +62,47 @@ def test_each_form_matches_eager_float32(lite0, ready, form):
     assert diff <= TOLERANCE
 
 
-def test_fast_extraction_equals_eager_and_shares_its_cache(lite0, elpv_paths, eager, tmp_path):
+def test_fast_extraction_equals_eager_but_not_its_cache(lite0, elpv_paths, eager, tmp_path):
+    """Forms agree within 1e-4, not bit for bit (enough for a search to take another path): a
+    cache filled by one form is never read for another, and each result names its form."""
     fast = extract_features(lite0, elpv_paths, cache_dir=tmp_path, progress=False)
     assert np.max(np.abs(fast.X - eager)) <= TOLERANCE
+    assert fast.form == lite0.runner("cpu").identity == lite0.form_identity("cpu")
     again = extract_features(lite0, elpv_paths, cache_dir=tmp_path, progress=False, form="eager")
-    assert again.cached and again.key == fast.key  # neither form nor device is in the key
+    assert again.form == "eager/cpu" and not again.cached and again.key != fast.key
+    np.testing.assert_array_equal(again.X, eager)
+    hit = extract_features(lite0, elpv_paths, cache_dir=tmp_path, progress=False)
+    assert hit.cached and hit.key == fast.key and hit.form == fast.form
+    np.testing.assert_array_equal(hit.X, fast.X)
+
+
+def test_the_plain_install_runs_the_onnxruntime_form(lite0):
+    """onnx and onnxruntime are core dependencies (pyproject.toml), so the default backbone runs
+    as onnxruntime on a CPU whatever extras are installed; without onnx the form is planned as
+    channels-last (and keyed so), not tried and failed."""
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    core = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    names = {d.split(">")[0].split("=")[0].split("[")[0].strip() for d in core}
+    assert {"onnx", "onnxruntime"} <= names
+    assert onnxruntime_available()
+    assert lite0.form_identity("cpu") == "onnxruntime/cpu"
+
+
+def test_without_onnx_the_planned_form_is_channels_last(monkeypatch):
+    import importlib.util
+
+    from evoprune.backbones import runtime
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        runtime.importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name)
+    )
+    assert not runtime.onnxruntime_available()
+    assert runtime.planned_identity("auto", "cpu") == "channels_last/cpu"
 
 
 @pytest.mark.parametrize("threads", [1, 3])

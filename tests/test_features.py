@@ -145,16 +145,19 @@ def test_changing_one_byte_or_the_order_misses_the_cache(backbone, paths, refere
 
 def test_cache_key_covers_the_backbone(backbone, paths):
     key = cache_key(backbone, paths)
+    form = backbone.form_identity("cpu")
+    assert cache_key(backbone, paths, form) == key  # the default: this machine's CPU form
     other = SimpleNamespace(
         name=backbone.name,
         weights_id=backbone.weights_id,
         preprocess_id=backbone.preprocess_id + ";other",
     )
-    assert cache_key(other, paths) != key
+    assert cache_key(other, paths, form) != key
     other = SimpleNamespace(
         name=backbone.name, weights_id="0" * 16, preprocess_id=backbone.preprocess_id
     )
-    assert cache_key(other, paths) != key
+    assert cache_key(other, paths, form) != key
+    assert cache_key(backbone, paths, "eager/cpu") != key  # another form: another key
     assert len(key) == 64
 
 

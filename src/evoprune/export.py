@@ -370,8 +370,8 @@ def _write_onnx(
         import onnx
     except ImportError:
         raise ConfigError(
-            '--format onnx needs the onnx package: pip install "evoprune[export]"'
-            ", or use --format torchscript"
+            "--format onnx needs the onnx package, a dependency of evoprune that is missing "
+            "here: pip install onnx (or reinstall evoprune), or use --format torchscript"
         ) from None
 
     in_name = metadata["input"]["name"]

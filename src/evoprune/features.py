@@ -1,7 +1,9 @@
 """Image features from a frozen backbone, with a progress bar and a content-addressed disk cache.
 
-The cache key covers the backbone (name, weights, preprocessing) and the bytes of every image in
-order, so the same images hit the cache wherever they lie, and any change to one misses it.
+The cache key covers the backbone (name, weights, preprocessing), the form it runs in
+(onnxruntime on a CPU, channels-last torch on a GPU...: forms differ by up to 1e-4, enough for a
+search to take another path) and the bytes of every image in order, so the same images hit the
+cache wherever they lie, and any change to one, or another form, misses it.
 
 A cache file ``<key>.npz`` holds the matrix and a JSON header with the key, the shape and the
 sha256 of the matrix's bytes. Loading checks all three and that every value is finite, so a damaged
@@ -62,6 +64,7 @@ class FeatureResult:
     cached: bool  # True when no CNN forward pass was needed
     key: str  # the cache key
     seconds: float
+    form: str = ""  # the backbone's form that computed X, "onnxruntime/cpu" (runtime.Runner)
 
 
 def default_cache_dir() -> Path:
@@ -79,10 +82,20 @@ def _file_sha256(path: str) -> bytes:
         raise DataError(f"Cannot read image file {path}: {exc}") from exc
 
 
-def cache_key(backbone: Backbone, paths: Sequence[str]) -> str:
-    """sha256 over the backbone (name, weights, preprocessing) and each image's bytes, in order."""
+def cache_key(backbone: Backbone, paths: Sequence[str], form: str | None = None) -> str:
+    """sha256 over the backbone (name, weights, preprocessing), its form (``onnxruntime/cpu``;
+    default: the form it runs in on this machine's CPU) and each image's bytes, in order."""
+    if form is None:
+        form = backbone.form_identity("cpu")
     digest = hashlib.sha256()
-    header = (_KEY_FORMAT, backbone.name, backbone.weights_id, backbone.preprocess_id, len(paths))
+    header = (
+        _KEY_FORMAT,
+        backbone.name,
+        backbone.weights_id,
+        backbone.preprocess_id,
+        form,
+        len(paths),
+    )
     for part in header:
         digest.update(f"{part}\0".encode())
     for path in paths:
@@ -350,9 +363,12 @@ def extract_features(
 
     The CNN runs on ``device`` (``auto``: a GPU when torch sees one) in its fastest ``form``
     (see :mod:`evoprune.backbones.runtime`); every form and device gives the features of eager
-    float32 on the CPU within 1e-4, so neither is part of the cache key. Images are decoded in
-    ``decode_threads`` threads beside the CNN (None: as measured best; 0: in this thread), or,
-    with ``num_workers`` > 0, in that many worker processes, ``batch_size`` images at a time.
+    float32 on the CPU within 1e-4, but not bit for bit, so the form and the kind of device are
+    part of the cache key (a cache filled by one form is never reused by another) and of the
+    result (``FeatureResult.form``). ``compute`` (sharded elsewhere) runs the form planned on
+    a CPU. Images are decoded in ``decode_threads`` threads beside the CNN (None: as measured
+    best; 0: in this thread), or, with ``num_workers`` > 0, in that many worker processes,
+    ``batch_size`` images at a time.
     """
     start = time.perf_counter()
     _check_positive("batch_size", batch_size, 1)
@@ -363,18 +379,37 @@ def extract_features(
     if isinstance(backbone, str):
         backbone = get_backbone(backbone)
     paths = _check_paths(paths)
-    key = cache_key(backbone, paths)
-    cache_file = cache_file_path(cache_dir if cache_dir is not None else default_cache_dir(), key)
+    cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
     shape = (len(paths), backbone.feature_dim)
-    if use_cache:
-        X = _read_cache(cache_file, key, shape)
-        if X is not None:
-            logger.info(
-                "Feature cache hit: %d images, %s (%s)", len(paths), backbone.name, cache_file
-            )
-            return FeatureResult(X, cached=True, key=key, seconds=time.perf_counter() - start)
+    form_id = (
+        backbone.form_identity("cpu")
+        if compute is not None
+        else backbone.form_identity(torch_device, form)
+    )
+    key = cache_key(backbone, paths, form_id)
+
+    def cached(key: str, form_id: str) -> FeatureResult | None:
+        X = _read_cache(cache_file_path(cache_dir, key), key, shape) if use_cache else None
+        if X is None:
+            return None
         logger.info(
-            "Feature cache miss: computing %s features of %d images", backbone.name, len(paths)
+            "Feature cache hit: %d images, %s as %s (%s)",
+            len(paths),
+            backbone.name,
+            form_id,
+            cache_file_path(cache_dir, key),
+        )
+        return FeatureResult(X, True, key, time.perf_counter() - start, form_id)
+
+    hit = cached(key, form_id)
+    if hit is not None:
+        return hit
+    if use_cache:
+        logger.info(
+            "Feature cache miss: computing %s features of %d images as %s",
+            backbone.name,
+            len(paths),
+            form_id,
         )
     runner = None
     if compute is not None:  # sharded elsewhere (evoprune.cluster), checked and cached here
@@ -382,6 +417,12 @@ def extract_features(
         _check_finite(X, backbone.name, paths)
     else:
         runner = backbone.runner(torch_device, form)
+        if runner.identity != form_id:  # the planned form failed its check: another key
+            form_id = runner.identity
+            key = cache_key(backbone, paths, form_id)
+            hit = cached(key, form_id)
+            if hit is not None:
+                return hit
         X = _compute(
             backbone,
             paths,
@@ -392,7 +433,7 @@ def extract_features(
             decode_threads=decode_threads,
         )
     if use_cache:
-        _write_cache(cache_file, key, X)
+        _write_cache(cache_file_path(cache_dir, key), key, X)
     seconds = time.perf_counter() - start
     logger.info(
         "Computed %d %s features in %.1f s (%s)",
@@ -401,7 +442,7 @@ def extract_features(
         seconds,
         runner or "sharded",
     )
-    return FeatureResult(X, cached=False, key=key, seconds=seconds)
+    return FeatureResult(X, cached=False, key=key, seconds=seconds, form=form_id)
 
 
 def _as_pil(item: Any) -> Image.Image:

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from evoprune.backbones.runtime import Runner, build_runner
+from evoprune.backbones.runtime import Runner, build_runner, planned_identity
 from evoprune.errors import BackboneError, ConfigError
 from evoprune.io import file_sha256
 
@@ -309,6 +309,15 @@ class Backbone:
                 )
                 logger.info("Backbone %s runs as %r", self.name, self._runners[key])
             return self._runners[key]
+
+    def form_identity(self, device: torch.device | str = "cpu", form: str = "auto") -> str:
+        """The identity (``onnxruntime/cpu``...) of the form :meth:`runner` gives for ``device``
+        and ``form``: the built one's, else the one it will try first. Feature-cache keys and
+        results name it, since forms differ by up to 1e-4."""
+        key = (str(torch.device(device)), form)
+        with self._runners_lock:
+            built = self._runners.get(key)
+        return built.identity if built is not None else planned_identity(form, device)
 
     def classifier(self) -> nn.Module:
         """Frozen eval-mode module: (N,3,H,W) float -> (N, 1000) ImageNet logits."""

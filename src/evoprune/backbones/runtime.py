@@ -5,15 +5,18 @@ Forms (measured for EfficientNet-Lite0 on ELPV, 2 CPU cores; benchmarks/features
 - ``eager``: the torch module as built, in inference mode (the reference).
 - ``channels_last``: a copy of the module in channels-last memory format (oneDNN's preferred
   layout for depthwise convolutions on a CPU, cuDNN's on a GPU).
-- ``onnxruntime``: the module exported to ONNX (in memory) and run by onnxruntime, one intra-op
-  thread per call and one call per CPU thread at once, without spinning threads; needs the
-  optional onnxruntime package (``pip install "evoprune[export]"``).
-- ``auto``: onnxruntime on a CPU when it is installed and the module exports, else
-  channels-last; channels-last on a GPU (with TF32 off, so features stay float32-exact).
+- ``onnxruntime``: the module exported to ONNX (in memory, which needs the ``onnx`` package) and
+  run by onnxruntime, one intra-op thread per call and one call per CPU thread at once, without
+  spinning threads. Both packages are core dependencies, so a plain install runs this form.
+- ``auto``: onnxruntime on a CPU when onnxruntime and onnx are installed and the module
+  exports, else channels-last; channels-last on a GPU (with TF32 off, so features stay
+  float32-exact).
 
 Every form is checked once, when built, against eager float32 on a probe batch: a form whose
-features differ by more than :data:`TOLERANCE` (max abs) is not used (a WARNING says so), so the
-feature cache can ignore which form computed its matrix.
+features differ by more than :data:`TOLERANCE` (max abs) is not used (a WARNING says so). Forms
+that pass still differ by about 1e-5, enough for a search to take another path, so the feature
+cache key and a run's ``result.json`` name the form (:attr:`Runner.identity`,
+:func:`planned_identity`).
 """
 
 from __future__ import annotations
@@ -32,7 +35,15 @@ from torch import nn
 
 from evoprune.errors import ConfigError
 
-__all__ = ["FORMS", "TOLERANCE", "Runner", "build_runner", "eager_features"]
+__all__ = [
+    "FORMS",
+    "TOLERANCE",
+    "Runner",
+    "build_runner",
+    "eager_features",
+    "form_identity",
+    "planned_identity",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +78,26 @@ class Runner:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self._run(np.ascontiguousarray(batch, dtype=np.float32))
 
+    @property
+    def identity(self) -> str:
+        """The form and the kind of device, ``onnxruntime/cpu``: what features depend on."""
+        return form_identity(self.form, self.device)
+
     def __repr__(self) -> str:
         return f"Runner(form={self.form!r}, device={str(self.device)!r})"
+
+
+def form_identity(form: str, device: torch.device | str) -> str:
+    """``<form>/<device type>``: forms, and one form on a CPU or a GPU, give features that
+    differ by up to :data:`TOLERANCE`, so feature-cache keys and results name both."""
+    return f"{form}/{torch.device(device).type}"
+
+
+def planned_identity(form: str, device: torch.device | str) -> str:
+    """The identity of the form :func:`build_runner` tries first for ``form`` on ``device``
+    (it is the one built unless it fails its check, which logs a WARNING)."""
+    device = torch.device(device)
+    return form_identity(_candidates(form, device)[0], device)
 
 
 def eager_features(module: nn.Module, batch: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -102,7 +131,9 @@ def _torch_runner(
 
 
 def onnxruntime_available() -> bool:
-    return importlib.util.find_spec("onnxruntime") is not None
+    """Whether the onnxruntime form can be built: onnxruntime runs it, and torch's ONNX export
+    needs the onnx package (without it: "Module onnx is not installed!")."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
 
 
 def _onnx_bytes(module: nn.Module, image_size: int) -> bytes:

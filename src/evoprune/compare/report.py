@@ -123,6 +123,12 @@ def _meta(cc, out: Path) -> dict:
     return meta
 
 
+#: Paired differences closer than this are equal: accuracies are fractions of images, and their
+#: differences computed in float64 differ by rounding (~1e-16), a "variance" that would give a
+#: t-test p of 1e-15 to two runs that both lost the same 10 images.
+_SAME = 1e-9
+
+
 def paired_stats(rows: Sequence[dict], encodings: Sequence[str]) -> list[dict]:
     """evoprune against each baseline, per encoding, runs paired by run number."""
     from scipy import stats as st
@@ -144,6 +150,8 @@ def paired_stats(rows: Sequence[dict], encodings: Sequence[str]) -> list[dict]:
             n = len(d)
             nonzero = int(np.count_nonzero(d))
             sd = float(d.std(ddof=1)) if n > 1 else math.nan
+            if n > 1 and float(np.ptp(d)) <= _SAME:  # equal differences: rounding is no variance
+                sd = 0.0
             row: dict[str, Any] = {
                 "encoding": enc,
                 "baseline": base,

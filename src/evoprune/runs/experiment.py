@@ -93,6 +93,7 @@ class PreparedData:
     features_cached: bool
     feature_key: str
     feature_seconds: float
+    feature_form: str = ""  # the backbone's form that computed X ("onnxruntime/cpu")
 
     @property
     def n_classes(self) -> int:
@@ -176,6 +177,7 @@ def prepare_data(
         features_cached=feats.cached,
         feature_key=feats.key,
         feature_seconds=feats.seconds,
+        feature_form=feats.form,
     )
 
 
@@ -399,6 +401,7 @@ def _result(
         resumed_evaluations=resumed,
         features_cached=bool(data.features_cached),
         feature_cache_key=data.feature_key,
+        backbone_form=data.feature_form or None,
         timings={
             "features": data.feature_seconds,
             "search": evolved.seconds,

@@ -262,6 +262,9 @@ class RunResult(Mapping):
     check_accuracy: float | None = None
     selection_bias: float | None = None
     check_selection_bias: float | None = None
+    # the form the backbone ran in for the features ("onnxruntime/cpu", "channels_last/cuda":
+    # evoprune.backbones.runtime); features of two forms differ by up to 1e-4
+    backbone_form: str | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:
@@ -272,7 +275,7 @@ class RunResult(Mapping):
         for key in ("test_auroc", "test_fpr95", "reference_test_auroc", "reference_test_fpr95"):
             if d[key] is None:  # measured only with OOD images
                 d.pop(key)
-        for key in ("per_class", "confusion", "reference_confusion", "device"):
+        for key in ("per_class", "confusion", "reference_confusion", "device", "backbone_form"):
             if d[key] is None:  # a run of an older version, read again
                 d.pop(key)
         return d
