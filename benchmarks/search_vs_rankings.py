@@ -94,6 +94,7 @@ PAPER_GA = {
     "init": "random",
     "variation": "paper",
     "fidelity": "full",
+    "shared_evaluations": None,
     "final_check": "none",
     "objectives": "accuracy",
     "algorithm": "ssga",
@@ -174,7 +175,11 @@ def recipes(args: argparse.Namespace) -> tuple[RunConfig, RunConfig]:
         if not sep or name.replace("-", "_") not in BY_NAME:
             raise ConfigError(f"--paper {item!r}: give SETTING=VALUE with a run setting name")
         paper[name.replace("-", "_")] = value
-    return search.validate(), dataclasses.replace(search, **_typed(paper)).validate()
+    try:
+        typed = _typed(paper)
+    except ValueError as exc:
+        raise ConfigError(f"--paper: {exc}") from exc
+    return search.validate(), dataclasses.replace(search, **typed).validate()
 
 
 def _typed(values: dict[str, Any]) -> dict[str, Any]:
