@@ -293,10 +293,13 @@ def test_remove_each_class_and_resume(three_class_run, feature_cache, monkeypatc
     ]
 
 
-def test_add_class_gradually(three_class_run, feature_cache):
-    ctx = open_analysis(three_class_run, cache_dir=feature_cache, progress=False)
+def test_add_class_gradually(three_class_run, feature_cache, capsys):
+    ctx = open_analysis(three_class_run, cache_dir=feature_cache, progress=True)
+    capsys.readouterr()
     rows = add_class(ctx, "face", fractions=(0.5, 1.0), evaluations=4)
     assert [r.variant for r in rows] == ["face 0%", "face 50%", "face 100%"]
+    bars = capsys.readouterr().err  # issue 20.4: the searches show progress
+    assert "adding face" in bars and "3/3" in bars and "face 50%" in bars and "4/4" in bars
     assert [r.n_classes for r in rows] == [2, 3, 3]
     n_face = int(np.sum(ctx.data.y_train == 0))
     assert [r.n_train for r in rows] == [

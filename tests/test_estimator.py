@@ -144,13 +144,15 @@ def test_pipeline_from_image_paths(faces_folder, feature_cache):
 def test_init_signature_is_the_declarations_estimator_subset():
     import inspect
 
+    from evoprune.estimator import OUTPUT_PARAMS
     from evoprune.runs.config import estimator_defaults
 
     sig = inspect.signature(EvoPruneClassifier.__init__)
     params = {n: p.default for n, p in sig.parameters.items() if n != "self"}
-    assert list(params) == list(estimator_defaults())  # names and order
-    assert params == estimator_defaults()  # defaults
-    assert EvoPruneClassifier().get_params() == estimator_defaults()
+    expected = {**estimator_defaults(), **OUTPUT_PARAMS}
+    assert list(params) == list(expected)  # names and order
+    assert params == expected  # defaults
+    assert EvoPruneClassifier().get_params() == expected
 
 
 @pytest.mark.parametrize(

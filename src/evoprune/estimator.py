@@ -17,6 +17,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from evoprune.devices import resolve_device
 from evoprune.encodings import make_encoding
 from evoprune.model.head import feature_stats, predict_proba, train_head
+from evoprune.progress import WorkBar
 from evoprune.runs.config import (
     default_evaluations,
     validate_estimator_params,
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["EvoPruneClassifier", "default_evaluations", "load"]
 
+#: Parameters of the estimator that are not run settings (they change no result).
+OUTPUT_PARAMS = {"verbose": 0}
+
 
 class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
     """EvoPruneDeepTL on features: a GA picks which head units to keep, then the best mask's
@@ -45,7 +49,9 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
     fitness on other data instead (the paper scored on its test set, which leaks it into the
     search). ``objectives``, ``algorithm``, ``select`` and ``ood_score`` choose the
     multi-objective search (see the command line's help). ``device`` (``auto``, ``cpu``,
-    ``cuda``) is where heads train; the fitted head is always on the CPU.
+    ``cuda``) is where heads train; the fitted head is always on the CPU. ``verbose`` (not a
+    run setting: it changes nothing in the result) above 0 draws progress bars of the search
+    and the final training.
 
     ``fidelity`` (``full``, ``shared``, ``multi``) is how the search scores a mask, with
     ``shared_evaluations`` its budget of shared-head evaluations; ``final_check`` (``none``,
@@ -75,7 +81,7 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
     """
 
     # Explicit (scikit-learn reads the signature); names and defaults must equal
-    # evoprune.runs.config.estimator_defaults(), which a test asserts.
+    # evoprune.runs.config.estimator_defaults() followed by OUTPUT_PARAMS, which a test asserts.
     def __init__(
         self,
         encoding: str = "fs",
@@ -99,6 +105,7 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         final_check: str | None = None,
         final_check_folds: int = 5,
         final_check_top: int = 10,
+        verbose: int = 0,
     ):
         self.encoding = encoding
         self.hidden_size = hidden_size
@@ -121,6 +128,7 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         self.final_check = final_check
         self.final_check_folds = final_check_folds
         self.final_check_top = final_check_top
+        self.verbose = verbose
 
     def _validated_params(self) -> dict:
         """The parameters checked by the run settings' one validation, resolved
@@ -178,13 +186,14 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
             classes=[str(c) for c in self.classes_],
             callbacks=[on_evaluation] if on_evaluation else [],
             known=known,
+            progress=bool(self.verbose),
         )
         enc = evolved.encoding
         self.search_ = evolved.result
         self.search_seconds_ = evolved.seconds
         self.encoding_ = enc
         self.history_ = [r.as_row() for r in self.search_.history]
-        choice = choose(cfg, evolved, X, y_idx)
+        choice = choose(cfg, evolved, X, y_idx, progress=bool(self.verbose))
         if len(cfg.objectives) > 1:
             self._pareto(choice)
         chosen = self.search_.history[choice.row]
@@ -194,16 +203,18 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         self.best_fitness_ = float(fitness)
         self.masks_ = enc.decode(self.best_mask_)
         t0 = time.perf_counter()
-        self.head_ = train_head(
-            X,
-            y_idx,
-            self.masks_,
-            len(self.classes_),
-            self.trainer,
-            seed=seed,
-            stats=feature_stats(X),
-            device=cfg.device,
-        ).head
+        with WorkBar(1, desc="final training", unit="head", enabled=bool(self.verbose)) as bar:
+            self.head_ = train_head(
+                X,
+                y_idx,
+                self.masks_,
+                len(self.classes_),
+                self.trainer,
+                seed=seed,
+                stats=feature_stats(X),
+                device=cfg.device,
+            ).head
+            bar.done()
         self.final_train_seconds_ = time.perf_counter() - t0
         return self
 

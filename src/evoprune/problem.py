@@ -25,6 +25,7 @@ from evoprune.encodings import Encoding
 from evoprune.errors import ConfigError
 from evoprune.model.head import TrainerConfig, accuracy, feature_stats, get_trainer, train_head
 from evoprune.pareto import OBJECTIVES, to_minimised
+from evoprune.progress import report_work
 from evoprune.search.evaluator import Evaluation
 from evoprune.search.fidelity import FOLD, FULL, SHARED
 from evoprune.settings import FitnessSettings
@@ -198,29 +199,40 @@ class HeadProblem:
         """Each row of ``chromosomes`` trained and scored on fold ``fold``: the batch form of
         :meth:`evaluate_fold`, what an executor sends to one worker. A row's score does not
         depend on the other rows of the batch (batched heads are padded to shapes of their own;
-        a test checks it exactly)."""
+        a test checks it exactly). Each trained head is reported as ``1 / n_folds`` of an
+        evaluation's work (:func:`~evoprune.progress.report_work`) as soon as it is trained."""
         f = self.folds[fold]
+        share = 1.0 / self.n_folds
         masks = [self.encoding.decode(c) for c in np.atleast_2d(chromosomes)]
         args = (f.X_fit, f.y_fit)
         if self.batched:
             from evoprune.model.batched import train_heads
 
             trained = train_heads(
-                *args, masks, self.n_classes, self.trainer, self.seed, f.stats, self.device
+                *args,
+                masks,
+                self.n_classes,
+                self.trainer,
+                self.seed,
+                f.stats,
+                self.device,
+                on_trained=lambda k: report_work(k * share),
             )
         else:
-            trained = [
-                train_head(
-                    *args,
-                    m,
-                    self.n_classes,
-                    self.trainer,
-                    seed=self.seed,
-                    stats=f.stats,
-                    device=self.device,
+            trained = []
+            for m in masks:
+                trained.append(
+                    train_head(
+                        *args,
+                        m,
+                        self.n_classes,
+                        self.trainer,
+                        seed=self.seed,
+                        stats=f.stats,
+                        device=self.device,
+                    )
                 )
-                for m in masks
-            ]
+                report_work(share)
         return [self._score(t.head, f) for t in trained]
 
     def evaluate_one(self, chromosome: np.ndarray) -> Evaluation:

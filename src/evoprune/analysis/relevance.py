@@ -25,6 +25,7 @@ from evoprune.analysis.context import AnalysisContext
 from evoprune.errors import ConfigError, DataError
 from evoprune.io import atomic_write
 from evoprune.model.head import accuracy
+from evoprune.progress import WorkBar
 from evoprune.runs.config import RunConfig
 from evoprune.runs.experiment import PreparedData
 from evoprune.search import Executor
@@ -137,6 +138,8 @@ def rerun(
         executor=executor,
         classes=data.classes,
         trainer=ctx.trainer,
+        progress=ctx.progress,
+        progress_label=variant,
     )
     final = finish_heads(cfg, data, evolved, ood, trainer=ctx.trainer)
     recall = float("nan")
@@ -200,15 +203,28 @@ def _parse_row(row: dict) -> RelevanceRow:
 
 
 def _row(
-    table: _Table, ctx: AnalysisContext, data: PreparedData, cfg: RunConfig, executor, **what
+    table: _Table,
+    ctx: AnalysisContext,
+    data: PreparedData,
+    cfg: RunConfig,
+    executor,
+    bar: WorkBar,
+    **what,
 ) -> RelevanceRow:
     """The variant's row: reused from the table, or measured and written at once."""
     row = table.get(what["variant"], cfg)
+    reused = row is not None
     if row is None:
         log.info("class relevance: searching %s (%d evaluations)", what["variant"], cfg.evaluations)
         row = rerun(ctx, data, cfg, executor=executor, **what)
     table.add(row)
+    bar.done(skipped=reused)
     return row
+
+
+def _searches_bar(ctx: AnalysisContext, n: int, what: str) -> WorkBar:
+    """A bar over an analysis's ``n`` searches (each also draws its own bar of evaluations)."""
+    return WorkBar(n, desc=what, unit="search", enabled=ctx.progress)
 
 
 def remove_each_class(
@@ -226,19 +242,30 @@ def remove_each_class(
         )
     cfg = _settings(ctx, evaluations)
     table = _Table(ctx.out / REMOVE_FILE)
-    _row(table, ctx, ctx.data, cfg, executor, variant="all classes", class_name="", fraction=1.0)
-    for name in classes:
-        data = without_class(ctx.data, name)
+    with _searches_bar(ctx, 1 + len(classes), "classes removed") as bar:
         _row(
             table,
             ctx,
-            data,
+            ctx.data,
             cfg,
             executor,
-            variant=f"without {name}",
-            class_name=name,
-            fraction=0.0,
+            bar,
+            variant="all classes",
+            class_name="",
+            fraction=1.0,
         )
+        for name in classes:
+            _row(
+                table,
+                ctx,
+                without_class(ctx.data, name),
+                cfg,
+                executor,
+                bar,
+                variant=f"without {name}",
+                class_name=name,
+                fraction=0.0,
+            )
     plot_removed(table.rows, ctx.out / REMOVE_PLOT, title=_title(ctx, cfg))
     return table.rows
 
@@ -279,28 +306,30 @@ def add_class(
             f"{name!r} at least 2 must remain to classify: use a run with 3 or more classes"
         )
     table = _Table(ctx.out / f"add_{_safe(name)}.csv")
-    _row(
-        table,
-        ctx,
-        without_class(data, name),
-        cfg,
-        executor,
-        variant=f"{name} 0%",
-        class_name=name,
-        fraction=0.0,
-    )
-    for fraction in fractions:
-        part = with_share(data, name, fraction, int(cfg.seed))
+    with _searches_bar(ctx, 1 + len(fractions), f"adding {name}") as bar:
         _row(
             table,
             ctx,
-            part,
+            without_class(data, name),
             cfg,
             executor,
-            variant=f"{name} {fraction:.0%}",
+            bar,
+            variant=f"{name} 0%",
             class_name=name,
-            fraction=fraction,
+            fraction=0.0,
         )
+        for fraction in fractions:
+            _row(
+                table,
+                ctx,
+                with_share(data, name, fraction, int(cfg.seed)),
+                cfg,
+                executor,
+                bar,
+                variant=f"{name} {fraction:.0%}",
+                class_name=name,
+                fraction=fraction,
+            )
     plot_added(table.rows, ctx.out / f"add_{_safe(name)}.png", title=_title(ctx, cfg))
     return table.rows
 

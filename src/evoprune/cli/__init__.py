@@ -142,8 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evolve which neurons or input features of a transfer-learning classifier's "
         "head to keep (EvoPruneDeepTL), with honest held-out evaluation.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    _add_verbosity(parser, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser(
         "run",
@@ -168,7 +167,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_ensemble_command(sub)
     add_model_commands(sub)
     add_analyze_command(sub)
+    for command in sub.choices.values():  # -q and -v also after the command's name
+        _add_verbosity(command, argparse.SUPPRESS)
+    parser.set_defaults(verbose=False, quiet=False)
     return parser
+
+
+def _add_verbosity(p: argparse.ArgumentParser, default) -> None:
+    """-v and -q (``default`` SUPPRESS: a command's parser leaves the value given before the
+    command alone unless given again after it)."""
+    p.add_argument("-v", "--verbose", action="store_true", default=default, help="debug logging")
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default,
+        help="warnings and errors only, no progress bars",
+    )
 
 
 def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
@@ -182,6 +197,8 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
+    if args.quiet:
+        args.no_progress = True  # every command that draws bars reads --no-progress
     try:
         from evoprune.devices import share_cores
 

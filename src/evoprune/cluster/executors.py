@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from evoprune.progress import report_work
 from evoprune.search.executors import LocalExecutor
 
 log = logging.getLogger(__name__)
@@ -176,12 +177,18 @@ class RayExecutor:
         chunks = [_groups(units[i : i + size], chromosomes) for i in range(0, len(units), size)]
         refs = [self._launch(problem, [(f, rows) for f, rows, _ in c]) for c in chunks]
         if getattr(problem, "n_folds", None) is None:
-            return [ev for ref in refs for group in self._collect(ref) for ev in group]
+            out = []
+            for ref in refs:
+                got = [ev for group in self._collect(ref) for ev in group]
+                report_work(len(got))
+                out += got
+            return out
         scores: list[dict] = [{} for _ in chromosomes]
         for chunk, ref in zip(chunks, refs):
             for (fold, _, rows), got in zip(chunk, self._collect(ref)):
                 for row, score in zip(rows, got):
                     scores[row][fold] = score
+                report_work(len(rows) / problem.n_folds)
         return [
             problem.combine(c, [s[f] for f in range(problem.n_folds)])
             for c, s in zip(chromosomes, scores)

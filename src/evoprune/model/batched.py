@@ -17,6 +17,7 @@ fitness, does not depend on which other heads share its batch.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -300,20 +301,23 @@ def train_heads(
     seed: int = 0,
     stats: tuple[np.ndarray, np.ndarray] | None = None,
     device: str | torch.device = "cpu",
+    on_trained: Callable[[int], None] | None = None,
 ) -> list[TrainedHead]:
     """:func:`~evoprune.model.head.train_head` for each of ``masks``, trained in groups of one
     padded shape on ``device``; heads come back on the CPU, in the order of ``masks``. Masks
-    with pruned connections, and trainers :func:`batchable` refuses, train head by head."""
+    with pruned connections, and trainers :func:`batchable` refuses, train head by head.
+    ``on_trained(k)`` is called each time ``k`` more heads are trained (a group, or one head)."""
+    done = on_trained or (lambda k: None)
     from evoprune.devices import resolve_device
 
     cfg = get_trainer(trainer)
     dev = resolve_device(device)
     alone = [bool(getattr(m, "connections", None)) or not batchable(cfg) for m in masks]
-    out = {
-        i: train_head(X, y, m, n_classes, cfg, seed, stats, dev)
-        for i, m in enumerate(masks)
-        if alone[i]
-    }
+    out: dict[int, TrainedHead] = {}
+    for i, m in enumerate(masks):
+        if alone[i]:
+            out[i] = train_head(X, y, m, n_classes, cfg, seed, stats, dev)
+            done(1)
     mean = std = None
     if cfg.standardize:
         mean, std = stats if stats is not None else feature_stats(X)
@@ -327,6 +331,8 @@ def train_heads(
         for start in range(0, len(same), MAX_GROUP):
             g = _stack_group(heads, same[start : start + MAX_GROUP], Xs, shape, dev)
             gen = torch.Generator().manual_seed(int(seed) + 1)
-            for m, t in _train_group(g, y_t, cfg, gen, n_classes).items():
-                out[m] = TrainedHead(_unpad(heads[m], t.result()), t.epochs, t.best)
+            trained = _train_group(g, y_t, cfg, gen, n_classes)
+            for j, t in trained.items():
+                out[j] = TrainedHead(_unpad(heads[j], t.result()), t.epochs, t.best)
+            done(len(trained))
     return [out[i] for i in range(len(masks))]

@@ -34,7 +34,6 @@ from evoprune.runs.store import (
     portable_path,
     save_head,
 )
-from evoprune.search import EvaluationRecord
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +262,7 @@ def run_experiment(
             evolved = _search(cfg, data, ood, known, appender, progress)
         finally:
             appender.close()
-        final = finish_heads(cfg, data, evolved, ood)
+        final = finish_heads(cfg, data, evolved, ood, progress=progress)
         result = _result(
             cfg,
             data,
@@ -282,31 +281,10 @@ def _search(
     cfg: RunConfig, data: PreparedData, ood: OODData | None, known: dict, appender, progress: bool
 ) -> Evolved:
     """The search on the training features, with history appended and a progress bar."""
-    from tqdm.auto import tqdm
-
     from evoprune.cluster import executor_for
 
     leaked = cfg.fitness_split == "test"
-    with (
-        executor_for(cfg) as executor,
-        tqdm(
-            total=cfg.evaluations,
-            desc="search",
-            unit="eval",
-            disable=not progress,
-            dynamic_ncols=True,
-        ) as bar,
-    ):
-
-        def show(rec: EvaluationRecord) -> None:
-            bar.set_postfix(
-                best=f"{rec.best_fitness:.4f}",
-                density=f"{rec.best_active_fraction:.2f}",
-                in_flight=getattr(executor, "in_flight", 0),
-                refresh=False,
-            )
-            bar.update(1)
-
+    with executor_for(cfg) as executor:
         return evolve(
             data.X_train,
             data.y_train,
@@ -314,10 +292,11 @@ def _search(
             cfg,
             eval_set=(data.X_test, data.y_test) if leaked else None,
             ood_features=None if ood is None else ood.X_search,
-            callbacks=[appender, show],
+            callbacks=[appender],
             known=known,
             executor=executor,
             classes=data.classes,
+            progress=progress,
         )
 
 

@@ -30,6 +30,7 @@ from evoprune.model.head import (
     train_head,
 )
 from evoprune.pareto import DEFAULT_SELECT, accuracy_standard_error, non_dominated, select
+from evoprune.progress import WorkBar, work_bar
 from evoprune.runs.config import RunConfig
 from evoprune.runs.search import Evolved
 from evoprune.settings import FitnessSettings, SearchSettings
@@ -145,11 +146,16 @@ def _best_rows(search, n: int) -> list[int]:
 
 
 def check_scores(
-    cfg: SearchSettings, evolved: Evolved, X: np.ndarray, y: np.ndarray, rows: list[int]
+    cfg: SearchSettings,
+    evolved: Evolved,
+    X: np.ndarray,
+    y: np.ndarray,
+    rows: list[int],
+    progress: bool = False,
 ) -> np.ndarray:
     """Cross-validated accuracy (``cfg.final_check_folds`` folds of (X, y), split from the
     run's seed + 1, so not the fitness split's folds) of each row's mask, trained as the
-    search trains."""
+    search trains (``progress``: a bar of the masks, advancing as each fold's heads train)."""
     from evoprune.problem import HeadProblem, make_folds
 
     problem = evolved.problem
@@ -166,10 +172,13 @@ def check_scores(
         device=problem.device,
     )
     chroms = np.stack([evolved.result.history[i].mask() for i in rows])
-    return check.accuracy(chroms)
+    with work_bar(len(rows), desc="final check", unit="head", enabled=progress, leave=False):
+        return check.accuracy(chroms)
 
 
-def choose(cfg: RunConfig, evolved: Evolved, X: np.ndarray, y: np.ndarray) -> Choice:
+def choose(
+    cfg: RunConfig, evolved: Evolved, X: np.ndarray, y: np.ndarray, progress: bool = False
+) -> Choice:
     """The shipped head and the front of a finished search on training data (X, y) (class
     indices). Without a final check: the best by fitness, or the front and the head
     ``cfg.select`` picks by fitness. With ``final_check`` ``cv``: the ``final_check_top`` best
@@ -194,7 +203,7 @@ def choose(cfg: RunConfig, evolved: Evolved, X: np.ndarray, y: np.ndarray) -> Ch
         candidates = idx
     else:
         candidates = _best_rows(search, top)
-    cv = check_scores(cfg, evolved, X, y, candidates)
+    cv = check_scores(cfg, evolved, X, y, candidates, progress)
     active = np.array([search.history[i].active_genes for i in candidates])
     if not several:
         pick = int(np.lexsort((np.arange(len(cv)), active, -cv))[0])
@@ -226,15 +235,25 @@ def finish_heads(
     evolved: Evolved,
     ood=None,
     trainer: TrainerConfig | None = None,
+    progress: bool = False,
 ) -> FinalHeads:
     """Train the reference head and the shipped head(s) on all training data and score them
-    (with ``trainer``'s settings instead of ``cfg.trainer``'s when given)."""
+    (with ``trainer``'s settings instead of ``cfg.trainer``'s when given; ``progress``: a bar
+    of the heads, the not-pruned one and each front member, and one of the final check's
+    masks)."""
+    with WorkBar(1, desc="final training", unit="head", enabled=progress) as bar:
+        return _finish_heads(cfg, data, evolved, ood, trainer, bar)
+
+
+def _finish_heads(
+    cfg: RunConfig, data, evolved: Evolved, ood, trainer: TrainerConfig | None, bar: WorkBar
+) -> FinalHeads:
     X_train, y_train, X_test, y_test = data.X_train, data.y_train, data.X_test, data.y_test
     stats = feature_stats(X_train)
     enc = evolved.encoding
 
     def train(mask: np.ndarray) -> CompactHead:
-        return train_head(
+        head = train_head(
             X_train,
             y_train,
             enc.decode(mask),
@@ -244,14 +263,17 @@ def finish_heads(
             stats=stats,
             device=cfg.device,
         ).head
+        bar.done()
+        return head
 
     t0 = time.perf_counter()
     reference = train(enc.full())
     reference_seconds = time.perf_counter() - t0
     ref_acc = accuracy(reference, X_test, y_test)
     search = evolved.result
-    choice = choose(cfg, evolved, X_train, y_train)
+    choice = choose(cfg, evolved, X_train, y_train, progress=bar.enabled)
     checked = None if choice.checked is None else choice.checked[choice.pick]
+    bar.grow(1 if len(search.objectives) == 1 else len(choice.rows))
     t0 = time.perf_counter()
     if len(search.objectives) == 1:
         rec = search.history[choice.row]

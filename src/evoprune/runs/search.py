@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +14,7 @@ import numpy as np
 from evoprune.encodings import Encoding, make_encoding
 from evoprune.model.head import TrainerConfig
 from evoprune.problem import Fold, HeadProblem, make_folds
+from evoprune.progress import work_bar
 from evoprune.runs.config import RunConfig
 from evoprune.search import (
     Evaluation,
@@ -24,7 +26,7 @@ from evoprune.search import (
     run_async_search,
     run_search,
 )
-from evoprune.search.fidelity import run_fidelity_search
+from evoprune.search.fidelity import BUDGET_OF, FULL, run_fidelity_search
 from evoprune.settings import FitnessSettings, group_of
 
 
@@ -66,6 +68,8 @@ def evolve(
     known: dict[bytes, Evaluation] | None = None,
     executor: Executor | None = None,
     classes: list[str] | None = None,
+    progress: bool = False,
+    progress_label: str = "search",
 ) -> Evolved:
     """Search masks for a head on (X, y) (``y`` class indices) with the settings of ``cfg``, a
     validated :class:`~evoprune.runs.config.RunConfig`.
@@ -75,7 +79,9 @@ def evolve(
     the class indices in messages; ``trainer`` trains with these settings instead of
     ``cfg.trainer``'s (an analysis of a saved run). ``executor`` evaluates the batches
     (default: this process); with ``cfg.asynchronous`` it keeps ``executor.slots`` evaluations
-    in flight.
+    in flight. ``progress`` draws a bar of evaluations (``progress_label``) that counts heads
+    as they are trained; a bar labelled other than ``search`` is taken to be nested in another
+    and is removed when done.
     """
     encoding = make_encoding(cfg.encoding, X.shape[1], cfg.hidden_size, n_classes)
     problem = HeadProblem(
@@ -98,18 +104,50 @@ def evolve(
         seed=cfg.seed,
     )
     fidelity = cfg.fidelity
-    evaluator = Evaluator(
-        problem,
-        cfg.budget,
-        shared_budget=cfg.shared_evaluations or 0,
-        executor=executor,
-        known=known,
-        callbacks=callbacks,
-    )
-    t0 = time.perf_counter()
-    if cfg.asynchronous:
-        slots = int(getattr(evaluator.executor, "slots", 1))
-        result = run_async_search(algorithm, evaluator, slots)
-    else:
-        result = run_fidelity_search(algorithm, evaluator, fidelity, run_search)
+    with search_bar(cfg.budget, known, executor, enabled=progress, label=progress_label) as show:
+        evaluator = Evaluator(
+            problem,
+            cfg.budget,
+            shared_budget=cfg.shared_evaluations or 0,
+            executor=executor,
+            known=known,
+            callbacks=[*callbacks, show],
+        )
+        t0 = time.perf_counter()
+        if cfg.asynchronous:
+            slots = int(getattr(evaluator.executor, "slots", 1))
+            result = run_async_search(algorithm, evaluator, slots)
+        else:
+            result = run_fidelity_search(algorithm, evaluator, fidelity, run_search)
     return Evolved(encoding, problem, result, time.perf_counter() - t0)
+
+
+@contextmanager
+def search_bar(
+    total: int,
+    known: dict | None = None,
+    executor: Executor | None = None,
+    *,
+    enabled: bool = True,
+    label: str = "search",
+) -> Iterator[Callable[[EvaluationRecord], None]]:
+    """A bar of ``total`` evaluations (full trainings) that counts heads as they are trained
+    (inside a batch too) and the callback that marks each evaluation recorded; evaluations of
+    ``known`` (a resumed run's) count without adding to the pace; shared-head scores (another
+    budget, milliseconds each) are not shown."""
+    resumed = set(known or ())
+    with work_bar(total, desc=label, unit="eval", enabled=enabled, leave=label == "search") as bar:
+
+        def show(rec: EvaluationRecord) -> None:
+            if BUDGET_OF.get(rec.fidelity, FULL) != FULL:
+                return
+            flight = getattr(executor, "in_flight", None)
+            bar.set_postfix(
+                best=f"{rec.best_fitness:.4f}",
+                density=f"{rec.best_active_fraction:.2f}",
+                **({} if flight is None else {"in_flight": flight}),
+            )
+            chrom = b"" if rec.chromosome is None else rec.chromosome.tobytes()
+            bar.done(skipped=chrom in resumed or (chrom, rec.fidelity) in resumed)
+
+        yield show
