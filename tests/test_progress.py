@@ -204,6 +204,39 @@ def test_estimator_verbose_draws_the_search_and_the_final_training(capsys):
     err = capsys.readouterr().err
     assert "search" in err and "6/6" in err
     assert "final training" in err and "1/1" in err
+    EvoPruneClassifier(
+        hidden_size=8,
+        population=4,
+        evaluations=6,
+        final_check="cv",
+        final_check_folds=2,
+        final_check_top=3,
+        verbose=1,
+    ).fit(X, y)
+    assert "final check" in capsys.readouterr().err  # 3 masks on 2 folds trained again
+
+
+def test_a_run_shows_its_search_and_every_head_of_its_final_training(
+    faces_folder, feature_cache, tmp_path, capsys
+):
+    """A two-objective run: the search bar ends at 12/12, the final training's at 1 + the
+    front's size (the not-pruned head and every front head)."""
+    from evoprune.runs.experiment import RunConfig, run_experiment
+
+    cfg = RunConfig(
+        data=str(faces_folder),
+        encoding="fs",
+        population=6,
+        evaluations=12,
+        seed=1,
+        objectives=("accuracy", "size"),
+    )
+    capsys.readouterr()
+    result = run_experiment(cfg, tmp_path / "run", progress=True, cache_dir=feature_cache)
+    err = capsys.readouterr().err
+    n = 1 + len(result["front"])
+    assert "search: 100%" in err and "12/12" in err
+    assert "final training: 100%" in err and f"{n}/{n}" in err
 
 
 @pytest.mark.parametrize("argv", [["-q", "run"], ["run", "-q"], ["run", "--quiet"]])
