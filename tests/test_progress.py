@@ -178,7 +178,9 @@ def test_a_head_problem_reports_each_head_of_each_fold_as_it_trains():
     X = rng.normal(size=(80, 300)).astype(np.float32)
     y = (X[:, 0] > 0).astype(int)
     enc = make_encoding("fs", 300, 8, 2)
-    folds = make_folds(X, y, "cv", seed=0, cv_folds=2)
+    from evoprune.settings import FitnessSettings
+
+    folds = make_folds(X, y, FitnessSettings(fitness_split="cv", cv_folds=2, seed=0))
     problem = HeadProblem(enc, 2, folds, seed=0)
     # densities that pad to three widths (128, 256, 384): three groups per fold
     chromosomes = np.zeros((6, 300), np.uint8)
