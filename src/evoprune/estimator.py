@@ -394,7 +394,7 @@ def load(run_dir: str | Path) -> EvoPruneClassifier:
     clf.best_mask_ = best_mask
     clf.masks_ = masks
     clf.head_ = head
-    clf.backbone_ = r.backbone
+    clf.backbone_ = run.backbone  # a spec's file resolved from the folder
     clf.best_fitness_ = float(r.fitness)
     history = run.path / HISTORY_FILE
     clf.history_ = [rec.as_row() for rec in read_history(history)] if history.is_file() else []

@@ -193,7 +193,7 @@ def build_model(
     from .backbones import get_backbone
 
     head = checked_head(run, reference=reference)
-    backbone = get_backbone(run.result["backbone"])
+    backbone = get_backbone(run.backbone)
     module = (
         HeadClassifier(head) if head_only else ImageClassifier(backbone.feature_extractor(), head)
     )
@@ -273,10 +273,20 @@ def export_model(
     else:
         size = metadata["preprocessing"]["image_size"]
         example = torch.zeros(2, 3, *size)
+    backbone_onnx = None if head_only else getattr(module.features, "onnx_model_bytes", None)
+    if backbone_onnx is not None:  # the backbone is an ONNX file: no torch graph to trace
+        if format != "onnx":
+            raise ConfigError(
+                f"{run.path}: the run's backbone is an ONNX file, which has no TorchScript "
+                "form; export --format onnx (the backbone's graph joined to the head's), or "
+                "--head-only"
+            )
+        module = HeadClassifier(module.head).eval()
+        example = torch.zeros(2, module.head.n_inputs)
     with claim_file([out, meta_out], "export"):
         with writing_to(out):
             if format == "onnx":
-                _write_onnx(module, example, out, metadata, sparse)
+                _write_onnx(module, example, out, metadata, sparse, backbone_onnx)
             else:
                 _write_torchscript(module, example, out, metadata)
         try:
@@ -365,7 +375,10 @@ def _write_onnx(
     out: Path,
     metadata: dict,
     sparse: Sequence[np.ndarray] = (),
+    backbone_onnx: bytes | None = None,
 ) -> None:
+    """``module`` as ONNX with ``metadata`` inside; with ``backbone_onnx`` (a backbone that is
+    an ONNX file), ``module`` is the head alone and the backbone's graph is joined before it."""
     try:
         import onnx
     except ImportError:
@@ -374,7 +387,7 @@ def _write_onnx(
             "here: pip install onnx (or reinstall evoprune), or use --format torchscript"
         ) from None
 
-    in_name = metadata["input"]["name"]
+    in_name = "features" if backbone_onnx is not None else metadata["input"]["name"]
 
     def write(tmp: Path) -> None:
         with warnings.catch_warnings():
@@ -402,6 +415,8 @@ def _write_onnx(
                 dynamic_axes={in_name: {0: "batch"}, "probabilities": {0: "batch"}},
             )
         model = onnx.load(str(tmp))
+        if backbone_onnx is not None:
+            model = _joined(onnx.load_from_string(backbone_onnx), model, metadata["input"]["name"])
         for weight in sparse:
             _sparsify(model, weight)
         del model.metadata_props[:]
@@ -416,6 +431,30 @@ def _write_onnx(
         onnx.save(model, str(tmp))
 
     atomic_write(out, write)
+
+
+def _joined(backbone, head, in_name: str):
+    """One ONNX model: the backbone's graph (its output) -> the head's graph (its input
+    ``features``), with the backbone's input renamed ``in_name``."""
+    import onnx
+    from onnx import compose, version_converter
+
+    def opset(model) -> int:
+        return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+    if opset(backbone) != opset(head):
+        head = version_converter.convert_version(head, opset(backbone))
+    backbone.ir_version = head.ir_version = max(backbone.ir_version, head.ir_version)
+    backbone = compose.add_prefix(backbone, "backbone/")
+    joined = compose.merge_models(
+        backbone, head, io_map=[(backbone.graph.output[0].name, "features")]
+    )
+    old = joined.graph.input[0].name
+    for node in joined.graph.node:
+        node.input[:] = [in_name if name == old else name for name in node.input]
+    joined.graph.input[0].name = in_name
+    onnx.checker.check_model(joined)
+    return joined
 
 
 def _write_torchscript(module: nn.Module, example: torch.Tensor, out: Path, metadata: dict) -> None:
@@ -510,7 +549,7 @@ def export_ensemble(
         load_head(run.path / FRONT_DIR / f"head_{k}.safetensors", run.result.feature_dim)
         for k in members
     ]
-    backbone = get_backbone(run.result.backbone)
+    backbone = get_backbone(run.backbone)
     module = EnsembleClassifier(backbone.feature_extractor(), heads).eval()
     metadata = model_metadata(run, backbone, heads[0], reference=False, head_only=False)
     metadata.update(

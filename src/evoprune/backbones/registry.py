@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from evoprune.backbones import efficientnet_lite, torchvision_models
+from evoprune.backbones import efficientnet_lite, specs, torchvision_models
 from evoprune.backbones.base import (
     Backbone,
     BackboneInfo,
@@ -190,16 +190,27 @@ def _build(entry: BackboneEntry) -> Backbone:
 
 
 def get_backbone(name: str) -> Backbone:
-    """The backbone called ``name``, built once per process.
+    """The backbone called ``name``, built once per process: a registered name, or a spec
+    (``timm:NAME``, ``torchvision:NAME``, a ``.pt``/``.pth``/``.onnx`` file, ``module:factory``;
+    see :mod:`evoprune.backbones.specs`).
 
-    Raises ConfigError for an unknown name and BackboneError when it cannot be built here.
+    Raises ConfigError for an unknown name or a wrong spec and BackboneError when it cannot be
+    built here.
     """
     key = _key(name)
     entry = REGISTRY.get(key)
     if entry is None:
+        if specs.is_spec(name):
+            spec = str(name).strip()  # paths and modules keep their case
+            with _lock:
+                if spec not in _built:
+                    logger.info("Building backbone %s", spec)
+                    _built[spec] = specs.build_spec(spec)
+                return _built[spec]
         raise ConfigError(
-            f"Unknown backbone {name!r}; known backbones: {', '.join(REGISTRY)} (others can "
-            "be added with evoprune.backbones.register_backbone)"
+            f"Unknown backbone {name!r}; known backbones: {', '.join(REGISTRY)}, or a spec: "
+            f"{specs.SPEC_FORMS} (others can be added with "
+            "evoprune.backbones.register_backbone)"
         )
     with _lock:
         if key not in _built:

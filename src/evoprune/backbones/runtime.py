@@ -137,7 +137,11 @@ def onnxruntime_available() -> bool:
 
 
 def _onnx_bytes(module: nn.Module, image_size: int) -> bytes:
-    """The module as an in-memory ONNX model with a variable batch size."""
+    """The module as an in-memory ONNX model with a variable batch size (a module that is an
+    ONNX file already, :class:`evoprune.backbones.specs.OnnxFeatures`, as it is)."""
+    given = getattr(module, "onnx_model_bytes", None)
+    if isinstance(given, bytes):
+        return given
     buffer = io.BytesIO()
     example = torch.zeros(1, 3, image_size, image_size)
     with warnings.catch_warnings():  # torch.onnx's deprecation and tracer notices
@@ -165,8 +169,10 @@ def _onnx_runner(module: nn.Module, image_size: int, forward_batch: int) -> Runn
         _onnx_bytes(module, image_size), options, providers=["CPUExecutionProvider"]
     )
 
+    name = session.get_inputs()[0].name
+
     def run(batch: np.ndarray) -> np.ndarray:
-        return np.asarray(session.run(None, {"images": batch})[0], dtype=np.float32)
+        return np.asarray(session.run(None, {name: batch})[0], dtype=np.float32)
 
     return Runner("onnxruntime", torch.device("cpu"), run, forward_batch, concurrent=True)
 

@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import numbers
+import re
 import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -170,10 +171,17 @@ def _non_empty(v: str) -> str | None:
 
 
 def _backbone(v: str) -> str | None:
+    from evoprune.backbones import specs
+
     names = backbone_names()
     if v.strip().lower() in names:
         return None
-    return f"is not a known backbone; choose one of {', '.join(names)} (see 'evoprune backbones')"
+    if specs.is_spec(v):
+        return specs.check_spec(v)
+    return (
+        f"is not a known backbone; choose one of {', '.join(names)} (see 'evoprune "
+        f"backbones'), or give {specs.SPEC_FORMS}"
+    )
 
 
 def _init(v: str) -> str | None:
@@ -929,7 +937,20 @@ def default_out_dir(cfg: RunConfig) -> Path:
     result setting, so runs that differ in any of them never share a folder."""
     cfg = cfg.validate()
     data = Path(cfg.data).name or "data"
-    return Path("runs") / f"{data}_{cfg.encoding}_{cfg.backbone}_s{cfg.seed}-{cfg.fingerprint()}"
+    backbone = _folder_word(cfg.backbone)
+    return Path("runs") / f"{data}_{cfg.encoding}_{backbone}_s{cfg.seed}-{cfg.fingerprint()}"
+
+
+def _folder_word(backbone: str) -> str:
+    """A backbone as part of a folder name: a registered name as it is; a spec's file stem or
+    model name, other characters as '-' (``timm:resnet18`` -> ``timm-resnet18``)."""
+    from evoprune.backbones import specs
+
+    text = str(backbone).strip()
+    if specs.spec_file(text) is not None:
+        text = Path(specs.spec_file(text) or text).stem
+    text = text.split("?")[0]
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "backbone"
 
 
 # --- command line -----------------------------------------------------------------------------

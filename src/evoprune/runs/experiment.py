@@ -31,6 +31,7 @@ from evoprune.runs.store import (
     REFERENCE_HEAD_FILE,
     RunResult,
     RunWriter,
+    portable_backbone,
     portable_path,
     save_head,
 )
@@ -306,6 +307,7 @@ def saved_settings(cfg: RunConfig, out: Path) -> dict:
     doc = cfg.result_dict()  # where the work ran (workers, Ray) may change on a resume
     for key, source in _image_sources(cfg).items():
         doc[key] = portable_path(source, out)
+    doc["backbone"] = portable_backbone(cfg.backbone, out)  # its file, if any, relative too
     return doc
 
 
@@ -347,7 +349,7 @@ def _result(
     return RunResult(
         dataset=data.name,
         data=saved_settings(cfg, out)["data"],
-        backbone=cfg.backbone,
+        backbone=portable_backbone(cfg.backbone, out),
         feature_dim=int(data.X.shape[1]),
         encoding=cfg.encoding,
         hidden_size=cfg.hidden_size,

@@ -377,7 +377,15 @@ class RunFolder:
         for key in ("data", "ood"):
             if doc.get(key):
                 doc[key] = resolve_path(doc[key], self.path)
+        if doc.get("backbone"):
+            doc["backbone"] = resolve_backbone(doc["backbone"], self.path)
         return RunConfig.from_dict(doc)
+
+    @property
+    def backbone(self) -> str:
+        """The run's backbone, to build it again: a registered name or a spec whose file
+        (stored relative to the folder) is resolved from here."""
+        return resolve_backbone(self.result.backbone, self.path)
 
     def data_roots(self) -> list[Path]:
         """The folders of the run's images (data and OOD sets, CSV manifests' image folders):
@@ -493,6 +501,22 @@ def resolve_path(text: str, base: Path) -> str:
     (other values, such as built-in set names, stay as they are)."""
     candidate = Path(base) / text
     return str(candidate.resolve()) if candidate.exists() else text
+
+
+def portable_backbone(spec: str, base: Path) -> str:
+    """A backbone spec as results store it: a file it names relative to the folder ``base``."""
+    from evoprune.backbones.specs import local_path, with_local_path
+
+    path = local_path(spec)
+    return spec if path is None else with_local_path(spec, portable_path(path, base))
+
+
+def resolve_backbone(spec: str, base: Path) -> str:
+    """The inverse of :func:`portable_backbone`."""
+    from evoprune.backbones.specs import local_path, with_local_path
+
+    path = local_path(spec)
+    return spec if path is None else with_local_path(spec, resolve_path(path, base))
 
 
 def check_out_dir(out: Path, data_roots: Sequence[Path] = ()) -> None:
