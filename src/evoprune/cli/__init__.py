@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from evoprune.cli.options import add_run_command_options
+from evoprune.cli.options import add_json_option, add_run_command_options, write_json
 from evoprune.cli.tables import format_table
 from evoprune.errors import EvoPruneError
 
@@ -102,7 +102,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             out,
         )
         return 130
-    sys.stdout.write(format_run_table(result) + f"\nresults: {out}\n")
+    if args.json:
+        write_json({**result, "run_dir": str(out)})
+    else:
+        sys.stdout.write(format_run_table(result) + f"\nresults: {out}\n")
     return 0
 
 
@@ -142,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evolve which neurons or input features of a transfer-learning classifier's "
         "head to keep (EvoPruneDeepTL), with honest held-out evaluation.",
     )
+    from evoprune import __version__
+
+    parser.add_argument("--version", action="version", version=f"evoprune {__version__}")
     _add_verbosity(parser, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser(
@@ -153,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         "not-pruned head.",
     )
     add_run_command_options(p)
+    add_json_option(p, "result.json's contents and the results folder")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("backbones", help="list the feature extractors")
     p.set_defaults(func=cmd_backbones)
@@ -167,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_ensemble_command(sub)
     add_model_commands(sub)
     add_analyze_command(sub)
+    from evoprune.cli.page import add_report_command
+
+    add_report_command(sub)
     for command in sub.choices.values():  # -q and -v also after the command's name
         _add_verbosity(command, argparse.SUPPRESS)
     parser.set_defaults(verbose=False, quiet=False)

@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from evoprune.cli.options import add_json_option, write_json
+from evoprune.cli.page import folder_files, list_runs, runs_table
 from evoprune.cli.tables import format_table
 from evoprune.errors import EvoPruneError
 
@@ -68,16 +70,24 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
         "probability to this CSV file",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_json_option(p, "each image's class and every class's probability")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
         "show",
-        help="summarise a finished run",
+        help="summarise a finished run, a comparison, or a folder of runs",
         description="Print a run's dataset, backbone, encoding, held-out accuracy "
         "against the not-pruned head, units kept per layer, the head's "
-        "size and cost before and after pruning, and file sizes.",
+        "size and cost before and after pruning, and every file of the folder. Given a "
+        "comparison folder: its table and its runs; given a folder of runs (runs/): one "
+        "line per run, finished or not.",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by 'evoprune run'")
+    p.add_argument(
+        "run_dir",
+        metavar="RUN_DIR|COMPARE_DIR|RUNS_DIR",
+        help="a folder written by 'evoprune run' or 'evoprune compare', or a folder of runs",
+    )
+    add_json_option(p, "the summary")
     p.set_defaults(func=cmd_show)
 
 
@@ -157,6 +167,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
     proba = clf.predict_proba(X)
     best = proba.argmax(axis=1)
     classes = [str(c) for c in clf.classes_]
+    if args.json:
+        write_json(
+            {
+                "predictions": [
+                    {
+                        "path": p,
+                        "class": classes[k],
+                        "probability": float(proba[i, k]),
+                        "probabilities": dict(zip(classes, map(float, proba[i]))),
+                    }
+                    for i, (p, k) in enumerate(zip(good, best))
+                ],
+                "unreadable": [{"path": p, "reason": str(r)} for p, r in bad.items()],
+                "csv": args.csv,
+            }
+        )
+        if args.csv:
+            _write_predictions(args.csv, good, proba, classes)
+        return 0
     rows = [("image", "class", "probability")]
     rows += [(p, classes[k], f"{proba[i, k]:.4f}") for i, (p, k) in enumerate(zip(good, best))]
     sys.stdout.write(format_table(rows, right=(2,)))
@@ -198,7 +227,6 @@ def format_bytes(n: int) -> str:
 
 def format_show(run) -> str:
     """The summary that ``evoprune show`` prints for a :class:`~evoprune.runs.store.RunFolder`."""
-    from evoprune.runs.store import HEAD_FILE, REFERENCE_HEAD_FILE
 
     r = run.result
     lines = [f"run:       {run.path}"]
@@ -250,14 +278,15 @@ def format_show(run) -> str:
                 f"{label}: {after:,} pruned vs {before:,} not pruned "
                 f"(x{after / before:.3f}, {100 * (1 - after / before):.1f}% fewer)"
             )
-    files = [run.path / HEAD_FILE, run.path / REFERENCE_HEAD_FILE]
-    files += sorted(p for p in run.path.iterdir() if p.suffix in (".onnx", ".pt") and p.is_file())
-    present = [p for p in files if p.is_file()]
-    if present:
-        lines.append("files:")
-        width = max(len(p.name) for p in present)
-        lines += [f"  {p.name.ljust(width)}  {format_bytes(p.stat().st_size):>9}" for p in present]
+    lines += _format_files(folder_files(run.path))
     return "\n".join(lines) + "\n"
+
+
+def _format_files(files: list[tuple[str, int]]) -> list[str]:
+    if not files:
+        return []
+    width = max(len(name) for name, _ in files)
+    return ["files:"] + [f"  {name.ljust(width)}  {format_bytes(size):>9}" for name, size in files]
 
 
 def format_class_changes(per_class: list[dict]) -> str:
@@ -305,7 +334,66 @@ def format_front(front: list[dict]) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from evoprune.runs.store import open_run
+    from evoprune.analysis.channels import is_comparison
+    from evoprune.runs.store import RESULT_FILE, open_run
 
-    sys.stdout.write(format_show(open_run(args.run_dir)))
+    path = Path(args.run_dir)
+    if is_comparison(path):
+        return _show_comparison(path, args.json)
+    runs = list_runs(path)
+    if not (path / RESULT_FILE).is_file() and runs:
+        if args.json:
+            write_json({"runs": runs})
+        else:
+            sys.stdout.write(format_table(runs_table(runs), rule=True, right=range(4, 9)))
+        return 0
+    run = open_run(path)
+    if args.json:
+        write_json(
+            {
+                "run_dir": str(run.path),
+                "result": dict(run.result.to_dict()),
+                "settings": run.run_config,
+                "files": [{"file": n, "bytes": b} for n, b in folder_files(run.path)],
+            }
+        )
+    else:
+        sys.stdout.write(format_show(run))
+    return 0
+
+
+def _show_comparison(path: Path, as_json: bool) -> int:
+    """A comparison folder: its settings, table.md and the table of its runs."""
+    import json
+
+    from evoprune.analysis.channels import COMPARISON_FILE
+
+    doc = json.loads((path / COMPARISON_FILE).read_text(encoding="utf-8"))
+    runs = list_runs(path / "runs")
+    if as_json:
+        summary = []
+        if (path / "summary.csv").is_file():
+            with (path / "summary.csv").open(newline="", encoding="utf-8") as fh:
+                summary = list(csv.DictReader(fh))
+        write_json(
+            {
+                "comparison_dir": str(path),
+                "settings": doc.get("comparison", doc),
+                "runs": runs,
+                "summary": summary,
+                "files": [{"file": n, "bytes": b} for n, b in folder_files(path)],
+            }
+        )
+        return 0
+    lines = [f"comparison: {path}"]
+    table_md = path / "table.md"
+    if table_md.is_file():
+        lines.append(table_md.read_text(encoding="utf-8").rstrip("\n"))
+    else:
+        lines.append("(no table.md yet: the comparison has not finished)")
+    if runs:
+        lines.append(f"runs ({len(runs)}):")
+        lines.append(format_table(runs_table(runs), rule=True, right=range(4, 9)).rstrip("\n"))
+    lines += _format_files(folder_files(path))
+    sys.stdout.write("\n".join(lines) + "\n")
     return 0

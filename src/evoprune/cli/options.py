@@ -4,6 +4,7 @@ that the command modules import it and not the package that imports them."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_output_options(
@@ -56,3 +57,27 @@ def add_run_command_options(p: argparse.ArgumentParser, per_run: bool = True) ->
         else None,
         overwrite=per_run,
     )
+
+
+def add_json_option(p: argparse.ArgumentParser, what: str) -> None:
+    """--json: print ``what`` as one JSON document on stdout instead of the tables."""
+    p.add_argument(
+        "--json", action="store_true", help=f"print {what} as JSON (for scripts) instead of tables"
+    )
+
+
+def write_json(doc) -> None:
+    """One JSON document on stdout (NaN written as null, so any JSON reader takes it)."""
+    import json
+    import math
+
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    sys.stdout.write(json.dumps(clean(doc), indent=2, default=str) + "\n")
