@@ -63,12 +63,12 @@ def _numpy_masked_logits(head, encoding, chromosome, X, rescale):
 
 
 @pytest.mark.parametrize("name", ["fs", "fc1", "both"])
-@pytest.mark.parametrize("rescale", [False, True])
-def test_shared_score_equals_a_masked_forward_pass_of_the_shared_head(name, rescale):
+@pytest.mark.parametrize("rescale, score", [(False, "probability"), (True, "accuracy")])
+def test_shared_score_equals_a_masked_forward_pass_of_the_shared_head(name, rescale, score):
     X, y = _digits()
     folds = make_folds(X, y, FitnessSettings(fitness_split="validation", seed=0))
     enc = make_encoding(name, X.shape[1], 24, 10)
-    recipe = SharedRecipe(epochs=6, average_from=4, rescale=rescale)
+    recipe = SharedRecipe(epochs=6, average_from=4, rescale=rescale, score=score)
     problem = HeadProblem(enc, 10, folds, seed=3, shared_recipe=recipe)
     rng = np.random.default_rng(1)
     chroms = (rng.random((7, enc.n_genes)) < rng.uniform(0.05, 1, (7, 1))).astype(np.uint8)
@@ -78,7 +78,14 @@ def test_shared_score_equals_a_masked_forward_pass_of_the_shared_head(name, resc
     f = folds[0]
     for c, ev in zip(chroms, scores):
         logits = _numpy_masked_logits(head, enc, c, f.X_score, rescale)
-        assert ev.accuracy == pytest.approx((logits.argmax(1) == f.y_score).mean(), abs=1e-12)
+        if score == "accuracy":
+            want = (logits.argmax(1) == f.y_score).mean()
+            assert ev.accuracy == pytest.approx(want, abs=1e-12)
+        else:
+            p = np.exp(logits - logits.max(1, keepdims=True))
+            p /= p.sum(1, keepdims=True)
+            want = p[np.arange(len(f.y_score)), f.y_score].mean()
+            assert ev.accuracy == pytest.approx(want, abs=1e-5)
     # the shared head is trained once, and from the run's seed
     again = train_shared_head(f.X_fit, f.y_fit, enc, 10, seed=3, stats=f.stats, recipe=recipe)
     assert all(

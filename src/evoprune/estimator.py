@@ -396,6 +396,7 @@ def load(run_dir: str | Path) -> EvoPruneClassifier:
     clf.head_ = head
     clf.backbone_ = run.backbone  # a spec's file resolved from the folder
     clf.best_fitness_ = float(r.fitness)
+    clf.check_accuracy_ = r.check_accuracy
     history = run.path / HISTORY_FILE
     clf.history_ = [rec.as_row() for rec in read_history(history)] if history.is_file() else []
     clf.run_dir_ = run.path

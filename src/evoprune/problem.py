@@ -301,13 +301,15 @@ class HeadProblem:
         return self._shared_heads
 
     def _shared_fold(self, chromosomes: np.ndarray, fold: int) -> list[FoldScore]:
-        """Each row's score on fold ``fold`` by a masked forward pass of its shared head."""
-        from evoprune.model.shared import DEFAULT_RECIPE, shared_logits
+        """Each row's score on fold ``fold`` by a masked forward pass of its shared head: the
+        mean probability it gives the true class (or its accuracy, as the recipe says)."""
+        from evoprune.model.shared import DEFAULT_RECIPE, shared_logits, shared_scores
 
         f, head = self.folds[fold], self.shared_heads()[fold]
-        rescale = (self.shared_recipe or DEFAULT_RECIPE).rescale
+        recipe = self.shared_recipe or DEFAULT_RECIPE
+        rescale = recipe.rescale
         logits = shared_logits(head, self.encoding, chromosomes, f.X_score, rescale=rescale)
-        acc = (logits.argmax(axis=2) == np.asarray(f.y_score)[None, :]).mean(axis=1)
+        acc = shared_scores(head, self.encoding, chromosomes, f.X_score, f.y_score, recipe, logits)
         aurocs: list[float | None] = [None] * len(chromosomes)
         if "ood" in self.objectives and self.ood_features is not None:
             from evoprune.ood import auroc as auroc_of
