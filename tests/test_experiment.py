@@ -73,6 +73,21 @@ def test_mask_hex_round_trip():
     assert (hex_to_mask(mask_to_hex(m), 1281) == m).all()
 
 
+def test_a_finished_run_started_again_says_so_and_changes_nothing(tiny_run, caplog):
+    """Before: it retrained the final heads and rewrote result.json (wall_seconds replaced)."""
+    out, first, cfg = tiny_run
+    run_copy = out.parent / f"{out.name}-again"  # beside it: the same relative data path
+    shutil.copytree(out, run_copy)
+    files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_copy.rglob("*") if p.is_file()}
+    caplog.set_level("INFO", logger="evoprune")
+    again = run_experiment(cfg, run_copy, progress=False)
+    assert again == first
+    assert "already finished" in caplog.text and str(run_copy) in caplog.text
+    assert "Feature cache" not in caplog.text  # no work at all, not even loading features
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_copy.rglob("*") if p.is_file()}
+    assert after == files
+
+
 def test_second_run_uses_cached_features_and_resumes(tiny_run, feature_cache, tmp_path):
     out, first, cfg = tiny_run
     # copy the interrupted state: config and the first 7 history rows

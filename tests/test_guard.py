@@ -121,6 +121,7 @@ def test_a_killed_writes_temporary_file_is_cleaned_but_only_of_a_listed_file(
     same_depth_copy, faces_folder, feature_cache
 ):
     out = same_depth_copy
+    (out / "result.json").unlink()  # an interrupted run (a finished one is left as it is)
     ours = out / ".history.csv.ab12cd34.tmp"  # an atomic write of history.csv, killed
     ours.write_text("half")
     assert foreign_files(out) == []

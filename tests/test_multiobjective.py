@@ -109,7 +109,62 @@ def test_ensemble_of_front_heads(mo_run, feature_cache, capsys):
     doc = json.loads((out / "ensemble.json").read_text())
     assert len(doc["members"]) == k and 0 <= doc["test_accuracy"] <= 1
     assert doc["not_pruned_test_accuracy"] == result["reference_test_accuracy"]
-    assert "test_auroc" in doc and "held-out accuracy: ensemble" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "test_auroc" in doc and "held-out accuracy: ensemble" in printed
+    # its size against the not-pruned head's, in ensemble.json and on screen
+    assert doc["not_pruned_params"] == result["reference_head_params"]
+    share = doc["ensemble_params"] / doc["not_pruned_params"]
+    assert f"{share:.1%} of the not-pruned head's {result['reference_head_params']:,}" in printed
+
+
+def test_any_front_member_loads_exports_and_predicts_by_rank(
+    mo_run, feature_cache, faces_folder, tmp_path, capsys
+):
+    """--rank N (evoprune.load(rank=N)): each member's held-out accuracy, recomputed from the
+    loaded model, is the one the run recorded for that member."""
+    import evoprune
+    from evoprune.export import export_model
+    from evoprune.runs.experiment import prepare_data
+    from evoprune.runs.store import open_run
+
+    out, result = mo_run
+    data = prepare_data(open_run(out).settings(), progress=False, cache_dir=feature_cache)
+    truth = np.asarray(data.classes)[data.y_test]
+    for member in result["front"]:
+        rank = int(member["rank"])
+        clf = evoprune.load(out, rank=rank)
+        assert list(clf.best_mask_) == list(hex_to_mask(member["mask"], result["genes"]))
+        accuracy = float((clf.predict(data.X_test) == truth).mean())
+        assert accuracy == pytest.approx(member["test_accuracy"])
+        exported = export_model(out, tmp_path / f"m{rank}.onnx", head_only=True, rank=rank)
+        assert exported.metadata["head_params"] == member["head_params"]
+        assert exported.metadata["head"].startswith(f"front rank {rank}")
+    smallest = int(result["front"][0]["rank"])
+    images = sorted(str(p) for p in (faces_folder / "face").glob("*.png"))[:3]
+    capsys.readouterr()
+    assert main(["predict", str(out), *images, "--rank", str(smallest), "--no-progress"]) == 0
+    expected = evoprune.load(out, rank=smallest).predict(images)
+    printed = capsys.readouterr().out
+    lines = printed.splitlines()
+    for image, label in zip(images, expected):
+        assert any(image in line and f" {label} " in line for line in lines), (image, label)
+    assert main(["export", str(out), "--rank", str(smallest), "--format", "onnx"]) == 0
+    assert (out / f"model_rank{smallest}.onnx").is_file()
+    (out / f"model_rank{smallest}.onnx").unlink()
+    (out / f"model_rank{smallest}.onnx.json").unlink()
+
+
+def test_a_bad_rank_is_one_message(mo_run, tiny_run, caplog, tmp_path):
+    out, result = mo_run
+    ranks = [int(m["rank"]) for m in result["front"]]
+    bad = str(max(ranks) + 1)
+    target = str(tmp_path / "m.onnx")
+    assert main(["export", str(out), "--rank", bad, "--out", target]) == 2
+    assert f"ranks {min(ranks)} to {max(ranks)}" in caplog.text and "pareto.csv" in caplog.text
+    assert main(["predict", str(tiny_run[0]), "x.png", "--rank", "0"]) == 2
+    assert "single-objective run" in caplog.text
+    assert main(["export", str(out), "--rank", "0", "--reference", "--out", target]) == 2
+    assert "exclude each other" in caplog.text
 
 
 def test_ensemble_errors(mo_run, tiny_run, feature_cache, caplog):

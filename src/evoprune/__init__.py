@@ -10,15 +10,16 @@ __version__ = "0.1.0"
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def load(run_dir):
-    """A fitted :class:`~evoprune.estimator.EvoPruneClassifier` from a run folder.
+def load(run_dir, rank=None):
+    """A fitted :class:`~evoprune.estimator.EvoPruneClassifier` from a run folder (``rank``:
+    that front member of a multi-objective run instead of the shipped head).
 
     It predicts on feature matrices and on images (paths or PIL images); see
     `evoprune.estimator.load`. Imported on first use so that ``import evoprune`` stays light.
     """
     from evoprune.estimator import load as _load
 
-    return _load(run_dir)
+    return _load(run_dir, rank=rank)
 
 
 _LAZY = {

@@ -356,12 +356,13 @@ def _looks_like_images(X) -> bool:
     return getattr(X, "ndim", None) == 4
 
 
-def load(run_dir: str | Path) -> EvoPruneClassifier:
+def load(run_dir: str | Path, rank: int | None = None) -> EvoPruneClassifier:
     """A fitted :class:`~evoprune.estimator.EvoPruneClassifier` from a run folder.
 
     It predicts on feature matrices of the run's backbone and, because it knows that backbone
     (``backbone_``), on images too: a list of paths or PIL images, or a 4-d array.
-    ``classes_`` are the run's class names.
+    ``classes_`` are the run's class names. ``rank`` takes front member ``rank`` of a
+    multi-objective run (pareto.csv) instead of the shipped head.
     """
     run = open_run(run_dir)
     r, cfg = run.result, run.run_config
@@ -372,9 +373,9 @@ def load(run_dir: str | Path) -> EvoPruneClassifier:
             params[name] = tuple(value) if isinstance(value, list) else value
     params["random_state"] = r.seed
     clf = EvoPruneClassifier(**params)
-    head = run.head()
+    head = run.head(rank=rank)
     encoding = make_encoding(r.encoding, r.feature_dim, r.hidden_size, r.n_classes)
-    best_mask = np.asarray(r.best_mask, dtype=np.uint8)
+    best_mask = run.mask(rank)
     try:
         masks = encoding.decode(best_mask)
     except EvoPruneError as exc:
@@ -384,8 +385,9 @@ def load(run_dir: str | Path) -> EvoPruneClassifier:
         head.feature_index.numpy(), np.flatnonzero(masks.features)
     ):
         raise EvoPruneError(
-            f"{run.head_path()} (layer sizes {head.sizes}) does not match the "
-            f"best mask in result.json (sizes {expected}); the folder is "
+            f"{run.head_path(rank=rank)} (layer sizes {head.sizes}) does not match the "
+            f"{'best' if rank is None else f'rank {rank}'} mask in result.json (sizes "
+            f"{expected}); the folder is "
             "inconsistent: run the experiment again"
         )
     clf.classes_ = np.asarray(r.classes)
@@ -395,8 +397,9 @@ def load(run_dir: str | Path) -> EvoPruneClassifier:
     clf.masks_ = masks
     clf.head_ = head
     clf.backbone_ = run.backbone  # a spec's file resolved from the folder
-    clf.best_fitness_ = float(r.fitness)
-    clf.check_accuracy_ = r.check_accuracy
+    member = None if rank is None else run.front_member(rank)
+    clf.best_fitness_ = float(r.fitness if member is None else member["fitness"])
+    clf.check_accuracy_ = r.check_accuracy if member is None else member.get("check_accuracy")
     history = run.path / HISTORY_FILE
     clf.history_ = [rec.as_row() for rec in read_history(history)] if history.is_file() else []
     clf.run_dir_ = run.path

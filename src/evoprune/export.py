@@ -84,10 +84,16 @@ class ExportedModel:
 
 
 def default_export_path(
-    run_dir: str | Path, format: str = "onnx", reference: bool = False, head_only: bool = False
+    run_dir: str | Path,
+    format: str = "onnx",
+    reference: bool = False,
+    head_only: bool = False,
+    rank: int | None = None,
 ) -> Path:
-    """``RUN_DIR/[reference_]model.onnx`` (``..._head.onnx`` for the head alone; ``.pt``)."""
+    """``RUN_DIR/[reference_]model[_rankN].onnx`` (``head_model...`` for the head alone;
+    ``.pt``)."""
     stem = ("reference_" if reference else "") + ("head_model" if head_only else "model")
+    stem += "" if rank is None else f"_rank{rank}"
     return Path(run_dir) / (stem + _suffix(format))
 
 
@@ -97,11 +103,14 @@ def _suffix(format: str) -> str:
     return FORMATS[format]
 
 
-def _expected_sizes(run: RunFolder, reference: bool) -> tuple[tuple[int, ...], np.ndarray]:
-    """(layer sizes, selected features) of the evolved or the not-pruned head per result.json."""
+def _expected_sizes(
+    run: RunFolder, reference: bool, rank: int | None = None
+) -> tuple[tuple[int, ...], np.ndarray]:
+    """(layer sizes, selected features) of the evolved or the not-pruned head (or front member
+    ``rank``) per result.json."""
     r = run.result
     encoding = make_encoding(r.encoding, r.feature_dim, r.hidden_size, r.n_classes)
-    chromosome = encoding.full() if reference else np.asarray(r.best_mask)
+    chromosome = encoding.full() if reference else run.mask(rank)
     try:
         masks = encoding.decode(chromosome)
     except EvoPruneError as exc:
@@ -118,18 +127,18 @@ def _matches(head: CompactHead, expected: tuple[tuple[int, ...], np.ndarray]) ->
     return head.sizes == sizes and np.array_equal(head.feature_index.numpy(), features)
 
 
-def checked_head(run: RunFolder, reference: bool = False) -> CompactHead:
+def checked_head(run: RunFolder, reference: bool = False, rank: int | None = None) -> CompactHead:
     """The run's evolved head (or with ``reference=True`` its not-pruned head), checked.
 
     The evolved head must have the layer sizes and selected features that result.json's best
     mask decodes to, the reference head those of the full mask; otherwise (for instance the two
     head files swapped) a pruned model would be exported labelled as not pruned, or the reverse.
     """
-    head = run.head(reference=reference)
-    expected = _expected_sizes(run, reference)
+    head = run.head(reference=reference, rank=rank)
+    expected = _expected_sizes(run, reference, rank)
     if _matches(head, expected):
         return head
-    path = run.head_path(reference)
+    path = run.head_path(reference, rank)
     what = (
         "the not-pruned (reference) head"
         if reference
@@ -187,17 +196,23 @@ def writing_to(path: str | Path, option: str = "--out") -> Iterator[None]:
 
 
 def build_model(
-    run: RunFolder, reference: bool = False, head_only: bool = False
+    run: RunFolder, reference: bool = False, head_only: bool = False, rank: int | None = None
 ) -> tuple[HeadClassifier | ImageClassifier, dict]:
-    """The run's deployable torch module (eval mode) and the metadata that goes with it."""
+    """The run's deployable torch module (eval mode) and the metadata that goes with it
+    (``rank``: front member ``rank`` instead of the shipped head)."""
     from .backbones import get_backbone
 
-    head = checked_head(run, reference=reference)
+    head = checked_head(run, reference=reference, rank=rank)
     backbone = get_backbone(run.backbone)
     module = (
         HeadClassifier(head) if head_only else ImageClassifier(backbone.feature_extractor(), head)
     )
-    return module.eval(), model_metadata(run, backbone, head, reference, head_only)
+    metadata = model_metadata(run, backbone, head, reference, head_only)
+    if rank is not None:
+        member = run.front_member(rank)
+        metadata["head"] = f"front rank {rank}" + (" (shipped)" if member.get("selected") else "")
+        metadata["test_accuracy"] = member.get("test_accuracy")
+    return module.eval(), metadata
 
 
 def model_metadata(
@@ -249,24 +264,28 @@ def export_model(
     format: str = "onnx",
     reference: bool = False,
     head_only: bool = False,
+    rank: int | None = None,
 ) -> ExportedModel:
     """Write the run's model as ONNX or TorchScript, with its metadata as ``out + '.json'``.
 
-    ``reference=True`` exports the not-pruned head instead of the evolved one; ``head_only=True``
-    leaves the backbone out (input: features instead of images).
+    ``reference=True`` exports the not-pruned head instead of the evolved one, ``rank`` front
+    member ``rank`` of a multi-objective run; ``head_only=True`` leaves the backbone out
+    (input: features instead of images).
     """
     suffix = _suffix(format)
     run = open_run(run_dir)
+    if rank is not None:
+        run.head_path(reference, rank)  # a bad --rank is one message before any work
     out = (
         Path(out)
         if out is not None
-        else default_export_path(run.path, format, reference, head_only)
+        else default_export_path(run.path, format, reference, head_only, rank)
     )
     check_output_path(out, example="model" + suffix)
     meta_out = check_output_path(Path(str(out) + ".json"), example=out.name + ".json")
     for target in (out, meta_out):
         check_file_target(target, "export", "--out", run.data_roots())
-    module, metadata = build_model(run, reference, head_only)
+    module, metadata = build_model(run, reference, head_only, rank)
     sparse = _pruned_connections(run, module.head, format, reference, metadata)
     if head_only:
         example = torch.zeros(2, run.result.get("feature_dim", module.head.n_inputs))

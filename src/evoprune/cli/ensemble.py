@@ -59,7 +59,9 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     )
     lines = [
         f"ensemble of front heads {doc['members']} ({doc['vote']} vote), "
-        f"{doc['ensemble_params']:,} parameters",
+        f"{doc['ensemble_params']:,} parameters: "
+        f"{doc['ensemble_params'] / doc['not_pruned_params']:.1%} of the not-pruned head's "
+        f"{doc['not_pruned_params']:,}",
         f"held-out accuracy: ensemble {doc['test_accuracy']:.4f}, best single front head "
         f"{doc['best_single_test_accuracy']:.4f}, selected head "
         f"{doc['selected_test_accuracy']:.4f}, not pruned "

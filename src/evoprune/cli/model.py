@@ -49,6 +49,7 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="export the not-pruned head instead of the evolved one (comparisons)",
     )
+    _rank_option(p, "export")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
@@ -71,6 +72,7 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_json_option(p, "each image's class and every class's probability")
+    _rank_option(p, "use")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
@@ -91,10 +93,27 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_show)
 
 
+def _rank_option(p: argparse.ArgumentParser, verb: str) -> None:
+    p.add_argument(
+        "--rank",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"{verb} front member N of a multi-objective run (the rank column of pareto.csv, "
+        "smallest head first) instead of the shipped head",
+    )
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from evoprune.export import export_model
 
-    exported = export_model(args.run_dir, args.out, format=args.format, reference=args.reference)
+    exported = export_model(
+        args.run_dir,
+        args.out,
+        format=args.format,
+        reference=args.reference,
+        rank=getattr(args, "rank", None),
+    )
     meta = exported.metadata
     size = meta["preprocessing"]["image_size"]
     sys.stdout.write(
@@ -150,7 +169,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.csv:  # before the (slow) feature extraction
         check_output_path(args.csv, "--csv", example="predictions.csv")
         check_file_target(args.csv, "predict", "--csv", open_run(args.run_dir).data_roots())
-    clf = load(args.run_dir)
+    clf = load(args.run_dir, rank=getattr(args, "rank", None))
     paths = collect_images(args.images)
     if not paths:
         raise EvoPruneError("no images to predict in " + ", ".join(args.images))

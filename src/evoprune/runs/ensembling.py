@@ -105,6 +105,7 @@ def build_ensemble(
         "vote": vote,
         "member_active_fractions": [float(masks[i].mean()) for i in chosen],
         "ensemble_params": int(sum(heads[i].n_params() for i in chosen)),
+        "not_pruned_params": int(r.reference_head_params),
         "validation_accuracy": float((ensemble_predict(val_probas[chosen], vote) == y_val).mean()),
         "test_accuracy": acc,
         "best_single_test_accuracy": float(best_single["test_accuracy"]),

@@ -237,6 +237,14 @@ def run_experiment(
     writer = RunWriter(out, overwrite)
     run_doc = saved_settings(cfg, out)
     writer.check(run_doc, data_roots=data_roots(cfg))
+    finished = writer.finished(run_doc)
+    if finished is not None:  # nothing to do, and nothing is retrained or rewritten
+        log.warning(
+            "already finished: %s holds this run's results (result.json); nothing was redone. "
+            "To run it again, move that folder away or give another --out",
+            out,
+        )
+        return finished
     data = (
         prepared
         if prepared is not None

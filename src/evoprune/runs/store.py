@@ -399,15 +399,51 @@ class RunFolder:
                 roots += [Path(r) for r in source_roots(resolve_path(text, self.path))]
         return roots
 
-    def head_path(self, reference: bool = False) -> Path:
+    def front_member(self, rank: int) -> dict:
+        """The entry of the front member ``rank`` (result.json's ``front``, pareto.csv's rows);
+        one message naming the run and the ranks there are otherwise."""
+        front = self.result.front
+        if not front:
+            raise ConfigError(
+                f"--rank {rank}: {self.path} is a single-objective run with one head; drop "
+                "--rank (only a multi-objective run has a front to choose from)"
+            )
+        ranks = [int(m["rank"]) for m in front]
+        if isinstance(rank, bool) or rank not in ranks:
+            raise ConfigError(
+                f"--rank {rank}: the front of {self.path} has ranks {min(ranks)} to "
+                f"{max(ranks)} (see pareto.csv; rank {self.selected_rank()} is the shipped head)"
+            )
+        return front[ranks.index(rank)]
+
+    def selected_rank(self) -> int | None:
+        """The rank of the shipped head on the front (None for a single-objective run)."""
+        for m in self.result.front or []:
+            if m.get("selected"):
+                return int(m["rank"])
+        return None
+
+    def mask(self, rank: int | None = None) -> np.ndarray:
+        """The 0/1 genes of the shipped head, or of front member ``rank``."""
+        if rank is None:
+            return np.asarray(self.result.best_mask, dtype=np.uint8)
+        return hex_to_mask(self.front_member(rank)["mask"], self.result.genes)
+
+    def head_path(self, reference: bool = False, rank: int | None = None) -> Path:
+        if rank is not None:
+            if reference:
+                raise ConfigError("--rank and --reference exclude each other: choose one head")
+            self.front_member(rank)
+            return self.path / FRONT_DIR / f"head_{rank}.safetensors"
         return self.path / (REFERENCE_HEAD_FILE if reference else HEAD_FILE)
 
-    def head(self, reference: bool = False) -> CompactHead:
-        """The evolved head, or the not-pruned one with ``reference=True``, in eval mode."""
-        head = load_head(self.head_path(reference), n_inputs=self.result.feature_dim)
+    def head(self, reference: bool = False, rank: int | None = None) -> CompactHead:
+        """The evolved head, the not-pruned one with ``reference=True``, or front member
+        ``rank`` of a multi-objective run, in eval mode."""
+        head = load_head(self.head_path(reference, rank), n_inputs=self.result.feature_dim)
         if head.sizes[-1] != self.result.n_classes:
             raise EvoPruneError(
-                f"{self.head_path(reference)} has {head.sizes[-1]} outputs but "
+                f"{self.head_path(reference, rank)} has {head.sizes[-1]} outputs but "
                 f"result.json lists {self.result.n_classes} classes; the folder "
                 "is inconsistent: run the experiment again"
             )
@@ -617,6 +653,23 @@ class RunWriter:
             if self.overwrite:
                 return {"run": {}}
             raise
+
+    def finished(self, run_doc: dict) -> dict | None:
+        """The ``result.json`` of this very run when the folder holds it finished (same result
+        settings, a readable result), else None: starting it again must change nothing."""
+        try:
+            saved = json.loads((self.out / CONFIG_FILE).read_text(encoding="utf-8")).get("run")
+            doc = json.loads((self.out / RESULT_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError, AttributeError):
+            return None
+        if not isinstance(saved, dict) or _results_part(saved) != _results_part(run_doc):
+            return None
+        if not all((self.out / name).is_file() for name in (HEAD_FILE, REFERENCE_HEAD_FILE)):
+            return None  # damaged: running it again rewrites it
+        try:
+            return RunResult.from_dict(doc, self.out / RESULT_FILE).to_dict()
+        except EvoPruneError:
+            return None
 
     def _refuse(self, saved: Mapping[str, Any], current: Mapping[str, Any]) -> None:
         diff = _differences(saved, current)
