@@ -15,9 +15,10 @@ class ImageDataset:
     """Paths and labels of a set of images; pixels stay on disk.
 
     `paths[i]` has class `classes[labels[i]]`. `test_idx` holds the indices of a test set that
-    came with the data (train/ and test/ folders, or a CSV split column); `folds` holds the
-    (train_idx, test_idx) pair of each partition of a k-fold layout. `skipped` lists the files
-    left out as unreadable when loading with skip_bad=True.
+    came with the data (train/ and test/ folders, or a CSV split column), `val_idx` those of a
+    given validation set (a validation/ folder beside them: the fitness split); `folds` holds
+    the (train_idx, test_idx) pair of each partition of a k-fold layout. `skipped` lists the
+    files left out as unreadable when loading with skip_bad=True.
     """
 
     name: str
@@ -27,6 +28,7 @@ class ImageDataset:
     test_idx: np.ndarray | None = None
     folds: list[tuple[np.ndarray, np.ndarray]] | None = None
     skipped: list[str] = field(default_factory=list)
+    val_idx: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -72,6 +74,7 @@ def drop_paths(dataset: ImageDataset, bad: Collection[str]) -> ImageDataset:
         labels=labels,
         classes=list(dataset.classes),
         test_idx=None if dataset.test_idx is None else renumber(dataset.test_idx),
+        val_idx=None if dataset.val_idx is None else renumber(dataset.val_idx),
         folds=None
         if dataset.folds is None
         else [(renumber(tr), renumber(te)) for tr, te in dataset.folds],

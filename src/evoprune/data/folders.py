@@ -1,7 +1,9 @@
 """Datasets stored as folders, in one of three layouts:
 
 (a) root/<class>/<image>                         one folder per class
-(b) root/train/<class>/<image>, root/test/...     a given train/test split
+(b) root/train/<class>/<image>, root/test/...     a given train/test split (and, with a
+    root/validation/ (or val/) folder of the same classes, a given validation set: the fitness
+    split, its images part of the training data)
 (c) root/<partition>/{train,test}/<class>/<image> k given partitions (the paper's 5-fold layout)
 
 A root holding `train` and `test` among its subfolders is (b); a root whose every subfolder
@@ -29,6 +31,7 @@ from evoprune.errors import DataError
 logger = logging.getLogger(__name__)
 
 _TRAIN, _TEST = "train", "test"
+_VALIDATION = ("validation", "val", "valid")
 _LAYOUT_HELP = (
     "expected one subfolder per class holding the images (root/<class>/<image>), "
     "train/ and test/ folders each holding class folders, or partition folders each holding "
@@ -43,12 +46,15 @@ def load_folder(root: str) -> ImageDataset:
     subdirs = _subdirs(root)
     split_dirs = _train_test_dirs(root, subdirs)
     if split_dirs is not None:
-        extra = sorted(set(subdirs) - set(split_dirs))
+        val_dir = next((d for d in subdirs if d.lower() in _VALIDATION), None)
+        extra = sorted(set(subdirs) - set(split_dirs) - {val_dir})
         if extra:
             logger.warning(
-                "%s: using only train/ and test/, ignoring folder(s) %s", root, ", ".join(extra)
+                "%s: using only train/, test/ and validation/, ignoring folder(s) %s",
+                root,
+                ", ".join(extra),
             )
-        return _load_train_test(root, name, *split_dirs)
+        return _load_train_test(root, name, *split_dirs, val_dir=val_dir)
     _check_half_split(root, subdirs)
     with_splits = [d for d in subdirs if _train_test_dirs(os.path.join(root, d)) is not None]
     if with_splits and len(with_splits) == len(subdirs):
@@ -73,23 +79,35 @@ def _load_class_folders(root: str, name: str) -> ImageDataset:
     return ImageDataset(name=name, paths=paths, labels=labels, classes=classes)
 
 
-def _load_train_test(root: str, name: str, train_dir: str, test_dir: str) -> ImageDataset:
+def _load_train_test(
+    root: str, name: str, train_dir: str, test_dir: str, val_dir: str | None = None
+) -> ImageDataset:
     train = _scan_classes(os.path.join(root, train_dir))
     test = _scan_classes(os.path.join(root, test_dir))
     _check_test_classes(os.path.join(root, test_dir), train, test)
+    val = {} if val_dir is None else _scan_classes(os.path.join(root, val_dir))
+    if val_dir is not None:
+        _check_test_classes(os.path.join(root, val_dir), train, val)
     classes = _check_classes(os.path.join(root, train_dir), sorted(train))
     train_paths, train_labels = _flatten(train, classes)
+    val_paths, val_labels = _flatten(val, classes) if val else ([], np.zeros(0, np.int64))
     test_paths, test_labels = _flatten(test, classes)
-    n_train, n_test = len(train_paths), len(test_paths)
+    n_train, n_val, n_test = len(train_paths), len(val_paths), len(test_paths)
     logger.info(
-        "%s: %d train and %d test images in %d classes", root, n_train, n_test, len(classes)
+        "%s: %d train, %d validation and %d test images in %d classes",
+        root,
+        n_train,
+        n_val,
+        n_test,
+        len(classes),
     )
     return ImageDataset(
         name=name,
-        paths=train_paths + test_paths,
-        labels=np.concatenate([train_labels, test_labels]),
+        paths=train_paths + val_paths + test_paths,
+        labels=np.concatenate([train_labels, val_labels, test_labels]).astype(np.int64),
         classes=classes,
-        test_idx=np.arange(n_train, n_train + n_test, dtype=np.int64),
+        test_idx=np.arange(n_train + n_val, n_train + n_val + n_test, dtype=np.int64),
+        val_idx=np.arange(n_train, n_train + n_val, dtype=np.int64) if val_dir else None,
     )
 
 

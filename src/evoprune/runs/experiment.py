@@ -94,6 +94,8 @@ class PreparedData:
     feature_key: str
     feature_seconds: float
     feature_form: str = ""  # the backbone's form that computed X ("onnxruntime/cpu")
+    # rows of X_train that are a given validation set (a validation/ folder): the fitness split
+    validation: np.ndarray | None = None
 
     @property
     def n_classes(self) -> int:
@@ -135,6 +137,7 @@ def prepare_data(
         paths=paths,
         labels=labels,
         test_idx=_reindex(dataset.test_idx, used),
+        val_idx=_reindex(dataset.val_idx, used),
         folds=None
         if dataset.folds is None
         else [(_reindex(a, used), _reindex(b, used)) for a, b in dataset.folds],
@@ -178,7 +181,17 @@ def prepare_data(
         feature_key=feats.key,
         feature_seconds=feats.seconds,
         feature_form=feats.form,
+        validation=_validation_rows(sub.val_idx, train_idx),
     )
+
+
+def _validation_rows(val_idx, train_idx: np.ndarray) -> np.ndarray | None:
+    """Positions in the training rows of a given validation set's images (None without one)."""
+    if val_idx is None or not len(val_idx):
+        return None
+    rows = np.flatnonzero(np.isin(np.asarray(train_idx), np.asarray(val_idx)))
+    log.info("fitness split: the given validation folder, %d of the training images", len(rows))
+    return rows
 
 
 @dataclass
@@ -306,6 +319,7 @@ def _search(
             executor=executor,
             classes=data.classes,
             progress=progress,
+            validation=data.validation,
         )
 
 
