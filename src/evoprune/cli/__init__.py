@@ -111,6 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_backbones(args: argparse.Namespace) -> int:
     from evoprune.backbones import list_backbones
+    from evoprune.backbones.specs import SPEC_FORMS
 
     rows = [("name", "features", "input", "available", "source")]
     for b in list_backbones():
@@ -124,6 +125,7 @@ def cmd_backbones(args: argparse.Namespace) -> int:
             )
         )
     sys.stdout.write(format_table(rows))
+    sys.stdout.write(f"\nOr pass --backbone SPEC: {SPEC_FORMS}; options after '?'.\n")
     return 0
 
 

@@ -324,7 +324,9 @@ SETTINGS: tuple[Setting, ...] = (
         "efficientnet-lite0",
         group="head",
         check=_backbone,
-        help="frozen feature extractor (see 'evoprune backbones'). Default: efficientnet-lite0",
+        help="frozen feature extractor: a name (see 'evoprune backbones'), or timm:NAME, "
+        "torchvision:NAME, a .pt/.pth/.onnx file or module:factory, with options such as "
+        "'model.onnx?size=64'. Default: efficientnet-lite0",
     ),
     Setting(
         "hidden_size",
