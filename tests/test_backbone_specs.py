@@ -391,3 +391,16 @@ def test_a_run_on_an_onnx_file_exports_one_joined_onnx_model(
     code = main(["export", str(out), "--format", "torchscript", "--out", str(tmp_path / "m.pt")])
     assert code == 2 and "no TorchScript form" in caplog.text
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_default_folders_name_a_spec_by_its_model(models):
+    from evoprune.runs.config import RunConfig, default_out_dir
+
+    root, _ = models
+    for spec, word in [
+        (f"{root / 'tiny.pt'}?size=32", "_tiny_"),
+        ("timm:resnet18", "_timm-resnet18_"),
+        ("efficientnet-lite0", "_efficientnet-lite0_"),
+    ]:
+        out = default_out_dir(RunConfig(data="elpv", backbone=spec))
+        assert out.parent.name == "runs" and word in out.name, out

@@ -123,9 +123,12 @@ def compare_config_from_args(args: argparse.Namespace):
 
 
 def default_compare_dir(cc) -> Path:
+    from evoprune.runs.config import backbone_folder_word
+
     b = cc.base
     data = Path(b.data).name or "data"
-    name = f"compare_{data}_{b.backbone}_{b.trainer}_{b.fitness_split}_s{cc.seed_base}"
+    backbone = backbone_folder_word(b.backbone)  # a spec's file stem, not its path
+    name = f"compare_{data}_{backbone}_{b.trainer}_{b.fitness_split}_s{cc.seed_base}"
     return Path("runs") / name
 
 

@@ -939,11 +939,11 @@ def default_out_dir(cfg: RunConfig) -> Path:
     result setting, so runs that differ in any of them never share a folder."""
     cfg = cfg.validate()
     data = Path(cfg.data).name or "data"
-    backbone = _folder_word(cfg.backbone)
+    backbone = backbone_folder_word(cfg.backbone)
     return Path("runs") / f"{data}_{cfg.encoding}_{backbone}_s{cfg.seed}-{cfg.fingerprint()}"
 
 
-def _folder_word(backbone: str) -> str:
+def backbone_folder_word(backbone: str) -> str:
     """A backbone as part of a folder name: a registered name as it is; a spec's file stem or
     model name, other characters as '-' (``timm:resnet18`` -> ``timm-resnet18``)."""
     from evoprune.backbones import specs
