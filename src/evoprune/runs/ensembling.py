@@ -29,7 +29,11 @@ def fitness_split_probas(
 
     leaked = cfg.fitness_split == "test"
     folds = fitness_folds(
-        cfg, data.X_train, data.y_train, eval_set=(data.X_test, data.y_test) if leaked else None
+        cfg,
+        data.X_train,
+        data.y_train,
+        eval_set=(data.X_test, data.y_test) if leaked else None,
+        validation=getattr(data, "validation", None),  # a given validation folder
     )
     probas = []
     for mask in masks:
