@@ -2,14 +2,51 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 from evoprune.io import atomic_write
 from evoprune.search import EvaluationRecord
 
+F = TypeVar("F", bound=Callable[..., Any])
 
-def _pyplot():
+
+#: The one visual style of evoprune's figures: every plotting function runs inside it
+#: (:func:`styled`), so fonts, grid, frame and colours match from figure to figure.
+STYLE = {
+    "figure.dpi": 120,
+    "savefig.dpi": 120,
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "lines.linewidth": 1.6,
+}
+
+#: Colours by role (Okabe-Ito, readable by colour-blind readers), the same in every figure.
+COLORS = {
+    "evolved": "#D55E00",  # the evolved / shipped head
+    "reference": "#222222",  # the not-pruned head
+    "fitness": "#0072B2",  # values on the fitness split
+    "heldout": "#E69F00",  # values on held-out images
+    "evaluated": "#B0B0B0",  # every evaluated head
+    "green": "#009E73",
+    "purple": "#CC79A7",
+    "sky": "#56B4E9",
+}
+
+
+def pyplot():
+    """matplotlib's pyplot without a display."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -18,63 +55,121 @@ def _pyplot():
     return plt
 
 
+def _style() -> dict:
+    from cycler import cycler
+
+    order = ("fitness", "evolved", "green", "heldout", "purple", "sky", "reference")
+    return {**STYLE, "axes.prop_cycle": cycler(color=[COLORS[k] for k in order])}
+
+
+def styled(plot: F) -> F:
+    """Run the figure function ``plot`` in :data:`STYLE` (matplotlib's settings are restored
+    after it, so a user's own figures are left alone)."""
+
+    @functools.wraps(plot)
+    def wrapper(*args, **kwargs):
+        with pyplot().rc_context(_style()):
+            return plot(*args, **kwargs)
+
+    wrapper.evoprune_styled = True  # type: ignore[attr-defined]
+    return cast(F, wrapper)
+
+
+def legend_outside(ax, handles=None, labels=None, where: str = "right", **kwargs):
+    """The legend of ``ax`` outside its data area: to the right of the axes (``where="right"``)
+    or under its x-axis label (``"below"``), so no point is ever hidden under it."""
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    if where == "below":
+        place = dict(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=kwargs.pop("ncol", 3))
+    else:
+        place = dict(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    if labels is None:
+        return ax.legend(handles=handles, **place, **kwargs)
+    return ax.legend(handles, labels, **place, **kwargs)
+
+
 def save_figure(fig, ax, path: str | Path, title: str = "") -> Path:
-    """Title ``ax``, write ``fig`` as a PNG at ``path`` atomically, and free it."""
+    """Title ``ax``, write ``fig`` as a PNG at ``path`` atomically (legends outside the axes
+    included), and free it."""
     import matplotlib.pyplot as plt
 
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title)
     fig.tight_layout()
     try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+        return atomic_write(
+            path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight", pad_inches=0.1)
+        )
     finally:
         plt.close(fig)
 
 
+@styled
 def plot_convergence(
-    history: Sequence[EvaluationRecord], path: str | Path, title: str = ""
+    history: Sequence[EvaluationRecord],
+    path: str | Path,
+    title: str = "",
+    *,
+    followed: Sequence[int] | None = None,
+    followed_label: str = "best so far",
+    shipped: int | None = None,
 ) -> Path:
-    """Each evaluation's fitness and the best so far against evaluations, with the active
-    fraction of the best on a second axis (like the paper's convergence figures)."""
-    plt = _pyplot()
+    """Each evaluation's fitness and the followed head's against evaluations, with the
+    followed head's active fraction on a second axis (like the paper's convergence figures).
+
+    ``followed[i]`` is the history position of the head followed after evaluation ``i``
+    (default: the best by fitness so far); a multi-objective run follows the head its
+    selection rule picks from the front so far, the head it ships. ``shipped`` (a history
+    position) is marked with a star."""
+    plt = pyplot()
     idx = [r.index for r in history]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    if followed is None:
+        fit = [r.best_fitness for r in history]
+        act = [r.best_active_fraction for r in history]
+    else:
+        fit = [history[j].fitness for j in followed]
+        act = [history[j].active_fraction for j in followed]
+    fig, ax = plt.subplots(figsize=(7, 4))
     ax.scatter(
         idx,
         [r.fitness for r in history],
         s=8,
-        alpha=0.45,
-        color="tab:blue",
-        label="evaluation fitness",
+        alpha=0.6,
+        color=COLORS["evaluated"],
+        label="each evaluation's fitness",
     )
-    ax.step(
-        idx,
-        [r.best_fitness for r in history],
-        where="post",
-        color="tab:red",
-        lw=2,
-        label="best so far",
-    )
+    ax.step(idx, fit, where="post", color=COLORS["evolved"], lw=2, label=followed_label)
+    if shipped is not None:
+        r = history[shipped]
+        ax.scatter(
+            [r.index],
+            [r.fitness],
+            marker="*",
+            s=180,
+            color=COLORS["evolved"],
+            edgecolor="black",
+            linewidth=0.6,
+            zorder=5,
+            label="shipped head",
+        )
     ax.set_xlabel("evaluations")
-    ax.set_ylabel("fitness (accuracy)")
-    ax.grid(alpha=0.3)
+    ax.set_ylabel("fitness (accuracy on the fitness split)")
     ax2 = ax.twinx()
-    ax2.plot(
-        idx,
-        [r.best_active_fraction for r in history],
-        color="tab:green",
-        lw=1,
-        ls="--",
-        label="active fraction of best",
+    ax2.spines["right"].set_visible(True)
+    ax2.grid(False)
+    ax2.step(
+        idx, act, where="post", color=COLORS["fitness"], lw=1, ls="--", label="its active fraction"
     )
-    ax2.set_ylabel("active fraction of best")
+    ax2.set_ylabel("active fraction (dashed)")
     ax2.set_ylim(0, 1.02)
-    lines = ax.get_legend_handles_labels()
-    lines2 = ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="lower right", fontsize=8)
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    legend_outside(ax, h1 + h2, l1 + l2, where="below", ncol=2)
     return save_figure(fig, ax, path, title)
 
 
+@styled
 def plot_front(
     history: Sequence[EvaluationRecord],
     front: Sequence,
@@ -82,112 +177,140 @@ def plot_front(
     path: str | Path,
     title: str = "",
 ) -> Path:
-    """Accuracy against % active: every evaluated head and the front on the fitness split, the
-    front's heads retrained and scored on held-out images, the selected head and the
-    not-pruned head. With OOD AUROC measured, a second panel shows it against % active."""
-    plt = _pyplot()
+    """Two panels against % active, one per set of images: on the fitness split every
+    evaluated head and the front's fitness as a step line (the best fitness reachable at each
+    size); on held-out test images each front head's accuracy as a separate marker (they are
+    no front there, so they are not joined), the selected head and the not-pruned head. With
+    OOD AUROC measured, a third panel shows each front head's held-out AUROC."""
+    plt = pyplot()
     with_ood = any(m.test_auroc is not None for m in front)
-    fig, axes = plt.subplots(
-        1, 2 if with_ood else 1, figsize=(11 if with_ood else 7, 4.5), dpi=120, squeeze=False
-    )
-    ax = axes[0, 0]
-    ax.scatter(
+    n = 3 if with_ood else 2
+    fig, axes = plt.subplots(n, 1, figsize=(7.5, 2.9 * n + 0.4), sharex=True, squeeze=False)
+    fit_ax, test_ax = axes[0, 0], axes[1, 0]
+    xs = [100 * m.active_fraction for m in front]
+    chosen = [m for m in front if m.selected]
+    cx = [100 * m.active_fraction for m in chosen]
+    fit_ax.scatter(
         [100 * r.active_fraction for r in history],
         [r.fitness for r in history],
         s=9,
-        color="0.65",
-        alpha=0.6,
-        label="evaluated heads (fitness split)",
+        color=COLORS["evaluated"],
+        alpha=0.7,
+        label="evaluated heads",
     )
-    xs = [100 * m.active_fraction for m in front]
-    # a front over three objectives is no curve in two of them: points only
-    style = "-" if all(m.fitness_auroc is None for m in front) else ""
-    ax.plot(
-        xs,
-        [m.fitness for m in front],
-        "o" + style,
-        color="tab:blue",
-        ms=4,
-        label="front (fitness split)",
+    # a front over three objectives is no curve in two of them: its points only
+    if all(m.fitness_auroc is None for m in front):
+        fit_ax.step(xs, [m.fitness for m in front], where="post", color=COLORS["fitness"])
+    fit_ax.scatter(
+        xs, [m.fitness for m in front], s=22, color=COLORS["fitness"], zorder=4, label="front"
     )
-    ax.plot(
+    fit_ax.scatter(
+        cx,
+        [m.fitness for m in chosen],
+        marker="*",
+        s=200,
+        color=COLORS["evolved"],
+        edgecolor="black",
+        linewidth=0.6,
+        zorder=5,
+        label="selected",
+    )
+    fit_ax.set_ylabel("fitness\n(fitness split)")
+    fit_ax.set_title("on the fitness split (what the search saw)", loc="left", fontsize=9)
+    legend_outside(fit_ax)
+    test_ax.scatter(
         xs,
         [m.test_accuracy for m in front],
-        "s" + style.replace("-", "--"),
-        color="tab:orange",
-        ms=4,
-        label="front (held-out test)",
+        s=26,
+        marker="s",
+        color=COLORS["heldout"],
+        zorder=4,
+        label="front heads",
     )
-    chosen = [m for m in front if m.selected]
-    ax.scatter(
-        [100 * m.active_fraction for m in chosen],
+    test_ax.scatter(
+        cx,
         [m.test_accuracy for m in chosen],
         marker="*",
-        s=220,
-        color="tab:red",
+        s=200,
+        color=COLORS["evolved"],
+        edgecolor="black",
+        linewidth=0.6,
         zorder=5,
-        label="selected (held-out)",
+        label="selected",
     )
-    ax.axhline(
+    test_ax.axhline(
         reference_accuracy,
-        color="k",
+        color=COLORS["reference"],
         ls=":",
         lw=1.2,
-        label=f"not pruned (held-out) {reference_accuracy:.3f}",
+        label=f"not pruned\n({reference_accuracy:.3f})",
     )
-    ax.set_xlabel("% active genes")
-    ax.set_ylabel("accuracy")
-    ax.set_xlim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    test_ax.set_ylabel("accuracy\n(held-out test)")
+    test_ax.set_title("retrained, on held-out test images (not seen)", loc="left", fontsize=9)
+    legend_outside(test_ax)
     if with_ood:
-        ax2 = axes[0, 1]
-        ax2.scatter(
-            [100 * r.active_fraction for r in history if r.auroc is not None],
-            [r.auroc for r in history if r.auroc is not None],
-            s=9,
-            color="0.65",
-            alpha=0.6,
-            label="evaluated heads (fitness split)",
-        )
-        ax2.plot(
+        ood_ax = axes[2, 0]
+        ood_ax.scatter(
             xs,
             [m.test_auroc for m in front],
-            "s" + style.replace("-", "--"),
-            color="tab:orange",
-            ms=4,
-            label="front (held-out)",
+            s=26,
+            marker="s",
+            color=COLORS["heldout"],
+            label="front heads",
         )
-        ax2.scatter(
-            [100 * m.active_fraction for m in chosen],
+        ood_ax.scatter(
+            cx,
             [m.test_auroc for m in chosen],
             marker="*",
-            s=220,
-            color="tab:red",
+            s=200,
+            color=COLORS["evolved"],
+            edgecolor="black",
+            linewidth=0.6,
             zorder=5,
             label="selected",
         )
-        ax2.set_xlabel("% active genes")
-        ax2.set_ylabel("OOD AUROC")
-        ax2.set_xlim(0, 100)
-        ax2.grid(alpha=0.3)
-        ax2.legend(fontsize=7, loc="lower right")
-    return save_figure(fig, ax, path, title)
+        ood_ax.set_ylabel("OOD AUROC\n(held-out)")
+        legend_outside(ood_ax)
+    axes[-1, 0].set_xlabel("% active genes")
+    axes[-1, 0].set_xlim(0, 100)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, fit_ax, path)
 
 
+@styled
 def plot_hypervolume(
-    history: Sequence[EvaluationRecord], path: str | Path, title: str = ""
+    history: Sequence[EvaluationRecord],
+    path: str | Path,
+    title: str = "",
+    population: int | None = None,
 ) -> Path:
-    """Hypervolume of every head evaluated so far against evaluations."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-    ax.plot([r.index for r in history], [r.hypervolume for r in history], color="tab:purple")
+    """Hypervolume of every head evaluated so far against evaluations; the first
+    ``population`` evaluations (the random first population) shaded."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if population:
+        ax.axvspan(
+            0.5,
+            population + 0.5,
+            color=COLORS["evaluated"],
+            alpha=0.35,
+            lw=0,
+            label=f"first population ({population} random heads)",
+        )
+    ax.plot(
+        [r.index for r in history],
+        [r.hypervolume for r in history],
+        color=COLORS["purple"],
+        label="hypervolume so far",
+    )
     ax.set_xlabel("evaluations")
     ax.set_ylabel("hypervolume (reference point 1)")
-    ax.grid(alpha=0.3)
+    legend_outside(ax, where="below", ncol=2)
     return save_figure(fig, ax, path, title)
 
 
+@styled
 def plot_confusion(
     matrices: Mapping[str, Sequence[Sequence[int]] | None],
     classes: Sequence[str],
@@ -199,7 +322,7 @@ def plot_confusion(
     true class and shows that share with the count below it."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     shown = {name: np.asarray(m, dtype=float) for name, m in matrices.items() if m is not None}
     n = len(classes)
     side = max(3.2, 0.55 * n + 1.6)
@@ -207,7 +330,6 @@ def plot_confusion(
         1,
         len(shown),
         figsize=(side * len(shown) + 1.2, side + 0.6),
-        dpi=120,
         squeeze=False,
         layout="constrained",
     )
@@ -228,6 +350,7 @@ def plot_confusion(
             )
         accuracy = np.trace(counts) / max(counts.sum(), 1)
         ax.set_title(f"{name} (accuracy {accuracy:.3f})", fontsize=9)
+        ax.grid(False)
         ax.set_xticks(range(n), [str(c) for c in classes], rotation=45, ha="right", fontsize=font)
         ax.set_yticks(range(n), [str(c) for c in classes] if panel == 0 else [], fontsize=font)
         ax.set_xlabel("predicted class")
@@ -236,7 +359,7 @@ def plot_confusion(
     if image is not None:
         fig.colorbar(image, ax=list(axes[0]), shrink=0.8, label="share of the true class")
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title)
     try:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"))
     finally:

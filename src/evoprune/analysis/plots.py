@@ -7,18 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from evoprune.report import save_figure
+from evoprune.report import COLORS, legend_outside, save_figure, styled
+from evoprune.report import pyplot as _pyplot
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
+@styled
 def plot_cka(rows: Sequence, path: Path, title: str = "") -> Path:
     """Bars of CKA per layer and measure: the best head against its nearest evaluated
     neighbour and against the not-pruned head."""
@@ -27,8 +20,10 @@ def plot_cka(rows: Sequence, path: Path, title: str = "") -> Path:
         {(r.measure, r.layer) for r in rows}, key=lambda m: (m[0] != "kernel_rbf_weights", m[1])
     )
     x = np.arange(len(labels))
-    fig, ax = plt.subplots(figsize=(1.3 * len(labels) + 3, 3.8), dpi=120)
-    for k, (against, color) in enumerate((("nearest", "tab:blue"), ("not_pruned", "tab:orange"))):
+    fig, ax = plt.subplots(figsize=(1.3 * len(labels) + 3, 3.8))
+    for k, (against, color) in enumerate(
+        (("nearest", COLORS["evolved"]), ("not_pruned", COLORS["reference"]))
+    ):
         values = {(r.measure, r.layer): r.cka for r in rows if r.against == against}
         hamming = next((r.hamming for r in rows if r.against == against), 0)
         bars = ax.bar(
@@ -47,54 +42,66 @@ def plot_cka(rows: Sequence, path: Path, title: str = "") -> Path:
     ax.set_xticks(x, [f"{layer}\n{names.get(m, m)}" for m, layer in labels], fontsize=8)
     ax.set_ylim(0, 1.3)
     ax.set_ylabel("CKA with the best head")
-    ax.legend(fontsize=8, loc="upper center", ncol=2)
-    ax.grid(axis="y", alpha=0.3)
+    legend_outside(ax, where="below", ncol=2)
+    ax.grid(axis="x", visible=False)
     return save_figure(fig, ax, path, title)
 
 
+@styled
 def plot_removed(rows: Sequence, path: Path, title: str = "") -> Path:
     """Held-out accuracy (evolved and not pruned) and % active with each class removed."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 3, 3.8), dpi=120)
+    fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 3, 3.8))
     x = np.arange(len(rows))
-    ax.bar(x - 0.2, [r.test_accuracy for r in rows], 0.4, label="evolved", color="tab:blue")
+    ax.bar(x - 0.2, [r.test_accuracy for r in rows], 0.4, label="evolved", color=COLORS["evolved"])
     ax.bar(
         x + 0.2,
         [r.reference_test_accuracy for r in rows],
         0.4,
         label="not pruned",
-        color="tab:gray",
+        color=COLORS["reference"],
     )
     ax.set_xticks(x, [r.variant.replace("without ", "without\n") for r in rows], fontsize=8)
     ax.set_ylabel("held-out accuracy")
     ax.set_ylim(0, 1.05)
     right = ax.twinx()
-    right.plot(x, [100 * r.active_fraction for r in rows], "o-", color="tab:red", label="% active")
-    right.set_ylabel("% active genes (evolved)", color="tab:red")
+    right.plot(
+        x, [100 * r.active_fraction for r in rows], "o-", color=COLORS["fitness"], label="% active"
+    )
+    right.set_ylabel("% active genes (evolved)")
     right.set_ylim(0, 105)
+    right.grid(False)
+    right.spines["right"].set_visible(True)
     lines = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-    ax.legend(lines, [h.get_label() for h in lines], fontsize=8, loc="lower left")
+    legend_outside(ax, lines, [h.get_label() for h in lines], where="below", ncol=3)
     return save_figure(fig, ax, path, title)
 
 
+@styled
 def plot_added(rows: Sequence, path: Path, title: str = "") -> Path:
     """Accuracy, the added class's recall and % active against the share of its images."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.8), dpi=120)
+    fig, ax = plt.subplots(figsize=(6, 3.8))
     share = [100 * r.fraction for r in rows]
-    ax.plot(share, [r.test_accuracy for r in rows], "o-", label="held-out accuracy (evolved)")
+    ax.plot(
+        share,
+        [r.test_accuracy for r in rows],
+        "o-",
+        color=COLORS["evolved"],
+        label="held-out accuracy (evolved)",
+    )
     ax.plot(
         share,
         [r.reference_test_accuracy for r in rows],
         "s--",
-        color="tab:gray",
+        color=COLORS["reference"],
         label="held-out accuracy (not pruned)",
     )
     ax.plot(
         share,
         [r.class_recall for r in rows],
         "^-",
-        color="tab:green",
+        color=COLORS["green"],
         label=f"recall of {rows[0].class_name} (evolved)",
     )
     ax.set_xlabel(f"% of {rows[0].class_name}'s training images (0: class left out)")
@@ -102,13 +109,18 @@ def plot_added(rows: Sequence, path: Path, title: str = "") -> Path:
     ax.set_ylim(0, 1.05)
     right = ax.twinx()
     right.plot(
-        share, [100 * r.active_fraction for r in rows], "o:", color="tab:red", label="% active"
+        share,
+        [100 * r.active_fraction for r in rows],
+        "o:",
+        color=COLORS["fitness"],
+        label="% active (right axis)",
     )
-    right.set_ylabel("% active genes (evolved)", color="tab:red")
+    right.set_ylabel("% active genes (evolved)")
     right.set_ylim(0, 105)
+    right.grid(False)
+    right.spines["right"].set_visible(True)
     lines = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-    ax.legend(lines, [h.get_label() for h in lines], fontsize=8, loc="lower right")
-    ax.grid(alpha=0.3)
+    legend_outside(ax, lines, [h.get_label() for h in lines], where="below", ncol=2)
     return save_figure(fig, ax, path, title)
 
 
@@ -125,6 +137,7 @@ def _overlay(ax, picture: np.ndarray, cam: np.ndarray) -> None:
     ax.imshow(up / top if top > 0 else up, cmap="jet", alpha=0.45, vmin=0, vmax=1)
 
 
+@styled
 def plot_heatmaps(
     pictures: np.ndarray,
     cams: Mapping[str, np.ndarray],
@@ -135,7 +148,7 @@ def plot_heatmaps(
     """One column per image: the image, then each head's Grad-CAM over it."""
     plt = _pyplot()
     n = len(pictures)
-    fig, axes = plt.subplots(1 + len(cams), n, figsize=(1.7 * n, 1.8 * (1 + len(cams))), dpi=110)
+    fig, axes = plt.subplots(1 + len(cams), n, figsize=(1.7 * n, 1.8 * (1 + len(cams))))
     axes = np.asarray(axes).reshape(1 + len(cams), n)
     for k, row in enumerate(rows):
         axes[0, k].imshow(pictures[k])
@@ -150,35 +163,52 @@ def plot_heatmaps(
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title)
     return save_figure(fig, axes[0, 0], path)
 
 
+@styled
 def plot_channels(freq, path: Path, title: str = "", top: int = 40) -> Path:
-    """Left: channels kept in k of R runs, observed against independent draws; right: the
-    channels kept most often."""
+    """Left: channels kept in k of R runs, observed against independent draws. Right: how far
+    the observed counts are from independent draws (observed minus expected, with the band of
+    two standard deviations that chance alone gives): bars outside the band are agreement (or
+    disagreement) between runs beyond chance. (The channels kept most often are listed in
+    channels.csv: with few runs, many tie at every run and a bar chart of them says nothing.)"""
     plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), dpi=120)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
     R = len(freq.runs)
     k = np.arange(R + 1)
-    left.bar(k - 0.2, freq.observed(), 0.4, label="observed", color="tab:blue")
-    left.bar(k + 0.2, freq.expected(), 0.4, label="independent runs", color="tab:gray")
+    observed, expected = freq.observed(), freq.expected()
+    left.bar(k - 0.2, observed, 0.4, label="observed", color=COLORS["evolved"])
+    left.bar(k + 0.2, expected, 0.4, label="independent runs", color=COLORS["evaluated"])
     left.set_xlabel(f"kept in k of {R} fs runs")
     left.set_ylabel("channels")
     left.set_xticks(k)
-    left.legend(fontsize=8, loc="upper left")
-    order = np.argsort(-freq.kept, kind="stable")[:top]
-    right.bar(np.arange(len(order)), freq.kept[order], color="tab:blue")
-    right.set_xticks(np.arange(len(order)), [str(c) for c in order], rotation=90, fontsize=6)
-    right.set_ylabel(f"runs keeping it (of {R})")
-    right.set_xlabel(f"the {len(order)} channels kept most often")
-    right.axhline(
-        R * float(np.mean(freq.densities)),
-        color="tab:gray",
-        ls="--",
-        lw=1,
-        label="mean density x runs",
+    legend_outside(left, where="below", ncol=2)
+    n = len(freq.kept)
+    sd = np.sqrt(expected * np.clip(1 - expected / max(n, 1), 0, 1))
+    right.fill_between(
+        np.r_[k[0] - 0.5, k, k[-1] + 0.5],
+        -2 * np.r_[sd[0], sd, sd[-1]],
+        2 * np.r_[sd[0], sd, sd[-1]],
+        step="mid",
+        color=COLORS["evaluated"],
+        alpha=0.45,
+        lw=0,
+        label="chance (±2 SD of independent runs)",
     )
-    right.legend(fontsize=8, loc="lower right", framealpha=0.9)
-    fig.suptitle(title, fontsize=10)
+    diff = observed - expected
+    right.bar(
+        k,
+        diff,
+        0.5,
+        color=[COLORS["evolved"] if abs(d) > 2 * s_ else COLORS["sky"] for d, s_ in zip(diff, sd)],
+        label="observed minus independent",
+    )
+    right.axhline(0, color=COLORS["reference"], lw=0.8)
+    right.set_xticks(k)
+    right.set_xlabel(f"kept in k of {R} fs runs")
+    right.set_ylabel("channels, observed − expected")
+    legend_outside(right, where="below", ncol=2)
+    fig.suptitle(title)
     return save_figure(fig, left, path)

@@ -29,6 +29,7 @@ from evoprune.encodings import Encoding, make_encoding
 from evoprune.errors import ConfigError
 from evoprune.io import atomic_write_json
 from evoprune.model.head import accuracy
+from evoprune.report import styled
 
 CURVE_FIELDS = [
     "encoding",
@@ -208,6 +209,7 @@ def _evolved(cc, results: dict[tuple[str, int], dict | None]) -> list[dict]:
     return points
 
 
+@styled
 def plot_curves(
     rows: Sequence[dict],
     evolved: Sequence[dict],
@@ -217,14 +219,14 @@ def plot_curves(
 ) -> Path:
     """One panel per encoding: each curve's mean held-out accuracy over runs against % active
     (log scale, bars: min to max over runs), the evolved heads and front members on top."""
-    from evoprune.report import _pyplot, save_figure
+    from evoprune.report import legend_outside, pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     n = max(1, len(encodings))
     cols = min(n, 2)  # two panels a row: readable where a page shows the figure
     rows_ = math.ceil(n / cols)
     fig, axes = plt.subplots(
-        rows_, cols, figsize=(5.6 * cols, 4.4 * rows_), dpi=120, squeeze=False, sharey=True
+        rows_, cols, figsize=(5.6 * cols, 4.4 * rows_), squeeze=False, sharey=True
     )
     colors = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(CURVE_LABELS)}
     colors["random"] = (0.45, 0.45, 0.45, 1.0)
@@ -241,11 +243,15 @@ def plot_curves(
         ax.set_xlabel("% active genes (log scale)")
         ax.set_title(enc, fontsize=10)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7, loc="lower right")
+    seen: dict = {}
+    for ax in axes.flat[:n]:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, h)
+    legend_outside(axes.flat[min(n, cols) - 1], list(seen.values()), list(seen))
     for row in axes:
         row[0].set_ylabel("held-out test accuracy")
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title)
     return save_figure(fig, axes[0][0], path)
 
 

@@ -23,7 +23,7 @@ from evoprune.compare.baselines import METHOD_LABELS as BASELINE_LABELS
 from evoprune.compare.baselines import METHODS
 from evoprune.compare.layout import SUMMARY_FIELDS, run_dir
 from evoprune.io import atomic_write, atomic_write_text
-from evoprune.report import _pyplot, save_figure
+from evoprune.report import COLORS, legend_outside, pyplot, save_figure, styled
 
 #: Every row's method: evoprune, then the baselines in the order of :data:`baselines.METHODS`.
 METHOD_LABELS = {"evoprune": "EvoPruneDeepTL", **BASELINE_LABELS}
@@ -329,60 +329,99 @@ def _caveats(n_runs: int, n_tests: int, meta: dict) -> list[str]:
     return out
 
 
+@styled
 def plot_convergence_runs(
     curves: Sequence[tuple[int, int, tuple[list[int], list[float]]]], path: Path, title: str = ""
 ) -> Path:
     """Every run's best fitness so far against evaluations, one line per run."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
     for run, seed, (x, y) in curves:
         ax.step(x, y, where="post", lw=1.5, label=f"run {run} (seed {seed})")
     ax.set_xlabel("evaluations")
     ax.set_ylabel("best fitness so far (accuracy)")
-    ax.grid(alpha=0.3)
     if curves:
-        ax.legend(loc="lower right", fontsize=8)
+        legend_outside(ax)
     return save_figure(fig, ax, path, title)
 
 
+def method_family(method: str) -> str:
+    """The family a comparison method is drawn in (accuracy_vs_active.png): five families,
+    not one colour per method (the per-method numbers are in table.md)."""
+    from evoprune.compare.rankings import RANKINGS
+
+    if method in ("evoprune", "not_pruned", "best_fixed"):
+        return method
+    return "ranking" if method in RANKINGS else "pruning"
+
+
+#: (label, colour) of each family, in legend order.
+FAMILIES = {
+    "evoprune": ("EvoPruneDeepTL", COLORS["evolved"]),
+    "not_pruned": ("not pruned", COLORS["reference"]),
+    "best_fixed": ("best fixed mask", COLORS["fitness"]),
+    "pruning": ("pruning baselines\n(weight, neuron,\npolynomial decay)", COLORS["green"]),
+    "ranking": (
+        "rankings, retrained\n(MI, ANOVA F, L1,\nweight norm, act. var.)",
+        COLORS["heldout"],
+    ),
+}
+
+
+@styled
 def plot_accuracy_vs_active(rows: Sequence[dict], path: Path, title: str = "") -> Path:
-    """Held-out accuracy against % active: colour per method, marker per encoding."""
-    plt = _pyplot()
+    """Held-out accuracy against % active, one panel per encoding, one colour per family of
+    methods (EvoPruneDeepTL, not pruned, best fixed, pruning baselines, rankings), the legend
+    outside the panels."""
+    plt = pyplot()
     from matplotlib.lines import Line2D
 
-    markers = ["o", "s", "^", "D", "v", "P", "X"]
-    encodings = list(dict.fromkeys(r["encoding"] for r in rows))
-    palette = [*plt.get_cmap("tab10").colors, *plt.get_cmap("Dark2").colors]
-    colors = {m: palette[i % len(palette)] for i, m in enumerate(METHOD_LABELS)}
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
-    methods = list(METHOD_LABELS)
-    middle = (len(methods) - 1) / 2
-    for r in rows:  # methods shifted sideways a little: same-size methods would hide each other
-        x = 100 * float(r["active_fraction"]) + 0.4 * (methods.index(r["method"]) - middle)
-        ax.scatter(
-            x,
-            float(r["test_accuracy"]),
-            s=28,
-            color=colors[r["method"]],
-            alpha=0.8,
-            marker=markers[encodings.index(r["encoding"]) % len(markers)],
-        )
-    handles = [
-        Line2D([], [], ls="", marker="o", color=colors[m], label=label)
-        for m, label in METHOD_LABELS.items()
-        if any(r["method"] == m for r in rows)
-    ]
-    handles += [
-        Line2D([], [], ls="", marker=markers[i % len(markers)], color="grey", label=e)
-        for i, e in enumerate(encodings)
-    ]
-    ax.legend(handles=handles, fontsize=7, loc="best", ncol=2)
-    ax.set_xlabel(
-        "% active (genes, or weights for weight pruning / polynomial decay); "
-        "methods offset by < 2.5 points",
-        fontsize=8,
+    encodings = list(dict.fromkeys(r["encoding"] for r in rows)) or [""]
+    n = len(encodings)
+    cols = min(n, 2)  # two panels a row: readable where a page shows the figure
+    nrows = -(-n // cols)
+    fig, axes = plt.subplots(
+        nrows, cols, figsize=(4.2 * cols + 2.4, 3.3 * nrows), sharey=True, squeeze=False
     )
-    ax.set_ylabel("held-out test accuracy")
-    ax.set_xlim(0, 104)
-    ax.grid(alpha=0.3)
-    return save_figure(fig, ax, path, title)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    order = list(FAMILIES)
+    for ax, enc in zip(axes.flat, encodings):
+        mine = [r for r in rows if r["encoding"] == enc]
+        # EvoPruneDeepTL drawn last, on top
+        mine.sort(key=lambda r: -order.index(method_family(r["method"])))
+        for r in mine:
+            family = method_family(r["method"])
+            ax.scatter(
+                100 * float(r["active_fraction"]),
+                float(r["test_accuracy"]),
+                s=34 if family == "evoprune" else 22,
+                color=FAMILIES[family][1],
+                alpha=0.9 if family == "evoprune" else 0.7,
+                edgecolor="white",
+                linewidth=0.4,
+                zorder=3 if family == "evoprune" else 2,
+            )
+        ax.set_title(enc)
+        ax.set_xlim(0, 104)
+        ax.set_xlabel("% active")
+    for row in axes:
+        row[0].set_ylabel("held-out test accuracy")
+    present = {method_family(r["method"]) for r in rows}
+    handles = [
+        Line2D([], [], ls="", marker="o", color=color, label=label)
+        for family, (label, color) in FAMILIES.items()
+        if family in present
+    ]
+    legend_outside(axes[0, cols - 1], handles)
+    if title:
+        fig.suptitle(title)
+    fig.text(
+        0.01,
+        -0.02,
+        "% active: genes, or weights for weight pruning and polynomial decay; "
+        "each method's numbers are in table.md",
+        fontsize=7,
+        color="0.35",
+    )
+    return save_figure(fig, axes[0, 0], path)

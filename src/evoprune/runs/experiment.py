@@ -22,9 +22,10 @@ from evoprune.devices import describe_device, resolve_device
 from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError, DataError
 from evoprune.model.head import dense_sizes, get_trainer, nonzero_params
+from evoprune.pareto import DEFAULT_SELECT
 from evoprune.runs.classes import per_class_fields
 from evoprune.runs.config import RunConfig, default_out_dir
-from evoprune.runs.front import FinalHeads, finish_heads, write_front
+from evoprune.runs.front import FinalHeads, finish_heads, selection_path, write_front
 from evoprune.runs.search import Evolved, evolve
 from evoprune.runs.store import (
     HEAD_FILE,
@@ -466,7 +467,9 @@ def _write_outputs(
     with writer.writing():
         save_head(final.head, out / HEAD_FILE)
         save_head(final.reference, out / REFERENCE_HEAD_FILE)
-        plot_convergence(history, out / "convergence.png", title=title)
+        plot_convergence(
+            history, out / "convergence.png", title=title, **_followed(cfg, evolved, final, history)
+        )
         plot_confusion(
             {"evolved": result.confusion, "not pruned": result.reference_confusion},
             data.classes,
@@ -478,8 +481,26 @@ def _write_outputs(
             plot_front(
                 history, final.front, final.reference_test_accuracy, out / "pareto.png", title=title
             )
-            plot_hypervolume(history, out / "hypervolume.png", title=title)
+            plot_hypervolume(
+                history, out / "hypervolume.png", title=title, population=cfg.population
+            )
     writer.finish(result, search.history, cfg.objectives)
+
+
+def _followed(cfg: RunConfig, evolved: Evolved, final: FinalHeads, history: list) -> dict:
+    """What convergence.png follows: for a multi-objective run the head its selection rule
+    picks from the front so far (the best by fitness is not the head it ships), and the
+    shipped head's position in ``history``."""
+    shipped = next((i for i, r in enumerate(history) if np.array_equal(r.mask(), final.mask)), None)
+    if len(cfg.objectives) == 1:
+        return {"shipped": shipped}
+    n_score = sum(len(f.y_score) for f in evolved.problem.folds)
+    rule = cfg.select or DEFAULT_SELECT
+    return {
+        "followed": selection_path(history, cfg.objectives, rule, n_score),
+        "followed_label": f"head '{rule}' selects from the front so far",
+        "shipped": shipped,
+    }
 
 
 def _reindex(idx, used: np.ndarray):

@@ -331,6 +331,37 @@ def pareto_front(evolved: Evolved, rule: str | None) -> tuple[list[int], int]:
     return [int(i) for i in idx], select(fitness, size, rule or DEFAULT_SELECT, se=se)
 
 
+def selection_path(
+    history: list, objectives: tuple[str, ...] | list[str], rule: str, n_score: int
+) -> list[int]:
+    """For each position ``i`` of ``history``, the position of the head that ``rule`` picks
+    from the front of the heads evaluated up to ``i`` (as :func:`pareto_front` judges the
+    finished search): the head a multi-objective run would ship had it stopped there, which
+    its convergence figure follows."""
+    from evoprune.pareto import to_minimised
+
+    def minimised(r) -> np.ndarray:
+        natural = {"accuracy": r.fitness, "size": r.active_fraction, "ood": r.auroc}
+        return np.array([to_minimised(n, natural[n]) for n in objectives], dtype=float)
+
+    F = np.stack([minimised(r) for r in history]) if history else np.zeros((0, 1))
+    front: list[int] = []
+    out: list[int] = []
+    pick = 0
+    for i in range(len(history)):
+        f = F[i]
+        dominated = any(np.all(F[j] <= f) and np.any(F[j] < f) for j in front)
+        if not dominated:
+            front = [j for j in front if not (np.all(f <= F[j]) and np.any(f < F[j]))] + [i]
+            order = sorted(front, key=lambda j: (history[j].active_genes, -history[j].fitness))
+            fitness = np.array([history[j].fitness for j in order])
+            size = np.array([history[j].active_fraction for j in order])
+            se = accuracy_standard_error(float(fitness.max()), n_score)
+            pick = order[select(fitness, size, rule, se=se)]
+        out.append(pick)
+    return out
+
+
 def front_members(
     cfg: RunConfig, data, evolved: Evolved, train, ood=None, choice=None
 ) -> list[FrontMember]:
