@@ -256,6 +256,8 @@ def select(front_accuracy, front_size, rule="one-se", se: float | None = None) -
     se : float, optional
         Standard error for ``one-se``.
 
+    Notes
+    -----
     Remaining ties go to the lowest index. Thresholds compare with a 1e-9 tolerance, so a
     head exactly X points below the best counts as within.
     """
