@@ -46,9 +46,9 @@ RECIPES: dict[str, SharedRecipe] = {
     "default": DEFAULT_RECIPE,
     "accuracy score": dataclasses.replace(DEFAULT_RECIPE, score="accuracy"),
     "rescale": dataclasses.replace(DEFAULT_RECIPE, rescale=True),
-    "rescale, accuracy score": dataclasses.replace(DEFAULT_RECIPE, rescale=True, score="accuracy"),
+    "rescale + accuracy score": dataclasses.replace(DEFAULT_RECIPE, rescale=True, score="accuracy"),
     "no full masks": dataclasses.replace(DEFAULT_RECIPE, full_fraction=0.0),
-    "no full masks, accuracy score": dataclasses.replace(
+    "no full masks + accuracy score": dataclasses.replace(
         DEFAULT_RECIPE, full_fraction=0.0, score="accuracy"
     ),
     "quarter full masks": dataclasses.replace(DEFAULT_RECIPE, full_fraction=0.25),
@@ -177,7 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     if "default" in doc.get("multi_search", {}):
         doc["search_seconds_in_paper_evaluations"] = doc["multi_search"]["default"]["ratio"]
         doc["search_seconds_in_paper_evaluations_lean"] = doc["multi_search"]["lean"]["ratio"]
-    doc["complete"] = True
+    doc["complete"] = "multi_search" in doc and all(
+        set(RECIPES) <= set(doc["parts"].get(f"elpv-{name}", {}).get("recipes", {}))
+        for name in ("fs", "fc1")
+    )
     save()
     print(json.dumps({k: v for k, v in doc.items() if k != "parts"}, indent=2))
     return 0

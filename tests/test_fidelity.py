@@ -432,3 +432,29 @@ def test_recorded_hypervolume_equals_that_of_every_row_so_far():
     result = run_search(algo, Evaluator(Bumpy(), 150))
     for i, rec in enumerate(result.history):
         assert rec.hypervolume == hypervolume(result.F[: i + 1])
+
+
+def test_the_command_line_runs_a_shared_search(faces_folder, feature_cache, tmp_path, capsys):
+    from evoprune.cli import main
+
+    out = tmp_path / "run"
+    argv = ["run", "--data", str(faces_folder), "--out", str(out), "--cache-dir"]
+    argv += [str(feature_cache), "--population", "6", "--evaluations", "6"]
+    argv += ["--fidelity", "shared", "--shared-evaluations", "40", "--final-check-folds", "3"]
+    assert main([*argv, "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "fidelity shared" in printed and "40 shared" in printed
+    assert "selection bias" in printed and "cross-validated accuracy" in printed
+    history = read_history(out / "history.csv", 1280)
+    assert {r.fidelity for r in history} == {SHARED} and len(history) == 40
+
+
+def test_bad_fidelity_options_stop_the_command_line_before_any_work(
+    faces_folder, tmp_path, caplog
+):
+    from evoprune.cli import main
+
+    out = tmp_path / "run"
+    argv = ["run", "--data", str(faces_folder), "--out", str(out), "--encoding", "edges"]
+    assert main([*argv, "--layer", "fc", "--fidelity", "multi"]) == 2
+    assert "whole units" in caplog.text and not out.exists()
