@@ -403,3 +403,272 @@ def test_a_failing_ensemble_leaves_ensemble_json_as_it_was(
     assert "--export" in caplog.text or "--vote" in caplog.text
     assert (run / "ensemble.json").read_bytes() == before
     assert read_manifest(run)["ensemble.json"] == "ensemble"
+
+
+# --- values checked on read (item 3) -------------------------------------------------------------
+
+
+def _history_lines(folder):
+    return (folder / "history.csv").read_text().splitlines()
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "1.5", "-0.1"])
+def test_a_history_fitness_that_is_not_a_finite_accuracy_stops_the_resume(
+    same_depth_copy, faces_folder, feature_cache, caplog, value
+):
+    """'inf' in history.csv gave "fitness": Infinity in result.json; 'nan' changed the mask."""
+    out = same_depth_copy
+    lines = _history_lines(out)
+    header = lines[0].split(",")
+    cells = lines[3].split(",")
+    cells[header.index("fitness")] = value
+    lines[3] = ",".join(cells)
+    (out / "history.csv").write_text("\n".join(lines) + "\n")
+    before = _tree(out)
+    assert main(_args(faces_folder, feature_cache, out)) == 2
+    assert f"{out / 'history.csv'} line 4: 'fitness' is '{value}'" in caplog.text
+    assert _tree(out) == before
+
+
+def test_a_history_mask_of_the_wrong_length_is_refused(tiny_run, tmp_path):
+    from evoprune.errors import EvoPruneError
+    from evoprune.runs.store import read_history
+
+    lines = _history_lines(tiny_run[0])
+    lines[2] = lines[2][:-2]  # one byte short: the chromosome would be decoded short
+    (tmp_path / "history.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(EvoPruneError, match="line 3: 'mask' has"):
+        read_history(tmp_path / "history.csv", tiny_run[1]["genes"])
+    lines = lines[:2] + [lines[3][:-3]]  # the last row cut by an interruption: skipped
+    (tmp_path / "history.csv").write_text("\n".join(lines) + "\n")
+    assert len(read_history(tmp_path / "history.csv", tiny_run[1]["genes"])) == 1
+
+
+@pytest.mark.parametrize("garbage", [b"\x00\xff\xfe garbage", b"index,fitness\n1,2,3,4\n5"])
+def test_a_garbage_history_in_analyze_is_one_message(
+    same_depth_copy, feature_cache, caplog, garbage
+):
+    run = same_depth_copy
+    (run / "history.csv").write_bytes(garbage)
+    args = [
+        "analyze",
+        str(run),
+        "--no-heatmaps",
+        "--no-progress",
+        "--cache-dir",
+        str(feature_cache),
+    ]
+    assert main(args) == 2
+    assert "history.csv" in caplog.text and "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "field, value, problem",
+    [
+        ("front", [1, 2], "item 0"),
+        ("per_class", "x", "not a list"),
+        ("per_class", [{"class": "face"}], "lacks 'support'"),
+        ("best_mask", "abc", "not a list"),
+        ("best_mask", [2], "genes"),
+        ("test_accuracy", 1.5, "not in [0, 1]"),
+        ("timings", {"search": "slow"}, "'search'"),
+        ("confusion", [[1]], "matrix"),
+    ],
+)
+def test_a_result_with_a_wrong_type_inside_is_one_message(run_copy, caplog, field, value, problem):
+    doc = json.loads((run_copy / "result.json").read_text())
+    doc[field] = value
+    (run_copy / "result.json").write_text(json.dumps(doc))
+    assert main(["show", str(run_copy)]) == 2
+    assert f"result.json: {field!r} is" in caplog.text and problem in caplog.text
+
+
+def test_a_result_with_infinity_is_one_message(run_copy, caplog):
+    text = (run_copy / "result.json").read_text()
+    doc = json.loads(text)
+    text = text.replace(f'"fitness": {json.dumps(doc["fitness"])}', '"fitness": Infinity')
+    (run_copy / "result.json").write_text(text)
+    assert main(["show", str(run_copy)]) == 2
+    assert "'fitness' is Infinity" in caplog.text and "finite" in caplog.text
+
+
+@pytest.mark.parametrize("command", ["show", "export"])
+def test_a_config_with_a_null_run_is_one_message(run_copy, caplog, command):
+    doc = json.loads((run_copy / "config.json").read_text())
+    doc["run"] = None
+    (run_copy / "config.json").write_text(json.dumps(doc))
+    assert main([command, str(run_copy)]) == 2
+    assert "config.json: 'run' is null" in caplog.text
+
+
+@pytest.mark.parametrize("damage", ["nan", "int"])
+def test_a_head_with_nan_or_integer_weights_is_refused(run_copy, tmp_path, caplog, damage):
+    """Such heads predicted nan or a flat 0.333 for every image, and export wrote them."""
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(run_copy / "head.safetensors"))
+    w = state["layers.0.weight"]
+    state["layers.0.weight"] = w.fill_(float("nan")) if damage == "nan" else w.long()
+    save_file(state, str(run_copy / "head.safetensors"))
+    target = tmp_path / "m.onnx"
+    assert main(["export", str(run_copy), "--out", str(target)]) == 2
+    assert "tensor 'layers.0.weight' is" in caplog.text
+    assert not target.exists()
+
+
+def test_json_is_written_strict(tmp_path):
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        atomic_write_json(tmp_path / "x.json", {"fitness": float("inf")})
+    assert not (tmp_path / "x.json").exists()
+
+
+# --- resource bounds (item 4) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "option, value, limit",
+    [
+        ("--population", "1000000000", "at most 100,000"),
+        ("--population", str(2**62), "at most 100,000"),
+        ("--hidden-size", "100000000", "at most 65,536"),
+        ("--evaluations", "100000000000", "at most 10,000,000"),
+    ],
+)
+def test_a_value_that_cannot_fit_is_refused_up_front_with_the_limit(
+    faces_folder, feature_cache, tmp_path, caplog, option, value, limit
+):
+    out = tmp_path / "run"
+    args = _args(faces_folder, feature_cache, out)
+    if option in args:
+        args[args.index(option) + 1] = value
+    else:
+        args += [option, value]
+    t = time.perf_counter()
+    assert main(args) == 2
+    assert time.perf_counter() - t < 20
+    assert option in caplog.text and limit in caplog.text and "Traceback" not in caplog.text
+    assert not out.exists()
+
+
+def test_a_saved_config_with_a_huge_population_is_refused(same_depth_copy, caplog):
+    """A population of 1e9 in a saved config was a MemoryError."""
+    run = same_depth_copy
+    doc = json.loads((run / "config.json").read_text())
+    doc["run"]["population"] = 10**9
+    (run / "config.json").write_text(json.dumps(doc))
+    assert main(["analyze", str(run), "--no-progress", "--remove-each-class"]) == 2
+    assert "at most 100,000" in caplog.text and "Traceback" not in caplog.text
+
+
+def test_saved_trainer_settings_of_endless_epochs_are_refused(run_copy):
+    from evoprune.analysis.context import saved_trainer
+    from evoprune.errors import EvoPruneError
+    from evoprune.runs.store import open_run
+
+    doc = json.loads((run_copy / "config.json").read_text())
+    doc["trainer_settings"].update(max_epochs=10**9, early_stop_patience=10**9)
+    (run_copy / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(EvoPruneError, match=r"config.json: trainer_settings .*max_epochs"):
+        saved_trainer(open_run(run_copy))
+
+
+# --- special files and leaks (item 5) ----------------------------------------------------------
+
+
+def _small_copy(faces_folder, dst, per_class=12):
+    for cls in ("face", "not_face"):
+        (dst / cls).mkdir(parents=True)
+        for p in sorted((faces_folder / cls).glob("*.png"))[:per_class]:
+            shutil.copy(p, dst / cls / p.name)
+    return dst
+
+
+def _run_with_timeout(args, timeout=120):
+    """The CLI in a subprocess: a hang fails the test instead of blocking the suite."""
+    code = "from evoprune.cli import main; import sys; sys.exit(main(sys.argv[1:]))"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout,
+        env=env,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("skip_bad", [False, True])
+def test_a_fifo_among_class_images_never_blocks(faces_folder, feature_cache, tmp_path, skip_bad):
+    data = _small_copy(faces_folder, tmp_path / "data")
+    os.mkfifo(data / "face" / "zz_fifo.png")
+    extra = ["--skip-bad-images"] if skip_bad else []
+    args = _args(data, feature_cache, tmp_path / "run", *extra)
+    args[args.index("--evaluations") + 1] = "6"
+    proc = _run_with_timeout(args)
+    assert proc.returncode == 0, proc.stderr
+    assert "zz_fifo.png is not a regular file" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_fifo_given_to_predict_never_blocks(tiny_run, faces_folder, tmp_path):
+    fifo = tmp_path / "x.png"
+    os.mkfifo(fifo)
+    image = str(faces_folder / "face" / "000.png")
+    proc = _run_with_timeout(["predict", str(tiny_run[0]), str(fifo), image, "--no-progress"])
+    assert proc.returncode == 0, proc.stderr
+    assert "not a regular file" in proc.stderr and "000.png" in proc.stdout
+
+
+def test_an_image_check_never_opens_a_fifo(tmp_path):
+    from evoprune.data.images import find_unreadable
+
+    fifo = tmp_path / "f.png"
+    os.mkfifo(fifo)
+    ((path, reason),) = find_unreadable([str(fifo)])
+    assert "FIFO" in reason
+
+
+def test_an_empty_image_is_refused_with_its_path(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from evoprune.data import images
+    from evoprune.errors import DataError
+
+    path = tmp_path / "empty.png"
+    Image.new("RGB", (1, 1)).save(path)
+    real_open = images.Image.open
+    monkeypatch.setattr(
+        images.Image, "open", lambda p: Image.new("RGB", (0, 0)) if p == str(path) else real_open(p)
+    )
+    with pytest.raises(DataError, match="empty 0x0 image"):
+        images.open_rgb(str(path))
+    assert "empty 0x0" in images.find_unreadable([str(path)])[0][1]
+
+
+@pytest.mark.parametrize("how", ["copy", "symlink", "hardlink"])
+def test_test_images_identical_to_training_images_are_reported_in_train_test_layout(
+    faces_folder, feature_cache, tmp_path, caplog, how
+):
+    data = tmp_path / "data"
+    _small_copy(faces_folder, data / "train")
+    _small_copy(faces_folder, data / "test", per_class=4)
+    for cls in ("face", "not_face"):  # the test images are the training images
+        for p in sorted((data / "test" / cls).iterdir()):
+            p.unlink()
+            src = data / "train" / cls / p.name
+            {"copy": shutil.copy, "symlink": os.symlink, "hardlink": os.link}[how](src, p)
+    args = _args(data, feature_cache, tmp_path / "run")
+    args[args.index("--evaluations") + 1] = "6"
+    assert main(args) == 0
+    assert "8 held-out image(s) are identical to training images" in caplog.text
+
+
+def test_an_ood_set_overlapping_the_training_images_is_refused(
+    faces_folder, feature_cache, tmp_path, caplog
+):
+    data = _small_copy(faces_folder, tmp_path / "data")
+    ood = tmp_path / "ood"
+    ood.mkdir()
+    for p in sorted((data / "face").iterdir())[:6]:
+        shutil.copy(p, ood / p.name)
+    out = tmp_path / "run"
+    args = _args(data, feature_cache, out, "--objectives", "accuracy,size,ood", "--ood", str(ood))
+    assert main(args) == 2
+    assert "--ood" in caplog.text and "6 of its 6 images are images of --data" in caplog.text
+    assert not out.exists()

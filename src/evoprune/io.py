@@ -82,6 +82,8 @@ def _umask() -> int:
 def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> bytes:
     """The sha256 digest of a file's bytes, read in chunks (``hashlib.file_digest`` needs
     Python 3.11)."""
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the read forever
+        raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device)", str(path))
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(chunk_size):

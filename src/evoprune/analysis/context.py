@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from evoprune.encodings import Encoding, make_encoding
-from evoprune.errors import DataError, EvoPruneError
+from evoprune.errors import ConfigError, DataError, EvoPruneError
 from evoprune.model.head import (
     CompactHead,
     TrainerConfig,
@@ -145,7 +145,7 @@ def saved_trainer(run: RunFolder) -> TrainerConfig:
     known = {f.name for f in dataclasses.fields(TrainerConfig)}
     try:
         return TrainerConfig(**{k: v for k, v in saved.items() if k in known})
-    except TypeError as exc:
+    except (TypeError, ConfigError) as exc:
         raise EvoPruneError(
             f"{run.path / CONFIG_FILE}: trainer_settings cannot be read ({exc}); the file is "
             "damaged: run the experiment again"

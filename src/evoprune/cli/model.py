@@ -145,13 +145,18 @@ def collect_images(items: list[str]) -> list[str]:
                 os.path.join(root, name)
                 for root, _, names in os.walk(item)
                 for name in names
-                if is_image_file(name)
+                if is_image_file(name) and os.path.isfile(os.path.join(root, name))
             )
             if not found:
                 log.warning("no image files in folder %s", item)
             paths.extend(found)
-        elif os.path.exists(item):
+        elif os.path.isfile(item):
             paths.append(item)
+        elif os.path.exists(item):
+            log.warning(
+                "skipping %s: not a regular file (a FIFO, socket or device); it was not opened",
+                item,
+            )
         else:
             log.warning("skipping %s: no such file or folder", item)
     return paths

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -80,3 +80,28 @@ def drop_paths(dataset: ImageDataset, bad: Collection[str]) -> ImageDataset:
         else [(renumber(tr), renumber(te)) for tr, te in dataset.folds],
         skipped=[*dataset.skipped, *(p for p in dataset.paths if p in bad_set)],
     )
+
+
+def identical_files(reference: Sequence[str], others: Sequence[str]) -> list[tuple[str, str]]:
+    """``(other, reference)`` for each of ``others`` whose bytes equal one of ``reference``
+    (copies and links alike: compared by sha256 of the content), in the order of ``others``.
+    Files that cannot be read are left to the image checks."""
+    from evoprune.io import file_sha256
+
+    def digest(path: str) -> bytes | None:
+        try:
+            return file_sha256(path)
+        except OSError:
+            return None
+
+    seen: dict[bytes, str] = {}
+    for path in reference:
+        d = digest(path)
+        if d is not None:
+            seen.setdefault(d, path)
+    pairs = []
+    for path in others:
+        d = digest(path)
+        if d is not None and d in seen:
+            pairs.append((path, seen[d]))
+    return pairs

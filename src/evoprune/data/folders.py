@@ -196,6 +196,14 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
         raise _os_error(entry.path, exc) from exc
 
 
+def _is_regular(entry: os.DirEntry[str]) -> bool:
+    """A regular file, links followed (a dangling link counts, to be reported unreadable)."""
+    try:
+        return entry.is_file() or not os.path.exists(entry.path)
+    except OSError:
+        return True  # reported as unreadable by the image check
+
+
 def _os_error(path: str, exc: OSError) -> DataError:
     if exc.errno == errno.ELOOP:
         return DataError(
@@ -260,8 +268,13 @@ def _scan_classes(folder: str) -> dict[str, list[str]]:
         for entry in _entries(class_dir):
             if _is_dir(entry):
                 nested.append(entry.name)
-            elif is_image_file(entry.name):
+            elif is_image_file(entry.name) and _is_regular(entry):
                 images.append(entry.path)
+            elif is_image_file(entry.name):
+                logger.warning(
+                    "%s is not a regular file (a FIFO, socket or device): skipped, never opened",
+                    entry.path,
+                )
             else:
                 logger.debug("%s: not an image file, ignored", entry.path)
         if nested:

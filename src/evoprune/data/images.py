@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +47,10 @@ _JPEG_SCALES = (2, 4, 8)  # the reductions libjpeg can apply while decoding
 
 class ImageTooLarge(Exception):
     """An image over MAX_MEGAPIXELS that cannot be decoded at a reduced size."""
+
+
+class NotAnImageFile(ValueError):
+    """A path that names no image: a FIFO, socket, device or folder, or an empty image."""
 
 
 def is_image_file(name: str) -> bool:
@@ -96,6 +101,19 @@ def _check_one(path: str) -> str | None:
 
 
 def _decode(path: str, *, draft: bool) -> Image.Image:
+    # never open a FIFO, socket or device: reading one blocks forever (links are followed)
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        kind = (
+            "a FIFO"
+            if stat.S_ISFIFO(mode)
+            else "a socket"
+            if stat.S_ISSOCK(mode)
+            else "a folder"
+            if stat.S_ISDIR(mode)
+            else "a device"
+        )
+        raise NotAnImageFile(f"{path} is {kind}, not a regular file; it was not opened")
     try:
         opened = Image.open(path)
     except Image.DecompressionBombError as exc:  # over twice Pillow's limit: refused at open
@@ -103,6 +121,8 @@ def _decode(path: str, *, draft: bool) -> Image.Image:
             f"{exc}; downscale it (e.g. to at most 4000 pixels a side) or delete it"
         ) from exc
     with opened as img:
+        if img.width < 1 or img.height < 1:
+            raise NotAnImageFile(f"{path} is an empty {img.width}x{img.height} image")
         if draft and img.format == "JPEG":
             img.draft(None, _CHECK_DRAFT_SIZE)
         elif img.width * img.height > _MAX_PIXELS:

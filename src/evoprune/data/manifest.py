@@ -116,6 +116,13 @@ def _read_rows(csv_path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
 
 
 def _check_paths(csv_path: str, paths: list[str], as_written: list[str]) -> None:
+    special = [w for p, w in zip(paths, as_written) if os.path.exists(p) and not os.path.isfile(p)]
+    if special:
+        raise DataError(
+            f"manifest {csv_path!r}: {len(special)} listed path(s) are not image files but "
+            f"folders, FIFOs, sockets or devices: {listed(special)}; they were not opened: "
+            "fix the paths or remove those rows"
+        )
     missing = [w for p, w in zip(paths, as_written) if not os.path.isfile(p)]
     if missing:
         raise DataError(

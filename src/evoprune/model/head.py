@@ -22,6 +22,27 @@ from evoprune.devices import resolve_device
 from evoprune.encodings import HeadMasks
 from evoprune.errors import ConfigError
 
+#: (field, lowest, highest) of a trainer's numbers; the whole numbers among them.
+_TRAINER_BOUNDS = (
+    ("lr", 0.0, 10.0),
+    ("batch_size", 1, 1_000_000),
+    ("max_epochs", 1, 100_000),
+    ("early_stop_patience", 0, 100_000),
+    ("min_delta", 0.0, 1.0),
+    ("momentum", 0.0, 1.0),
+    ("lr_decay", 0.0, 1.0),
+    ("weight_decay", 0.0, 1.0),
+    ("average_from", 0, 100_000),
+    ("min_batches", 1, 1_000_000),
+)
+_TRAINER_INTS = {
+    "batch_size",
+    "max_epochs",
+    "early_stop_patience",
+    "average_from",
+    "min_batches",
+}
+
 
 @dataclass(frozen=True)
 class TrainerConfig:
@@ -50,6 +71,22 @@ class TrainerConfig:
         return max(1, min(self.batch_size, n, math.ceil(n / max(1, int(self.min_batches)))))
 
     def __post_init__(self) -> None:
+        # every value typed and bounded (a saved config.json may have been edited: 1e9 epochs
+        # and patience made analyses run without end)
+        for name, low, high in _TRAINER_BOUNDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(
+                    f"trainer {self.name!r}: {name}={value!r} must be a number in [{low}, {high:,}]"
+                )
+            if not (math.isfinite(value) and low <= value <= high) or (
+                name in _TRAINER_INTS and value != int(value)
+            ):
+                raise ConfigError(
+                    f"trainer {self.name!r}: {name}={value!r} must be "
+                    f"{'a whole number' if name in _TRAINER_INTS else 'a number'} in "
+                    f"[{low}, {high:,}] (more epochs or patience could not finish in a day)"
+                )
         if int(self.average_from) < 0:
             raise ConfigError(
                 f"trainer {self.name!r}: average_from={self.average_from} must be 0 (off) or "

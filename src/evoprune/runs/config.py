@@ -147,6 +147,27 @@ def _at_least(low: float, why: str = "") -> Callable[[Any], str | None]:
     return check
 
 
+def _within(low: float, high: float, why: str = "", limit: str = "") -> Callable[[Any], str | None]:
+    """At least ``low`` (``why`` says why) and at most ``high`` (``limit`` says what the bound
+    holds back: memory or time that the machine does not have)."""
+
+    def check(v: Any) -> str | None:
+        if v < low:
+            return f"must be at least {low}{why}"
+        if v > high:
+            return f"must be at most {high:,}{limit}"
+        return None
+
+    return check
+
+
+#: Bounds that keep a run within memory and time (issue 19): checked up front, for options
+#: and for settings read back from a saved config.json alike.
+MAX_POPULATION = 100_000
+MAX_HIDDEN_SIZE = 65_536
+MAX_EVALUATIONS = 10_000_000
+
+
 def _open_unit(v: float) -> str | None:
     return None if 0.0 < v < 1.0 else "must be between 0 and 1 (exclusive)"
 
@@ -334,7 +355,12 @@ SETTINGS: tuple[Setting, ...] = (
         512,
         group="head",
         estimator="hidden_size",
-        check=_at_least(1),
+        check=_within(
+            1,
+            MAX_HIDDEN_SIZE,
+            limit=" (a head of 1280 features x 65,536 units already holds 84 million weights, "
+            "over 1 GB with its gradients and optimiser state)",
+        ),
         help="neurons per hidden layer. Default: 512",
     ),
     Setting(
@@ -343,7 +369,13 @@ SETTINGS: tuple[Setting, ...] = (
         30,
         group="search",
         estimator="population",
-        check=_at_least(4, " (mating draws 1 + 3 parents)"),
+        check=_within(
+            4,
+            MAX_POPULATION,
+            " (mating draws 1 + 3 parents)",
+            " (a larger population's masks and scores do not fit in memory, and its first "
+            "generation alone would take days)",
+        ),
         help="GA population. Default: 30",
     ),
     Setting(
@@ -353,7 +385,12 @@ SETTINGS: tuple[Setting, ...] = (
         nullable=True,
         group="search",
         estimator="evaluations",
-        check=_at_least(1),
+        check=_within(
+            1,
+            MAX_EVALUATIONS,
+            limit=" (each evaluation trains a head: more cannot finish in a month, and the "
+            "history would not fit in memory)",
+        ),
         help="budget of fitness evaluations, initial population included. "
         "Default: 200 (300 for --encoding both)",
     ),

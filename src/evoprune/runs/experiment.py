@@ -151,6 +151,7 @@ def prepare_data(
             f"have no training images ({test_origin}); add training images of "
             "them or remove them from the test set"
         )
+    _warn_held_out_copies(paths, train_idx, test_idx)
     log.info(
         "%s: %d images, %d classes; %d for training, %d held out (%s)",
         dataset.name,
@@ -195,6 +196,22 @@ def _validation_rows(val_idx, train_idx: np.ndarray) -> np.ndarray | None:
     return rows
 
 
+def _warn_held_out_copies(paths: list[str], train_idx, test_idx) -> None:
+    """Held-out images whose bytes equal a training image's (copies or links, in any layout)
+    make the held-out accuracy optimistic: reported, with an example."""
+    from evoprune.data.dataset import identical_files
+
+    pairs = identical_files([paths[i] for i in train_idx], [paths[i] for i in test_idx])
+    if pairs:
+        log.warning(
+            "%d held-out image(s) are identical to training images (same bytes; copies or "
+            "links), e.g. %s = %s: the held-out accuracy counts them as unseen; remove the "
+            "copies from the test images",
+            len(pairs),
+            *pairs[0],
+        )
+
+
 @dataclass
 class OODData:
     """Backbone features of the out-of-distribution images: a part the search scores heads
@@ -207,9 +224,16 @@ class OODData:
 
 
 def prepare_ood(
-    cfg: RunConfig, *, progress: bool = True, cache_dir: str | Path | None = None
+    cfg: RunConfig,
+    *,
+    progress: bool = True,
+    cache_dir: str | Path | None = None,
+    training_paths: list[str] | None = None,
 ) -> OODData:
-    """Features of ``cfg.ood`` (a folder, a CSV or a built-in set), split by the run's seed."""
+    """Features of ``cfg.ood`` (a folder, a CSV or a built-in set), split by the run's seed.
+    With ``training_paths`` (the run's images), OOD images identical to one are refused
+    before any feature is computed."""
+    from evoprune.data.dataset import identical_files
     from evoprune.features import default_cache_dir, extract_features
     from evoprune.ood import ood_split, write_ood_images
 
@@ -217,6 +241,14 @@ def prepare_ood(
         raise ConfigError("ood=None: prepare_ood needs --ood PATH or a built-in OOD set")
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     paths = write_ood_images(cfg.ood, cache / "ood-images")
+    if training_paths is not None:
+        same = identical_files(training_paths, paths)
+        if same:
+            raise ConfigError(
+                f"--ood {cfg.ood}: {len(same)} of its {len(paths)} images are images of "
+                f"--data (same bytes), e.g. {same[0][0]} = {same[0][1]}; out-of-distribution "
+                "images must differ from the training data: give --ood other images"
+            )
     feats = extract_features(
         cfg.backbone, paths, cache_dir=cache_dir, progress=progress, device=cfg.device
     )
@@ -264,7 +296,16 @@ def run_experiment(
         if prepared is not None
         else prepare_data(cfg, progress=progress, cache_dir=cache_dir)
     )
-    ood = prepare_ood(cfg, progress=progress, cache_dir=cache_dir) if cfg.ood else None
+    ood = (
+        prepare_ood(
+            cfg,
+            progress=progress,
+            cache_dir=cache_dir,
+            training_paths=list(data.paths),
+        )
+        if cfg.ood
+        else None
+    )
     if cfg.fitness_split == "test":
         log.warning(
             "fitness_split='test': the search scores candidates on the test set, as the "

@@ -21,7 +21,9 @@ import csv
 import dataclasses
 import json
 import logging
+import math
 import os
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -93,25 +95,97 @@ def history_row(rec: EvaluationRecord) -> dict:
     return row
 
 
-def read_history(path: str | Path, n_genes: int | None = None) -> list[EvaluationRecord]:
-    """history.csv as records, in order; rows cut short by an interruption are skipped.
+#: The values a history row may hold: (low, high) bounds of each number (None: unbounded).
+_HISTORY_BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    "index": (0, None),
+    "iteration": (0, None),
+    "active_genes": (0, None),
+    "fitness": (0.0, 1.0),
+    "active_fraction": (0.0, 1.0),
+    "best_fitness": (0.0, 1.0),
+    "best_active_fraction": (0.0, 1.0),
+    "auroc": (0.0, 1.0),
+    "hypervolume": (0.0, None),
+}
 
-    With ``n_genes`` each record's ``chromosome`` is decoded from its mask.
+
+class _CutRow(Exception):
+    """A row that does not parse: the last one may have been cut short by an interruption."""
+
+
+def read_history(path: str | Path, n_genes: int | None = None) -> list[EvaluationRecord]:
+    """history.csv as records, in order; a last row cut short by an interruption is skipped.
+
+    Every value is checked: numbers finite and in range (fitness in [0, 1]...), the mask hex
+    of the length ``n_genes`` needs; any other damaged row is one EvoPruneError naming the
+    file, the line and the field. With ``n_genes`` each record's ``chromosome`` is decoded.
     """
+    path = Path(path)
     records = []
-    with Path(path).open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            try:
-                values: dict[str, Any] = {k: int(row[k]) for k in _HISTORY_INTS}
-                values.update({k: float(row[k]) for k in HISTORY_FIELDS if k not in values})
-                values.update({k: float(row[k]) for k in _OPTIONAL_FIELDS if row.get(k)})
-                values["fidelity"] = row.get("fidelity") or FULL
-                if n_genes is not None:
-                    values["chromosome"] = hex_to_mask(row["mask"], n_genes)
-            except (KeyError, TypeError, ValueError):
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise EvoPruneError(
+            f"cannot read {path}: {exc}; the file is damaged: rerun 'evoprune run' in a new "
+            "--out (or move history.csv away to start that run afresh)"
+        ) from None
+    for i, row in enumerate(rows):
+        line = i + 2  # the header is line 1
+        try:
+            records.append(_history_record(path, line, row, n_genes))
+        except _CutRow as exc:
+            if i == len(rows) - 1:
                 continue  # a row cut short by an interruption
-            records.append(EvaluationRecord(**values))
+            raise EvoPruneError(
+                f"{path} line {line}: {exc}; the file is damaged: rerun 'evoprune run' in a "
+                "new --out (or move history.csv away to start that run afresh)"
+            ) from None
     return records
+
+
+def _history_record(path: Path, line: int, row: dict, n_genes: int | None) -> EvaluationRecord:
+    def number(name: str, kind: type) -> Any:
+        text = row.get(name)
+        if text is None:
+            raise _CutRow(f"{name!r} is missing")
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise _CutRow(f"{name!r} is {text!r}, not a number") from None
+        low, high = _HISTORY_BOUNDS[name]
+        if (
+            not math.isfinite(value)
+            or (low is not None and value < low)
+            or (high is not None and value > high)
+        ):
+            raise EvoPruneError(
+                f"{path} line {line}: {name!r} is {text!r}, not a finite number in "
+                f"[{low}, {'inf' if high is None else high}]; the file is damaged or was "
+                "edited: rerun 'evoprune run' in a new --out (or move history.csv away to "
+                "start that run afresh)"
+            )
+        return value
+
+    values: dict[str, Any] = {k: number(k, int) for k in _HISTORY_INTS}
+    values.update({k: number(k, float) for k in HISTORY_FIELDS if k not in values})
+    values.update({k: number(k, float) for k in _OPTIONAL_FIELDS if row.get(k)})
+    values["fidelity"] = row.get("fidelity") or FULL
+    text = row.get("mask")
+    if not isinstance(text, str):
+        raise _CutRow("'mask' is missing")
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise _CutRow(f"'mask' is {text[:20]!r}, not hexadecimal") from None
+    if n_genes is not None:
+        if len(raw) != (n_genes + 7) // 8:
+            raise _CutRow(
+                f"'mask' has {len(text)} hex digits, not the {2 * ((n_genes + 7) // 8)} of "
+                f"{n_genes} genes"
+            )
+        values["chromosome"] = hex_to_mask(text, n_genes)
+    return EvaluationRecord(**values)
 
 
 def write_history(
@@ -306,11 +380,13 @@ class RunResult(Mapping):
                     )
                 continue
             value = doc[f.name]
-            if not _has_type(value, f.type):
+            problem = _type_problem(value, str(f.type))
+            if problem is None:
+                problem = _value_problem(f.name, value, doc)
+            if problem is not None:
                 raise EvoPruneError(
-                    f"{path}: {f.name!r} is {json.dumps(value)[:40]}, not "
-                    f"{f.type}; the file is damaged or was edited: rerun "
-                    "'evoprune run' to rewrite the run folder"
+                    f"{path}: {f.name!r} is {json.dumps(value)[:40]}: {problem}; the file is "
+                    "damaged or was edited: rerun 'evoprune run' to rewrite the run folder"
                 )
             values[f.name] = value
         return cls(**values)
@@ -340,19 +416,128 @@ _SIMPLE: dict[str, type | tuple[type, ...]] = {
 
 def _has_type(value: Any, annotation: object) -> bool:
     """Whether a JSON value fits a field annotation written as text (``from __future__``)."""
-    kinds = [a.strip() for a in str(annotation).split("|")]
-    for kind in kinds:
-        if kind == "None" and value is None:
-            return True
-        base = kind.split("[", 1)[0]
-        if base in ("list", "dict") and isinstance(value, {"list": list, "dict": dict}[base]):
-            return True
+    return _type_problem(value, str(annotation)) is None
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+    """``text`` split at ``sep`` outside brackets."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == sep and depth == 0:
+            parts.append(text[start:i].strip())
+            start = i + 1
+    return parts + [text[start:].strip()]
+
+
+def _type_problem(value: Any, annotation: str) -> str | None:
+    """Why a JSON value does not fit an annotation written as text (None when it fits):
+    containers are checked element by element, numbers must be finite."""
+    problems = []
+    for kind in _split_top(annotation, "|"):
+        if kind == "None":
+            if value is None:
+                return None
+            problems.append("not null")
+            continue
+        base, _, inner = kind.partition("[")
+        inner = inner[:-1] if inner.endswith("]") else inner
+        if base == "list":
+            if not isinstance(value, list):
+                problems.append("not a list")
+                continue
+            if inner:
+                bad = next(
+                    (
+                        (i, p)
+                        for i, v in enumerate(value)
+                        if (p := _type_problem(v, inner)) is not None
+                    ),
+                    None,
+                )
+                if bad is not None:
+                    problems.append(f"item {bad[0]} is {bad[1]}")
+                    continue
+            return None
+        if base == "dict":
+            if not isinstance(value, dict):
+                problems.append("not an object")
+                continue
+            if inner:
+                value_kind = _split_top(inner, ",")[-1]
+                bad_key = next(
+                    (k for k, v in value.items() if _type_problem(v, value_kind) is not None),
+                    None,
+                )
+                if bad_key is not None:
+                    problems.append(f"its {bad_key!r} is not {value_kind}")
+                    continue
+            return None
         if base in _SIMPLE:
             if isinstance(value, bool) and base != "bool":
+                problems.append(f"not {base}")
                 continue
-            if isinstance(value, _SIMPLE[base]):
-                return True
-    return False
+            if not isinstance(value, _SIMPLE[base]):
+                problems.append(f"not {base}")
+                continue
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append("not a finite number")
+                continue
+            return None
+        return None  # an annotation this reader does not know: accepted as before
+    return " or ".join(dict.fromkeys(problems)) or "of another type"
+
+
+#: Keys and types of each Pareto front member and each per-class entry in result.json.
+_FRONT_TYPES = {
+    "rank": "int",
+    "active_fraction": "float",
+    "head_params": "int",
+    "fitness": "float",
+    "test_accuracy": "float",
+    "selected": "bool",
+    "mask": "str",
+}
+_PER_CLASS_TYPES = {"class": "str", "support": "int"} | {
+    f"{prefix}{score}": "float"
+    for prefix in ("", "reference_")
+    for score in ("precision", "recall", "f1")
+}
+_FRACTIONS = ("active_fraction", "fitness", "test_accuracy", "reference_test_accuracy")
+
+
+def _value_problem(name: str, value: Any, doc: Mapping[str, Any]) -> str | None:
+    """Why a well-typed value of result.json is still impossible (None when it is fine)."""
+    if name in _FRACTIONS and not 0 <= value <= 1:
+        return "not in [0, 1]"
+    if name == "best_mask":
+        genes = doc.get("genes")
+        if isinstance(genes, int) and len(value) != genes:
+            return f"{len(value)} values, not the {genes} genes"
+        if any(v not in (0, 1) for v in value):
+            return "not a mask of 0 and 1"
+    if name in ("front", "per_class") and value is not None:
+        types = _FRONT_TYPES if name == "front" else _PER_CLASS_TYPES
+        for i, entry in enumerate(value):
+            if not isinstance(entry, dict):
+                return f"item {i} is not an object"
+            for key, kind in types.items():
+                if key not in entry:
+                    return f"item {i} lacks {key!r}"
+                problem = _type_problem(entry[key], kind)
+                if problem is not None:
+                    return f"item {i}'s {key!r} is {problem}"
+            if name == "front":
+                try:
+                    bytes.fromhex(entry["mask"])
+                except ValueError:
+                    return f"item {i}'s 'mask' is not hexadecimal"
+    if name in ("confusion", "reference_confusion") and value is not None:
+        n = doc.get("n_classes")
+        if isinstance(n, int) and (len(value) != n or any(len(row) != n for row in value)):
+            return f"not a {n} x {n} matrix"
+    return None
 
 
 @dataclass
@@ -476,7 +661,15 @@ def open_run(run_dir: str | Path) -> RunFolder:
             "experiment again to write it"
         )
     config_file = path / CONFIG_FILE
-    config = read_json(config_file) if config_file.is_file() else {}
+    config = {}
+    if config_file.is_file():
+        config = read_json(config_file)
+        if not isinstance(config.get("run", {}), dict):
+            raise EvoPruneError(
+                f"{config_file}: 'run' is {json.dumps(config['run'])[:40]}, not a JSON object "
+                "of settings; the file is damaged or was edited: rerun 'evoprune run' to "
+                "rewrite the run folder"
+            )
     return RunFolder(path=path, result=result, config=config)
 
 
@@ -510,14 +703,47 @@ def load_head(path: str | Path, n_inputs: int | None = None) -> CompactHead:
     path = Path(path)
     if not path.is_file():
         raise EvoPruneError(f"head file {path} does not exist")
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise EvoPruneError(f"head file {path} is not a regular file")
     try:
         state = load_file(str(path))
     except (OSError, SafetensorError) as exc:
         raise EvoPruneError(f"cannot read head file {path}: {exc}") from None
+    _check_head_tensors(path, state)
     try:
         return CompactHead.from_state_dict(state, n_inputs=n_inputs)
     except EvoPruneError as exc:
         raise EvoPruneError(f"{path}: {exc}") from None
+
+
+def _check_head_tensors(path: Path, state: Mapping[str, Any]) -> None:
+    """A head's tensors as the experiment writes them: finite floating-point weights, biases
+    and feature statistics, a 1-D integer feature index; one message naming the file and the
+    tensor otherwise (integer or NaN weights predicted one class for every image)."""
+    import torch
+
+    for name, tensor in state.items():
+        if name == "feature_index":
+            if tensor.dtype.is_floating_point or tensor.dtype == torch.bool or tensor.dim() != 1:
+                problem = f"{tensor.dtype} of shape {tuple(tensor.shape)}, not a 1-D integer index"
+            elif tensor.numel() and (
+                int(tensor.min()) < 0 or len(set(tensor.tolist())) < tensor.numel()
+            ):
+                problem = "not distinct non-negative feature numbers"
+            else:
+                continue
+        elif not tensor.dtype.is_floating_point:
+            problem = f"{tensor.dtype}, not floating-point weights"
+        elif not bool(torch.isfinite(tensor).all()):
+            problem = "not finite (NaN or infinite values)"
+        elif name.endswith(".weight") and tensor.dim() != 2:
+            problem = f"of shape {tuple(tensor.shape)}, not a matrix"
+        else:
+            continue
+        raise EvoPruneError(
+            f"head file {path}: tensor {name!r} is {problem}; the file is damaged or was "
+            "edited: rerun 'evoprune run' to rewrite the run folder"
+        )
 
 
 # --- writing a run ---------------------------------------------------------------------------
