@@ -67,7 +67,8 @@ def test_export_refuses_a_head_that_does_not_fit_the_best_mask(run_copy, tmp_pat
         export_model(run_copy, tmp_path / "m.onnx")
     assert "swapped" not in str(info.value)  # not the reference head either
     _edit_result(run_copy, best_mask=mask[:-1])
-    with pytest.raises(EvoPruneError, match="best_mask does not fit encoding 'fs'"):
+    # caught when result.json is read (issue 19): one message naming the file and the field
+    with pytest.raises(EvoPruneError, match="result.json: 'best_mask' is .* not the 1280 genes"):
         export_model(run_copy, tmp_path / "m.onnx")
     with pytest.raises(EvoPruneError, match="'best_mask' is null"):
         _edit_result(run_copy, best_mask=None)

@@ -385,7 +385,7 @@ class RunResult(Mapping):
                 problem = _value_problem(f.name, value, doc)
             if problem is not None:
                 raise EvoPruneError(
-                    f"{path}: {f.name!r} is {json.dumps(value)[:40]}: {problem}; the file is "
+                    f"{path}: {f.name!r} is {json.dumps(value)[:40]}, {problem}; the file is "
                     "damaged or was edited: rerun 'evoprune run' to rewrite the run folder"
                 )
             values[f.name] = value
@@ -514,7 +514,7 @@ def _value_problem(name: str, value: Any, doc: Mapping[str, Any]) -> str | None:
     if name == "best_mask":
         genes = doc.get("genes")
         if isinstance(genes, int) and len(value) != genes:
-            return f"{len(value)} values, not the {genes} genes"
+            return f"{len(value)} values: not the {genes} genes"
         if any(v not in (0, 1) for v in value):
             return "not a mask of 0 and 1"
     if name in ("front", "per_class") and value is not None:
