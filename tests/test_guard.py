@@ -672,3 +672,64 @@ def test_an_ood_set_overlapping_the_training_images_is_refused(
     assert main(args) == 2
     assert "--ood" in caplog.text and "6 of its 6 images are images of --data" in caplog.text
     assert not out.exists()
+
+
+# --- late checks moved before the first write; disk full (item 6) ------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        (["--fitness-split", "cv", "--cv-folds", "50"], "--cv-folds 50"),
+        (["--test-fraction", "0.99"], "--test-fraction 0.99"),
+        (["--limit", "3"], "--limit 3"),
+        (["--final-check", "cv", "--final-check-folds", "50"], "--final-check-folds 50"),
+        (["--two-images"], "--val-fraction"),
+        (["--ray-address", "nonsense.invalid:1"], "--ray-address"),
+    ],
+)
+def test_a_late_check_stops_before_the_folder_is_written(
+    faces_folder, feature_cache, tmp_path, caplog, extra, named
+):
+    """These stopped only after config.json and history.csv were written, so the corrected
+    command into the same folder was refused."""
+    data = _small_copy(faces_folder, tmp_path / "data")
+    if extra == ["--two-images"]:  # a class with 2 images
+        for p in sorted((data / "not_face").iterdir())[2:]:
+            p.unlink()
+        extra = []
+    out = tmp_path / "run"
+    args = _args(data, feature_cache, out, *extra)
+    args[args.index("--evaluations") + 1] = "6"
+    assert main(args) == 2
+    assert named in caplog.text and "Traceback" not in caplog.text
+    assert not out.exists()
+
+
+def test_disk_full_during_the_search_is_one_message_and_resumes_identically(
+    tiny_run, faces_folder, feature_cache, tmp_path, monkeypatch, caplog
+):
+    import errno
+
+    from evoprune.runs import store
+
+    real = store.HistoryAppender._append
+    calls = {"n": 0}
+
+    def full(self, rec):
+        calls["n"] += 1
+        if calls["n"] > 7:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, rec)
+
+    monkeypatch.setattr(store.HistoryAppender, "_append", full)
+    out = tmp_path  # the depth of the tiny run: the same relative data path
+    assert main(_args(faces_folder, feature_cache, out)) == 2
+    assert "the disk is full" in caplog.text and "Traceback" not in caplog.text
+    assert len(_history_lines(out)) == 1 + 7  # the rows written before are kept
+    monkeypatch.setattr(store.HistoryAppender, "_append", real)
+    assert main(_args(faces_folder, feature_cache, out)) == 0
+    again = json.loads((out / "result.json").read_text())
+    assert again["best_mask"] == tiny_run[1]["best_mask"]
+    assert again["resumed_evaluations"] == 7
+    assert _history_lines(out) == _history_lines(tiny_run[0])

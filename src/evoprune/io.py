@@ -363,6 +363,9 @@ class OutputFolder:
             _replace(self.path / MANIFEST_FILE, lambda tmp: tmp.write_text(text, "utf-8"))
 
 
+#: The errors of writing: no space, read-only, over quota, not permitted.
+WRITE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM)
+
 #: The folders this process holds (innermost last).
 _CLAIMS: list[OutputFolder] = []
 
@@ -381,11 +384,16 @@ def holder_of(path: str | Path) -> OutputFolder | None:
 
 
 @contextmanager
-def writing_folder(path: str | Path, option: str = "--out") -> Iterator[None]:
-    """An OSError while writing ``path`` (read-only, disk full...) as one message."""
+def writing_folder(
+    path: str | Path, option: str = "--out", only: Sequence[int] | None = None
+) -> Iterator[None]:
+    """An OSError while writing ``path`` (read-only, disk full...) as one message; with
+    ``only``, just the errors of those numbers (others, such as reading an image, pass)."""
     try:
         yield
     except OSError as exc:
+        if only is not None and exc.errno not in only:
+            raise
         reason = exc.strerror or str(exc)
         if exc.errno == errno.ENOSPC:
             reason = "the disk is full"

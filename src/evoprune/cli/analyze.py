@@ -72,13 +72,13 @@ def _positive(text: str) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from evoprune.io import OutputFolder
+    from evoprune.io import WRITE_ERRORS, OutputFolder, writing_folder
 
     if not Path(args.run_dir).is_dir():  # the analyses say what is missing
         return _analyze(args)
     folder = OutputFolder(args.run_dir, "analyze", "RUN_DIR")
     folder.check()  # evoprune's own files only; nothing written before this
-    with folder.claim(recheck=False):
+    with folder.claim(recheck=False), writing_folder(args.run_dir, "RUN_DIR", WRITE_ERRORS):
         return _analyze(args)
 
 

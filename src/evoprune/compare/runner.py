@@ -35,7 +35,7 @@ from evoprune.compare.layout import (
 )
 from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError, EvoPruneError
-from evoprune.io import OutputFolder, atomic_write_json, writing_folder
+from evoprune.io import WRITE_ERRORS, OutputFolder, atomic_write_json, writing_folder
 from evoprune.runs.experiment import (
     PreparedData,
     RunConfig,
@@ -185,7 +185,7 @@ def run_comparison(
     cc.check()
     out = Path(out)
     check_compare_out(cc, out)  # nothing is written before every check has passed
-    with OutputFolder(out, "compare").claim():
+    with OutputFolder(out, "compare").claim(), writing_folder(out, only=WRITE_ERRORS):
         return _run_comparison(cc, out, progress=progress, cache_dir=cache_dir)
 
 

@@ -320,10 +320,14 @@ def run_experiment(
     }
     if ood is not None:
         config_doc["ood_feature_key"] = ood.feature_key
-    with writer.claimed():  # the folder is created and locked: one writer at a time
+    check_folds(cfg, data)  # every check that needs the data, before the first write
+    from evoprune.cluster import executor_for
+
+    # the executor first: a Ray address that does not answer stops before anything is written
+    with executor_for(cfg) as executor, writer.claimed():
         known, appender = writer.begin(config_doc, n_genes, cfg.objectives)
         try:
-            evolved = _search(cfg, data, ood, known, appender, progress)
+            evolved = _search(cfg, data, ood, known, appender, progress, executor)
         finally:
             appender.close()
         final = finish_heads(cfg, data, evolved, ood, progress=progress)
@@ -341,28 +345,80 @@ def run_experiment(
     return result.to_dict()
 
 
-def _search(
-    cfg: RunConfig, data: PreparedData, ood: OODData | None, known: dict, appender, progress: bool
-) -> Evolved:
-    """The search on the training features, with history appended and a progress bar."""
-    from evoprune.cluster import executor_for
+def check_folds(cfg: RunConfig, data: PreparedData) -> None:
+    """Make the fitness folds (and the final check's) of the run now, so that too few images
+    for them stop the run before its folder is written, naming the options to change."""
+    from evoprune.problem import make_folds
+    from evoprune.runs.search import fitness_folds
+    from evoprune.settings import FitnessSettings
 
     leaked = cfg.fitness_split == "test"
-    with executor_for(cfg) as executor:
-        return evolve(
+    where = f"the {len(data.train_idx)} training images"
+    sizes = ([f"--limit {cfg.limit}"] if cfg.limit else []) + (
+        [f"--test-fraction {cfg.test_fraction}"] if data.test_origin.startswith("strat") else []
+    )
+    try:
+        fitness_folds(
+            cfg,
             data.X_train,
             data.y_train,
-            data.n_classes,
-            cfg,
             eval_set=(data.X_test, data.y_test) if leaked else None,
-            ood_features=None if ood is None else ood.X_search,
-            callbacks=[appender],
-            known=known,
-            executor=executor,
             classes=data.classes,
-            progress=progress,
             validation=data.validation,
         )
+    except (DataError, ConfigError) as exc:
+        split = (
+            [f"--cv-folds {cfg.cv_folds}"]
+            if cfg.fitness_split == "cv"
+            else [f"--val-fraction {cfg.val_fraction}"]
+            if cfg.fitness_split == "validation"
+            else []
+        )
+        raise ConfigError(
+            f"--fitness-split {cfg.fitness_split}: {exc} (in {where}); change "
+            + " or ".join(split + sizes + ["--data"])
+        ) from None
+    if getattr(cfg, "final_check", "none") == "cv":
+        try:
+            check_split = FitnessSettings(
+                fitness_split="cv",
+                seed=(int(cfg.seed) + 1) % 2**32,
+                cv_folds=int(cfg.final_check_folds),
+            )
+            make_folds(data.X_train, data.y_train, check_split)
+        except (DataError, ConfigError) as exc:
+            raise ConfigError(
+                f"--final-check-folds {cfg.final_check_folds}: {exc} (in {where}); change "
+                + " or ".join([f"--final-check-folds {cfg.final_check_folds}"] + sizes)
+                + ", or give --final-check none"
+            ) from None
+
+
+def _search(
+    cfg: RunConfig,
+    data: PreparedData,
+    ood: OODData | None,
+    known: dict,
+    appender,
+    progress: bool,
+    executor,
+) -> Evolved:
+    """The search on the training features, with history appended and a progress bar."""
+    leaked = cfg.fitness_split == "test"
+    return evolve(
+        data.X_train,
+        data.y_train,
+        data.n_classes,
+        cfg,
+        eval_set=(data.X_test, data.y_test) if leaked else None,
+        ood_features=None if ood is None else ood.X_search,
+        callbacks=[appender],
+        known=known,
+        executor=executor,
+        classes=data.classes,
+        progress=progress,
+        validation=data.validation,
+    )
 
 
 def saved_settings(cfg: RunConfig, out: Path) -> dict:

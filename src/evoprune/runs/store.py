@@ -223,6 +223,12 @@ class HistoryAppender:
         self.writer = csv.DictWriter(self.fh, fieldnames=history_fields(self.objectives))
 
     def __call__(self, rec: EvaluationRecord) -> None:
+        # disk full or read-only while the search appends: one message; the rows written so
+        # far stay, and the same command resumes from them
+        with writing_folder(self.path.parent):
+            self._append(rec)
+
+    def _append(self, rec: EvaluationRecord) -> None:
         i = len(self.written)
         self.written.append(rec)
         if i < len(self.existing):
