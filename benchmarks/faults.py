@@ -930,17 +930,17 @@ add_case("overwrite_the_current_folder", "bad_input", _overwrite_current_folder)
 
 #: Python run in the subprocess before the command: an OSError injected where it happens.
 _INJECT = (
-    "import errno, os, pathlib, sys\\n"
-    "from evoprune.runs import store\\n"
-    "{patch}\\n" + _MAIN.replace("; ", "\\n")
+    "import errno, os, pathlib, sys\n"
+    "from evoprune.runs import store\n"
+    "{patch}\n" + _MAIN.replace("; ", "\n")
 )
 
 
 def _read_only_overwrite(ctx: Context) -> Outcome:
     out = _run_copy(ctx, "overwrite_read_only_parent")
     patch = (
-        "def ro(self, target):\\n"
-        "    raise OSError(errno.EROFS, 'Read-only file system')\\n"
+        "def ro(self, target):\n"
+        "    raise OSError(errno.EROFS, 'Read-only file system')\n"
         "pathlib.Path.rename = ro"
     )
     args = set_option(run_args(ctx.faces, out, ctx.cache, "--overwrite"), "--evaluations", "14")
@@ -962,13 +962,13 @@ def _disk_full_in_search(ctx: Context) -> Outcome:
     name = "disk_full_during_search"
     out = ctx.fresh(name) / "run"
     patch = (
-        "real = store.HistoryAppender._append\\n"
-        "n = [0]\\n"
-        "def full(self, rec):\\n"
-        "    n[0] += 1\\n"
-        "    if n[0] > 5:\\n"
-        "        raise OSError(errno.ENOSPC, 'No space left on device')\\n"
-        "    return real(self, rec)\\n"
+        "real = store.HistoryAppender._append\n"
+        "n = [0]\n"
+        "def full(self, rec):\n"
+        "    n[0] += 1\n"
+        "    if n[0] > 5:\n"
+        "        raise OSError(errno.ENOSPC, 'No space left on device')\n"
+        "    return real(self, rec)\n"
         "store.HistoryAppender._append = full"
     )
     args = run_args(ctx.faces, out, ctx.cache)
@@ -989,10 +989,9 @@ def _read_only_final_write(ctx: Context) -> Outcome:
     name = "read_only_at_the_final_write"
     out = ctx.fresh(name) / "run"
     patch = (
-        "real = store.RunWriter.finish\\n"
-        "def finish(self, *a):\\n"
-        "    raise OSError(errno.EROFS, 'Read-only file system')\\n"
-        "store.RunWriter.finish = finish"
+        "def ro(*a, **k):\n"
+        "    raise OSError(errno.EROFS, 'Read-only file system')\n"
+        "store.write_history = ro"
     )
     return expect_error(
         ctx, name, run_args(ctx.faces, out, ctx.cache), code=_INJECT.format(patch=patch)
@@ -1156,9 +1155,9 @@ def _compare_out_file(ctx: Context) -> Outcome:
 def _compare_read_only(ctx: Context) -> Outcome:
     out = ctx.fresh("compare_out_read_only") / "cmp"
     patch = (
-        "import evoprune.io as io\\n"
-        "def ro(*a, **k):\\n"
-        "    raise OSError(errno.EROFS, 'Read-only file system')\\n"
+        "import evoprune.io as io\n"
+        "def ro(*a, **k):\n"
+        "    raise OSError(errno.EROFS, 'Read-only file system')\n"
         "io._replace = ro"
     )
     return expect_error(
