@@ -733,3 +733,49 @@ def test_disk_full_during_the_search_is_one_message_and_resumes_identically(
     assert again["best_mask"] == tiny_run[1]["best_mask"]
     assert again["resumed_evaluations"] == 7
     assert _history_lines(out) == _history_lines(tiny_run[0])
+
+
+def test_a_cache_entry_being_computed_is_waited_for_not_computed_twice(
+    faces_folder, tmp_path, caplog, monkeypatch
+):
+    """Two processes computing the same features: the second waits, then reads the first's."""
+    import threading
+
+    from evoprune import features
+    from evoprune.backbones import get_backbone
+    from evoprune.features import cache_file_path, cache_key, extract_features
+
+    paths = [str(p) for p in sorted((faces_folder / "face").glob("*.png"))[:4]]
+    key = cache_key(get_backbone("efficientnet-lite0"), paths)
+    cache = tmp_path / "cache"
+    target = cache_file_path(cache, key)
+    cache.mkdir()
+    code = (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.readline()"
+    )
+    lock = cache / f".{target.name}.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert holder.stdout.readline().strip() == b"held"
+    computed = []
+    real = features._compute
+    monkeypatch.setattr(features, "_compute", lambda *a, **k: computed.append(1) or real(*a, **k))
+
+    def finish_first():  # the other process writes the entry, then lets go
+        time.sleep(1.5)
+        extract_features("efficientnet-lite0", paths, cache_dir=tmp_path / "other", progress=False)
+        shutil.copy(cache_file_path(tmp_path / "other", key), target)
+        holder.stdin.write(b"\n")
+        holder.stdin.flush()
+
+    thread = threading.Thread(target=finish_first)
+    thread.start()
+    computed.clear()
+    result = extract_features("efficientnet-lite0", paths, cache_dir=cache, progress=False)
+    thread.join()
+    holder.wait()
+    assert "waiting for it" in caplog.text
+    assert result.cached and len(computed) == 1  # only the other "process" computed them
+    assert sorted(p.name for p in cache.iterdir()) == [target.name]

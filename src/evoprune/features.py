@@ -14,6 +14,7 @@ filling one cache at the same time each leave a complete file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -38,7 +39,7 @@ from evoprune.data import open_rgb
 from evoprune.data._messages import listed
 from evoprune.devices import resolve_device
 from evoprune.errors import BackboneError, ConfigError, DataError
-from evoprune.io import atomic_write, file_sha256
+from evoprune.io import atomic_write, entry_lock, file_sha256
 
 __all__ = [
     "FeatureResult",
@@ -401,48 +402,66 @@ def extract_features(
         )
         return FeatureResult(X, True, key, time.perf_counter() - start, form_id)
 
+    seen = _signature(cache_file_path(cache_dir, key))
     hit = cached(key, form_id)
     if hit is not None:
         return hit
-    if use_cache:
+    with contextlib.ExitStack() as stack:
+        if use_cache:  # one process computes an entry; another waits, then reads it
+            entry = cache_file_path(cache_dir, key)
+            stack.enter_context(entry_lock(entry, f"the {backbone.name} features of these images"))
+            if _signature(entry) != seen:  # written meanwhile by another process
+                hit = cached(key, form_id)
+                if hit is not None:
+                    return hit
+        if use_cache:
+            logger.info(
+                "Feature cache miss: computing %s features of %d images as %s",
+                backbone.name,
+                len(paths),
+                form_id,
+            )
+        runner = None
+        if compute is not None:  # sharded elsewhere (evoprune.cluster), checked and cached here
+            X = compute(backbone, paths)
+            _check_finite(X, backbone.name, paths)
+        else:
+            runner = backbone.runner(torch_device, form)
+            if runner.identity != form_id:  # the planned form failed its check: another key
+                form_id = runner.identity
+                key = cache_key(backbone, paths, form_id)
+                hit = cached(key, form_id)
+                if hit is not None:
+                    return hit
+            X = _compute(
+                backbone,
+                paths,
+                batch_size,
+                progress,
+                num_workers,
+                runner=runner,
+                decode_threads=decode_threads,
+            )
+        if use_cache:
+            _write_cache(cache_file_path(cache_dir, key), key, X)
+        seconds = time.perf_counter() - start
         logger.info(
-            "Feature cache miss: computing %s features of %d images as %s",
-            backbone.name,
+            "Computed %d %s features in %.1f s (%s)",
             len(paths),
-            form_id,
+            backbone.name,
+            seconds,
+            runner or "sharded",
         )
-    runner = None
-    if compute is not None:  # sharded elsewhere (evoprune.cluster), checked and cached here
-        X = compute(backbone, paths)
-        _check_finite(X, backbone.name, paths)
-    else:
-        runner = backbone.runner(torch_device, form)
-        if runner.identity != form_id:  # the planned form failed its check: another key
-            form_id = runner.identity
-            key = cache_key(backbone, paths, form_id)
-            hit = cached(key, form_id)
-            if hit is not None:
-                return hit
-        X = _compute(
-            backbone,
-            paths,
-            batch_size,
-            progress,
-            num_workers,
-            runner=runner,
-            decode_threads=decode_threads,
-        )
-    if use_cache:
-        _write_cache(cache_file_path(cache_dir, key), key, X)
-    seconds = time.perf_counter() - start
-    logger.info(
-        "Computed %d %s features in %.1f s (%s)",
-        len(paths),
-        backbone.name,
-        seconds,
-        runner or "sharded",
-    )
-    return FeatureResult(X, cached=False, key=key, seconds=seconds, form=form_id)
+        return FeatureResult(X, cached=False, key=key, seconds=seconds, form=form_id)
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    """Which version of a file is there (inode, size, modification time), None if absent."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _as_pil(item: Any) -> Image.Image:

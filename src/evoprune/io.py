@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import stat
@@ -454,3 +456,33 @@ def claim_file(paths: Sequence[str | Path], command: str, option: str = "--out")
         for p in paths:
             check_file_target(p, command, option)
         yield
+
+
+@contextmanager
+def entry_lock(path: str | Path, what: str = "this cache entry") -> Iterator[None]:
+    """An exclusive lock on a cache entry (the file ``.NAME.lock`` beside ``path``) while it
+    is computed: a second process computing the same entry waits for the first (told so),
+    then finds it written instead of computing it again."""
+    path = Path(path)
+    lock = path.parent / f".{path.name}.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    except OSError:  # a read-only cache: nothing will be written there either
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            logging.getLogger("evoprune").warning(
+                "another evoprune process is computing %s (%s); waiting for it", what, path.name
+            )
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        # removed while held: the cache keeps no lock files (a process that opened it just
+        # before may then compute the entry once more; its write is atomic and identical)
+        with contextlib.suppress(OSError):
+            lock.unlink()
+        os.close(fd)
