@@ -779,3 +779,18 @@ def test_a_cache_entry_being_computed_is_waited_for_not_computed_twice(
     assert "waiting for it" in caplog.text
     assert result.cached and len(computed) == 1  # only the other "process" computed them
     assert sorted(p.name for p in cache.iterdir()) == [target.name]
+
+
+def test_a_head_that_cannot_train_in_memory_is_refused_with_the_size_that_can(
+    faces_folder, feature_cache, tmp_path, caplog, monkeypatch
+):
+    from evoprune.runs import experiment
+
+    monkeypatch.setattr(experiment, "_physical_memory", lambda: 2**30)  # a 1 GiB machine
+    out = tmp_path / "run"
+    args = _args(faces_folder, feature_cache, out, "--hidden-size", "30000")
+    assert main(args) == 2
+    # 1280 features, 2 classes: 1280 h + h + 2 h + 2 = 1283 h + 2 weights of 16 bytes; > 0.5 GiB
+    assert "--hidden-size 30000: the not-pruned head has 38,490,002 weights" in caplog.text
+    assert "give --hidden-size 26153 or less" in caplog.text  # (2**29 / 16 - 2) // 1283
+    assert not out.exists()

@@ -444,7 +444,7 @@ def _write_onnx(
         for key, value in items:
             entry = model.metadata_props.add()
             entry.key = key
-            entry.value = value if isinstance(value, str) else json.dumps(value)
+            entry.value = value if isinstance(value, str) else json.dumps(value, allow_nan=False)
         model.producer_name = "evoprune"
         model.producer_version = __version__
         onnx.save(model, str(tmp))
@@ -483,7 +483,7 @@ def _write_torchscript(module: nn.Module, example: torch.Tensor, out: Path, meta
     with warnings.catch_warnings(), torch.no_grad():
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit")
         traced = torch.jit.trace(module, (example,), check_trace=False)
-    extra = {TORCHSCRIPT_METADATA: json.dumps(metadata, indent=2)}
+    extra = {TORCHSCRIPT_METADATA: json.dumps(metadata, indent=2, allow_nan=False)}
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -311,7 +312,9 @@ def run_experiment(
             "fitness_split='test': the search scores candidates on the test set, as the "
             "paper did; the reported test accuracy is optimistic (marked leaked)"
         )
-    n_genes = make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size, data.n_classes).n_genes
+    encoding = make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size, data.n_classes)
+    n_genes = encoding.n_genes
+    check_head_memory(cfg, data.X.shape[1], encoding.hidden, data.n_classes)
     config_doc = {
         "run": run_doc,
         "evoprune_version": __version__,
@@ -343,6 +346,47 @@ def run_experiment(
         _write_outputs(writer, cfg, data, evolved, final, result)
     log.info("results written to %s", out)
     return result.to_dict()
+
+
+#: Bytes a head's weight needs while it trains: the weight, its gradient and two optimiser
+#: moments in float32.
+_BYTES_PER_TRAINED_WEIGHT = 16
+
+
+def _physical_memory() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_head_memory(
+    cfg: RunConfig, n_features: int, hidden: tuple[int, ...], n_classes: int
+) -> None:
+    """Refuse, before any work, a hidden size whose not-pruned head cannot train in half of
+    this machine's memory, with the largest size that can."""
+    memory = _physical_memory()
+    if memory is None or not hidden:
+        return
+    budget = memory // 2
+
+    def need(h: int) -> int:
+        return dense_sizes(n_features, tuple(h for _ in hidden), n_classes)[0] * (
+            _BYTES_PER_TRAINED_WEIGHT
+        )
+
+    if need(max(hidden)) <= budget:
+        return
+    low, high = 1, max(hidden)
+    while low < high:  # the largest hidden size that fits
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if need(mid) <= budget else (low, mid - 1)
+    params = dense_sizes(n_features, hidden, n_classes)[0]
+    raise ConfigError(
+        f"--hidden-size {cfg.hidden_size}: the not-pruned head has {params:,} weights, "
+        f"{need(max(hidden)) / 2**30:.1f} GiB while it trains, over half of this machine's "
+        f"{memory / 2**30:.1f} GiB: give --hidden-size {low} or less"
+    )
 
 
 def check_folds(cfg: RunConfig, data: PreparedData) -> None:
