@@ -33,7 +33,14 @@ from typing import Any
 import numpy as np
 
 from evoprune.errors import ConfigError, EvoPruneError
-from evoprune.io import OutputFolder, atomic_write, atomic_write_json, temporary_of, writing_folder
+from evoprune.io import (
+    MANIFEST_FILE,
+    OutputFolder,
+    atomic_write,
+    atomic_write_json,
+    temporary_of,
+    writing_folder,
+)
 from evoprune.model.head import CompactHead
 from evoprune.search import Evaluation, EvaluationRecord
 from evoprune.search.fidelity import FULL
@@ -956,7 +963,8 @@ class RunWriter:
             listed = self.folder.listed()
             for leftover in self.out.iterdir():  # unfinished writes of a killed run
                 original = temporary_of(leftover.name)
-                if leftover.is_file() and original is not None and original in listed:
+                ours = original is not None and (original in listed or original == MANIFEST_FILE)
+                if leftover.is_file() and ours:
                     leftover.unlink()
             for name in RESULT_FILES:
                 (self.out / name).unlink(missing_ok=True)
