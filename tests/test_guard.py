@@ -794,3 +794,16 @@ def test_a_head_that_cannot_train_in_memory_is_refused_with_the_size_that_can(
     assert "--hidden-size 30000: the not-pruned head has 38,490,002 weights" in caplog.text
     assert "give --hidden-size 26153 or less" in caplog.text  # (2**29 / 16 - 2) // 1283
     assert not out.exists()
+
+
+def test_report_is_never_written_inside_the_data_nor_onto_a_runs_file(
+    run_copy, tiny_run, faces_folder, caplog
+):
+    target = faces_folder / "face" / "report.html"
+    assert main(["report", str(tiny_run[0]), "--out", str(target)]) == 2
+    assert "inside the data folder" in caplog.text and not target.exists()
+    before = _tree(run_copy)
+    (run_copy / "confusion.html").write_text("mine")  # not listed: the user's
+    assert main(["report", str(run_copy), "--out", str(run_copy / "confusion.html")]) == 2
+    assert (run_copy / "confusion.html").read_text() == "mine"
+    assert {k: v for k, v in _tree(run_copy).items() if k != "confusion.html"} == before

@@ -401,7 +401,13 @@ def write_page(folder: str | Path, out: str | Path | None = None) -> Path:
     target = Path(out) if out is not None else path / PAGE_FILE
     if target.suffix.lower() not in (".html", ".htm"):
         raise ConfigError(f"--out {target}: the page is HTML; give a file name ending in .html")
-    check_file_target(target, "report", "--out")
+    roots = []  # the run's images: the page is never written among them
+    if (path / "result.json").is_file():
+        try:
+            roots = open_run(path).data_roots()
+        except EvoPruneError:
+            pass  # the damaged run is reported below
+    check_file_target(target, "report", "--out", roots)
     if is_comparison(path):
         text = comparison_page(path)
     else:
