@@ -424,6 +424,7 @@ def test_a_history_fitness_that_is_not_a_finite_accuracy_stops_the_resume(
     cells[header.index("fitness")] = value
     lines[3] = ",".join(cells)
     (out / "history.csv").write_text("\n".join(lines) + "\n")
+    (out / "result.json").unlink()  # an interrupted run: resumed from its history
     before = _tree(out)
     assert main(_args(faces_folder, feature_cache, out)) == 2
     assert f"{out / 'history.csv'} line 4: 'fitness' is '{value}'" in caplog.text
