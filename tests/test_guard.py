@@ -686,6 +686,7 @@ def test_an_ood_set_overlapping_the_training_images_is_refused(
         (["--limit", "3"], "--limit 3"),
         (["--final-check", "cv", "--final-check-folds", "50"], "--final-check-folds 50"),
         (["--two-images"], "--val-fraction"),
+        (["--limit", "1"], "--limit"),  # was "class has 1 image", naming no option
         (["--ray-address", "nonsense.invalid:1"], "--ray-address"),
     ],
 )

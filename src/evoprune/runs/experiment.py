@@ -62,9 +62,18 @@ def _split_indices(dataset, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, str
         test = np.asarray(dataset.test_idx)
         train = np.setdiff1d(np.arange(len(dataset.paths)), test)
         return train, test, "given test set"
-    train, test = stratified_split(
-        dataset.labels, cfg.test_fraction, cfg.seed, classes=dataset.classes
-    )
+    try:
+        train, test = stratified_split(
+            dataset.labels, cfg.test_fraction, cfg.seed, classes=dataset.classes
+        )
+    except DataError as exc:
+        used = f" (--limit {cfg.limit})" if cfg.limit else ""
+        raise ConfigError(
+            f"--test-fraction {cfg.test_fraction}: {exc}; the held-out split is made from "
+            f"the {len(dataset.paths)} images used{used}: change --test-fraction"
+            + (" or --limit" if cfg.limit else "")
+            + ", or give more images"
+        ) from None
     return train, test, f"stratified {cfg.test_fraction:.0%} held out (seed {cfg.seed})"
 
 
@@ -75,7 +84,13 @@ def _limit(dataset, cfg: RunConfig) -> np.ndarray:
     n = len(dataset.paths)
     if not cfg.limit or cfg.limit >= n:
         return np.arange(n)
-    _, keep = stratified_split(dataset.labels, cfg.limit / n, cfg.seed, classes=dataset.classes)
+    try:
+        _, keep = stratified_split(dataset.labels, cfg.limit / n, cfg.seed, classes=dataset.classes)
+    except DataError as exc:
+        raise ConfigError(
+            f"--limit {cfg.limit}: {exc}; give --limit at least 2 images per class "
+            f"({2 * dataset.n_classes} here), or leave it out"
+        ) from None
     return keep
 
 
