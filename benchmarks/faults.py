@@ -17,9 +17,20 @@ Counted:
   no temporary file behind;
 - data loss (target 0): a finished run's files, a user's files or the data changed or vanished,
   or an interrupted run lost recorded evaluations;
-- wrong result (target 0): a run finished with a result other than the reference's.
+- wrong result (target 0): a run finished with a result other than the reference's;
+- silently wrong (target 0): exit 0 where a refusal was due, or a wrong result;
+- hangs (target 0): a command still running after its time limit (killed);
+- tracebacks (target 0): a Python traceback on stderr.
 
-Prints a table and writes benchmarks/faults.json.
+Issue 19 added the cases of every command's folder guard (users' files named like evoprune's,
+damaged config.json and manifest, --out . --overwrite, a second writer, compare --out, files
+of other commands, the data), values checked on read, sizes that cannot fit, late checks,
+injected disk-full and read-only errors, FIFOs, sockets and devices, leaks between training
+and held-out or OOD images.
+
+Prints a table and writes benchmarks/faults.json: cases, clean, data_loss, silent_wrong, hangs,
+tracebacks, interrupts_identical (of interrupts_tried), the names of cases not clean, and every
+outcome.
 """
 
 from __future__ import annotations
@@ -172,8 +183,13 @@ def error_lines(stderr: str) -> list[str]:
 
 
 def clean_error(proc: subprocess.CompletedProcess) -> tuple[bool, str]:
-    """Whether a run failed as it should: status 2, one ERROR line, no traceback."""
-    errors = error_lines(proc.stderr)
+    """Whether a run failed as it should: status 2, one ERROR line (or the option parser's
+    one "error:" line after its usage), no traceback."""
+    errors = error_lines(proc.stderr) or [
+        line
+        for line in proc.stderr.splitlines()
+        if line.startswith("evoprune") and ": error:" in line
+    ]
     ok = proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr
     if ok:
         return True, errors[0]
