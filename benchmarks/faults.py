@@ -1771,6 +1771,25 @@ def table(outcomes: list[Outcome]) -> str:
     return "\n".join(lines)
 
 
+def write_json(path: str, outcomes: list[Outcome], start: float, complete: bool) -> None:
+    atomic_write_json(
+        path,
+        {
+            **summarise(outcomes),
+            "complete": complete,
+            "targets": {"data_loss": 0, "silent_wrong": 0, "hangs": 0, "tracebacks": 0},
+            "not_clean": [o.name for o in outcomes if not o.handled],
+            "outcomes": [asdict(o) for o in outcomes],
+            "machine": {
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "threads_per_run": 1,
+            },
+            "seconds": round(time.perf_counter() - start, 1),
+        },
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-k", default="", help="only the cases whose name contains this")
@@ -1797,23 +1816,10 @@ def main(argv: list[str] | None = None) -> int:
             outcome.detail = outcome.detail.replace(tmp, "<tmp>")
             log.info("%-40s %s", name, "ok" if outcome.handled else "NOT HANDLED")
             outcomes.append(outcome)
+            write_json(args.out, outcomes, start, complete=False)  # a stopped run keeps these
     summary = summarise(outcomes)
     sys.stdout.write(table(outcomes) + "\n\n" + json.dumps(summary, indent=2) + "\n")
-    atomic_write_json(
-        args.out,
-        {
-            **summary,
-            "targets": {"data_loss": 0, "silent_wrong": 0, "hangs": 0, "tracebacks": 0},
-            "not_clean": [o.name for o in outcomes if not o.handled],
-            "outcomes": [asdict(o) for o in outcomes],
-            "machine": {
-                "python": platform.python_version(),
-                "cpus": os.cpu_count(),
-                "threads_per_run": 1,
-            },
-            "seconds": round(time.perf_counter() - start, 1),
-        },
-    )
+    write_json(args.out, outcomes, start, complete=True)
     return 0
 
 
