@@ -213,6 +213,7 @@ def time_paper_evaluation(seed: int) -> float:
 def time_multi_search(seed: int, full: int, shared: int, quick: bool = False) -> dict:
     """Seconds of a ``--fidelity multi`` search on ELPV fs with ``full`` full trainings and
     ``shared`` shared evaluations, the shared heads' training included."""
+    from evoprune.runs.context import RunContext
     from evoprune.runs.search import evolve
 
     if quick:
@@ -226,7 +227,7 @@ def time_multi_search(seed: int, full: int, shared: int, quick: bool = False) ->
         shared_evaluations=shared,
     ).validate()
     data = prepare_data(cfg, progress=False)
-    evolved = evolve(data.X_train, data.y_train, data.n_classes, cfg)
+    evolved = evolve(RunContext.of_data(cfg, data))
     r = evolved.result
     return {
         "evaluations": r.evaluations,

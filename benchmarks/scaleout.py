@@ -42,6 +42,7 @@ from evoprune.encodings import make_encoding
 from evoprune.io import atomic_write_json
 from evoprune.model.head import TRAINERS
 from evoprune.problem import HeadProblem, make_folds
+from evoprune.runs.context import RunContext
 from evoprune.runs.experiment import RunConfig, prepare_data
 from evoprune.runs.search import evolve
 from evoprune.settings import FitnessSettings
@@ -87,7 +88,7 @@ def search_config(evaluations: int) -> RunConfig:
 
 def run_search(data, cfg, executor) -> tuple[float, object]:
     t0 = time.perf_counter()
-    evolved = evolve(data.X_train, data.y_train, data.n_classes, cfg, executor=executor)
+    evolved = evolve(RunContext.of_data(cfg, data), executor=executor)
     return time.perf_counter() - t0, evolved.result
 
 

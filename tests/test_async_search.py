@@ -161,13 +161,14 @@ def test_one_worker_imports_no_ray():
         import evoprune.cli, evoprune.runs.experiment, evoprune.compare.runner
         from evoprune.cluster import executor_for
         from evoprune.runs.config import RunConfig
+        from evoprune.runs.context import RunContext
         from evoprune.runs.search import evolve
         rng = np.random.default_rng(0)
         X = rng.normal(size=(60, 8)).astype(np.float32)
         y = (X[:, 0] > 0).astype(int)
         cfg = RunConfig(population=4, evaluations=6, hidden_size=8).validate()
         with executor_for(cfg) as ex:
-            evolved = evolve(X, y, 2, cfg, executor=ex)
+            evolved = evolve(RunContext.of_arrays(cfg, X, y, ["a", "b"]), executor=ex)
         assert evolved.result.evaluations == 6
         print("ray" in sys.modules)
         """

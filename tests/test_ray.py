@@ -16,6 +16,7 @@ from evoprune.encodings import make_encoding  # noqa: E402
 from evoprune.errors import ConfigError  # noqa: E402
 from evoprune.problem import HeadProblem, make_folds  # noqa: E402
 from evoprune.runs.config import RunConfig  # noqa: E402
+from evoprune.runs.context import RunContext  # noqa: E402
 from evoprune.runs.search import evolve  # noqa: E402
 from evoprune.search import Evaluator, SteadyStateGA, run_async_search  # noqa: E402
 from evoprune.settings import FitnessSettings  # noqa: E402
@@ -76,7 +77,13 @@ def test_the_same_search_with_1_2_and_4_workers(local_ray):
     results = []
     executors = (ThreadsExecutor(1), ThreadsExecutor(2), RayExecutor(ray, 2), RayExecutor(ray, 4))
     for executor in executors:
-        results.append(_summary(evolve(X, y, 3, _cfg(), executor=executor).result))
+        results.append(
+            _summary(
+                evolve(
+                    RunContext.of_arrays(_cfg(), X, y, ["a", "b", "c"]), executor=executor
+                ).result
+            )
+        )
     assert all(r == results[0] for r in results)  # in process with 1 or 2 threads, on Ray
     assert len(results[0][2]) == 14
 

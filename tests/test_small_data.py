@@ -73,7 +73,7 @@ def test_a_given_validation_folder_is_the_fitness_split(
 
 
 def test_no_warning_with_cross_validation_or_enough_images(caplog):
-    from evoprune.runs.search import warn_small_fitness_split
+    from evoprune.runs.context import warn_small_fitness_split
 
     rng = np.random.default_rng(0)
 

@@ -16,12 +16,13 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from evoprune.devices import resolve_device
 from evoprune.encodings import make_encoding
-from evoprune.model.head import feature_stats, predict_proba, train_head
+from evoprune.model.head import predict_proba
 from evoprune.progress import WorkBar
 from evoprune.runs.config import (
     default_evaluations,
     validate_estimator_params,
 )
+from evoprune.runs.context import RunContext
 from evoprune.runs.front import choose
 from evoprune.runs.search import evolve
 from evoprune.runs.store import HISTORY_FILE, RESULT_FILE, open_run, read_history
@@ -166,7 +167,6 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
                 "as eval_set=(X_test, y_test), or use 'validation' or 'cv'"
             )
         eval_idx = None if eval_set is None else self._checked_eval_set(eval_set)
-        seed = int(self.random_state)
         cfg = self._run_config()
         resolve_device(cfg.device)  # device="cuda" without a GPU stops here
         if X_ood is not None:
@@ -176,14 +176,11 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
                 "objectives include ood: pass features of out-of-distribution "
                 "images to fit as X_ood=..."
             )
+        context = RunContext.of_arrays(
+            cfg, X, y_idx, [str(c) for c in self.classes_], eval_set=eval_idx, ood_search=X_ood
+        )
         evolved = evolve(
-            X,
-            y_idx,
-            len(self.classes_),
-            cfg,
-            eval_set=eval_idx,
-            ood_features=X_ood,
-            classes=[str(c) for c in self.classes_],
+            context,
             callbacks=[on_evaluation] if on_evaluation else [],
             known=known,
             progress=bool(self.verbose),
@@ -204,16 +201,7 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         self.masks_ = enc.decode(self.best_mask_)
         t0 = time.perf_counter()
         with WorkBar(1, desc="final training", unit="head", enabled=bool(self.verbose)) as bar:
-            self.head_ = train_head(
-                X,
-                y_idx,
-                self.masks_,
-                len(self.classes_),
-                self.trainer,
-                seed=seed,
-                stats=feature_stats(X),
-                device=cfg.device,
-            ).head
+            self.head_ = context.train(self.best_mask_)
             bar.done()
         self.final_train_seconds_ = time.perf_counter() - t0
         return self

@@ -10,16 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-from evoprune.encodings import Encoding, make_encoding
+from evoprune.encodings import Encoding
 from evoprune.errors import ConfigError, DataError, EvoPruneError
 from evoprune.model.head import (
     CompactHead,
     TrainerConfig,
-    feature_stats,
     get_trainer,
-    train_head,
 )
 from evoprune.runs.config import RunConfig
+from evoprune.runs.context import RunContext
 from evoprune.runs.experiment import PreparedData, prepare_data
 from evoprune.runs.store import CONFIG_FILE, HISTORY_FILE, RunFolder, open_run, read_history
 from evoprune.search import EvaluationRecord
@@ -32,15 +31,27 @@ ANALYSIS_DIR = "analysis"
 
 @dataclass
 class AnalysisContext:
-    """A run folder with its settings and data, for the analyses."""
+    """A run folder with its settings and data, for the analyses; ``context`` is the run's
+    :class:`~evoprune.runs.context.RunContext` (encoding, trainer as the run saved it, folds,
+    ``train(mask)``)."""
 
     run: RunFolder
-    cfg: RunConfig
     data: PreparedData
-    encoding: Encoding
-    trainer: TrainerConfig
+    context: RunContext
     cache_dir: str | Path | None = None
     progress: bool = True
+
+    @property
+    def cfg(self) -> RunConfig:
+        return self.context.cfg
+
+    @property
+    def encoding(self) -> Encoding:
+        return self.context.encoding
+
+    @property
+    def trainer(self) -> TrainerConfig:
+        return self.context.trainer
 
     @property
     def out(self) -> Path:
@@ -64,16 +75,7 @@ class AnalysisContext:
     def train(self, mask: np.ndarray) -> CompactHead:
         """The head of ``mask`` trained on all training images as the run trained its heads
         (same trainer, seed and feature statistics), in eval mode."""
-        data = self.data
-        return train_head(
-            data.X_train,
-            data.y_train,
-            self.encoding.decode(mask),
-            data.n_classes,
-            self.trainer,
-            seed=self.cfg.seed,
-            stats=feature_stats(data.X_train),
-        ).head
+        return self.context.train(mask)
 
 
 def open_analysis(
@@ -94,8 +96,8 @@ def open_analysis(
             "analyses need them: put them back where the run found them"
         ) from None
     _check_same_images(run, cfg, data)
-    encoding = make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size, data.n_classes)
-    return AnalysisContext(run, cfg, data, encoding, saved_trainer(run), cache_dir, progress)
+    context = RunContext.of_data(cfg, data, trainer=saved_trainer(run))
+    return AnalysisContext(run, data, context, cache_dir, progress)
 
 
 def _saved_config(run: RunFolder) -> RunConfig:

@@ -27,6 +27,7 @@ from evoprune.io import atomic_write
 from evoprune.model.head import accuracy
 from evoprune.progress import WorkBar
 from evoprune.runs.config import RunConfig
+from evoprune.runs.context import RunContext
 from evoprune.runs.experiment import PreparedData
 from evoprune.search import Executor
 from evoprune.settings import FitnessSettings, SearchSettings
@@ -127,21 +128,11 @@ def rerun(
     from evoprune.runs.search import evolve
 
     ood = prepare_ood(cfg, progress=False, cache_dir=ctx.cache_dir) if cfg.ood else None
-    leaked = cfg.fitness_split == "test"
-    evolved = evolve(
-        data.X_train,
-        data.y_train,
-        data.n_classes,
-        cfg,
-        eval_set=(data.X_test, data.y_test) if leaked else None,
-        ood_features=None if ood is None else ood.X_search,
-        executor=executor,
-        classes=data.classes,
-        trainer=ctx.trainer,
-        progress=ctx.progress,
-        progress_label=variant,
+    context = RunContext.of_data(
+        cfg, data, trainer=ctx.trainer, ood_search=None if ood is None else ood.X_search
     )
-    final = finish_heads(cfg, data, evolved, ood, trainer=ctx.trainer)
+    evolved = evolve(context, executor=executor, progress=ctx.progress, progress_label=variant)
+    final = finish_heads(context, evolved, ood)
     recall = float("nan")
     if class_name in data.classes:
         own = data.y_test == data.classes.index(class_name)

@@ -11,8 +11,8 @@ import numpy as np
 
 from evoprune.errors import ConfigError
 from evoprune.io import atomic_write_json, check_file_target, claim_file, writing_folder
-from evoprune.model.head import logits, predict_proba, train_head
-from evoprune.runs.config import RunConfig
+from evoprune.model.head import logits, predict_proba
+from evoprune.runs.context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -20,40 +20,16 @@ ENSEMBLE_FILE = "ensemble.json"
 
 
 def fitness_split_probas(
-    cfg: RunConfig, data, masks: list[np.ndarray], encoding
+    context: RunContext, masks: list[np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
     """(K, N, C) probabilities of each mask's head on the run's fitness split and the labels:
     each head trained on a fold's fitting part and scored on its scoring part (folds
     concatenated), exactly as the search measured fitness, so held-out images stay unseen."""
-    from evoprune.runs.search import fitness_folds
-
-    leaked = cfg.fitness_split == "test"
-    folds = fitness_folds(
-        cfg,
-        data.X_train,
-        data.y_train,
-        eval_set=(data.X_test, data.y_test) if leaked else None,
-        validation=getattr(data, "validation", None),  # a given validation folder
-    )
-    probas = []
-    for mask in masks:
-        parts = [
-            predict_proba(
-                train_head(
-                    f.X_fit,
-                    f.y_fit,
-                    encoding.decode(mask),
-                    data.n_classes,
-                    cfg.trainer,
-                    seed=cfg.seed,
-                    stats=f.stats,
-                    device=cfg.device,
-                ).head,
-                f.X_score,
-            )
-            for f in folds
-        ]
-        probas.append(np.concatenate(parts))
+    folds = context.folds
+    probas = [
+        np.concatenate([predict_proba(context.train_on(f, mask), f.X_score) for f in folds])
+        for mask in masks
+    ]
     return np.stack(probas), np.concatenate([f.y_score for f in folds])
 
 
@@ -70,7 +46,6 @@ def build_ensemble(
     their ensemble; returns (and with ``write`` writes, see :func:`write_ensemble`) the
     ``ensemble.json`` contents. With ``write=False`` the caller writes it once everything else
     (an export) has succeeded, so a failure leaves the previous ensemble.json as it was."""
-    from evoprune.encodings import make_encoding
     from evoprune.ensemble import VOTES, choose_members, ensemble_predict
     from evoprune.ood import auroc, fpr_at_95_tpr, ood_score
     from evoprune.runs.experiment import prepare_data, prepare_ood
@@ -93,9 +68,9 @@ def build_ensemble(
     check_file_target(run.path / ENSEMBLE_FILE, "ensemble", "RUN_DIR")
     cfg = run.settings().validate()
     data = prepare_data(cfg, progress=progress, cache_dir=cache_dir)
-    encoding = make_encoding(r.encoding, r.feature_dim, r.hidden_size, r.n_classes)
+    context = RunContext.of_data(cfg, data)
     masks = [hex_to_mask(m["mask"], r.genes) for m in r.front]
-    val_probas, y_val = fitness_split_probas(cfg, data, masks, encoding)
+    val_probas, y_val = fitness_split_probas(context, masks)
     chosen = choose_members(val_probas, y_val, int(members), masks=np.stack(masks), vote=vote)
     heads = [
         load_head(run.path / FRONT_DIR / f"head_{m['rank']}.safetensors", r.feature_dim)

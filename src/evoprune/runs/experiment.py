@@ -20,12 +20,12 @@ import numpy as np
 
 from evoprune import __version__
 from evoprune.devices import describe_device, resolve_device
-from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError, DataError
-from evoprune.model.head import dense_sizes, get_trainer, nonzero_params
+from evoprune.model.head import dense_sizes, nonzero_params
 from evoprune.pareto import DEFAULT_SELECT
 from evoprune.runs.classes import per_class_fields
 from evoprune.runs.config import RunConfig, default_out_dir
+from evoprune.runs.context import RunContext
 from evoprune.runs.front import FinalHeads, finish_heads, selection_path, write_front
 from evoprune.runs.search import Evolved, evolve
 from evoprune.runs.store import (
@@ -327,28 +327,30 @@ def run_experiment(
             "fitness_split='test': the search scores candidates on the test set, as the "
             "paper did; the reported test accuracy is optimistic (marked leaked)"
         )
-    encoding = make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size, data.n_classes)
-    n_genes = encoding.n_genes
+    context = RunContext.of_data(cfg, data, ood_search=None if ood is None else ood.X_search)
+    encoding = context.encoding
     check_head_memory(cfg, data.X.shape[1], encoding.hidden, data.n_classes)
     config_doc = {
         "run": run_doc,
         "evoprune_version": __version__,
-        "trainer_settings": get_trainer(cfg.trainer).describe(),
+        "trainer_settings": context.trainer.describe(),
         "feature_cache_key": data.feature_key,
     }
     if ood is not None:
         config_doc["ood_feature_key"] = ood.feature_key
-    check_folds(cfg, data)  # every check that needs the data, before the first write
+    check_folds(context, data)  # every check that needs the data, before the first write
     from evoprune.cluster import executor_for
 
     # the executor first: a Ray address that does not answer stops before anything is written
     with executor_for(cfg) as executor, writer.claimed():
-        known, appender = writer.begin(config_doc, n_genes, cfg.objectives)
+        known, appender = writer.begin(config_doc, encoding.n_genes, cfg.objectives)
         try:
-            evolved = _search(cfg, data, ood, known, appender, progress, executor)
+            evolved = evolve(
+                context, callbacks=[appender], known=known, executor=executor, progress=progress
+            )
         finally:
             appender.close()
-        final = finish_heads(cfg, data, evolved, ood, progress=progress)
+        final = finish_heads(context, evolved, ood, progress=progress)
         result = _result(
             cfg,
             data,
@@ -404,27 +406,20 @@ def check_head_memory(
     )
 
 
-def check_folds(cfg: RunConfig, data: PreparedData) -> None:
+def check_folds(context: RunContext, data: PreparedData) -> None:
     """Make the fitness folds (and the final check's) of the run now, so that too few images
-    for them stop the run before its folder is written, naming the options to change."""
+    for them stop the run before its folder is written, naming the options to change; the
+    search then uses the context's folds, made once."""
     from evoprune.problem import make_folds
-    from evoprune.runs.search import fitness_folds
     from evoprune.settings import FitnessSettings
 
-    leaked = cfg.fitness_split == "test"
+    cfg = context.cfg
     where = f"the {len(data.train_idx)} training images"
     sizes = ([f"--limit {cfg.limit}"] if cfg.limit else []) + (
         [f"--test-fraction {cfg.test_fraction}"] if data.test_origin.startswith("strat") else []
     )
     try:
-        fitness_folds(
-            cfg,
-            data.X_train,
-            data.y_train,
-            eval_set=(data.X_test, data.y_test) if leaked else None,
-            classes=data.classes,
-            validation=data.validation,
-        )
+        _ = context.folds  # made once, here: the search uses them
     except (DataError, ConfigError) as exc:
         split = (
             [f"--cv-folds {cfg.cv_folds}"]
@@ -437,7 +432,7 @@ def check_folds(cfg: RunConfig, data: PreparedData) -> None:
             f"--fitness-split {cfg.fitness_split}: {exc} (in {where}); change "
             + " or ".join(split + sizes + ["--data"])
         ) from None
-    if getattr(cfg, "final_check", "none") == "cv":
+    if cfg.final_check == "cv":
         try:
             check_split = FitnessSettings(
                 fitness_split="cv",
@@ -451,33 +446,6 @@ def check_folds(cfg: RunConfig, data: PreparedData) -> None:
                 + " or ".join([f"--final-check-folds {cfg.final_check_folds}"] + sizes)
                 + ", or give --final-check none"
             ) from None
-
-
-def _search(
-    cfg: RunConfig,
-    data: PreparedData,
-    ood: OODData | None,
-    known: dict,
-    appender,
-    progress: bool,
-    executor,
-) -> Evolved:
-    """The search on the training features, with history appended and a progress bar."""
-    leaked = cfg.fitness_split == "test"
-    return evolve(
-        data.X_train,
-        data.y_train,
-        data.n_classes,
-        cfg,
-        eval_set=(data.X_test, data.y_test) if leaked else None,
-        ood_features=None if ood is None else ood.X_search,
-        callbacks=[appender],
-        known=known,
-        executor=executor,
-        classes=data.classes,
-        progress=progress,
-        validation=data.validation,
-    )
 
 
 def saved_settings(cfg: RunConfig, out: Path) -> dict:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,16 +23,14 @@ import numpy as np
 from evoprune.io import atomic_write
 from evoprune.model.head import (
     CompactHead,
-    TrainerConfig,
     accuracy,
-    feature_stats,
     logits,
     nonzero_params,
-    train_head,
 )
 from evoprune.pareto import DEFAULT_SELECT, accuracy_standard_error, non_dominated, select
 from evoprune.progress import WorkBar, work_bar
 from evoprune.runs.config import RunConfig
+from evoprune.runs.context import RunContext
 from evoprune.runs.search import Evolved
 from evoprune.settings import FitnessSettings, SearchSettings
 
@@ -230,45 +229,28 @@ def heldout_ood(
 
 
 def finish_heads(
-    cfg: RunConfig,
-    data,
-    evolved: Evolved,
-    ood=None,
-    trainer: TrainerConfig | None = None,
-    progress: bool = False,
+    context: RunContext, evolved: Evolved, ood=None, progress: bool = False
 ) -> FinalHeads:
-    """Train the reference head and the shipped head(s) on all training data and score them
-    (with ``trainer``'s settings instead of ``cfg.trainer``'s when given; ``progress``: a bar
-    of the heads, the not-pruned one and each front member, and one of the final check's
-    masks)."""
+    """Train the reference head and the shipped head(s) of ``context`` on all training data
+    and score them on its held-out images (``progress``: a bar of the heads, the not-pruned
+    one and each front member, and one of the final check's masks)."""
     with WorkBar(1, desc="final training", unit="head", enabled=progress) as bar:
-        return _finish_heads(cfg, data, evolved, ood, trainer, bar)
+        return _finish_heads(context, evolved, ood, bar)
 
 
-def _finish_heads(
-    cfg: RunConfig, data, evolved: Evolved, ood, trainer: TrainerConfig | None, bar: WorkBar
-) -> FinalHeads:
-    X_train, y_train, X_test, y_test = data.X_train, data.y_train, data.X_test, data.y_test
-    stats = feature_stats(X_train)
-    enc = evolved.encoding
+def _finish_heads(context: RunContext, evolved: Evolved, ood, bar: WorkBar) -> FinalHeads:
+    cfg = context.cfg
+    X_train, y_train = context.X_train, context.y_train
+    X_test, y_test = context.held_out
 
     def train(mask: np.ndarray) -> CompactHead:
-        head = train_head(
-            X_train,
-            y_train,
-            enc.decode(mask),
-            data.n_classes,
-            cfg.trainer if trainer is None else trainer,
-            seed=cfg.seed,
-            stats=stats,
-            device=cfg.device,
-        ).head
+        head = context.train(mask)
         bar.done()
         return head
 
-    t0 = time.perf_counter()
-    reference = train(enc.full())
-    reference_seconds = time.perf_counter() - t0
+    reference = context.reference
+    bar.done()
+    reference_seconds = context.reference_seconds
     ref_acc = accuracy(reference, X_test, y_test)
     search = evolved.result
     choice = choose(cfg, evolved, X_train, y_train, progress=bar.enabled)
@@ -291,7 +273,7 @@ def _finish_heads(
             check_accuracy=checked,
             check_seconds=choice.seconds,
         )
-    front = front_members(cfg, data, evolved, train, ood, choice)
+    front = front_members(context, evolved, train, ood, choice)
     chosen = next(m for m in front if m.selected)
     reference_ood = (
         None if ood is None else heldout_ood(reference, X_test, ood.X_heldout, cfg.ood_score)
@@ -363,11 +345,17 @@ def selection_path(
 
 
 def front_members(
-    cfg: RunConfig, data, evolved: Evolved, train, ood=None, choice=None
+    context: RunContext,
+    evolved: Evolved,
+    train: Callable[[np.ndarray], CompactHead] | None = None,
+    ood=None,
+    choice: Choice | None = None,
 ) -> list[FrontMember]:
     """Every head of the front (``choice``'s, by default the non-dominated evaluated heads),
-    retrained and scored on held-out data; the one the run's selection rule picks is marked
-    ``selected``."""
+    retrained (by ``train``, default ``context.train``) and scored on held-out data; the one
+    the run's selection rule picks is marked ``selected``."""
+    cfg, train = context.cfg, train or context.train
+    X_test, y_test = context.held_out
     if choice is None:
         choice = Choice(*pareto_front(evolved, cfg.select))
     idx, pick = choice.rows, choice.pick
@@ -377,7 +365,7 @@ def front_members(
         head = train(rec.mask())
         auroc = fpr = None
         if ood is not None:
-            auroc, fpr = heldout_ood(head, data.X_test, ood.X_heldout, cfg.ood_score)
+            auroc, fpr = heldout_ood(head, X_test, ood.X_heldout, cfg.ood_score)
         members.append(
             FrontMember(
                 rank=rank,
@@ -386,7 +374,7 @@ def front_members(
                 fitness=rec.fitness,
                 fitness_auroc=rec.auroc,
                 head=head,
-                test_accuracy=accuracy(head, data.X_test, data.y_test),
+                test_accuracy=accuracy(head, X_test, y_test),
                 test_auroc=auroc,
                 test_fpr95=fpr,
                 selected=rank == pick,

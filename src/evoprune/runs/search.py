@@ -1,24 +1,19 @@
-"""Evolve a head on a feature matrix: the one place that builds the folds, the problem, the
-evaluator and the algorithm of a run's settings, for the experiment and the estimator alike."""
+"""Evolve a head of a :class:`~evoprune.runs.context.RunContext`: the one place that builds the
+evaluator and the algorithm of a run's settings, for the experiment and the estimator alike.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import numpy as np
-
-from evoprune.encodings import Encoding, make_encoding
-from evoprune.model.head import TrainerConfig, feature_stats
-from evoprune.problem import Fold, HeadProblem, make_folds
+from evoprune.encodings import Encoding
+from evoprune.problem import HeadProblem
 from evoprune.progress import work_bar
-from evoprune.runs.config import RunConfig
+from evoprune.runs.context import RunContext, warn_small_fitness_split
 from evoprune.search import (
-    Evaluation,
     EvaluationRecord,
     Evaluator,
     Executor,
@@ -28,9 +23,6 @@ from evoprune.search import (
     run_search,
 )
 from evoprune.search.fidelity import BUDGET_OF, FULL, run_fidelity_search
-from evoprune.settings import FitnessSettings, group_of
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,96 +35,27 @@ class Evolved:
     seconds: float
 
 
-def fitness_folds(
-    fitness: FitnessSettings,
-    X: np.ndarray,
-    y: np.ndarray,
-    *,
-    eval_set: tuple[np.ndarray, np.ndarray] | None = None,
-    classes: list[str] | None = None,
-    validation: np.ndarray | None = None,
-) -> list[Fold]:
-    """The folds a run with settings ``fitness`` measures fitness on (inside (X, y), or on
-    ``eval_set`` for the leaked ``test`` fitness split). ``validation``: the rows of (X, y)
-    that are a given validation set (a validation/ folder), the ``validation`` fitness split
-    instead of a stratified one; heads are then fitted on the other rows."""
-    if eval_set is not None:
-        fitness = dataclasses.replace(group_of(fitness, FitnessSettings), fitness_split="test")
-    elif validation is not None and fitness.fitness_split == "validation":
-        score = np.zeros(len(y), dtype=bool)
-        score[np.asarray(validation, dtype=np.int64)] = True
-        X = np.asarray(X, dtype=np.float32)
-        y = np.asarray(y)
-        return [Fold(X[~score], y[~score], X[score], y[score], feature_stats(X[~score]))]
-    return make_folds(X, y, fitness, eval_set=eval_set, classes=classes)
-
-
-#: Below this many images a validation fitness split is coarse: one image is 100 / n points.
-SMALL_FITNESS_SPLIT = 100
-
-
-def warn_small_fitness_split(folds: list[Fold], fitness_split: str) -> None:
-    """A WARNING when fitness is measured on fewer than :data:`SMALL_FITNESS_SPLIT` images of a
-    validation split: one image is then a step of several accuracy points, and the search
-    chases noise; cross-validation scores every training image."""
-    if fitness_split != "validation" or len(folds) != 1:
-        return
-    n = len(folds[0].y_score)
-    if n < SMALL_FITNESS_SPLIT:
-        log.warning(
-            "the fitness split has only %d images: one image = %.1f accuracy points, so the "
-            "search can pick heads by noise; with a small training set use --fitness-split cv "
-            "(every training image scores each mask)",
-            n,
-            100.0 / n,
-        )
-
-
 def evolve(
-    X: np.ndarray,
-    y: np.ndarray,
-    n_classes: int,
-    cfg: RunConfig,
+    context: RunContext,
     *,
-    trainer: TrainerConfig | None = None,
-    eval_set: tuple[np.ndarray, np.ndarray] | None = None,
-    ood_features: np.ndarray | None = None,
     callbacks: Iterable[Callable[[EvaluationRecord], None]] = (),
-    known: dict[bytes, Evaluation] | None = None,
+    known: dict | None = None,
     executor: Executor | None = None,
-    classes: list[str] | None = None,
     progress: bool = False,
     progress_label: str = "search",
-    validation: np.ndarray | None = None,
 ) -> Evolved:
-    """Search masks for a head on (X, y) (``y`` class indices) with the settings of ``cfg``, a
-    validated :class:`~evoprune.runs.config.RunConfig`.
+    """Search masks for the head of ``context`` (its validated settings, training features,
+    fitness folds and problem).
 
-    ``eval_set`` scores fitness on that set (the leaked ``test`` fitness split); ``known``
-    resumes an interrupted search (see :class:`~evoprune.search.Evaluator`); ``classes`` name
-    the class indices in messages; ``trainer`` trains with these settings instead of
-    ``cfg.trainer``'s (an analysis of a saved run). ``executor`` evaluates the batches
-    (default: this process); with ``cfg.asynchronous`` it keeps ``executor.slots`` evaluations
-    in flight. ``progress`` draws a bar of evaluations (``progress_label``) that counts heads
-    as they are trained; a bar labelled other than ``search`` is taken to be nested in another
-    and is removed when done. ``validation``: rows of (X, y) that are a given validation set,
-    the fitness split (see :func:`fitness_folds`).
+    ``known`` resumes an interrupted search (see :class:`~evoprune.search.Evaluator`);
+    ``executor`` evaluates the batches (default: this process); with ``cfg.asynchronous`` it
+    keeps ``executor.slots`` evaluations in flight. ``progress`` draws a bar of evaluations
+    (``progress_label``) that counts heads as they are trained; a bar labelled other than
+    ``search`` is taken to be nested in another and is removed when done.
     """
-    encoding = make_encoding(cfg.encoding, X.shape[1], cfg.hidden_size, n_classes)
-    folds = fitness_folds(cfg, X, y, eval_set=eval_set, classes=classes, validation=validation)
-    if eval_set is None:
-        warn_small_fitness_split(folds, cfg.fitness_split)
-    problem = HeadProblem(
-        encoding,
-        n_classes,
-        folds,
-        cfg.trainer if trainer is None else trainer,
-        cfg.seed,
-        objectives=tuple(cfg.objectives),
-        ood_features=ood_features,
-        ood_score=cfg.ood_score,
-        device=cfg.device,
-    )
+    cfg, encoding, problem = context.cfg, context.encoding, context.problem
+    if context.fitness_eval_set is None:
+        warn_small_fitness_split(context.folds, cfg.fitness_split)
     algorithm = make_algorithm(
         cfg.algorithm,
         population=cfg.population,
