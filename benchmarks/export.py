@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 
 def make_run(out: Path, quick: bool, limit: int | None, cache_dir: str | None) -> Path:
     """A small feature-selection run on ELPV (real images) in ``out``."""
-    from evoprune.runs.experiment import RunConfig, run_experiment
+    from evoprune.runs import RunConfig, run_experiment
 
     cfg = RunConfig(
         data="elpv",
@@ -116,7 +116,7 @@ def measure(run_dir: Path, work: Path, threads: int, rounds: int) -> dict:
     import evoprune
     from evoprune.backbones import get_backbone
     from evoprune.export import export_model
-    from evoprune.runs.store import open_run
+    from evoprune.runs import open_run
 
     run = open_run(run_dir)
     variants = {"pruned": False, "not pruned": True}

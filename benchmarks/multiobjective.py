@@ -26,10 +26,7 @@ import numpy as np
 
 from evoprune.io import atomic_write_json
 from evoprune.pareto import hypervolume
-from evoprune.runs.config import RunConfig
-from evoprune.runs.ensembling import build_ensemble
-from evoprune.runs.experiment import prepare_data, run_experiment
-from evoprune.runs.store import read_history
+from evoprune.runs import RunConfig, build_ensemble, prepare_data, read_history, run_experiment
 
 log = logging.getLogger("benchmarks")
 HERE = Path(__file__).resolve().parent

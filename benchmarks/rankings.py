@@ -23,15 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from evoprune.compare.curves import curve_points
-from evoprune.compare.rankings import FOR_UNITS, Ranker
-from evoprune.compare.runner import finished_result
+from evoprune.compare import FOR_UNITS, Ranker, curve_points, finished_result
 from evoprune.encodings import make_encoding
 from evoprune.io import atomic_write_json
-from evoprune.model.head import TrainerConfig
-from evoprune.runs.config import RunConfig
-from evoprune.runs.experiment import prepare_data, run_experiment
-from evoprune.runs.store import REFERENCE_HEAD_FILE, load_head
+from evoprune.model import TrainerConfig
+from evoprune.runs import REFERENCE_HEAD_FILE, RunConfig, load_head, prepare_data, run_experiment
 
 log = logging.getLogger("benchmarks")
 HERE = Path(__file__).resolve().parent
@@ -87,8 +83,7 @@ def finished_run(path: Path, cfg: RunConfig) -> dict | None:
     """result.json of a finished run of ``cfg`` in ``path``; a run saved before a setting was
     added counts when the missing setting's default is what ``cfg`` asks for."""
     from evoprune.errors import EvoPruneError
-    from evoprune.runs.experiment import saved_settings
-    from evoprune.runs.store import open_run
+    from evoprune.runs import open_run, saved_settings
 
     try:
         run = open_run(path)

@@ -33,9 +33,9 @@ from evoprune.data import stratified_split
 from evoprune.encodings import make_encoding
 from evoprune.estimator import EvoPruneClassifier
 from evoprune.io import atomic_write_json
-from evoprune.model.head import accuracy, get_trainer, train_head
+from evoprune.model import accuracy, get_trainer, train_head
 from evoprune.problem import make_folds
-from evoprune.runs.experiment import RunConfig, prepare_data
+from evoprune.runs import RunConfig, prepare_data
 from evoprune.search import init_population
 from evoprune.settings import FitnessSettings
 
@@ -263,7 +263,7 @@ def full_run(X_train, y_train, X_test, y_test, evaluations: int, device: str = "
 def batched_training(fold, enc, masks, n_classes: int) -> dict:
     """The same masks trained head by head and as one batched computation (as the search's
     initial population is): seconds, training rate, and how far their accuracies differ."""
-    from evoprune.model.batched import train_heads
+    from evoprune.model import train_heads
 
     decoded = [enc.decode(c) for c in masks]
     args = (fold.X_fit, fold.y_fit)

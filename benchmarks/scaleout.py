@@ -37,14 +37,12 @@ from pathlib import Path
 import numpy as np
 
 from evoprune.cluster import RayExecutor, ThreadsExecutor, feature_compute, ray_session
-from evoprune.compare.runner import CompareConfig, run_comparison
+from evoprune.compare import CompareConfig, run_comparison
 from evoprune.encodings import make_encoding
 from evoprune.io import atomic_write_json
-from evoprune.model.head import TRAINERS
+from evoprune.model import TRAINERS
 from evoprune.problem import HeadProblem, make_folds
-from evoprune.runs.context import RunContext
-from evoprune.runs.experiment import RunConfig, prepare_data
-from evoprune.runs.search import evolve
+from evoprune.runs import RunConfig, RunContext, evolve, prepare_data
 from evoprune.settings import FitnessSettings
 
 HERE = Path(__file__).parent

@@ -63,17 +63,26 @@ from typing import Any
 
 import numpy as np
 
-from evoprune.compare.curves import check_densities, density_keep
-from evoprune.compare.rankings import Ranker
+from evoprune.compare import Ranker, check_densities, density_keep
 from evoprune.data import stratified_split
 from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError, EvoPruneError
 from evoprune.io import atomic_write_json
-from evoprune.model.head import accuracy
+from evoprune.model import accuracy
 from evoprune.problem import HeadProblem
-from evoprune.runs.config import BY_NAME, RunConfig, add_run_options, config_from_args
-from evoprune.runs.experiment import PreparedData, prepare_data, run_experiment
-from evoprune.runs.store import HISTORY_FILE, REFERENCE_HEAD_FILE, hex_to_mask, load_head
+from evoprune.runs import (
+    BY_NAME,
+    HISTORY_FILE,
+    REFERENCE_HEAD_FILE,
+    PreparedData,
+    RunConfig,
+    add_run_options,
+    config_from_args,
+    hex_to_mask,
+    load_head,
+    prepare_data,
+    run_experiment,
+)
 
 log = logging.getLogger("benchmarks")
 HERE = Path(__file__).resolve().parent

@@ -28,9 +28,9 @@ import numpy as np
 
 from evoprune.encodings import make_encoding
 from evoprune.io import atomic_write_json
-from evoprune.model.head import TrainerConfig, accuracy, get_trainer, train_head
+from evoprune.model import TrainerConfig, accuracy, get_trainer, train_head
 from evoprune.problem import Fold, make_folds
-from evoprune.runs.experiment import RunConfig, prepare_data
+from evoprune.runs import RunConfig, prepare_data
 from evoprune.search import init_population
 from evoprune.settings import FitnessSettings
 

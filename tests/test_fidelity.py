@@ -30,7 +30,7 @@ from evoprune.search.fidelity import (
     run_fidelity_search,
     rung_sizes,
 )
-from evoprune.settings import FitnessSettings
+from evoprune.settings import FitnessSettings, SearchSettings
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -180,7 +180,8 @@ def test_multi_promotes_the_best_shared_masks_and_rests_on_full_scores():
     problem = Counted()
     ev = Evaluator(problem, 12, shared_budget=60)
     algo = make_algorithm(
-        "ssga", population=8, evaluations=12, mutation_prob=0.2, init="random", seed=0
+        "ssga",
+        SearchSettings(population=8, evaluations=12, mutation_prob=0.2, init="random", seed=0),
     )
     result = run_fidelity_search(algo, ev, "multi", run_search)
     assert problem.asked == {SHARED: 60, FOLD: 9, FULL: 3}
@@ -204,7 +205,8 @@ def test_multi_promotes_the_best_shared_masks_and_rests_on_full_scores():
 def test_history_records_fidelity_and_resume_retraces_a_multi_search(tmp_path):
     problem = Counted()
     algo = make_algorithm(
-        "ssga", population=6, evaluations=9, mutation_prob=0.2, init="random", seed=1
+        "ssga",
+        SearchSettings(population=6, evaluations=9, mutation_prob=0.2, init="random", seed=1),
     )
     first = run_fidelity_search(algo, Evaluator(problem, 9, shared_budget=40), "multi", run_search)
     path = tmp_path / "history.csv"
@@ -216,7 +218,8 @@ def test_history_records_fidelity_and_resume_retraces_a_multi_search(tmp_path):
     assert [r.fidelity for r in records] == [r.fidelity for r in first.history]
     again = Counted()
     algo = make_algorithm(
-        "ssga", population=6, evaluations=9, mutation_prob=0.2, init="random", seed=1
+        "ssga",
+        SearchSettings(population=6, evaluations=9, mutation_prob=0.2, init="random", seed=1),
     )
     evaluator = Evaluator(
         again, 9, shared_budget=40, known=known_evaluations(records, ["accuracy"])
@@ -427,7 +430,8 @@ def test_recorded_hypervolume_equals_that_of_every_row_so_far():
             return out
 
     algo = make_algorithm(
-        "nsga2", population=10, evaluations=150, mutation_prob=0.1, init="random", seed=4
+        "nsga2",
+        SearchSettings(population=10, evaluations=150, mutation_prob=0.1, init="random", seed=4),
     )
     result = run_search(algo, Evaluator(Bumpy(), 150))
     for i, rec in enumerate(result.history):

@@ -8,6 +8,7 @@ from evoprune.errors import ConfigError, EvoPruneError
 from evoprune.pareto import non_dominated
 from evoprune.runs.store import known_evaluations
 from evoprune.search import Evaluation, Evaluator, SteadyStateGA, make_algorithm, run_search
+from evoprune.settings import SearchSettings
 
 
 class TwoObjectives:
@@ -38,7 +39,10 @@ def test_nsga2_finds_the_known_front():
     evaluator = Evaluator(problem, 300)
     result = run_search(
         make_algorithm(
-            "nsga2", population=20, evaluations=300, mutation_prob=0.07, init="random", seed=0
+            "nsga2",
+            SearchSettings(
+                population=20, evaluations=300, mutation_prob=0.07, init="random", seed=0
+            ),
         ),
         evaluator,
     )
@@ -53,7 +57,10 @@ def test_nsga2_is_deterministic_for_a_seed():
     runs = [
         run_search(
             make_algorithm(
-                "nsga2", population=10, evaluations=40, mutation_prob=0.1, init="random", seed=s
+                "nsga2",
+                SearchSettings(
+                    population=10, evaluations=40, mutation_prob=0.1, init="random", seed=s
+                ),
             ),
             Evaluator(TwoObjectives(), 40),
         )
@@ -80,7 +87,8 @@ def test_evaluator_remembers_every_objective_and_spends_no_budget_on_repeats():
 def test_hypervolume_is_recorded_and_never_falls():
     result = run_search(
         make_algorithm(
-            "nsga2", population=8, evaluations=30, mutation_prob=0.1, init="random", seed=1
+            "nsga2",
+            SearchSettings(population=8, evaluations=30, mutation_prob=0.1, init="random", seed=1),
         ),
         Evaluator(TwoObjectives(), 30),
     )
@@ -93,7 +101,8 @@ def test_hypervolume_is_recorded_and_never_falls():
 def test_a_resumed_multiobjective_search_retraces_its_path_without_training_again():
     first = run_search(
         make_algorithm(
-            "nsga2", population=8, evaluations=30, mutation_prob=0.1, init="random", seed=5
+            "nsga2",
+            SearchSettings(population=8, evaluations=30, mutation_prob=0.1, init="random", seed=5),
         ),
         Evaluator(TwoObjectives(), 30),
     )
@@ -102,7 +111,8 @@ def test_a_resumed_multiobjective_search_retraces_its_path_without_training_agai
     problem = TwoObjectives()
     again = run_search(
         make_algorithm(
-            "nsga2", population=8, evaluations=30, mutation_prob=0.1, init="random", seed=5
+            "nsga2",
+            SearchSettings(population=8, evaluations=30, mutation_prob=0.1, init="random", seed=5),
         ),
         Evaluator(problem, 30, known=known),
     )

@@ -101,6 +101,14 @@ class EncodingSpec:
     targets: tuple[PruneTarget, ...]
     default_evaluations: int = DEFAULT_BUDGET
 
+    @property
+    def batchable(self) -> bool:
+        """Whether heads of this layout can train together, padded to one shape
+        (:func:`evoprune.model.batched.train_heads`): true when the genes switch whole units
+        (inputs, neurons); a layout over connections, or a subclass with another
+        ``decode_genes``, says False."""
+        return all(t.units in ("inputs", "neurons") for t in self.targets)
+
     def __post_init__(self) -> None:
         if int(self.hidden_layers) < 0:
             raise ConfigError(
@@ -354,6 +362,11 @@ class Encoding:
     @property
     def n_genes(self) -> int:
         return int(self.spec.genes_for(self))
+
+    @property
+    def batchable(self) -> bool:
+        """Whether this layout's heads can train together (see :attr:`EncodingSpec.batchable`)."""
+        return self.spec.batchable
 
     @property
     def prune_targets(self) -> tuple[PruneTarget, ...]:

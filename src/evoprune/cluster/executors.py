@@ -58,9 +58,6 @@ class ThreadsExecutor(LocalExecutor):
         with torch_threads(self.threads):
             return super().evaluate(problem, chromosomes)
 
-    def report(self, wall_seconds: float) -> None:
-        """Nothing to say about one process."""
-
 
 # --- what a Ray task runs (in the worker process) ---------------------------------------------
 
@@ -104,7 +101,7 @@ def run_units(box: list, groups: list, threads: int) -> tuple[list, str, float]:
 
 def _units(problem, n_rows: int) -> list[tuple[int | None, int]]:
     """(fold, row) of every unit of a batch, fold-major (rows of a fold stay together)."""
-    folds = getattr(problem, "n_folds", None)
+    folds = problem.n_folds
     if folds is None:
         return [(None, r) for r in range(n_rows)]
     return [(f, r) for f in range(int(folds)) for r in range(n_rows)]
@@ -176,7 +173,7 @@ class RayExecutor:
         size = math.ceil(len(units) / (2 * self.slots))
         chunks = [_groups(units[i : i + size], chromosomes) for i in range(0, len(units), size)]
         refs = [self._launch(problem, [(f, rows) for f, rows, _ in c]) for c in chunks]
-        if getattr(problem, "n_folds", None) is None:
+        if problem.n_folds is None:
             out = []
             for ref in refs:
                 got = [ev for group in self._collect(ref) for ev in group]
@@ -197,7 +194,7 @@ class RayExecutor:
     def submit(self, problem, key: bytes, chromosome: np.ndarray) -> None:
         """One chromosome, one task per fold (the asynchronous search)."""
         rows = np.asarray(chromosome, dtype=np.uint8)[None]
-        folds = getattr(problem, "n_folds", None)
+        folds = problem.n_folds
         self._submitted[key] = (problem, rows[0])
         self._scores[key] = {}
         for fold in [None] if folds is None else range(int(folds)):

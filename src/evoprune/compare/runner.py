@@ -43,6 +43,7 @@ from evoprune.runs.experiment import (
     run_experiment,
 )
 from evoprune.runs.store import mask_to_hex
+from evoprune.search import ALGORITHMS
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class CompareConfig:
                 f"must be an integer in [0, {MAX_SEED - (self.runs - 1)}] so that "
                 f"the seeds of all {self.runs} runs stay within [0, {MAX_SEED}]"
             )
-        bad = [a for a in self.algorithms if a not in ("ssga", "nsga2")]
+        bad = [a for a in self.algorithms if a not in ALGORITHMS]
         if bad or not self.algorithms or len(set(self.algorithms)) != len(self.algorithms):
             raise ConfigError(
                 f"--algorithms {','.join(self.algorithms)}: give ssga, nsga2 or both, each once"

@@ -805,11 +805,11 @@ def validate_values(
         if "algorithm" in out:
             if out["algorithm"] == "auto":
                 out["algorithm"] = "nsga2" if several else "ssga"
-            elif out["algorithm"] == "ssga" and several:
+            elif several and not SEARCH_ALGORITHMS[out["algorithm"]].several_objectives:
                 raise fail(
                     "algorithm",
-                    "the steady-state GA optimises one objective; use "
-                    "--algorithm nsga2 (or auto) for "
+                    f"the {SEARCH_ALGORITHMS[out['algorithm']].description} optimises one "
+                    "objective; use --algorithm nsga2 (or auto) for "
                     f"{','.join(out['objectives'])}",
                 )
         if "select" in out:
@@ -821,7 +821,8 @@ def validate_values(
                 )
             if out["select"] is None and several:
                 out["select"] = DEFAULT_SELECT
-        if out.get("asynchronous") and out.get("algorithm") == "nsga2":
+        algorithm = SEARCH_ALGORITHMS.get(out.get("algorithm", ""))
+        if out.get("asynchronous") and algorithm is not None and not algorithm.asynchronous:
             raise fail(
                 "asynchronous",
                 "the asynchronous mode is a steady-state GA; NSGA-II evaluates its "

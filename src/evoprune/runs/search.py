@@ -56,14 +56,7 @@ def evolve(
     cfg, encoding, problem = context.cfg, context.encoding, context.problem
     if context.fitness_eval_set is None:
         warn_small_fitness_split(context.folds, cfg.fitness_split)
-    algorithm = make_algorithm(
-        cfg.algorithm,
-        population=cfg.population,
-        evaluations=cfg.budget,
-        mutation_prob=cfg.mutation_prob,
-        init=cfg.init,
-        seed=cfg.seed,
-    )
+    algorithm = make_algorithm(cfg.algorithm, cfg)
     fidelity = cfg.fidelity
     with search_bar(cfg.budget, known, executor, enabled=progress, label=progress_label) as show:
         evaluator = Evaluator(
@@ -76,7 +69,7 @@ def evolve(
         )
         t0 = time.perf_counter()
         if cfg.asynchronous:
-            slots = int(getattr(evaluator.executor, "slots", 1))
+            slots = int(evaluator.executor.slots)
             result = run_async_search(algorithm, evaluator, slots)
         else:
             result = run_fidelity_search(algorithm, evaluator, fidelity, run_search)
@@ -102,7 +95,7 @@ def search_bar(
         def show(rec: EvaluationRecord) -> None:
             if BUDGET_OF.get(rec.fidelity, FULL) != FULL:
                 return
-            flight = getattr(executor, "in_flight", None)
+            flight = None if executor is None else executor.in_flight
             bar.set_postfix(
                 best=f"{rec.best_fitness:.4f}",
                 density=f"{rec.best_active_fraction:.2f}",

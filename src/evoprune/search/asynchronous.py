@@ -17,7 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from evoprune.search.evaluator import Algorithm, Evaluation, Evaluator, SearchResult
+from evoprune.search.evaluator import (
+    DEFAULT_STOP,
+    Algorithm,
+    Evaluation,
+    Evaluator,
+    SearchResult,
+    StoppingRule,
+    stopping_rule,
+)
 from evoprune.search.fidelity import FULL
 
 log = logging.getLogger(__name__)
@@ -80,11 +88,15 @@ class _Flight:
 
 
 def run_async_search(
-    algorithm: Algorithm, evaluator: Evaluator, slots: int, max_stale_iterations: int = 1000
+    algorithm: Algorithm,
+    evaluator: Evaluator,
+    slots: int,
+    stop: StoppingRule | int = DEFAULT_STOP,
 ) -> SearchResult:
     """Ask for children one by one, keep ``slots`` of them evaluating, tell each result as it
-    arrives; until the budget is spent (or ``max_stale_iterations`` children in a row were
-    evaluated already: the population has converged)."""
+    arrives; until the stopping rule says so: the budget is spent, or ``max_stale_iterations``
+    children in a row were evaluated already (the population has converged)."""
+    rule = stopping_rule(stop)
     problem = evaluator.problem
     algorithm.setup(problem.n_genes, problem.n_obj)
     initial = algorithm.ask()
@@ -94,7 +106,7 @@ def run_async_search(
     stale = 0
     while True:
         while (
-            stale < max_stale_iterations
+            not rule.converged(stale)
             and len(flight) < slots
             and evaluator.n_evaluated + len(flight) < evaluator.budget
         ):
@@ -116,12 +128,12 @@ def run_async_search(
         child, ev = flight.next()
         evaluator.record(child, ev, algorithm.iteration)
         algorithm.tell(child[None], np.asarray(ev.F, dtype=float)[None])
-    stopped = stale >= max_stale_iterations
+    stopped = rule.converged(stale)
     if stopped:
         log.warning(
             "search stopped after %d children in a row that were evaluated already; the "
             "population has converged (%d of %d evaluations used)",
-            max_stale_iterations,
+            rule.max_stale_iterations,
             evaluator.n_evaluated,
             evaluator.budget,
         )

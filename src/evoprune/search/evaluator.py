@@ -18,7 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from evoprune.errors import EvoPruneError
-from evoprune.search.executors import Executor, LocalExecutor
+from evoprune.search.executors import Executor, LocalExecutor, Problem
 from evoprune.search.fidelity import BUDGET_OF, FULL, SHARED
 from evoprune.search.operators import rank_key
 
@@ -125,7 +125,7 @@ class Evaluator:
 
     def __init__(
         self,
-        problem,
+        problem: Problem,
         budget: int,
         *,
         shared_budget: int = 0,
@@ -289,27 +289,52 @@ class Evaluator:
         )
 
 
+@dataclass(frozen=True)
+class StoppingRule:
+    """When a search stops: its evaluator's budget is spent (:meth:`done`), or
+    ``max_stale_iterations`` iterations (children, in the asynchronous search) in a row brought
+    no new chromosome, so the population has converged (:meth:`converged`)."""
+
+    max_stale_iterations: int = 1000
+
+    def done(self, evaluator: Evaluator) -> bool:
+        return evaluator.exhausted
+
+    def converged(self, stale: int) -> bool:
+        return stale >= self.max_stale_iterations
+
+
+#: The default: stop when the budget is spent or after 1000 iterations without a new chromosome.
+DEFAULT_STOP = StoppingRule()
+
+
+def stopping_rule(stop: StoppingRule | int) -> StoppingRule:
+    """``stop`` as a rule (an int is ``max_stale_iterations``)."""
+    return stop if isinstance(stop, StoppingRule) else StoppingRule(int(stop))
+
+
 def run_search(
-    algorithm: Algorithm, evaluator: Evaluator, max_stale_iterations: int = 1000
+    algorithm: Algorithm, evaluator: Evaluator, stop: StoppingRule | int = DEFAULT_STOP
 ) -> SearchResult:
-    """Ask, evaluate, tell until the budget is spent (or ``max_stale_iterations`` iterations in
-    a row bring no new chromosome: the population has converged)."""
+    """Ask, evaluate, tell until the stopping rule says so: the budget is spent, or
+    ``max_stale_iterations`` iterations in a row bring no new chromosome (converged)."""
+    rule = stopping_rule(stop)
     problem = evaluator.problem
     algorithm.setup(problem.n_genes, problem.n_obj)
     stale = 0
     stopped_early = False
-    while not evaluator.exhausted:
+    while not rule.done(evaluator):
         chromosomes = algorithm.ask()
         before = evaluator.n_evaluated
         F = evaluator.evaluate(chromosomes, algorithm.iteration)
         algorithm.tell(chromosomes, F)
         stale = stale + 1 if evaluator.n_evaluated == before else 0
-        if stale >= max_stale_iterations:
+        if rule.converged(stale):
             stopped_early = True
             log.warning(
                 "search stopped after %d iterations with no new chromosome; the "
                 "population has converged (%d of %d evaluations used)",
-                max_stale_iterations,
+                rule.max_stale_iterations,
                 evaluator.n_evaluated,
                 evaluator.budget,
             )

@@ -18,8 +18,45 @@ from typing import Protocol
 import numpy as np
 
 
+class Problem(Protocol):
+    """What a search evaluates: a (B, L) batch of 0/1 chromosomes -> B
+    :class:`~evoprune.search.evaluator.Evaluation` s of ``n_obj`` minimised ``objectives``.
+
+    A problem with folds (``n_folds`` not None: :class:`~evoprune.problem.HeadProblem`) also
+    scores rows of one fold (``evaluate_fold_batch``) and ``combine`` s a chromosome's fold
+    scores, so that an executor can spread (row, fold) units. ``fidelities`` are the levels a
+    mask can be scored at (``evaluate_at``), cheapest first; a plain problem has only
+    ``full``."""
+
+    @property
+    def objectives(self) -> tuple[str, ...]: ...
+    @property
+    def n_obj(self) -> int: ...
+    @property
+    def n_genes(self) -> int: ...
+    @property
+    def n_folds(self) -> int | None: ...
+    @property
+    def fidelities(self) -> tuple[str, ...]: ...
+
+    def evaluate(self, chromosomes: np.ndarray) -> list: ...
+    def evaluate_at(self, chromosomes: np.ndarray, fidelity: str) -> list: ...
+    def evaluate_fold_batch(self, chromosomes: np.ndarray, fold: int) -> list: ...
+    def combine(self, chromosome: np.ndarray, scores: list) -> object: ...
+
+
 class Executor(Protocol):
+    """Where a batch is evaluated. ``slots``: evaluations it runs at once (kept in flight by
+    the asynchronous search); ``in_flight``: submitted and not yet awaited (None: not tracked
+    here); ``report(wall_seconds)`` logs how busy its workers were at the end of a run."""
+
+    @property
+    def slots(self) -> int: ...
+    @property
+    def in_flight(self) -> int | None: ...
+
     def evaluate(self, problem, chromosomes: np.ndarray) -> list: ...
+    def report(self, wall_seconds: float) -> None: ...
 
 
 class AsyncExecutor(Executor, Protocol):
@@ -36,12 +73,16 @@ class LocalExecutor:
     evaluated one by one, in the order they were submitted, when a result is awaited."""
 
     slots = 1  # evaluations in flight in the asynchronous search
+    in_flight: int | None = None  # not shown: one at a time, in this process
 
     def __init__(self) -> None:
         self._queue: deque = deque()
 
     def evaluate(self, problem, chromosomes: np.ndarray) -> list:
         return problem.evaluate(chromosomes)
+
+    def report(self, wall_seconds: float) -> None:
+        """Nothing to say about one process."""
 
     def submit(self, problem, key: bytes, chromosome: np.ndarray) -> None:
         self._queue.append((problem, key, chromosome))

@@ -19,6 +19,7 @@ from evoprune.search.evaluator import (
     SearchResult,
     run_search,
 )
+from evoprune.search.fidelity import FULL
 from evoprune.search.operators import (
     init_population,
     mutate,
@@ -123,10 +124,23 @@ class FunctionProblem:
 
     objectives = ("accuracy",)
     n_obj = 1
+    n_folds = None  # no folds: evaluated a batch at a time
+    fidelities = (FULL,)
 
     def __init__(self, fn: Callable[[np.ndarray], np.ndarray], n_genes: int):
         self.fn = fn
         self.n_genes = int(n_genes)
+
+    def evaluate_at(self, chromosomes: np.ndarray, fidelity: str) -> list:
+        if fidelity != FULL:
+            raise ValueError(f"a function problem is scored at full fidelity only, not {fidelity}")
+        return self.evaluate(chromosomes)
+
+    def evaluate_fold_batch(self, chromosomes: np.ndarray, fold: int) -> list:
+        raise ValueError("a function problem has no folds")
+
+    def combine(self, chromosome: np.ndarray, scores: list) -> Evaluation:
+        raise ValueError("a function problem has no folds")
 
     def evaluate(self, chromosomes: np.ndarray) -> list:
         values = np.asarray(self.fn(chromosomes), dtype=float).reshape(-1)

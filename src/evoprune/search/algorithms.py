@@ -1,0 +1,90 @@
+"""The registry of search algorithms: name, description, how many objectives it optimises,
+whether it can run asynchronously, and how it is built from the search settings.
+
+``--algorithm`` choices, the checks between settings and the comparison's algorithms all read
+:data:`ALGORITHMS`; a new algorithm is one :func:`register_algorithm` call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from evoprune.errors import ConfigError
+from evoprune.search.evaluator import Algorithm
+from evoprune.settings import SearchSettings
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """One search algorithm: ``build(settings)`` returns an ask/tell
+    :class:`~evoprune.search.evaluator.Algorithm` for a run's search settings (resolved:
+    ``settings.budget`` is known). ``several_objectives``: whether it optimises more than one
+    objective (a front); ``asynchronous``: whether the asynchronous steady-state mode runs it."""
+
+    name: str
+    description: str
+    build: Callable[[SearchSettings], Algorithm]
+    several_objectives: bool = False
+    asynchronous: bool = False
+
+
+#: name -> spec, in the order of the ``--algorithm`` choices.
+ALGORITHMS: dict[str, AlgorithmSpec] = {}
+
+
+def register_algorithm(spec: AlgorithmSpec, *, replace: bool = False) -> AlgorithmSpec:
+    """Add ``spec`` under its name (``replace`` to overwrite one)."""
+    if spec.name in ALGORITHMS and not replace:
+        raise ConfigError(f"algorithm {spec.name!r} is registered already; pass replace=True")
+    ALGORITHMS[spec.name] = spec
+    return spec
+
+
+def algorithm_spec(name: str) -> AlgorithmSpec:
+    """The registered algorithm ``name``, or ConfigError naming the choices."""
+    if name not in ALGORITHMS:
+        raise ConfigError(f"algorithm={name!r} is unknown; choose one of {', '.join(ALGORITHMS)}")
+    return ALGORITHMS[name]
+
+
+def make_algorithm(name: str, settings: SearchSettings) -> Algorithm:
+    """The algorithm ``name`` built for the search settings ``settings``."""
+    return algorithm_spec(name).build(settings)
+
+
+def _ssga(s: SearchSettings) -> Algorithm:
+    from evoprune.search.ssga import SteadyStateGA
+
+    return SteadyStateGA(
+        population=s.population,
+        evaluations=s.budget,
+        mutation_prob=s.mutation_prob,
+        init=s.init,
+        seed=s.seed,
+    )
+
+
+def _nsga2(s: SearchSettings) -> Algorithm:
+    from evoprune.search.nsga2 import NSGA2Search  # imports pymoo
+
+    return NSGA2Search(population=s.population, init=s.init, seed=s.seed)
+
+
+register_algorithm(
+    AlgorithmSpec(
+        "ssga",
+        "steady-state GA",  # the paper's; one objective
+        _ssga,
+        several_objectives=False,
+        asynchronous=True,
+    )
+)
+register_algorithm(
+    AlgorithmSpec(
+        "nsga2",
+        "NSGA-II",  # pymoo's; a front; mutation 1/L per gene
+        _nsga2,
+        several_objectives=True,
+    )
+)
