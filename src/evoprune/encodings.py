@@ -101,14 +101,6 @@ class EncodingSpec:
     targets: tuple[PruneTarget, ...]
     default_evaluations: int = DEFAULT_BUDGET
 
-    @property
-    def batchable(self) -> bool:
-        """Whether heads of this layout can train together, padded to one shape
-        (:func:`evoprune.model.batched.train_heads`): true when the genes switch whole units
-        (inputs, neurons); a layout over connections, or a subclass with another
-        ``decode_genes``, says False."""
-        return all(t.units in ("inputs", "neurons") for t in self.targets)
-
     def __post_init__(self) -> None:
         if int(self.hidden_layers) < 0:
             raise ConfigError(
@@ -160,7 +152,9 @@ class EncodingSpec:
     @property
     def switches_units(self) -> bool:
         """Whether each gene switches one whole unit (input feature or neuron) in the default
-        gene order of :meth:`decode_genes`: what a shared head's masks can express."""
+        gene order of :meth:`decode_genes`: what a shared head's masks can express, and what
+        lets heads of several masks train together padded to one shape
+        (:func:`evoprune.model.batched.train_heads`)."""
         return type(self).decode_genes is EncodingSpec.decode_genes and all(
             t.units in ("inputs", "neurons") for t in self.targets
         )
@@ -362,11 +356,6 @@ class Encoding:
     @property
     def n_genes(self) -> int:
         return int(self.spec.genes_for(self))
-
-    @property
-    def batchable(self) -> bool:
-        """Whether this layout's heads can train together (see :attr:`EncodingSpec.batchable`)."""
-        return self.spec.batchable
 
     @property
     def prune_targets(self) -> tuple[PruneTarget, ...]:

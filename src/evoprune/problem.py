@@ -164,7 +164,7 @@ class HeadProblem:
         """Whether heads train together (the trainer and the encoding are batchable)."""
         from evoprune.model.batched import batchable
 
-        return self.batch_heads and self.encoding.batchable and batchable(self.trainer)
+        return self.batch_heads and self.encoding.spec.switches_units and batchable(self.trainer)
 
     def _score(self, head, f: Fold) -> FoldScore:
         """A trained head's accuracy (and OOD AUROC when asked) on the fold's scoring part."""

@@ -58,9 +58,9 @@ SUPPORTED_FIELDS = frozenset(
     }
 )
 #: The built-in encodings whose masks switch whole units (what padding to a shape can express),
-#: as their specs say (:attr:`evoprune.encodings.EncodingSpec.batchable`, what the problem asks);
-#: others (and masks with pruned connections) train head by head.
-BATCHED_ENCODINGS = frozenset(name for name, spec in REGISTRY.items() if spec.batchable)
+#: as their specs say (:attr:`evoprune.encodings.EncodingSpec.switches_units`, what the problem
+#: asks); others (and masks with pruned connections) train head by head.
+BATCHED_ENCODINGS = frozenset(name for name, spec in REGISTRY.items() if spec.switches_units)
 _ADAM_BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8
 
 
