@@ -92,11 +92,13 @@ def run_async_search(
     evaluator: Evaluator,
     slots: int,
     stop: StoppingRule | int = DEFAULT_STOP,
+    *,
+    max_stale_iterations: int | None = None,
 ) -> SearchResult:
     """Ask for children one by one, keep ``slots`` of them evaluating, tell each result as it
     arrives; until the stopping rule says so: the budget is spent, or ``max_stale_iterations``
     children in a row were evaluated already (the population has converged)."""
-    rule = stopping_rule(stop)
+    rule = stopping_rule(stop if max_stale_iterations is None else max_stale_iterations)
     problem = evaluator.problem
     algorithm.setup(problem.n_genes, problem.n_obj)
     initial = algorithm.ask()

@@ -309,16 +309,21 @@ DEFAULT_STOP = StoppingRule()
 
 
 def stopping_rule(stop: StoppingRule | int) -> StoppingRule:
-    """``stop`` as a rule (an int is ``max_stale_iterations``)."""
+    """``stop`` as a rule (an int is ``max_stale_iterations``; the searches also take it as a
+    keyword, ``max_stale_iterations=``)."""
     return stop if isinstance(stop, StoppingRule) else StoppingRule(int(stop))
 
 
 def run_search(
-    algorithm: Algorithm, evaluator: Evaluator, stop: StoppingRule | int = DEFAULT_STOP
+    algorithm: Algorithm,
+    evaluator: Evaluator,
+    stop: StoppingRule | int = DEFAULT_STOP,
+    *,
+    max_stale_iterations: int | None = None,
 ) -> SearchResult:
     """Ask, evaluate, tell until the stopping rule says so: the budget is spent, or
     ``max_stale_iterations`` iterations in a row bring no new chromosome (converged)."""
-    rule = stopping_rule(stop)
+    rule = stopping_rule(stop if max_stale_iterations is None else max_stale_iterations)
     problem = evaluator.problem
     algorithm.setup(problem.n_genes, problem.n_obj)
     stale = 0
