@@ -453,9 +453,7 @@ def test_the_command_line_runs_a_shared_search(faces_folder, feature_cache, tmp_
     assert {r.fidelity for r in history} == {SHARED} and len(history) == 40
 
 
-def test_bad_fidelity_options_stop_the_command_line_before_any_work(
-    faces_folder, tmp_path, caplog
-):
+def test_bad_fidelity_options_stop_the_command_line_before_any_work(faces_folder, tmp_path, caplog):
     from evoprune.cli import main
 
     out = tmp_path / "run"
