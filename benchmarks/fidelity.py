@@ -214,7 +214,7 @@ def time_multi_search(seed: int, full: int, shared: int, quick: bool = False) ->
     """Seconds of a ``--fidelity multi`` search on ELPV fs with ``full`` full trainings and
     ``shared`` shared evaluations, the shared heads' training included."""
     from evoprune.runs.context import RunContext
-    from evoprune.runs.search import evolve
+    from evoprune.runs.evolve import evolve
 
     if quick:
         full, shared = max(30, full // 10), max(300, shared // 10)

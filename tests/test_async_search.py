@@ -162,7 +162,7 @@ def test_one_worker_imports_no_ray():
         from evoprune.cluster import executor_for
         from evoprune.runs.config import RunConfig
         from evoprune.runs.context import RunContext
-        from evoprune.runs.search import evolve
+        from evoprune.runs.evolve import evolve
         rng = np.random.default_rng(0)
         X = rng.normal(size=(60, 8)).astype(np.float32)
         y = (X[:, 0] > 0).astype(int)

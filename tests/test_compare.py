@@ -14,7 +14,7 @@ from evoprune.cli import main
 from evoprune.compare import baselines
 from evoprune.compare import runner as compare
 from evoprune.compare.layout import SUMMARY_FIELDS
-from evoprune.compare.report import holm, paired_stats
+from evoprune.compare.tables import holm, paired_stats
 
 METHODS = ["evoprune", "not_pruned", "best_fixed", "weight", "neuron", "polynomial_decay"]
 ENCODINGS = ["fs", "fc2"]

@@ -133,9 +133,10 @@ def test_parsers():
 
 def test_ood_names_repeated_for_a_light_import_match_the_registries():
     from evoprune import ood
+    from evoprune.data import ood_images
     from evoprune.runs import config
 
-    assert config.BUILTIN_OOD == ood.builtin_ood_names()
+    assert config.BUILTIN_OOD == ood_images.builtin_ood_names()
     assert set(config.OOD_SCORES) == set(ood.OOD_SCORES)
 
 

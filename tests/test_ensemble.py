@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from evoprune.ensemble import (
+from evoprune.errors import ConfigError
+from evoprune.voting import (
     choose_members,
     ensemble_predict,
     hard_vote,
     soft_vote,
     vote_counts,
 )
-from evoprune.errors import ConfigError
 
 
 def test_soft_vote_is_the_mean_of_probabilities():

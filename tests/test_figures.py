@@ -109,17 +109,17 @@ def legend_collisions(fig) -> list[str]:
 def _render_all(tmp_path):
     """Every figure type, from made-up data: {name: path}."""
     from evoprune.analysis.channels import ChannelFrequency
-    from evoprune.analysis.plots import (
+    from evoprune.compare.baselines import METHOD_LABELS
+    from evoprune.compare.curves import CURVE_LABELS, plot_curves
+    from evoprune.compare.tables import plot_accuracy_vs_active, plot_convergence_runs
+    from evoprune.plots.analysis import (
         plot_added,
         plot_channels,
         plot_cka,
         plot_heatmaps,
         plot_removed,
     )
-    from evoprune.compare.baselines import METHOD_LABELS
-    from evoprune.compare.curves import CURVE_LABELS, plot_curves
-    from evoprune.compare.report import plot_accuracy_vs_active, plot_convergence_runs
-    from evoprune.report import plot_confusion, plot_convergence, plot_front, plot_hypervolume
+    from evoprune.plots.run import plot_confusion, plot_convergence, plot_front, plot_hypervolume
 
     history = _history()
     front = _front(history)
@@ -218,10 +218,10 @@ def test_every_figure_keeps_its_legends_off_the_data_in_one_style(tmp_path, figu
 
 
 def test_every_plotting_function_runs_in_the_style():
-    import evoprune.analysis.plots as a
     import evoprune.compare.curves as c
-    import evoprune.compare.report as cr
-    import evoprune.report as r
+    import evoprune.compare.tables as cr
+    import evoprune.plots.analysis as a
+    import evoprune.plots.run as r
 
     functions = [getattr(m, n) for m in (a, c, cr, r) for n in dir(m) if n.startswith("plot_")]
     assert len(functions) >= 12
@@ -229,7 +229,7 @@ def test_every_plotting_function_runs_in_the_style():
 
 
 def test_the_check_catches_a_legend_over_points():
-    from evoprune.report import pyplot
+    from evoprune.plots import pyplot
 
     plt = pyplot()
     fig, ax = plt.subplots()
@@ -245,7 +245,7 @@ def test_the_check_catches_a_legend_over_points():
 def test_convergence_of_a_two_objective_search_follows_the_selected_head(figures, tmp_path):
     """The old figure followed the most accurate head while another was shipped."""
     from evoprune import EvoPruneClassifier
-    from evoprune.report import plot_convergence
+    from evoprune.plots.run import plot_convergence
     from evoprune.runs.front import pareto_front, selection_path
 
     X = rng.normal(size=(150, 24)).astype(np.float32)
@@ -254,7 +254,7 @@ def test_convergence_of_a_two_objective_search_follows_the_selected_head(figures
         hidden_size=8, population=6, evaluations=30, objectives=("accuracy", "size")
     ).fit(X, y)
     search = clf.search_
-    from evoprune.runs.search import Evolved
+    from evoprune.runs.evolve import Evolved
 
     n_score = int(round(0.2 * len(y)))  # the validation split
     evolved = SimpleNamespace(
@@ -279,7 +279,7 @@ def test_convergence_of_a_two_objective_search_follows_the_selected_head(figures
 
 
 def test_pareto_keeps_held_out_accuracy_off_the_fitness_axis_and_unjoined(figures, tmp_path):
-    from evoprune.report import plot_front
+    from evoprune.plots.run import plot_front
 
     history = _history()
     front = _front(history)
@@ -297,7 +297,7 @@ def test_pareto_keeps_held_out_accuracy_off_the_fitness_axis_and_unjoined(figure
 
 
 def test_hypervolume_marks_the_first_population(figures, tmp_path):
-    from evoprune.report import plot_hypervolume
+    from evoprune.plots.run import plot_hypervolume
 
     plot_hypervolume(_history(), tmp_path / "h.png", population=30)
     ax = figures[-1].axes[0]
@@ -308,7 +308,7 @@ def test_hypervolume_marks_the_first_population(figures, tmp_path):
 
 def test_accuracy_vs_active_uses_few_colours_one_marker_one_panel_per_encoding(figures, tmp_path):
     from evoprune.compare.baselines import METHOD_LABELS
-    from evoprune.compare.report import plot_accuracy_vs_active
+    from evoprune.compare.tables import plot_accuracy_vs_active
 
     rows = [
         {"encoding": e, "method": m, "test_accuracy": 0.8, "active_fraction": 0.5}
@@ -329,7 +329,7 @@ def test_accuracy_vs_active_uses_few_colours_one_marker_one_panel_per_encoding(f
 
 def test_channels_right_panel_is_not_every_bar_at_the_maximum(figures, tmp_path):
     from evoprune.analysis.channels import ChannelFrequency
-    from evoprune.analysis.plots import plot_channels
+    from evoprune.plots.analysis import plot_channels
 
     masks = (rng.uniform(size=(3, 400)) < 0.5).astype(int)
     masks[:, :100] = 1

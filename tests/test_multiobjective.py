@@ -16,7 +16,7 @@ def ood_folder(tmp_path_factory):
     """40 crops of scikit-image's bundled photos, as a folder of PNG files."""
     from pathlib import Path
 
-    from evoprune.ood import write_ood_images
+    from evoprune.data.ood_images import write_ood_images
 
     src = tmp_path_factory.mktemp("ood-src")
     folder = tmp_path_factory.mktemp("ood")

@@ -5,20 +5,22 @@ import pytest
 import torch
 from PIL import Image
 
+from evoprune.data.ood_images import (
+    builtin_ood_names,
+    load_ood_images,
+    ood_split,
+    write_ood_images,
+)
 from evoprune.errors import ConfigError, DataError
 from evoprune.ood import (
     DEFAULT_OOD_SCORE,
     OOD_SCORES,
     auroc,
-    builtin_ood_names,
     energy_score,
     fpr_at_95_tpr,
-    load_ood_images,
     msp_score,
     ood_score,
-    ood_split,
     temperature_score,
-    write_ood_images,
 )
 
 LOGITS = np.array([[2.0, 0.0, -1.0], [0.5, 0.5, 0.5], [10.0, 9.0, -3.0]])

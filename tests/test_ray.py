@@ -17,7 +17,7 @@ from evoprune.errors import ConfigError  # noqa: E402
 from evoprune.problem import HeadProblem, make_folds  # noqa: E402
 from evoprune.runs.config import RunConfig  # noqa: E402
 from evoprune.runs.context import RunContext  # noqa: E402
-from evoprune.runs.search import evolve  # noqa: E402
+from evoprune.runs.evolve import evolve  # noqa: E402
 from evoprune.search import Evaluator, SteadyStateGA, run_async_search  # noqa: E402
 from evoprune.settings import FitnessSettings  # noqa: E402
 

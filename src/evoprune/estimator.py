@@ -23,8 +23,8 @@ from evoprune.runs.config import (
     validate_estimator_params,
 )
 from evoprune.runs.context import RunContext
+from evoprune.runs.evolve import evolve
 from evoprune.runs.front import choose
-from evoprune.runs.search import evolve
 from evoprune.runs.store import HISTORY_FILE, RESULT_FILE, open_run, read_history
 from evoprune.search import EvaluationRecord
 

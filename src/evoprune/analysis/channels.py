@@ -76,7 +76,7 @@ def fs_masks(compare_dir: str | Path) -> tuple[list[str], np.ndarray]:
 def channel_frequency(compare_dir: str | Path) -> ChannelFrequency:
     """How often the fs runs of the comparison at ``compare_dir`` kept each channel; writes
     ``analysis/channels.csv`` (channels, most often kept first) and ``channels.png``."""
-    from evoprune.analysis.plots import plot_channels
+    from evoprune.plots.analysis import plot_channels
 
     names, masks = fs_masks(compare_dir)
     freq = ChannelFrequency(names, masks.sum(axis=0).astype(np.int64), masks.mean(axis=1))

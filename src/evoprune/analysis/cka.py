@@ -230,7 +230,7 @@ def write_cka(ctx: AnalysisContext, rows: list[CKARow]) -> None:
             writer.writerows(asdict(r) for r in rows)
 
     atomic_write(ctx.out / CKA_FILE, write)
-    from evoprune.analysis.plots import plot_cka
+    from evoprune.plots.analysis import plot_cka
 
     r = ctx.run.result
     plot_cka(rows, ctx.out / CKA_PLOT, title=f"{r.dataset} · {r.encoding} · seed {r.seed}")

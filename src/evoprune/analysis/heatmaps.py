@@ -85,8 +85,8 @@ def heatmap_grid(ctx: AnalysisContext, per_class: int = 2) -> list[HeatmapRow]:
     """Grad-CAM of ``per_class`` held-out images per class for the evolved and the not-pruned
     head (of each image's true class), as one grid: ``analysis/heatmaps.png`` (rows: image,
     evolved, not pruned) and ``analysis/heatmaps.csv``."""
-    from evoprune.analysis.plots import plot_heatmaps
     from evoprune.backbones import get_backbone
+    from evoprune.plots.analysis import plot_heatmaps
 
     data = ctx.data
     idx = pick_images(data.labels, data.test_idx, per_class, ctx.cfg.seed)

@@ -2,7 +2,7 @@
 class in turn, and with one class added gradually (a growing share of its training images).
 
 Each variant is a full run on the cached features (no CNN pass): the run's search
-(:func:`~evoprune.runs.search.evolve`, with an executor when one is given) on the variant's
+(:func:`~evoprune.runs.evolve.evolve`, with an executor when one is given) on the variant's
 training images, the best mask retrained and scored on the held-out images of the classes the
 head knows, next to the not-pruned head (:func:`~evoprune.runs.front.finish_heads`). A smaller
 budget (``evaluations``) makes it practical on a CPU; it is recorded in every row, and the
@@ -123,9 +123,9 @@ def rerun(
     executor: Executor | None = None,
 ) -> RelevanceRow:
     """Search ``data`` with settings ``cfg`` and score the shipped head on its held-out images."""
+    from evoprune.runs.evolve import evolve
     from evoprune.runs.experiment import prepare_ood
     from evoprune.runs.front import finish_heads
-    from evoprune.runs.search import evolve
 
     ood = prepare_ood(cfg, progress=False, cache_dir=ctx.cache_dir) if cfg.ood else None
     context = RunContext.of_data(
@@ -223,7 +223,7 @@ def remove_each_class(
 ) -> list[RelevanceRow]:
     """The run's configuration on all classes, then without each class in turn: held-out
     accuracy and % active of each. Writes ``analysis/classes_removed.csv`` and ``.png``."""
-    from evoprune.analysis.plots import plot_removed
+    from evoprune.plots.analysis import plot_removed
 
     classes = ctx.data.classes
     if len(classes) < 3:
@@ -277,7 +277,7 @@ def add_class(
     """The run without class ``name``, then with ``fractions`` of its training images added
     (its held-out images are scored once it is learned). Writes
     ``analysis/add_<name>.csv`` and ``.png``."""
-    from evoprune.analysis.plots import plot_added
+    from evoprune.plots.analysis import plot_added
 
     c = _class_index(ctx, name, "--add-class")
     cfg = _settings(ctx, evaluations)

@@ -10,9 +10,9 @@ or for a cluster. Every evaluation runs with a fixed number of torch threads
 workers.
 """
 
-from evoprune.cluster.executors import RayExecutor, ThreadsExecutor, torch_threads
 from evoprune.cluster.jobs import executor_for, feature_compute, parallel_map
 from evoprune.cluster.session import ray_address, ray_session, session_for, uses_ray
+from evoprune.cluster.workers import RayExecutor, ThreadsExecutor, torch_threads
 
 __all__ = [
     "RayExecutor",

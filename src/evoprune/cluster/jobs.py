@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from evoprune.cluster.executors import MAX_RETRIES, RayExecutor, ThreadsExecutor, torch_threads
 from evoprune.cluster.session import cluster_cpus, ray_address, ray_session, uses_ray
+from evoprune.cluster.workers import MAX_RETRIES, RayExecutor, ThreadsExecutor, torch_threads
 from evoprune.settings import ClusterSettings
 
 log = logging.getLogger(__name__)

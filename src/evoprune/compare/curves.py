@@ -29,7 +29,7 @@ from evoprune.encodings import Encoding, make_encoding
 from evoprune.errors import ConfigError
 from evoprune.io import atomic_write_json
 from evoprune.model.head import accuracy
-from evoprune.report import styled
+from evoprune.plots import styled
 
 CURVE_FIELDS = [
     "encoding",
@@ -129,7 +129,7 @@ def run_curves(
     reference head reused), computed unless saved with the same settings; then curves.csv and
     curves.png. ``data()`` gives the prepared data; ``results`` the finished runs' results by
     (variant, run)."""
-    from evoprune.compare.report import write_csv
+    from evoprune.compare.tables import write_csv
 
     rows = []
     for enc in cc.encodings:
@@ -219,7 +219,7 @@ def plot_curves(
 ) -> Path:
     """One panel per encoding: each curve's mean held-out accuracy over runs against % active
     (log scale, bars: min to max over runs), the evolved heads and front members on top."""
-    from evoprune.report import legend_outside, pyplot, save_figure
+    from evoprune.plots import legend_outside, pyplot, save_figure
 
     plt = pyplot()
     n = max(1, len(encodings))

@@ -218,7 +218,7 @@ def _run_comparison(
 ) -> list[dict]:
     from tqdm.auto import tqdm
 
-    from evoprune.compare.report import write_reports
+    from evoprune.compare.tables import write_reports
 
     with writing_folder(out):
         atomic_write_json(

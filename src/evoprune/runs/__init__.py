@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from evoprune.runs.ensembling import (
         build_ensemble,
     )
+    from evoprune.runs.evolve import (
+        Evolved,
+        evolve,
+    )
     from evoprune.runs.experiment import (
         OODData,
         PreparedData,
@@ -36,10 +40,6 @@ if TYPE_CHECKING:
     from evoprune.runs.front import (
         FinalHeads,
         finish_heads,
-    )
-    from evoprune.runs.search import (
-        Evolved,
-        evolve,
     )
     from evoprune.runs.store import (
         HEAD_FILE,
@@ -72,8 +72,8 @@ _PUBLIC = {
     "prepare_ood": "evoprune.runs.experiment",
     "run_experiment": "evoprune.runs.experiment",
     "saved_settings": "evoprune.runs.experiment",
-    "Evolved": "evoprune.runs.search",
-    "evolve": "evoprune.runs.search",
+    "Evolved": "evoprune.runs.evolve",
+    "evolve": "evoprune.runs.evolve",
     "FinalHeads": "evoprune.runs.front",
     "finish_heads": "evoprune.runs.front",
     "build_ensemble": "evoprune.runs.ensembling",

@@ -59,8 +59,8 @@ G = TypeVar("G")
 
 ALGORITHMS = ("auto", *SEARCH_ALGORITHMS)  # auto: nsga2 with several objectives, else ssga
 #: Out-of-distribution sets built from images that ship inside packages, and the OOD scores:
-#: the names of evoprune.ood's registries, repeated here so that reading a configuration does
-#: not import PIL and scipy (a test keeps them equal).
+#: the names of the registries of evoprune.data.ood_images and evoprune.ood, repeated here so
+#: that reading a configuration does not import PIL and scipy (a test keeps them equal).
 BUILTIN_OOD = ("digits", "photos", "faces")
 OOD_SCORES = ("energy", "msp", "temperature")
 

@@ -1,7 +1,7 @@
 """One run's context, built once: the settings, the training (and held-out) features, the
 encoding, the trainer, the fitness folds, the not-pruned reference head and ``train(mask)``.
 
-The run (:mod:`evoprune.runs.experiment`), the search (:func:`evoprune.runs.search.evolve`),
+The run (:mod:`evoprune.runs.experiment`), the search (:func:`evoprune.runs.evolve.evolve`),
 the final heads, ensembles, analyses, the comparison's baselines and curves and the estimator
 all take a :class:`RunContext` instead of rebuilding the encoding, the folds, the trainer or
 the reference head from the settings by hand (which made the same folds twice per run).

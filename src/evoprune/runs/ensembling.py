@@ -46,10 +46,10 @@ def build_ensemble(
     their ensemble; returns (and with ``write`` writes, see :func:`write_ensemble`) the
     ``ensemble.json`` contents. With ``write=False`` the caller writes it once everything else
     (an export) has succeeded, so a failure leaves the previous ensemble.json as it was."""
-    from evoprune.ensemble import VOTES, choose_members, ensemble_predict
     from evoprune.ood import auroc, fpr_at_95_tpr, ood_score
     from evoprune.runs.experiment import prepare_data, prepare_ood
     from evoprune.runs.store import FRONT_DIR, hex_to_mask, load_head, open_run
+    from evoprune.voting import VOTES, choose_members, ensemble_predict
 
     if vote not in VOTES:
         raise ConfigError(f"--vote {vote}: choose one of {', '.join(VOTES)}")

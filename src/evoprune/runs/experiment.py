@@ -26,8 +26,8 @@ from evoprune.pareto import DEFAULT_SELECT
 from evoprune.runs.classes import per_class_fields
 from evoprune.runs.config import RunConfig, default_out_dir
 from evoprune.runs.context import RunContext
+from evoprune.runs.evolve import Evolved, evolve
 from evoprune.runs.front import FinalHeads, finish_heads, selection_path, write_front
-from evoprune.runs.search import Evolved, evolve
 from evoprune.runs.store import (
     HEAD_FILE,
     REFERENCE_HEAD_FILE,
@@ -250,8 +250,8 @@ def prepare_ood(
     With ``training_paths`` (the run's images), OOD images identical to one are refused
     before any feature is computed."""
     from evoprune.data.dataset import identical_files
+    from evoprune.data.ood_images import ood_split, write_ood_images
     from evoprune.features import default_cache_dir, extract_features
-    from evoprune.ood import ood_split, write_ood_images
 
     if cfg.ood is None:
         raise ConfigError("ood=None: prepare_ood needs --ood PATH or a built-in OOD set")
@@ -461,7 +461,7 @@ def saved_settings(cfg: RunConfig, out: Path) -> dict:
 def _image_sources(cfg: RunConfig) -> dict[str, str]:
     """The settings that name images on disk (not built-in sets): data and ood."""
     from evoprune.data.builtin import is_builtin
-    from evoprune.ood import builtin_ood_names
+    from evoprune.data.ood_images import builtin_ood_names
 
     sources = {}
     if not is_builtin(cfg.data):
@@ -582,7 +582,7 @@ def _write_outputs(
     result: RunResult,
 ) -> None:
     """Heads, figures and tables; result.json last, so a folder with it is complete."""
-    from evoprune.report import plot_confusion, plot_convergence, plot_front, plot_hypervolume
+    from evoprune.plots.run import plot_confusion, plot_convergence, plot_front, plot_hypervolume
 
     out = writer.out
     search = evolved.result

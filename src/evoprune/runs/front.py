@@ -31,7 +31,7 @@ from evoprune.pareto import DEFAULT_SELECT, accuracy_standard_error, non_dominat
 from evoprune.progress import WorkBar, work_bar
 from evoprune.runs.config import RunConfig
 from evoprune.runs.context import RunContext
-from evoprune.runs.search import Evolved
+from evoprune.runs.evolve import Evolved
 from evoprune.settings import FitnessSettings, SearchSettings
 
 PARETO_FIELDS = [

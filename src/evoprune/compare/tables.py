@@ -23,7 +23,7 @@ from evoprune.compare.baselines import METHOD_LABELS as BASELINE_LABELS
 from evoprune.compare.baselines import METHODS
 from evoprune.compare.layout import SUMMARY_FIELDS, run_dir
 from evoprune.io import atomic_write, atomic_write_text
-from evoprune.report import COLORS, legend_outside, pyplot, save_figure, styled
+from evoprune.plots import COLORS, legend_outside, pyplot, save_figure, styled
 
 #: Every row's method: evoprune, then the baselines in the order of :data:`baselines.METHODS`.
 METHOD_LABELS = {"evoprune": "EvoPruneDeepTL", **BASELINE_LABELS}

@@ -7,15 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-from evoprune.report import COLORS, legend_outside, save_figure, styled
-from evoprune.report import pyplot as _pyplot
+from evoprune.plots import COLORS, legend_outside, pyplot, save_figure, styled
 
 
 @styled
 def plot_cka(rows: Sequence, path: Path, title: str = "") -> Path:
     """Bars of CKA per layer and measure: the best head against its nearest evaluated
     neighbour and against the not-pruned head."""
-    plt = _pyplot()
+    plt = pyplot()
     labels = sorted(
         {(r.measure, r.layer) for r in rows}, key=lambda m: (m[0] != "kernel_rbf_weights", m[1])
     )
@@ -50,7 +49,7 @@ def plot_cka(rows: Sequence, path: Path, title: str = "") -> Path:
 @styled
 def plot_removed(rows: Sequence, path: Path, title: str = "") -> Path:
     """Held-out accuracy (evolved and not pruned) and % active with each class removed."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 3, 3.8))
     x = np.arange(len(rows))
     ax.bar(x - 0.2, [r.test_accuracy for r in rows], 0.4, label="evolved", color=COLORS["evolved"])
@@ -80,7 +79,7 @@ def plot_removed(rows: Sequence, path: Path, title: str = "") -> Path:
 @styled
 def plot_added(rows: Sequence, path: Path, title: str = "") -> Path:
     """Accuracy, the added class's recall and % active against the share of its images."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     share = [100 * r.fraction for r in rows]
     ax.plot(
@@ -146,7 +145,7 @@ def plot_heatmaps(
     title: str = "",
 ) -> Path:
     """One column per image: the image, then each head's Grad-CAM over it."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(pictures)
     fig, axes = plt.subplots(1 + len(cams), n, figsize=(1.7 * n, 1.8 * (1 + len(cams))))
     axes = np.asarray(axes).reshape(1 + len(cams), n)
@@ -174,7 +173,7 @@ def plot_channels(freq, path: Path, title: str = "", top: int = 40) -> Path:
     two standard deviations that chance alone gives): bars outside the band are agreement (or
     disagreement) between runs beyond chance. (The channels kept most often are listed in
     channels.csv: with few runs, many tie at every run and a bar chart of them says nothing.)"""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
     R = len(freq.runs)
     k = np.arange(R + 1)
