@@ -108,6 +108,39 @@ def choose_members(val_probas, y_val, k: int, masks=None, vote: str = "soft") ->
         Indices into the K candidates, in the order chosen.
     """
     P = _as_probas(val_probas)
+    y, genes = _checked_choice(P, y_val, k, masks, vote)
+    N = P.shape[1]
+    pred = P.argmax(axis=2)  # (K, N)
+    # diversity by genes when masks are given, else by predictions
+    by = pred if genes is None else genes
+    single = (pred == y[None, :]).mean(axis=1) if N else np.zeros(len(P))
+    chosen = [int(np.argmax(single))]  # argmax: first (lowest index) of the most accurate
+    while len(chosen) < k:
+        chosen.append(_next_member(P, y, by, chosen, vote))
+    return chosen
+
+
+def _next_member(P: np.ndarray, y: np.ndarray, by: np.ndarray, chosen: list[int], vote: str) -> int:
+    """The candidate that makes the ensemble most accurate; ties: the most diverse (mean
+    disagreement of ``by`` rows with the chosen), then the lower index."""
+    best: tuple[float, float, int] | None = None
+    for c in range(len(P)):
+        if c in chosen:
+            continue
+        labels = ensemble_predict(P[chosen + [c]], vote)
+        acc = float((labels == y).mean()) if len(y) else 0.0
+        key = (acc, _disagreement(by[c], by[chosen]), -c)
+        if best is None or key > best:
+            best = key
+    assert best is not None  # k <= K: a candidate is left
+    return -best[2]
+
+
+def _checked_choice(
+    P: np.ndarray, y_val, k: int, masks, vote: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The labels as a (N,) array and the masks as a (K, L) bool matrix (or None), after every
+    check of :func:`choose_members`'s arguments."""
     K, N, C = P.shape
     if vote not in VOTES:
         raise ConfigError(f"unknown vote {vote!r}; choose soft or hard")
@@ -123,26 +156,9 @@ def choose_members(val_probas, y_val, k: int, masks=None, vote: str = "soft") ->
         raise ConfigError(f"y_val has {y.size} label(s) but val_probas has {N} image(s)")
     if N and (y.min() < 0 or y.max() >= C):
         raise ConfigError(f"y_val labels must be class indices 0..{C - 1}")
-    if masks is not None:
-        genes = np.asarray(masks).astype(bool)
-        if genes.ndim != 2 or genes.shape[0] != K:
-            raise ConfigError(f"masks must be a (K={K}, L) 0/1 matrix, got shape {genes.shape}")
-    pred = P.argmax(axis=2)  # (K, N)
-    single = (pred == y[None, :]).mean(axis=1) if N else np.zeros(K)
-    chosen = [int(np.argmax(single))]  # argmax: first (lowest index) of the most accurate
-    while len(chosen) < k:
-        best: tuple[float, float, int] | None = None
-        for c in range(K):
-            if c in chosen:
-                continue
-            labels = ensemble_predict(P[chosen + [c]], vote)
-            acc = float((labels == y).mean()) if N else 0.0
-            if masks is not None:
-                diversity = _disagreement(genes[c], genes[chosen])
-            else:
-                diversity = _disagreement(pred[c], pred[chosen])
-            key = (acc, diversity, -c)
-            if best is None or key > best:
-                best = key
-        chosen.append(-best[2])
-    return chosen
+    if masks is None:
+        return y, None
+    genes = np.asarray(masks).astype(bool)
+    if genes.ndim != 2 or genes.shape[0] != K:
+        raise ConfigError(f"masks must be a (K={K}, L) 0/1 matrix, got shape {genes.shape}")
+    return y, genes

@@ -68,7 +68,24 @@ class CompareConfig:
         """Every setting, before anything is computed or written: the encodings against the
         run settings' declaration (one list of choices), the number of runs, the seeds, and
         the base run settings (:meth:`RunConfig.validate`)."""
-        from evoprune.runs.config import BY_NAME, MAX_SEED
+
+        self._check_encodings()
+        self._check_runs()
+        bad = [a for a in self.algorithms if a not in ALGORITHMS]
+        if bad or not self.algorithms or len(set(self.algorithms)) != len(self.algorithms):
+            raise ConfigError(
+                f"--algorithms {','.join(self.algorithms)}: give ssga, nsga2 or both, each once"
+            )
+        if self.curves:
+            from evoprune.compare.curves import check_densities
+
+            check_densities(self.curves)
+        for label in self.variants:  # the base settings, with each encoding's budget
+            self.run_config(label, 0)
+
+    def _check_encodings(self) -> None:
+        """The encodings against the run settings' declaration (one list of choices)."""
+        from evoprune.runs.config import BY_NAME
 
         choices = BY_NAME["encoding"].choice_list() or []
         shown = ",".join(self.encodings)
@@ -82,6 +99,11 @@ class CompareConfig:
             )
         if len(set(self.encodings)) != len(self.encodings):
             raise ConfigError(f"{where}: repeats an encoding")
+
+    def _check_runs(self) -> None:
+        """The number of runs, and seeds that stay 32-bit for all of them."""
+        from evoprune.runs.config import MAX_SEED
+
         if isinstance(self.runs, bool) or not isinstance(self.runs, int) or self.runs < 1:
             raise ConfigError(
                 f"--runs {self.runs} (runs={self.runs!r}): must be an integer, at least 1"
@@ -96,17 +118,6 @@ class CompareConfig:
                 f"must be an integer in [0, {MAX_SEED - (self.runs - 1)}] so that "
                 f"the seeds of all {self.runs} runs stay within [0, {MAX_SEED}]"
             )
-        bad = [a for a in self.algorithms if a not in ALGORITHMS]
-        if bad or not self.algorithms or len(set(self.algorithms)) != len(self.algorithms):
-            raise ConfigError(
-                f"--algorithms {','.join(self.algorithms)}: give ssga, nsga2 or both, each once"
-            )
-        if self.curves:
-            from evoprune.compare.curves import check_densities
-
-            check_densities(self.curves)
-        for label in self.variants:  # the base settings, with each encoding's budget
-            self.run_config(label, 0)
 
     @property
     def variants(self) -> tuple[str, ...]:

@@ -131,8 +131,6 @@ _SAME = 1e-9
 
 def paired_stats(rows: Sequence[dict], encodings: Sequence[str]) -> list[dict]:
     """evoprune against each baseline, per encoding, runs paired by run number."""
-    from scipy import stats as st
-
     acc = {(r["encoding"], r["method"], r["run"]): float(r["test_accuracy"]) for r in rows}
     out = []
     for enc in encodings:
@@ -146,44 +144,50 @@ def paired_stats(rows: Sequence[dict], encodings: Sequence[str]) -> list[dict]:
                 continue
             a = np.array([acc[(enc, "evoprune", k)] for k in runs])
             b = np.array([acc[(enc, base, k)] for k in runs])
-            d = a - b
-            n = len(d)
-            nonzero = int(np.count_nonzero(d))
-            sd = float(d.std(ddof=1)) if n > 1 else math.nan
-            if n > 1 and float(np.ptp(d)) <= _SAME:  # equal differences: rounding is no variance
-                sd = 0.0
-            row: dict[str, Any] = {
-                "encoding": enc,
-                "baseline": base,
-                "n": n,
-                "evoprune_mean": float(a.mean()),
-                "baseline_mean": float(b.mean()),
-                "mean_diff": float(d.mean()),
-                "sd_diff": sd,
-                "wins": int((d > 0).sum()),
-                "ties": n - nonzero,
-                "losses": int((d < 0).sum()),
-                "min_possible_wilcoxon_p": 2.0 / 2**nonzero if nonzero else math.nan,
-            }
-            if n > 1 and sd > 0:
-                half = float(st.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-                row["ci95_low"], row["ci95_high"] = row["mean_diff"] - half, row["mean_diff"] + half
-                row["ttest_p"] = float(st.ttest_rel(a, b).pvalue)
-            else:
-                row["ci95_low"] = row["ci95_high"] = row["mean_diff"] if n > 1 else math.nan
-                row["ttest_p"] = 1.0 if n > 1 and nonzero == 0 else math.nan
-            if nonzero == 0:
-                row["wilcoxon_p"] = 1.0  # no run differs
-            else:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    row["wilcoxon_p"] = float(
-                        st.wilcoxon(a, b, zero_method="wilcox", alternative="two-sided").pvalue
-                    )
-            out.append(row)
+            out.append({"encoding": enc, "baseline": base, **_paired(a, b)})
     for row, p in zip(out, holm([r["wilcoxon_p"] for r in out])):
         row["wilcoxon_p_holm"] = p
     return out
+
+
+def _paired(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+    """The paired comparison of accuracies ``a`` (evoprune) and ``b`` (a baseline), run by run:
+    means, the differences' mean and sd, W/T/L, a t interval and p, Wilcoxon's p."""
+    from scipy import stats as st
+
+    d = a - b
+    n = len(d)
+    nonzero = int(np.count_nonzero(d))
+    sd = float(d.std(ddof=1)) if n > 1 else math.nan
+    if n > 1 and float(np.ptp(d)) <= _SAME:  # equal differences: rounding is no variance
+        sd = 0.0
+    row: dict[str, Any] = {
+        "n": n,
+        "evoprune_mean": float(a.mean()),
+        "baseline_mean": float(b.mean()),
+        "mean_diff": float(d.mean()),
+        "sd_diff": sd,
+        "wins": int((d > 0).sum()),
+        "ties": n - nonzero,
+        "losses": int((d < 0).sum()),
+        "min_possible_wilcoxon_p": 2.0 / 2**nonzero if nonzero else math.nan,
+    }
+    if n > 1 and sd > 0:
+        half = float(st.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+        row["ci95_low"], row["ci95_high"] = row["mean_diff"] - half, row["mean_diff"] + half
+        row["ttest_p"] = float(st.ttest_rel(a, b).pvalue)
+    else:
+        row["ci95_low"] = row["ci95_high"] = row["mean_diff"] if n > 1 else math.nan
+        row["ttest_p"] = 1.0 if n > 1 and nonzero == 0 else math.nan
+    if nonzero == 0:
+        row["wilcoxon_p"] = 1.0  # no run differs
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            row["wilcoxon_p"] = float(
+                st.wilcoxon(a, b, zero_method="wilcox", alternative="two-sided").pvalue
+            )
+    return row
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -218,6 +222,15 @@ def format_table_md(
     """The paper's table layout (methods x encodings, accuracy and % active), then the tests."""
     runs = sorted({r["run"] for r in rows})
     seeds = sorted({r["seed"] for r in rows})
+    lines = _table_intro(meta, runs, seeds)
+    lines += _method_table(rows, encodings)
+    lines += _stats_table(stats)
+    lines += ["", "## What these tests can and cannot show", ""]
+    lines += _caveats(len(runs), len(stats), meta)
+    return "\n".join(lines) + "\n"
+
+
+def _table_intro(meta: dict, runs: list, seeds: list) -> list[str]:
     lines = [f"# EvoPruneDeepTL against the baselines on {meta['dataset']}", ""]
     if meta.get("n_test"):
         lines.append(
@@ -238,8 +251,13 @@ def format_table_md(
         "encoding in bold."
     )
     lines.append("")
+    return lines
+
+
+def _method_table(rows: Sequence[dict], encodings: Sequence[str]) -> list[str]:
+    """Methods x encodings: accuracy (the best per encoding in bold) and % active."""
     header = "| method | " + " | ".join(f"{e} accuracy | {e} % active" for e in encodings) + " |"
-    lines += [header, "|---|" + "---:|---:|" * len(encodings)]
+    lines = [header, "|---|" + "---:|---:|" * len(encodings)]
     cells: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         cells.setdefault((r["method"], r["encoding"]), []).append(r)
@@ -256,15 +274,22 @@ def format_table_md(
             continue  # a ranking for other encodings
         parts = []
         for e in encodings:
-            rs = cells.get((m, e), [])
-            accs = [float(r["test_accuracy"]) for r in rs]
-            text = _mean_sd(accs)
-            top = best[e]
-            if rs and top is not None and np.isclose(np.mean(accs), top):
-                text = f"**{text}**"
-            parts += [text, _mean_sd([float(r["active_fraction"]) for r in rs], 100.0, 1)]
+            parts += _method_cells(cells.get((m, e), []), best[e])
         lines.append(f"| {label} | " + " | ".join(parts) + " |")
-    lines += [
+    return lines
+
+
+def _method_cells(rs: list[dict], top: Any) -> list[str]:
+    """One method's accuracy (bold when it is the encoding's best) and % active cells."""
+    accs = [float(r["test_accuracy"]) for r in rs]
+    text = _mean_sd(accs)
+    if rs and top is not None and np.isclose(np.mean(accs), top):
+        text = f"**{text}**"
+    return [text, _mean_sd([float(r["active_fraction"]) for r in rs], 100.0, 1)]
+
+
+def _stats_table(stats: Sequence[dict]) -> list[str]:
+    lines = [
         "",
         "## Paired comparison: evoprune minus each baseline",
         "",
@@ -287,9 +312,7 @@ def format_table_md(
             f" | {_p(s['wilcoxon_p'])} | {_p(s['wilcoxon_p_holm'])} | "
             f"{_p(s['min_possible_wilcoxon_p'])} | {_p(s['ttest_p'])} |"
         )
-    lines += ["", "## What these tests can and cannot show", ""]
-    lines += _caveats(len(runs), len(stats), meta)
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _caveats(n_runs: int, n_tests: int, meta: dict) -> list[str]:

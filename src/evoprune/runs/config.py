@@ -786,6 +786,18 @@ def validate_values(
     def fail(name: str, message: str) -> ConfigError:
         return _fail(BY_NAME[name], out[name], message, py_names.get(name))
 
+    _resolve_budget(out, fail)
+    if "objectives" in out:
+        _resolve_objectives(out, fail)
+    _resolve_fidelity(out, fail)
+    return out
+
+
+Fail = Callable[[str, str], ConfigError]
+
+
+def _resolve_budget(out: dict[str, Any], fail: Fail) -> None:
+    """``evaluations`` filled in from the encoding; at least the population."""
     defaulted = ""
     if "evaluations" in out and "encoding" in out and out["evaluations"] is None:
         out["evaluations"] = default_evaluations(out["encoding"])
@@ -800,52 +812,59 @@ def validate_values(
             f"must be at least population={out['population']}: the "
             f"initial population counts toward the budget{defaulted}",
         )
-    if "objectives" in out:
-        several = len(out["objectives"]) > 1
-        if "algorithm" in out:
-            if out["algorithm"] == "auto":
-                out["algorithm"] = "nsga2" if several else "ssga"
-            elif several and not SEARCH_ALGORITHMS[out["algorithm"]].several_objectives:
-                raise fail(
-                    "algorithm",
-                    f"the {SEARCH_ALGORITHMS[out['algorithm']].description} optimises one "
-                    "objective; use --algorithm nsga2 (or auto) for "
-                    f"{','.join(out['objectives'])}",
-                )
-        if "select" in out:
-            if out["select"] is not None and not several:
-                raise fail(
-                    "select",
-                    "choosing a head from a front needs more than one "
-                    "objective; add --objectives accuracy,size or drop --select",
-                )
-            if out["select"] is None and several:
-                out["select"] = DEFAULT_SELECT
-        algorithm = SEARCH_ALGORITHMS.get(out.get("algorithm", ""))
-        if out.get("asynchronous") and algorithm is not None and not algorithm.asynchronous:
-            raise fail(
-                "asynchronous",
-                "the asynchronous mode is a steady-state GA; NSGA-II evaluates its "
-                "offspring in synchronous batches: drop --async or use --algorithm ssga",
-            )
-        if out.get("asynchronous") and out.get("fidelity", "full") != "full" and "fidelity" in out:
-            raise fail(
-                "asynchronous",
-                "the asynchronous mode keeps full trainings in flight; drop --async for "
-                f"--fidelity {out['fidelity']}",
-            )
-        if "ood" in out and "ood" in out["objectives"] and out["ood"] is None:
-            raise fail(
-                "objectives",
-                "ood needs --ood PATH or a built-in OOD set ("
-                f"{', '.join(BUILTIN_OOD)}): the images it tells apart "
-                "from the data",
-            )
-    _resolve_fidelity(out, fail)
-    return out
 
 
-def _resolve_fidelity(out: dict[str, Any], fail: Callable[[str, str], ConfigError]) -> None:
+def _resolve_objectives(out: dict[str, Any], fail: Fail) -> None:
+    """``algorithm`` decided and ``select`` defaulted from the number of objectives; the
+    asynchronous mode and the ood objective checked against them."""
+    several = len(out["objectives"]) > 1
+    if "algorithm" in out:
+        if out["algorithm"] == "auto":
+            out["algorithm"] = "nsga2" if several else "ssga"
+        elif several and not SEARCH_ALGORITHMS[out["algorithm"]].several_objectives:
+            raise fail(
+                "algorithm",
+                f"the {SEARCH_ALGORITHMS[out['algorithm']].description} optimises one "
+                "objective; use --algorithm nsga2 (or auto) for "
+                f"{','.join(out['objectives'])}",
+            )
+    if "select" in out:
+        if out["select"] is not None and not several:
+            raise fail(
+                "select",
+                "choosing a head from a front needs more than one "
+                "objective; add --objectives accuracy,size or drop --select",
+            )
+        if out["select"] is None and several:
+            out["select"] = DEFAULT_SELECT
+    _check_asynchronous(out, fail)
+    if "ood" in out and "ood" in out["objectives"] and out["ood"] is None:
+        raise fail(
+            "objectives",
+            "ood needs --ood PATH or a built-in OOD set ("
+            f"{', '.join(BUILTIN_OOD)}): the images it tells apart "
+            "from the data",
+        )
+
+
+def _check_asynchronous(out: dict[str, Any], fail: Fail) -> None:
+    """--async only with an algorithm that runs asynchronously and full trainings."""
+    algorithm = SEARCH_ALGORITHMS.get(out.get("algorithm", ""))
+    if out.get("asynchronous") and algorithm is not None and not algorithm.asynchronous:
+        raise fail(
+            "asynchronous",
+            "the asynchronous mode is a steady-state GA; NSGA-II evaluates its "
+            "offspring in synchronous batches: drop --async or use --algorithm ssga",
+        )
+    if out.get("asynchronous") and out.get("fidelity", "full") != "full" and "fidelity" in out:
+        raise fail(
+            "asynchronous",
+            "the asynchronous mode keeps full trainings in flight; drop --async for "
+            f"--fidelity {out['fidelity']}",
+        )
+
+
+def _resolve_fidelity(out: dict[str, Any], fail: Fail) -> None:
     """Checks of --fidelity against the encoding and the budgets; ``shared_evaluations`` and
     ``final_check`` filled in from it."""
     if "fidelity" not in out:
