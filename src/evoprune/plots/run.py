@@ -92,10 +92,25 @@ def plot_front(
     n = 3 if with_ood else 2
     fig, axes = plt.subplots(n, 1, figsize=(7.5, 2.9 * n + 0.4), sharex=True, squeeze=False)
     fit_ax, test_ax = axes[0, 0], axes[1, 0]
+    _fitness_panel(fit_ax, history, front)
+    _test_panel(test_ax, front, reference_accuracy)
+    if with_ood:
+        ood_ax = axes[2, 0]
+        _front_markers(ood_ax, front, "test_auroc", zorder=None)
+        ood_ax.set_ylabel("OOD AUROC\n(held-out)")
+        legend_outside(ood_ax)
+    axes[-1, 0].set_xlabel("% active genes")
+    axes[-1, 0].set_xlim(0, 100)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, fit_ax, path)
+
+
+def _fitness_panel(ax, history: Sequence[EvaluationRecord], front: Sequence) -> None:
+    """Every evaluated head, the front (a step line where it is one) and the selected head on
+    the fitness split."""
     xs = [100 * m.active_fraction for m in front]
-    chosen = [m for m in front if m.selected]
-    cx = [100 * m.active_fraction for m in chosen]
-    fit_ax.scatter(
+    ax.scatter(
         [100 * r.active_fraction for r in history],
         [r.fitness for r in history],
         s=9,
@@ -105,82 +120,59 @@ def plot_front(
     )
     # a front over three objectives is no curve in two of them: its points only
     if all(m.fitness_auroc is None for m in front):
-        fit_ax.step(xs, [m.fitness for m in front], where="post", color=COLORS["fitness"])
-    fit_ax.scatter(
+        ax.step(xs, [m.fitness for m in front], where="post", color=COLORS["fitness"])
+    ax.scatter(
         xs, [m.fitness for m in front], s=22, color=COLORS["fitness"], zorder=4, label="front"
     )
-    fit_ax.scatter(
-        cx,
-        [m.fitness for m in chosen],
-        marker="*",
-        s=200,
-        color=COLORS["evolved"],
-        edgecolor="black",
-        linewidth=0.6,
-        zorder=5,
-        label="selected",
-    )
-    fit_ax.set_ylabel("fitness\n(fitness split)")
-    fit_ax.set_title("on the fitness split (what the search saw)", loc="left", fontsize=9)
-    legend_outside(fit_ax)
-    test_ax.scatter(
-        xs,
-        [m.test_accuracy for m in front],
-        s=26,
-        marker="s",
-        color=COLORS["heldout"],
-        zorder=4,
-        label="front heads",
-    )
-    test_ax.scatter(
-        cx,
-        [m.test_accuracy for m in chosen],
-        marker="*",
-        s=200,
-        color=COLORS["evolved"],
-        edgecolor="black",
-        linewidth=0.6,
-        zorder=5,
-        label="selected",
-    )
-    test_ax.axhline(
+    _star(ax, front, "fitness")
+    ax.set_ylabel("fitness\n(fitness split)")
+    ax.set_title("on the fitness split (what the search saw)", loc="left", fontsize=9)
+    legend_outside(ax)
+
+
+def _test_panel(ax, front: Sequence, reference_accuracy: float) -> None:
+    """Each front head retrained and scored on held-out images, and the not-pruned head."""
+    _front_markers(ax, front, "test_accuracy", zorder=4)
+    ax.axhline(
         reference_accuracy,
         color=COLORS["reference"],
         ls=":",
         lw=1.2,
         label=f"not pruned\n({reference_accuracy:.3f})",
     )
-    test_ax.set_ylabel("accuracy\n(held-out test)")
-    test_ax.set_title("retrained, on held-out test images (not seen)", loc="left", fontsize=9)
-    legend_outside(test_ax)
-    if with_ood:
-        ood_ax = axes[2, 0]
-        ood_ax.scatter(
-            xs,
-            [m.test_auroc for m in front],
-            s=26,
-            marker="s",
-            color=COLORS["heldout"],
-            label="front heads",
-        )
-        ood_ax.scatter(
-            cx,
-            [m.test_auroc for m in chosen],
-            marker="*",
-            s=200,
-            color=COLORS["evolved"],
-            edgecolor="black",
-            linewidth=0.6,
-            zorder=5,
-            label="selected",
-        )
-        ood_ax.set_ylabel("OOD AUROC\n(held-out)")
-        legend_outside(ood_ax)
-    axes[-1, 0].set_xlabel("% active genes")
-    axes[-1, 0].set_xlim(0, 100)
-    if title:
-        fig.suptitle(title)
-    return save_figure(fig, fit_ax, path)
+    ax.set_ylabel("accuracy\n(held-out test)")
+    ax.set_title("retrained, on held-out test images (not seen)", loc="left", fontsize=9)
+    legend_outside(ax)
+
+
+def _front_markers(ax, front: Sequence, value: str, zorder: int | None) -> None:
+    """The front heads' held-out ``value`` as separate squares, then the selected head."""
+    ax.scatter(
+        [100 * m.active_fraction for m in front],
+        [getattr(m, value) for m in front],
+        s=26,
+        marker="s",
+        color=COLORS["heldout"],
+        **({} if zorder is None else {"zorder": zorder}),
+        label="front heads",
+    )
+    _star(ax, front, value)
+
+
+def _star(ax, front: Sequence, value: str) -> None:
+    """The selected head's ``value``, as a star over the other points."""
+    chosen = [m for m in front if m.selected]
+    ax.scatter(
+        [100 * m.active_fraction for m in chosen],
+        [getattr(m, value) for m in chosen],
+        marker="*",
+        s=200,
+        color=COLORS["evolved"],
+        edgecolor="black",
+        linewidth=0.6,
+        zorder=5,
+        label="selected",
+    )
 
 
 @styled
