@@ -48,6 +48,7 @@ from evoprune.model.head import (
     nonzero_params,
     train_head,
 )
+from evoprune.runs.context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -483,12 +484,13 @@ def methods_for(encoding: Encoding) -> tuple[str, ...]:
 def run_baselines(
     encoding: Encoding,
     evolved_mask: np.ndarray,
-    X_train: np.ndarray,
-    y_train: np.ndarray,
-    X_test: np.ndarray,
-    y_test: np.ndarray,
-    n_classes: int,
+    X_train: np.ndarray | None = None,
+    y_train: np.ndarray | None = None,
+    X_test: np.ndarray | None = None,
+    y_test: np.ndarray | None = None,
+    n_classes: int | None = None,
     *,
+    context: RunContext | None = None,
     trainer: str | TrainerConfig = "fast",
     seed: int = 0,
     fitness_split: str = "validation",
@@ -506,7 +508,18 @@ def run_baselines(
     ``reference`` is the run's not-pruned head, trained by the run on the same data with the
     same trainer and seed (``reference_seconds`` is the time that took): it is reused, not
     trained again. Without it the not-pruned head is trained here.
+
+    ``context`` (a run's :class:`~evoprune.runs.context.RunContext`) gives the data, the
+    trainer, the seed and the fitness folds in place of the arrays and the settings
+    (:func:`baselines_of`, what the comparison uses).
     """
+    if context is not None:
+        if reference is None:
+            reference, reference_seconds = context.reference, context.reference_seconds
+        schedule = (initial_sparsity, poly_epochs, poly_frequency)
+        return baselines_of(context, evolved_mask, reference, reference_seconds or 0.0, schedule)
+    if X_train is None or y_train is None or X_test is None or y_test is None or not n_classes:
+        raise ConfigError("run_baselines needs the data (X_train ... n_classes) or a context")
     t0 = time.perf_counter()
     if reference is None:
         reference = train_head(
@@ -554,6 +567,32 @@ def run_baselines(
         poly_frequency,
     )
     return {name: COMPARISON_METHODS[name].build(ctx) for name in methods_for(encoding)}
+
+
+def baselines_of(
+    context: RunContext,
+    evolved_mask: np.ndarray,
+    reference: CompactHead,
+    reference_seconds: float,
+    schedule: tuple[float, int, int] = (0.1, 25, 5),
+) -> dict[str, BaselineResult]:
+    """:func:`run_baselines` for a run's :class:`~evoprune.runs.context.RunContext` (its
+    folds, trainer and held-out images) and its trained not-pruned head; ``schedule`` is the
+    polynomial decay's (initial sparsity, epochs, frequency)."""
+    X_test, y_test = context.held_out
+    ctx = MethodContext(
+        context.encoding,
+        np.asarray(evolved_mask, dtype=np.uint8),
+        context.X_train,
+        context.y_train,
+        X_test,
+        y_test,
+        reference,
+        float(reference_seconds),
+        Ranker.of_context(context, reference),
+        *schedule,
+    )
+    return {name: COMPARISON_METHODS[name].build(ctx) for name in methods_for(context.encoding)}
 
 
 def run_rankings(

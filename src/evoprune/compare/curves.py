@@ -25,11 +25,12 @@ from evoprune import __version__
 from evoprune.compare.baselines import fixed_density_masks
 from evoprune.compare.layout import run_dir, run_reference, saved_with, split_variant
 from evoprune.compare.rankings import RANKINGS, Ranker
-from evoprune.encodings import Encoding, make_encoding
+from evoprune.encodings import Encoding
 from evoprune.errors import ConfigError
 from evoprune.io import atomic_write_json
 from evoprune.model.head import accuracy
 from evoprune.plots import styled
+from evoprune.runs.context import RunContext
 
 CURVE_FIELDS = [
     "encoding",
@@ -162,19 +163,7 @@ def _run_points(cc, out: Path, data, variant: str, k: int, progress: bool) -> li
     cfg = cc.run_config(variant, k)
     path = run_dir(out, variant, k)
     reference = run_reference(path, data.X.shape[1])
-    ranker = Ranker(
-        make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size, data.n_classes),
-        data.X_train,
-        data.y_train,
-        data.n_classes,
-        trainer=cfg.trainer,
-        seed=cfg.seed,
-        fitness_split=cfg.fitness_split,
-        val_fraction=cfg.val_fraction,
-        cv_folds=cfg.cv_folds,
-        test_set=(data.X_test, data.y_test),
-        reference=reference,
-    )
+    ranker = Ranker.of_context(RunContext.of_data(cfg, data), reference)
     return curve_points(ranker, data.X_test, data.y_test, cc.curves, progress=progress)
 
 

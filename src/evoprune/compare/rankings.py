@@ -31,7 +31,8 @@ import torch
 from evoprune.encodings import Encoding, PruneTarget, make_encoding
 from evoprune.errors import ConfigError
 from evoprune.model.head import CompactHead, TrainerConfig, feature_stats, train_head
-from evoprune.problem import HeadProblem, make_folds
+from evoprune.problem import Fold, HeadProblem, make_folds
+from evoprune.runs.context import RunContext
 from evoprune.settings import FitnessSettings
 
 #: Inverse regularisation strengths C tried for the L1 ranking (features standardised).
@@ -164,13 +165,46 @@ class Ranker:
             fitness_split=fitness_split, seed=seed, val_fraction=val_fraction, cv_folds=cv_folds
         )
         folds = make_folds(self.X, self.y, fitness, eval_set=test_set)
+        self._setup(encoding, n_classes, folds, trainer, seed, feature_stats(self.X), reference)
+
+    def _setup(
+        self,
+        encoding: Encoding,
+        n_classes: int,
+        folds: list[Fold],
+        trainer: str | TrainerConfig,
+        seed: int,
+        stats: tuple[np.ndarray, np.ndarray],
+        reference: CompactHead | None,
+    ) -> None:
         self.problem = HeadProblem(encoding, n_classes, folds, trainer, seed)
         self.reference = reference
         self.trainer = trainer
         self.seed = int(seed)
-        self.stats = feature_stats(self.X)
+        self.stats = stats
         self._scores: dict[tuple[str, int], np.ndarray] = {}
         self._l1: dict[tuple[float, int], object] = {}
+
+    @classmethod
+    def of_context(cls, context: RunContext, reference: CompactHead | None = None) -> Ranker:
+        """The rankings of a run's :class:`~evoprune.runs.context.RunContext`: its training
+        data, trainer, seed and fitness folds (made once, by the context)."""
+        self = cls.__new__(cls)
+        self.encoding = context.encoding
+        self.X = np.asarray(context.X_train, dtype=np.float32)
+        self.y = np.asarray(context.y_train)
+        self.n_classes = context.n_classes
+        self.leaked_test_set = context.leaked
+        self._setup(
+            context.encoding,
+            context.n_classes,
+            context.folds,
+            context.trainer,
+            context.cfg.seed,
+            context.stats,
+            reference,
+        )
+        return self
 
     @property
     def methods(self) -> tuple[str, ...]:

@@ -33,9 +33,9 @@ from evoprune.compare.layout import (
     saved_with,
     split_variant,
 )
-from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError, EvoPruneError
 from evoprune.io import WRITE_ERRORS, OutputFolder, atomic_write_json, writing_folder
+from evoprune.runs.context import RunContext
 from evoprune.runs.experiment import (
     PreparedData,
     RunConfig,
@@ -335,25 +335,15 @@ def _run_and_save_baselines(
     """The baselines of the finished run in ``path``, reusing the not-pruned head it trained."""
     from evoprune.compare.baselines import run_baselines
 
-    encoding = make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size, data.n_classes)
-    reference = run_reference(path, data.X.shape[1])
+    context = RunContext.of_data(cfg, data)
     results = run_baselines(
-        encoding,
+        context.encoding,
         np.asarray(result["best_mask"], dtype=np.uint8),
-        data.X_train,
-        data.y_train,
-        data.X_test,
-        data.y_test,
-        data.n_classes,
-        trainer=cfg.trainer,
-        seed=cfg.seed,
-        fitness_split=cfg.fitness_split,
-        val_fraction=cfg.val_fraction,
-        cv_folds=cfg.cv_folds,
+        context=context,
         initial_sparsity=cc.initial_sparsity,
         poly_epochs=cc.poly_epochs,
         poly_frequency=cc.poly_frequency,
-        reference=reference,
+        reference=run_reference(path, data.X.shape[1]),
         reference_seconds=result.get("timings", {}).get("reference_training"),
     )
     atomic_write_json(
