@@ -520,8 +520,8 @@ def run_baselines(
         return baselines_of(context, evolved_mask, reference, reference_seconds or 0.0, schedule)
     if X_train is None or y_train is None or X_test is None or y_test is None or not n_classes:
         raise ConfigError("run_baselines needs the data (X_train ... n_classes) or a context")
-    t0 = time.perf_counter()
     if reference is None:
+        t0 = time.perf_counter()
         reference = train_head(
             X_train,
             y_train,
@@ -532,12 +532,7 @@ def run_baselines(
             stats=feature_stats(X_train),
         ).head
         reference_seconds = time.perf_counter() - t0
-    elif reference.sizes != (encoding.n_features,) + encoding.hidden + (n_classes,):
-        raise ConfigError(
-            f"the reference head has layer sizes {reference.sizes}, not those of "
-            f"the not-pruned head of encoding {encoding.name!r}: "
-            f"{(encoding.n_features,) + encoding.hidden + (n_classes,)}"
-        )
+    _check_reference(reference, encoding, n_classes)
     # the run's fitness folds and trainer, shared by best fixed and the rankings
     ranker = Ranker(
         encoding,
@@ -569,6 +564,16 @@ def run_baselines(
     return {name: COMPARISON_METHODS[name].build(ctx) for name in methods_for(encoding)}
 
 
+def _check_reference(reference: CompactHead, encoding: Encoding, n_classes: int) -> None:
+    """The reference head must be the not-pruned head of ``encoding``."""
+    if reference.sizes != (encoding.n_features,) + encoding.hidden + (n_classes,):
+        raise ConfigError(
+            f"the reference head has layer sizes {reference.sizes}, not those of "
+            f"the not-pruned head of encoding {encoding.name!r}: "
+            f"{(encoding.n_features,) + encoding.hidden + (n_classes,)}"
+        )
+
+
 def baselines_of(
     context: RunContext,
     evolved_mask: np.ndarray,
@@ -580,6 +585,7 @@ def baselines_of(
     folds, trainer and held-out images) and its trained not-pruned head; ``schedule`` is the
     polynomial decay's (initial sparsity, epochs, frequency)."""
     X_test, y_test = context.held_out
+    _check_reference(reference, context.encoding, context.n_classes)
     ctx = MethodContext(
         context.encoding,
         np.asarray(evolved_mask, dtype=np.uint8),
