@@ -146,19 +146,8 @@ def prepare_data(
 
     backbone = get_backbone(cfg.backbone)
     dataset = load_dataset(cfg.data, skip_bad=cfg.skip_bad_images)
-    used = _limit(dataset, cfg)
-    paths = [dataset.paths[i] for i in used]
-    labels = dataset.labels[used]
-    sub = dataclasses.replace(
-        dataset,
-        paths=paths,
-        labels=labels,
-        test_idx=_reindex(dataset.test_idx, used),
-        val_idx=_reindex(dataset.val_idx, used),
-        folds=None
-        if dataset.folds is None
-        else [(_reindex(a, used), _reindex(b, used)) for a, b in dataset.folds],
-    )
+    sub = _used_images(dataset, cfg)
+    paths, labels = sub.paths, sub.labels
     train_idx, test_idx, test_origin = _split_indices(sub, cfg)
     missing = sorted(set(range(dataset.n_classes)) - set(labels[train_idx].tolist()))
     if missing:
@@ -200,6 +189,22 @@ def prepare_data(
         feature_seconds=feats.seconds,
         feature_form=feats.form,
         validation=_validation_rows(sub.val_idx, train_idx),
+    )
+
+
+def _used_images(dataset, cfg: RunConfig):
+    """The dataset restricted to the images used (all, or a stratified ``limit``), its test,
+    validation and partition indices renumbered."""
+    used = _limit(dataset, cfg)
+    return dataclasses.replace(
+        dataset,
+        paths=[dataset.paths[i] for i in used],
+        labels=dataset.labels[used],
+        test_idx=_reindex(dataset.test_idx, used),
+        val_idx=_reindex(dataset.val_idx, used),
+        folds=None
+        if dataset.folds is None
+        else [(_reindex(a, used), _reindex(b, used)) for a, b in dataset.folds],
     )
 
 
@@ -299,46 +304,17 @@ def run_experiment(
     writer = RunWriter(out, overwrite)
     run_doc = saved_settings(cfg, out)
     writer.check(run_doc, data_roots=data_roots(cfg))
-    finished = writer.finished(run_doc)
+    finished = _already_finished(writer, run_doc)
     if finished is not None:  # nothing to do, and nothing is retrained or rewritten
-        log.warning(
-            "already finished: %s holds this run's results (result.json); nothing was redone. "
-            "To run it again, move that folder away or give another --out",
-            out,
-        )
         return finished
     data = (
         prepared
         if prepared is not None
         else prepare_data(cfg, progress=progress, cache_dir=cache_dir)
     )
-    ood = (
-        prepare_ood(
-            cfg,
-            progress=progress,
-            cache_dir=cache_dir,
-            training_paths=list(data.paths),
-        )
-        if cfg.ood
-        else None
-    )
-    if cfg.fitness_split == "test":
-        log.warning(
-            "fitness_split='test': the search scores candidates on the test set, as the "
-            "paper did; the reported test accuracy is optimistic (marked leaked)"
-        )
-    context = RunContext.of_data(cfg, data, ood_search=None if ood is None else ood.X_search)
+    context, ood = _context(cfg, data, progress, cache_dir)
     encoding = context.encoding
-    check_head_memory(cfg, data.X.shape[1], encoding.hidden, data.n_classes)
-    config_doc = {
-        "run": run_doc,
-        "evoprune_version": __version__,
-        "trainer_settings": context.trainer.describe(),
-        "feature_cache_key": data.feature_key,
-    }
-    if ood is not None:
-        config_doc["ood_feature_key"] = ood.feature_key
-    check_folds(context, data)  # every check that needs the data, before the first write
+    config_doc = _config_doc(run_doc, context, data, ood)
     from evoprune.cluster import executor_for
 
     # the executor first: a Ray address that does not answer stops before anything is written
@@ -363,6 +339,52 @@ def run_experiment(
         _write_outputs(writer, cfg, data, evolved, final, result)
     log.info("results written to %s", out)
     return result.to_dict()
+
+
+def _already_finished(writer: RunWriter, run_doc: dict) -> dict | None:
+    """result.json of the folder when it holds this run finished (said once), else None."""
+    finished = writer.finished(run_doc)
+    if finished is not None:
+        log.warning(
+            "already finished: %s holds this run's results (result.json); nothing was redone. "
+            "To run it again, move that folder away or give another --out",
+            writer.out,
+        )
+    return finished
+
+
+def _config_doc(run_doc: dict, context: RunContext, data: PreparedData, ood) -> dict:
+    """config.json: the settings, the version, the trainer's settings and the features."""
+    doc = {
+        "run": run_doc,
+        "evoprune_version": __version__,
+        "trainer_settings": context.trainer.describe(),
+        "feature_cache_key": data.feature_key,
+    }
+    if ood is not None:
+        doc["ood_feature_key"] = ood.feature_key
+    return doc
+
+
+def _context(
+    cfg: RunConfig, data: PreparedData, progress: bool, cache_dir: str | Path | None
+) -> tuple[RunContext, OODData | None]:
+    """The run's context (and its OOD features), after every check that needs the data:
+    the head's memory and the folds, before the first write."""
+    ood = (
+        prepare_ood(cfg, progress=progress, cache_dir=cache_dir, training_paths=list(data.paths))
+        if cfg.ood
+        else None
+    )
+    if cfg.fitness_split == "test":
+        log.warning(
+            "fitness_split='test': the search scores candidates on the test set, as the "
+            "paper did; the reported test accuracy is optimistic (marked leaked)"
+        )
+    context = RunContext.of_data(cfg, data, ood_search=None if ood is None else ood.X_search)
+    check_head_memory(cfg, data.X.shape[1], context.encoding.hidden, data.n_classes)
+    check_folds(context, data)
+    return context, ood
 
 
 #: Bytes a head's weight needs while it trains: the weight, its gradient and two optimiser
@@ -489,10 +511,6 @@ def _result(
     out: Path,
 ) -> RunResult:
     search = evolved.result
-    enc = evolved.encoding
-    mask = final.mask
-    masks = enc.decode(mask)
-    ref_params, ref_macs = dense_sizes(data.X.shape[1], enc.hidden, data.n_classes)
     return RunResult(
         dataset=data.name,
         data=saved_settings(cfg, out)["data"],
@@ -511,18 +529,7 @@ def _result(
         n_test=int(len(data.test_idx)),
         test_set=data.test_origin,
         skipped_images=[portable_path(p, out) for p in data.skipped],
-        genes=int(enc.n_genes),
-        active_genes=int(mask.sum()),
-        active_fraction=float(mask.mean()),
-        active_units=dict(zip(enc.layer_names(), masks.sizes)),
-        total_units=dict(zip(enc.layer_names(), (data.X.shape[1],) + enc.hidden)),
-        fitness=final.fitness,
-        test_accuracy=final.test_accuracy,
-        reference_test_accuracy=final.reference_test_accuracy,
-        head_params=nonzero_params(final.head),
-        reference_head_params=int(ref_params),
-        head_macs=final.head.n_macs(),
-        reference_head_macs=int(ref_macs),
+        **_size_fields(data, evolved, final),
         evaluations=search.evaluations,
         iterations=search.iterations,
         memory_hits=search.memory_hits,
@@ -530,18 +537,9 @@ def _result(
         features_cached=bool(data.features_cached),
         feature_cache_key=data.feature_key,
         backbone_form=data.feature_form or None,
-        timings={
-            "features": data.feature_seconds,
-            "search": evolved.seconds,
-            # measured only where they happen: training the shared heads, the final check
-            **({"shared_heads": evolved.problem.shared_seconds} if cfg.fidelity != "full" else {}),
-            **({"final_check": final.check_seconds} if cfg.final_check != "none" else {}),
-            "final_training": final.seconds,
-            "reference_training": final.reference_seconds,
-        },
+        timings=_timings(cfg, data, evolved, final),
         wall_seconds=wall_seconds,
         evoprune_version=__version__,
-        best_mask=mask.astype(int).tolist(),
         objectives=list(cfg.objectives),
         algorithm=cfg.algorithm,
         select=cfg.select,
@@ -558,6 +556,41 @@ def _result(
         **_ood_fields(final),
         **per_class_fields(final.head, final.reference, data.X_test, data.y_test, data.classes),
     )
+
+
+def _size_fields(data: PreparedData, evolved: Evolved, final: FinalHeads) -> dict:
+    """The shipped head's genes, units, parameters and MACs, next to the not-pruned head's,
+    and its scores."""
+    enc, mask = evolved.encoding, final.mask
+    ref_params, ref_macs = dense_sizes(data.X.shape[1], enc.hidden, data.n_classes)
+    return {
+        "genes": int(enc.n_genes),
+        "active_genes": int(mask.sum()),
+        "active_fraction": float(mask.mean()),
+        "active_units": dict(zip(enc.layer_names(), enc.decode(mask).sizes)),
+        "total_units": dict(zip(enc.layer_names(), (data.X.shape[1],) + enc.hidden)),
+        "fitness": final.fitness,
+        "test_accuracy": final.test_accuracy,
+        "reference_test_accuracy": final.reference_test_accuracy,
+        "head_params": nonzero_params(final.head),
+        "reference_head_params": int(ref_params),
+        "head_macs": final.head.n_macs(),
+        "reference_head_macs": int(ref_macs),
+        "best_mask": mask.astype(int).tolist(),
+    }
+
+
+def _timings(cfg: RunConfig, data: PreparedData, evolved: Evolved, final: FinalHeads) -> dict:
+    """Seconds of each part of the run, measured only where they happen (the shared heads'
+    training, the final check)."""
+    return {
+        "features": data.feature_seconds,
+        "search": evolved.seconds,
+        **({"shared_heads": evolved.problem.shared_seconds} if cfg.fidelity != "full" else {}),
+        **({"final_check": final.check_seconds} if cfg.final_check != "none" else {}),
+        "final_training": final.seconds,
+        "reference_training": final.reference_seconds,
+    }
 
 
 def _ood_fields(final: FinalHeads) -> dict:
