@@ -156,29 +156,8 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         With several objectives, ``pareto_`` describes the front (one entry per non-dominated
         head, smallest first) and the head that ``select`` picks is the one fitted and used.
         """
-        params = self._validated_params()
-        X, y = self._validate_data_xy(X, y)
-        self.classes_, y_idx = np.unique(y, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise ConfigError(f"y has {len(self.classes_)} class; at least 2 are needed")
-        if params["fitness_split"] == "test" and eval_set is None:
-            raise ConfigError(
-                "fitness_split='test' scores fitness on a test set: pass it to fit "
-                "as eval_set=(X_test, y_test), or use 'validation' or 'cv'"
-            )
-        eval_idx = None if eval_set is None else self._checked_eval_set(eval_set)
-        cfg = self._run_config()
-        resolve_device(cfg.device)  # device="cuda" without a GPU stops here
-        if X_ood is not None:
-            X_ood = self._check_features(X_ood, "X_ood")
-        elif "ood" in cfg.objectives:
-            raise ConfigError(
-                "objectives include ood: pass features of out-of-distribution "
-                "images to fit as X_ood=..."
-            )
-        context = RunContext.of_arrays(
-            cfg, X, y_idx, [str(c) for c in self.classes_], eval_set=eval_idx, ood_search=X_ood
-        )
+        context = self._context(X, y, eval_set, X_ood)
+        cfg, X, y_idx = context.cfg, context.X_train, context.y_train
         evolved = evolve(
             context,
             callbacks=[on_evaluation] if on_evaluation else [],
@@ -205,6 +184,33 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
             bar.done()
         self.final_train_seconds_ = time.perf_counter() - t0
         return self
+
+    def _context(self, X, y, eval_set: tuple | None, X_ood) -> RunContext:
+        """The run context of a fit, after every check of the parameters and the data
+        (``classes_`` set)."""
+        params = self._validated_params()
+        X, y = self._validate_data_xy(X, y)
+        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ConfigError(f"y has {len(self.classes_)} class; at least 2 are needed")
+        if params["fitness_split"] == "test" and eval_set is None:
+            raise ConfigError(
+                "fitness_split='test' scores fitness on a test set: pass it to fit "
+                "as eval_set=(X_test, y_test), or use 'validation' or 'cv'"
+            )
+        eval_idx = None if eval_set is None else self._checked_eval_set(eval_set)
+        cfg = self._run_config()
+        resolve_device(cfg.device)  # device="cuda" without a GPU stops here
+        if X_ood is not None:
+            X_ood = self._check_features(X_ood, "X_ood")
+        elif "ood" in cfg.objectives:
+            raise ConfigError(
+                "objectives include ood: pass features of out-of-distribution "
+                "images to fit as X_ood=..."
+            )
+        return RunContext.of_arrays(
+            cfg, X, y_idx, [str(c) for c in self.classes_], eval_set=eval_idx, ood_search=X_ood
+        )
 
     def _checked_eval_set(self, eval_set: tuple) -> tuple[np.ndarray, np.ndarray]:
         """``eval_set`` as (features, class indices), checked like ``X`` and ``y``."""
