@@ -46,25 +46,12 @@ def build_ensemble(
     their ensemble; returns (and with ``write`` writes, see :func:`write_ensemble`) the
     ``ensemble.json`` contents. With ``write=False`` the caller writes it once everything else
     (an export) has succeeded, so a failure leaves the previous ensemble.json as it was."""
-    from evoprune.ood import auroc, fpr_at_95_tpr, ood_score
     from evoprune.runs.experiment import prepare_data, prepare_ood
-    from evoprune.runs.store import FRONT_DIR, hex_to_mask, load_head, open_run
-    from evoprune.voting import VOTES, choose_members, ensemble_predict
+    from evoprune.runs.store import FRONT_DIR, hex_to_mask, load_head
+    from evoprune.voting import choose_members, ensemble_predict
 
-    if vote not in VOTES:
-        raise ConfigError(f"--vote {vote}: choose one of {', '.join(VOTES)}")
-    run = open_run(run_dir)
+    run = _front_run(run_dir, members, vote)
     r = run.result
-    if not r.front:
-        raise ConfigError(
-            f"{run.path} is a single-objective run: it has no front to ensemble; "
-            "run it with --objectives accuracy,size (or accuracy,size,ood)"
-        )
-    if not 1 <= int(members) <= len(r.front):
-        raise ConfigError(
-            f"--members {members}: the front of {run.path} has {len(r.front)} "
-            f"heads; choose 1 to {len(r.front)}"
-        )
     check_file_target(run.path / ENSEMBLE_FILE, "ensemble", "RUN_DIR")
     cfg = run.settings().validate()
     data = prepare_data(cfg, progress=progress, cache_dir=cache_dir)
@@ -94,19 +81,46 @@ def build_ensemble(
     }
     if cfg.ood:
         ood = prepare_ood(cfg, progress=progress, cache_dir=cache_dir)
-        # the ensemble's score: the run's OOD score of the members' mean logits
-        s_in, s_out = (
-            ood_score(cfg.ood_score, np.mean([logits(heads[i], X) for i in chosen], axis=0))
-            for X in (data.X_test, ood.X_heldout)
-        )
-        doc.update(
-            test_auroc=auroc(s_in, s_out),
-            test_fpr95=fpr_at_95_tpr(s_in, s_out),
-            best_single_test_auroc=best_single["test_auroc"],
-        )
+        members_heads = [heads[i] for i in chosen]
+        doc.update(_ensemble_ood(cfg.ood_score, members_heads, data.X_test, ood.X_heldout))
+        doc["best_single_test_auroc"] = best_single["test_auroc"]
     if write:
         write_ensemble(run.path, doc)
     return doc
+
+
+def _front_run(run_dir: str | Path, members: int, vote: str):
+    """The finished multi-objective run in ``run_dir``, after the checks of ``members`` and
+    ``vote`` against it."""
+    from evoprune.runs.store import open_run
+    from evoprune.voting import VOTES
+
+    if vote not in VOTES:
+        raise ConfigError(f"--vote {vote}: choose one of {', '.join(VOTES)}")
+    run = open_run(run_dir)
+    r = run.result
+    if not r.front:
+        raise ConfigError(
+            f"{run.path} is a single-objective run: it has no front to ensemble; "
+            "run it with --objectives accuracy,size (or accuracy,size,ood)"
+        )
+    if not 1 <= int(members) <= len(r.front):
+        raise ConfigError(
+            f"--members {members}: the front of {run.path} has {len(r.front)} "
+            f"heads; choose 1 to {len(r.front)}"
+        )
+    return run
+
+
+def _ensemble_ood(score: str, heads: list, X_test: np.ndarray, X_ood: np.ndarray) -> dict:
+    """Held-out OOD AUROC and FPR95 of the ensemble: the run's OOD score of the members' mean
+    logits."""
+    from evoprune.ood import auroc, fpr_at_95_tpr, ood_score
+
+    s_in, s_out = (
+        ood_score(score, np.mean([logits(h, X) for h in heads], axis=0)) for X in (X_test, X_ood)
+    )
+    return {"test_auroc": auroc(s_in, s_out), "test_fpr95": fpr_at_95_tpr(s_in, s_out)}
 
 
 def write_ensemble(run_dir: str | Path, doc: dict) -> Path:
