@@ -449,57 +449,49 @@ def _type_problem(value: Any, annotation: str) -> str | None:
     containers are checked element by element, numbers must be finite."""
     problems = []
     for kind in _split_top(annotation, "|"):
-        if kind == "None":
-            if value is None:
-                return None
-            problems.append("not null")
-            continue
-        base, _, inner = kind.partition("[")
-        inner = inner[:-1] if inner.endswith("]") else inner
-        if base == "list":
-            if not isinstance(value, list):
-                problems.append("not a list")
-                continue
-            if inner:
-                bad = next(
-                    (
-                        (i, p)
-                        for i, v in enumerate(value)
-                        if (p := _type_problem(v, inner)) is not None
-                    ),
-                    None,
-                )
-                if bad is not None:
-                    problems.append(f"item {bad[0]} is {bad[1]}")
-                    continue
+        problem = _kind_problem(value, kind)
+        if problem is None:
             return None
-        if base == "dict":
-            if not isinstance(value, dict):
-                problems.append("not an object")
-                continue
-            if inner:
-                value_kind = _split_top(inner, ",")[-1]
-                bad_key = next(
-                    (k for k, v in value.items() if _type_problem(v, value_kind) is not None),
-                    None,
-                )
-                if bad_key is not None:
-                    problems.append(f"its {bad_key!r} is not {value_kind}")
-                    continue
-            return None
-        if base in _SIMPLE:
-            if isinstance(value, bool) and base != "bool":
-                problems.append(f"not {base}")
-                continue
-            if not isinstance(value, _SIMPLE[base]):
-                problems.append(f"not {base}")
-                continue
-            if isinstance(value, float) and not math.isfinite(value):
-                problems.append("not a finite number")
-                continue
-            return None
-        return None  # an annotation this reader does not know: accepted as before
+        problems.append(problem)
     return " or ".join(dict.fromkeys(problems)) or "of another type"
+
+
+def _kind_problem(value: Any, kind: str) -> str | None:
+    """Why ``value`` is not of one alternative ``kind`` of an annotation (None: it is)."""
+    if kind == "None":
+        return None if value is None else "not null"
+    base, _, inner = kind.partition("[")
+    inner = inner[:-1] if inner.endswith("]") else inner
+    if base == "list":
+        return _list_problem(value, inner)
+    if base == "dict":
+        return _dict_problem(value, inner)
+    if base in _SIMPLE:
+        if (isinstance(value, bool) and base != "bool") or not isinstance(value, _SIMPLE[base]):
+            return f"not {base}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return "not a finite number"
+    return None  # fits, or an annotation this reader does not know: accepted as before
+
+
+def _list_problem(value: Any, inner: str) -> str | None:
+    if not isinstance(value, list):
+        return "not a list"
+    for i, v in enumerate(value if inner else ()):
+        problem = _type_problem(v, inner)
+        if problem is not None:
+            return f"item {i} is {problem}"
+    return None
+
+
+def _dict_problem(value: Any, inner: str) -> str | None:
+    if not isinstance(value, dict):
+        return "not an object"
+    value_kind = _split_top(inner, ",")[-1] if inner else ""
+    for k, v in value.items() if inner else ():
+        if _type_problem(v, value_kind) is not None:
+            return f"its {k!r} is not {value_kind}"
+    return None
 
 
 #: Keys and types of each Pareto front member and each per-class entry in result.json.
@@ -531,25 +523,31 @@ def _value_problem(name: str, value: Any, doc: Mapping[str, Any]) -> str | None:
         if any(v not in (0, 1) for v in value):
             return "not a mask of 0 and 1"
     if name in ("front", "per_class") and value is not None:
-        types = _FRONT_TYPES if name == "front" else _PER_CLASS_TYPES
-        for i, entry in enumerate(value):
-            if not isinstance(entry, dict):
-                return f"item {i} is not an object"
-            for key, kind in types.items():
-                if key not in entry:
-                    return f"item {i} lacks {key!r}"
-                problem = _type_problem(entry[key], kind)
-                if problem is not None:
-                    return f"item {i}'s {key!r} is {problem}"
-            if name == "front":
-                try:
-                    bytes.fromhex(entry["mask"])
-                except ValueError:
-                    return f"item {i}'s 'mask' is not hexadecimal"
+        return _entries_problem(name, value)
     if name in ("confusion", "reference_confusion") and value is not None:
         n = doc.get("n_classes")
         if isinstance(n, int) and (len(value) != n or any(len(row) != n for row in value)):
             return f"not a {n} x {n} matrix"
+    return None
+
+
+def _entries_problem(name: str, value: list) -> str | None:
+    """Why an entry of result.json's ``front`` or ``per_class`` list is impossible."""
+    types = _FRONT_TYPES if name == "front" else _PER_CLASS_TYPES
+    for i, entry in enumerate(value):
+        if not isinstance(entry, dict):
+            return f"item {i} is not an object"
+        for key, kind in types.items():
+            if key not in entry:
+                return f"item {i} lacks {key!r}"
+            problem = _type_problem(entry[key], kind)
+            if problem is not None:
+                return f"item {i}'s {key!r} is {problem}"
+        if name == "front":
+            try:
+                bytes.fromhex(entry["mask"])
+            except ValueError:
+                return f"item {i}'s 'mask' is not hexadecimal"
     return None
 
 
