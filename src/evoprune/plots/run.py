@@ -60,6 +60,12 @@ def plot_convergence(
         )
     ax.set_xlabel("evaluations")
     ax.set_ylabel("fitness (accuracy on the fitness split)")
+    _active_fraction_axis(ax, idx, act)
+    return save_figure(fig, ax, path, title)
+
+
+def _active_fraction_axis(ax, idx: list, act: list) -> None:
+    """The followed head's active fraction (dashed) on a second axis; one legend for both."""
     ax2 = ax.twinx()
     ax2.spines["right"].set_visible(True)
     ax2.grid(False)
@@ -71,7 +77,6 @@ def plot_convergence(
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
     legend_outside(ax, h1 + h2, l1 + l2, where="below", ncol=2)
-    return save_figure(fig, ax, path, title)
 
 
 @styled
