@@ -405,21 +405,7 @@ def fit_head(
     for epoch in range(1, cfg.max_epochs + 1):
         hooks.on_epoch_start(head, epoch - 1)
         order = torch.randperm(n, generator=generator)
-        total = 0.0
-        for start in range(0, n, bs):
-            idx = order[start : start + bs]
-            if cfg.lr_decay:
-                for group in opt.param_groups:
-                    group["lr"] = cfg.lr / (1.0 + cfg.lr_decay * step)
-            logits = head.mlp(Xs[idx])
-            loss = loss_fn(logits, ys[idx])
-            opt.zero_grad(set_to_none=True)
-            (loss / idx.numel()).backward()
-            hooks.after_backward(head)
-            opt.step()
-            hooks.after_step(head)
-            total += float(loss.detach())
-            step += 1
+        total, step = _epoch(head, Xs, ys, order, bs, opt, cfg, step, loss_fn, hooks)
         epoch_loss = total / n
         if tail and epoch >= cfg.average_from:
             for t, p in zip(tail, params):
@@ -442,6 +428,26 @@ def fit_head(
                 p.copy_(saved)
     head.eval()
     return TrainedHead(head=head, epochs=epoch, final_loss=best_loss)
+
+
+def _epoch(head, Xs, ys, order, bs: int, opt, cfg: TrainerConfig, step: int, loss_fn, hooks):
+    """One pass of mini-batches in ``order``: (summed loss, optimiser steps so far)."""
+    total = 0.0
+    for start in range(0, Xs.shape[0], bs):
+        idx = order[start : start + bs]
+        if cfg.lr_decay:
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr / (1.0 + cfg.lr_decay * step)
+        logits = head.mlp(Xs[idx])
+        loss = loss_fn(logits, ys[idx])
+        opt.zero_grad(set_to_none=True)
+        (loss / idx.numel()).backward()
+        hooks.after_backward(head)
+        opt.step()
+        hooks.after_step(head)
+        total += float(loss.detach())
+        step += 1
+    return total, step
 
 
 def train_head(
