@@ -93,6 +93,24 @@ def register_backbone(
                           description="my 64-feature network")
     """
     key = _key(name)
+    _check_new_backbone(key, build, feature_dim, preprocessing, replace)
+    with _lock:
+        REGISTRY[key] = BackboneEntry(
+            name=key,
+            build=build,
+            feature_dim=feature_dim,
+            preprocessing=preprocessing,
+            description=str(description),
+            source=str(source),
+            is_available=is_available or _always,
+        )
+        _built.pop(key, None)
+
+
+def _check_new_backbone(
+    key: str, build: Callable, feature_dim: int, preprocessing: Preprocessing, replace: bool
+) -> None:
+    """The checks of :func:`register_backbone`'s arguments (ConfigError naming the fix)."""
     if not key:
         raise ConfigError("register_backbone: name is empty; give the backbone a name")
     if key in REGISTRY and not replace:
@@ -113,17 +131,6 @@ def register_backbone(
             f"register_backbone({key!r}): preprocessing must be a Preprocessing, "
             f"got {type(preprocessing).__name__}"
         )
-    with _lock:
-        REGISTRY[key] = BackboneEntry(
-            name=key,
-            build=build,
-            feature_dim=feature_dim,
-            preprocessing=preprocessing,
-            description=str(description),
-            source=str(source),
-            is_available=is_available or _always,
-        )
-        _built.pop(key, None)
 
 
 def _lite(name: str, description: str) -> None:

@@ -27,7 +27,13 @@ def add_compare_command(sub: argparse._SubParsersAction) -> None:
         "stats.csv (paired tests), table.md and plots into --out; run folders go to "
         "OUT/runs/<encoding>_run<k>/. Rerunning the same command resumes.",
     )
-    g = p.add_argument_group("comparison")
+    _add_comparison_options(p.add_argument_group("comparison"))
+    add_run_command_options(p, per_run=False)
+    p.set_defaults(func=cmd_compare)
+
+
+def _add_comparison_options(g) -> None:
+    """The options of a comparison (the run options come from the settings' declaration)."""
     g.add_argument(
         "--encodings",
         default="fs,fc1,fc2,both",
@@ -72,8 +78,6 @@ def add_compare_command(sub: argparse._SubParsersAction) -> None:
         help="output folder. Default: runs/compare_<data>_<backbone>_<trainer>_"
         "<fitness split>_s<seed base>",
     )
-    add_run_command_options(p, per_run=False)
-    p.set_defaults(func=cmd_compare)
 
 
 def _encodings(text: str) -> tuple[str, ...]:
