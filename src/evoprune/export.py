@@ -287,21 +287,7 @@ def export_model(
         check_file_target(target, "export", "--out", run.data_roots())
     module, metadata = build_model(run, reference, head_only, rank)
     sparse = _pruned_connections(run, module.head, format, reference, metadata)
-    if head_only:
-        example = torch.zeros(2, run.result.get("feature_dim", module.head.n_inputs))
-    else:
-        size = metadata["preprocessing"]["image_size"]
-        example = torch.zeros(2, 3, *size)
-    backbone_onnx = None if head_only else getattr(module.features, "onnx_model_bytes", None)
-    if backbone_onnx is not None:  # the backbone is an ONNX file: no torch graph to trace
-        if format != "onnx":
-            raise ConfigError(
-                f"{run.path}: the run's backbone is an ONNX file, which has no TorchScript "
-                "form; export --format onnx (the backbone's graph joined to the head's), or "
-                "--head-only"
-            )
-        module = HeadClassifier(module.head).eval()
-        example = torch.zeros(2, module.head.n_inputs)
+    module, example, backbone_onnx = _traced_form(run, module, metadata, format, head_only)
     with claim_file([out, meta_out], "export"):
         with writing_to(out):
             if format == "onnx":
@@ -322,6 +308,27 @@ def export_model(
         out,
     )
     return ExportedModel(path=out, metadata_path=meta_path, metadata=metadata)
+
+
+def _traced_form(run, module, metadata: dict, format: str, head_only: bool):
+    """(module to trace, example input, the backbone's ONNX bytes or None): a backbone that is
+    an ONNX file has no torch graph to trace, so only its head is traced and the graphs are
+    joined afterwards."""
+    if head_only:
+        example = torch.zeros(2, run.result.get("feature_dim", module.head.n_inputs))
+    else:
+        example = torch.zeros(2, 3, *metadata["preprocessing"]["image_size"])
+    backbone_onnx = None if head_only else getattr(module.features, "onnx_model_bytes", None)
+    if backbone_onnx is not None:
+        if format != "onnx":
+            raise ConfigError(
+                f"{run.path}: the run's backbone is an ONNX file, which has no TorchScript "
+                "form; export --format onnx (the backbone's graph joined to the head's), or "
+                "--head-only"
+            )
+        module = HeadClassifier(module.head).eval()
+        example = torch.zeros(2, module.head.n_inputs)
+    return module, example, backbone_onnx
 
 
 def _pruned_connections(
@@ -409,30 +416,7 @@ def _write_onnx(
     in_name = "features" if backbone_onnx is not None else metadata["input"]["name"]
 
     def write(tmp: Path) -> None:
-        with warnings.catch_warnings():
-            # The legacy (TorchScript-based) exporter is chosen on purpose: the dynamo exporter
-            # needs onnxscript, which evoprune does not depend on.
-            warnings.filterwarnings(
-                "ignore",
-                message=".*legacy TorchScript-based ONNX export",
-                category=DeprecationWarning,
-            )
-            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
-            # The backbone's static padding gives Slice ops with step -1 that the exporter does
-            # not fold; onnxruntime folds them when it loads the model.
-            warnings.filterwarnings(
-                "ignore", message="Constant folding - Only steps=1", category=UserWarning
-            )
-            torch.onnx.export(
-                module,
-                (example,),
-                str(tmp),
-                dynamo=False,
-                opset_version=ONNX_OPSET,
-                input_names=[in_name],
-                output_names=["probabilities"],
-                dynamic_axes={in_name: {0: "batch"}, "probabilities": {0: "batch"}},
-            )
+        _torch_onnx_export(module, example, tmp, in_name)
         model = onnx.load(str(tmp))
         if backbone_onnx is not None:
             model = _joined(onnx.load_from_string(backbone_onnx), model, metadata["input"]["name"])
@@ -450,6 +434,34 @@ def _write_onnx(
         onnx.save(model, str(tmp))
 
     atomic_write(out, write)
+
+
+def _torch_onnx_export(module: nn.Module, example: torch.Tensor, tmp: Path, in_name: str) -> None:
+    """torch's ONNX export of ``module`` (batch axis dynamic), with its known warnings quiet."""
+    with warnings.catch_warnings():
+        # The legacy (TorchScript-based) exporter is chosen on purpose: the dynamo exporter
+        # needs onnxscript, which evoprune does not depend on.
+        warnings.filterwarnings(
+            "ignore",
+            message=".*legacy TorchScript-based ONNX export",
+            category=DeprecationWarning,
+        )
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+        # The backbone's static padding gives Slice ops with step -1 that the exporter does
+        # not fold; onnxruntime folds them when it loads the model.
+        warnings.filterwarnings(
+            "ignore", message="Constant folding - Only steps=1", category=UserWarning
+        )
+        torch.onnx.export(
+            module,
+            (example,),
+            str(tmp),
+            dynamo=False,
+            opset_version=ONNX_OPSET,
+            input_names=[in_name],
+            output_names=["probabilities"],
+            dynamic_axes={in_name: {0: "batch"}, "probabilities": {0: "batch"}},
+        )
 
 
 def _joined(backbone, head, in_name: str):
