@@ -19,6 +19,12 @@ log = logging.getLogger("evoprune")
 
 def add_model_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``export``, ``predict`` and ``show`` on the main parser's subcommands."""
+    _add_export_command(sub)
+    _add_predict_command(sub)
+    _add_show_command(sub)
+
+
+def _add_export_command(sub: argparse._SubParsersAction) -> None:
     from evoprune.export import FORMATS
 
     p = sub.add_parser(
@@ -52,6 +58,8 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     _rank_option(p, "export")
     p.set_defaults(func=cmd_export)
 
+
+def _add_predict_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
         help="predict the class of images with a run's model",
@@ -75,6 +83,8 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     _rank_option(p, "use")
     p.set_defaults(func=cmd_predict)
 
+
+def _add_show_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "show",
         help="summarise a finished run, a comparison, or a folder of runs",

@@ -112,19 +112,7 @@ def _load_train_test(
 
 
 def _load_partitions(root: str, name: str, partitions: list[str]) -> ImageDataset:
-    scanned: list[tuple[dict[str, list[str]], dict[str, list[str]]]] = []
-    for part in partitions:
-        part_dir = os.path.join(root, part)
-        train_dir, test_dir = _train_test_dirs(part_dir)  # type: ignore[misc]
-        extra = sorted(set(_subdirs(part_dir)) - {train_dir, test_dir})
-        if extra:
-            logger.warning(
-                "%s: using only train/ and test/, ignoring folder(s) %s", part_dir, ", ".join(extra)
-            )
-        train = _scan_classes(os.path.join(part_dir, train_dir))
-        test = _scan_classes(os.path.join(part_dir, test_dir))
-        _check_test_classes(os.path.join(part_dir, test_dir), train, test)
-        scanned.append((train, test))
+    scanned = [_scan_partition(os.path.join(root, part)) for part in partitions]
     classes = _check_classes(root, sorted({c for tr, _ in scanned for c in tr}))
 
     paths: list[str] = []
@@ -177,6 +165,20 @@ def _load_partitions(root: str, name: str, partitions: list[str]) -> ImageDatase
         classes=classes,
         folds=folds,
     )
+
+
+def _scan_partition(part_dir: str) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """The (train, test) images by class of one partition folder."""
+    train_dir, test_dir = _train_test_dirs(part_dir)  # type: ignore[misc]
+    extra = sorted(set(_subdirs(part_dir)) - {train_dir, test_dir})
+    if extra:
+        logger.warning(
+            "%s: using only train/ and test/, ignoring folder(s) %s", part_dir, ", ".join(extra)
+        )
+    train = _scan_classes(os.path.join(part_dir, train_dir))
+    test = _scan_classes(os.path.join(part_dir, test_dir))
+    _check_test_classes(os.path.join(part_dir, test_dir), train, test)
+    return train, test
 
 
 def _entries(folder: str) -> list[os.DirEntry[str]]:
