@@ -11,6 +11,7 @@ work done so far rather than from the first item, so a slow start does not predi
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -82,6 +83,7 @@ class Eta:
         return max(self.total - float(done), 0.0) / rate
 
 
+@functools.cache
 def _tqdm_class() -> type:
     from tqdm.auto import tqdm
 
