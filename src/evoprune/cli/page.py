@@ -159,6 +159,22 @@ def run_page(run) -> str:
             '<p class="warn">LEAKED: fitness was measured on the test set (the paper\'s '
             "protocol); the held-out accuracy below is optimistic.</p>"
         )
+    body += _result_section(r)
+    if r.get("front"):
+        body += _front_section(r)
+    if r.get("per_class"):
+        body += _per_class_section(r)
+    body.append("<h2>Figures</h2>")
+    body += _figures(run.path) or ["<p>No figures in this folder.</p>"]
+    body += _timings_and_settings(run)
+    body.append(_files(run.path))
+    title = f"{r['dataset']} · {r['encoding']} · {r['backbone']} · seed {r['seed']}"
+    return _page(title, f"evoprune run {run.path.name}", body)
+
+
+def _result_section(r) -> list[str]:
+    """The shipped and the not-pruned head on the held-out images."""
+    body: list[str] = []
     acc, ref = r["test_accuracy"], r["reference_test_accuracy"]
     body.append("<h2>Result on held-out images</h2>")
     body.append(
@@ -189,47 +205,61 @@ def run_page(run) -> str:
         f"split {r['fitness']:.4f}; {r['evaluations']} evaluations; "
         f"{100 * (acc - ref):+.1f} points against the not-pruned head.</p>"
     )
-    if r.get("front"):
-        body.append(
-            f"<h2>Pareto front ({len(r['front'])} heads over {_e(', '.join(r['objectives']))}, "
-            f"selected by {_e(r.get('select'))})</h2>"
+    return body
+
+
+def _front_section(r) -> list[str]:
+    """The front, its shipped head marked."""
+    body: list[str] = []
+    body.append(
+        f"<h2>Pareto front ({len(r['front'])} heads over {_e(', '.join(r['objectives']))}, "
+        f"selected by {_e(r.get('select'))})</h2>"
+    )
+    rows: list[Sequence[object]] = [
+        ("", "rank", "% active", "parameters", "fitness", "test accuracy")
+    ]
+    shipped = []
+    for i, m in enumerate(r["front"]):
+        if m.get("selected"):
+            shipped.append(i)
+        rows.append(
+            (
+                "shipped" if m.get("selected") else "",
+                m["rank"],
+                f"{100 * m['active_fraction']:.1f}",
+                f"{m['head_params']:,}",
+                f"{m['fitness']:.4f}",
+                f"{m['test_accuracy']:.4f}",
+            )
         )
-        rows: list[Sequence[object]] = [
-            ("", "rank", "% active", "parameters", "fitness", "test accuracy")
-        ]
-        shipped = []
-        for i, m in enumerate(r["front"]):
-            if m.get("selected"):
-                shipped.append(i)
-            rows.append(
-                (
-                    "shipped" if m.get("selected") else "",
-                    m["rank"],
-                    f"{100 * m['active_fraction']:.1f}",
-                    f"{m['head_params']:,}",
-                    f"{m['fitness']:.4f}",
-                    f"{m['test_accuracy']:.4f}",
-                )
+    body.append(table(rows, shipped))
+    return body
+
+
+def _per_class_section(r) -> list[str]:
+    """Each class's precision, recall and F1, against the not-pruned head's F1."""
+    body: list[str] = []
+    body.append("<h2>Per class (held-out images)</h2>")
+    rows = [("class", "images", "precision", "recall", "F1", "F1 not pruned", "change")]
+    for c in r["per_class"]:
+        rows.append(
+            (
+                c["class"],
+                c["support"],
+                f"{c['precision']:.3f}",
+                f"{c['recall']:.3f}",
+                f"{c['f1']:.3f}",
+                f"{c['reference_f1']:.3f}",
+                f"{c['f1'] - c['reference_f1']:+.3f}",
             )
-        body.append(table(rows, shipped))
-    if r.get("per_class"):
-        body.append("<h2>Per class (held-out images)</h2>")
-        rows = [("class", "images", "precision", "recall", "F1", "F1 not pruned", "change")]
-        for c in r["per_class"]:
-            rows.append(
-                (
-                    c["class"],
-                    c["support"],
-                    f"{c['precision']:.3f}",
-                    f"{c['recall']:.3f}",
-                    f"{c['f1']:.3f}",
-                    f"{c['reference_f1']:.3f}",
-                    f"{c['f1'] - c['reference_f1']:+.3f}",
-                )
-            )
-        body.append(table(rows))
-    body.append("<h2>Figures</h2>")
-    body += _figures(run.path) or ["<p>No figures in this folder.</p>"]
+        )
+    body.append(table(rows))
+    return body
+
+
+def _timings_and_settings(run) -> list[str]:
+    r = run.result
+    body: list[str] = []
     t = dict(r.get("timings") or {})
     body.append("<h2>Timings (seconds)</h2>")
     body.append(
@@ -252,9 +282,7 @@ def run_page(run) -> str:
             ]
         )
     )
-    body.append(_files(run.path))
-    title = f"{r['dataset']} · {r['encoding']} · {r['backbone']} · seed {r['seed']}"
-    return _page(title, f"evoprune run {run.path.name}", body)
+    return body
 
 
 def folder_files(folder: Path) -> list[tuple[str, int]]:
