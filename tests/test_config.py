@@ -51,8 +51,17 @@ def test_runconfig_fields_are_the_declared_settings_with_their_defaults():
         ),
         (dict(mutation_prob=2), "--mutation-prob 2.0 (mutation_prob=2.0): must be within [0, 1]"),
         (dict(mutation_prob=-0.1), "(mutation_prob=-0.1): must be within [0, 1]"),
-        (dict(init="1.5"), "--init 1.5 (init='1.5'): must be 'random', a density"),
+        (dict(init="1.5"), "--init 1.5 (init='1.5'): must be 'ranked', 'random', a density"),
         (dict(init="dense"), "--init dense (init='dense')"),
+        (
+            dict(encoding="edges-fc", init="ranked"),
+            "--init ranked (init='ranked'): encoding edges-fc switches no whole units",
+        ),
+        (
+            dict(encoding="edges-out", variation="guided"),
+            "--variation guided (variation='guided'): encoding edges-out switches no whole",
+        ),
+        (dict(variation="smart"), "--variation smart (variation='smart'): is unknown; choose"),
         (dict(seed=-1), "--seed -1 (seed=-1): must be an integer in [0, 4294967295]"),
         (dict(seed=2**64), "(seed=18446744073709551616): must be an integer in [0, 4294967295]"),
         (dict(seed=1.5), "--seed 1.5 (seed=1.5): must be an integer"),
@@ -124,6 +133,30 @@ def test_validate_resolves_settings_that_depend_on_others():
     assert cfg.validate() == cfg  # idempotent: a resolved config validates to itself
 
 
+@pytest.mark.parametrize(
+    "kwargs,init,variation",
+    [
+        ({}, "ranked", "guided"),  # unit encodings start from the rankings
+        (dict(encoding="fc2"), "ranked", "guided"),
+        (dict(encoding="both"), "ranked", "guided"),
+        (dict(encoding="edges-fc"), "random", "paper"),  # connections: nothing to rank
+        (dict(init="random"), "random", "paper"),  # the paper's GA
+        (dict(init="0.3-0.7"), "0.3-0.7", "paper"),
+        (dict(init="random", variation="guided"), "random", "guided"),
+        (dict(init="ranked", variation="paper"), "ranked", "paper"),
+    ],
+)
+def test_init_and_variation_defaults_follow_the_encoding(kwargs, init, variation):
+    cfg = RunConfig(**kwargs).validate()
+    assert (cfg.init, cfg.variation) == (init, variation)
+
+
+def test_saved_configs_without_variation_ran_the_paper_operators():
+    doc = RunConfig(init="random").validate().to_dict()
+    del doc["variation"]  # a folder written before the setting existed
+    assert RunConfig.from_dict(doc).validate().variation == "paper"
+
+
 def test_parsers():
     assert parse_objectives(" accuracy , ood ") == ("accuracy", "ood")
     for bad in ("smallest-within:", "smallest-within:inf", "best"):
@@ -166,6 +199,7 @@ OTHER_VALUES = {
     "fold": 1,
     "init": "0.5",
     "mutation_prob": 0.1,
+    "variation": "paper",
     "seed": 1,
     "skip_bad_images": True,
     "limit": 300,

@@ -191,10 +191,11 @@ def test_resumed_run_equals_an_uninterrupted_one(
     from evoprune.problem import HeadProblem
 
     out = tmp_path / "run"
+    paper = ("--init", "random", "--variation", "paper")  # as tiny_run
     real = _interrupt_after(monkeypatch, 7)
-    assert main(_args(faces_folder, feature_cache, out)) == 130
+    assert main(_args(faces_folder, feature_cache, out, *paper)) == 130
     monkeypatch.setattr(HeadProblem, "evaluate", real)
-    assert main(_args(faces_folder, feature_cache, out)) == 0
+    assert main(_args(faces_folder, feature_cache, out, *paper)) == 0
     got = json.loads((out / "result.json").read_text())
     want = tiny_run[1]
     for key in ("best_mask", "fitness", "test_accuracy", "reference_test_accuracy"):

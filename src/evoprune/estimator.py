@@ -49,7 +49,11 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
     ``"cv"`` (``cv_folds``-fold cross-validation); pass ``eval_set=(X, y)`` to ``fit`` to score
     fitness on other data instead (the paper scored on its test set, which leaks it into the
     search). ``objectives``, ``algorithm``, ``select`` and ``ood_score`` choose the
-    multi-objective search (see the command line's help). ``device`` (``auto``, ``cpu``,
+    multi-objective search (see the command line's help). ``init="ranked"`` (the default for
+    encodings that switch units) starts from the rankings of the units, scored on the fitness
+    split's training part; ``variation="guided"`` (its default) varies children by those
+    scores, learning from the evaluations; ``init="random", variation="paper"`` is the paper's
+    GA. ``device`` (``auto``, ``cpu``,
     ``cuda``) is where heads train; the fitted head is always on the CPU. ``verbose`` (not a
     run setting: it changes nothing in the result) above 0 draws progress bars of the search
     and the final training.
@@ -93,8 +97,9 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         fitness_split: str = "validation",
         val_fraction: float = 0.2,
         cv_folds: int = 5,
-        init: str = "random",
+        init: str | None = None,
         mutation_prob: float = 0.07,
+        variation: str | None = None,
         random_state: int = 0,
         objectives: tuple[str, ...] = ("accuracy",),
         algorithm: str = "auto",
@@ -118,6 +123,7 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         self.cv_folds = cv_folds
         self.init = init
         self.mutation_prob = mutation_prob
+        self.variation = variation
         self.random_state = random_state
         self.objectives = objectives
         self.algorithm = algorithm

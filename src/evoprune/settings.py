@@ -77,8 +77,9 @@ class SearchSettings(Seeded):
 
     population: int = 30
     evaluations: int | None = None
-    init: str = "random"
+    init: str | None = None  # resolved: ranked for encodings that switch units, else random
     mutation_prob: float = 0.07
+    variation: str | None = None  # resolved: guided with a ranked init, else paper
     fidelity: str = "full"
     shared_evaluations: int | None = None
     final_check: str | None = None

@@ -21,12 +21,10 @@ Example::
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from evoprune.encodings import Encoding, PruneTarget, make_encoding
 from evoprune.errors import ConfigError
@@ -34,100 +32,44 @@ from evoprune.model.head import CompactHead, TrainerConfig, feature_stats, train
 from evoprune.problem import Fold, HeadProblem, make_folds
 from evoprune.runs.context import RunContext
 from evoprune.settings import FitnessSettings
+from evoprune.unitscores import (  # the score computations' one owner, re-exported here
+    activation_variance,
+    filter_scores,
+    fit_l1,
+    gene_per_unit,
+    l1_support,
+    prunes_units,
+    top_k,
+    unit_norms,
+)
 
 #: Inverse regularisation strengths C tried for the L1 ranking (features standardised).
 L1_STRENGTHS = (0.01, 0.03, 0.1, 0.3)
 
-
-def prunes_units(encoding: Encoding) -> bool:
-    """Whether the genes switch whole units (features, neurons), which neuron pruning and the
-    rankings remove; not connections (the ``edges`` encodings)."""
-    return all(t.units != "weights" for t in encoding.prune_targets)
+__all__ = [
+    "FOR_UNITS",
+    "L1_STRENGTHS",
+    "RANKINGS",
+    "Ranker",
+    "Ranking",
+    "activation_variance",
+    "filter_scores",
+    "fit_l1",
+    "l1_support",
+    "prunes_units",
+    "rankings_for",
+    "select_features",
+    "top_k",
+    "unit_norms",
+]
 
 
 def rankings_for(encoding: Encoding) -> tuple[str, ...]:
     """The rankings that apply to every layer ``encoding`` prunes, in :data:`RANKINGS` order."""
-    targets = encoding.prune_targets
-    if not prunes_units(encoding):
-        return ()  # connections: no unit to rank
-    if sum(t.size(encoding.n_features, encoding.hidden) for t in targets) != encoding.n_genes:
-        return ()  # not one gene per unit: nothing to rank
-    kinds = {t.units for t in targets}
+    if not gene_per_unit(encoding):
+        return ()  # connections, or not one gene per unit: nothing to rank
+    kinds = {t.units for t in encoding.prune_targets}
     return tuple(name for name, r in RANKINGS.items() if kinds <= set(r.units))
-
-
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Boolean mask of exactly ``k`` highest ``scores`` (NaN lowest, ties to the lower index)."""
-    s = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf)
-    if not 0 <= int(k) <= s.size:
-        raise ConfigError(f"cannot keep {k} of {s.size} units")
-    mask = np.zeros(s.size, dtype=bool)
-    mask[np.argsort(-s, kind="stable")[: int(k)]] = True
-    return mask
-
-
-def unit_norms(head: CompactHead, target: PruneTarget) -> torch.Tensor:
-    """L2 norm of each unit's weights: an input's outgoing weights in the first layer, or a
-    neuron's incoming weights."""
-    w = head.linears[target.layer].weight.detach()
-    return w.norm(dim=0) if target.units == "inputs" else w.norm(dim=1)
-
-
-@torch.no_grad()
-def activation_variance(head: CompactHead, X: np.ndarray, layer: int) -> np.ndarray:
-    """Variance over the rows of ``X`` of each neuron's output (after ReLU) in hidden ``layer``."""
-    x = torch.as_tensor(np.asarray(X, dtype=np.float32)).index_select(1, head.feature_index)
-    x = (x - head.shift) * head.scale
-    for lin in head.linears[: int(layer) + 1]:
-        x = torch.relu(lin(x))
-    return x.var(dim=0).numpy()
-
-
-def filter_scores(method: str, X: np.ndarray, y: np.ndarray, seed: int = 0) -> np.ndarray:
-    """One score per column of ``X`` (higher: more related to ``y``); constant columns score
-    NaN for ANOVA F (ranked last)."""
-    from sklearn.feature_selection import f_classif, mutual_info_classif
-
-    if method == "mutual_info":
-        return mutual_info_classif(X, y, random_state=int(seed))
-    if method == "anova_f":
-        with warnings.catch_warnings():  # constant features: 0/0, ranked last
-            warnings.simplefilter("ignore")
-            return f_classif(X, y)[0]
-    raise ConfigError(f"{method!r} is not a filter ranking; use mutual_info or anova_f")
-
-
-def _l1_importance(estimator) -> np.ndarray:
-    """Sum over the one-vs-rest models of |coefficient|, per feature."""
-    return np.abs(np.vstack([m.coef_ for m in estimator.estimators_])).sum(axis=0)
-
-
-def fit_l1(X: np.ndarray, y: np.ndarray, C: float, seed: int = 0):
-    """One-vs-rest L1 logistic regression (liblinear) on standardised ``X``."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.multiclass import OneVsRestClassifier
-
-    mean, std = feature_stats(X)
-    model = LogisticRegression(
-        l1_ratio=1.0, C=float(C), solver="liblinear", random_state=int(seed), max_iter=1000
-    )
-    with warnings.catch_warnings():  # convergence warnings at the weakest strengths
-        warnings.simplefilter("ignore")
-        return OneVsRestClassifier(model).fit((X - mean) / std, y)
-
-
-def l1_support(estimator, k: int) -> np.ndarray:
-    """The ``k`` features a fitted :func:`fit_l1` model weighs most (SelectFromModel)."""
-    from sklearn.feature_selection import SelectFromModel
-
-    select = SelectFromModel(
-        estimator,
-        prefit=True,
-        threshold=-np.inf,
-        max_features=int(k),
-        importance_getter=_l1_importance,
-    )
-    return select.get_support()
 
 
 class Ranker:

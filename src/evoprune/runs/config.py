@@ -212,10 +212,16 @@ def _init(v: str) -> str | None:
         parse_init(v)
     except ConfigError:
         return (
-            "must be 'random', a density in [0, 1] such as 0.5, or a range a-b with "
-            "0 <= a <= b <= 1 such as 0.3-0.7"
+            "must be 'ranked', 'random', a density in [0, 1] such as 0.5, or a range a-b "
+            "with 0 <= a <= b <= 1 such as 0.3-0.7"
         )
     return None
+
+
+def _variations() -> Sequence[str]:
+    from evoprune.search.guided import VARIATIONS
+
+    return list(VARIATIONS)
 
 
 def parse_objectives(value: str | Iterable[str]) -> tuple[str, ...]:
@@ -453,13 +459,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "init",
         str,
-        "random",
+        None,
+        nullable=True,
         group="search",
         estimator="init",
         check=_init,
         metavar=_init_metavar,
-        help="initial densities: random (U(0,1), the paper's), a fixed density, or a range "
-        "a-b. Default: random",
+        help="initial population: ranked (half the top-k masks of every ranking of the units, "
+        "scored on the fitness split's training part, at sizes spread log-uniformly; half "
+        "drawn like random), random (densities U(0,1), the paper's), a fixed density, or a "
+        "range a-b. Default: ranked for encodings that switch units, random for edges",
     ),
     Setting(
         "mutation_prob",
@@ -468,7 +477,22 @@ SETTINGS: tuple[Setting, ...] = (
         group="search",
         estimator="mutation_prob",
         check=_closed_unit,
-        help="probability that a child gets one gene flipped. Default: 0.07",
+        help="probability that a child gets one gene flipped (the paper's variation). "
+        "Default: 0.07",
+    ),
+    Setting(
+        "variation",
+        str,
+        None,
+        nullable=True,
+        group="search",
+        choices=_variations,
+        estimator="variation",
+        help="how children vary: paper (one-gene mutation with --mutation-prob; NSGA-II: "
+        "bit flips at 1/L) or guided (every child gets score-guided moves: switch on "
+        "high-scoring units, off low-scoring ones, or swap one for another at constant size; "
+        "the scores start from the rankings and learn from the evaluations). Default: "
+        "guided with --init ranked, else paper",
     ),
     Setting(
         "seed",
@@ -675,6 +699,9 @@ SETTINGS: tuple[Setting, ...] = (
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 GROUPS = tuple(SETTING_GROUPS)  # the command line's option groups, in this order
+#: Settings a saved configuration may lack (written before they existed); their defaults
+#: resolve to what those runs did (variation: paper, as their init was never ranked).
+NEWER_SETTINGS = ("variation",)
 
 
 def estimator_settings() -> tuple[Setting, ...]:
@@ -787,6 +814,8 @@ def validate_values(
         return _fail(BY_NAME[name], out[name], message, py_names.get(name))
 
     _resolve_budget(out, fail)
+    if "encoding" in out:
+        _resolve_start(out, fail)
     if "objectives" in out:
         _resolve_objectives(out, fail)
     _resolve_fidelity(out, fail)
@@ -812,6 +841,32 @@ def _resolve_budget(out: dict[str, Any], fail: Fail) -> None:
             f"must be at least population={out['population']}: the "
             f"initial population counts toward the budget{defaulted}",
         )
+
+
+def _resolve_start(out: dict[str, Any], fail: Fail) -> None:
+    """``init`` and ``variation`` defaulted from the encoding (ranked and guided where its
+    genes switch whole units, else random and paper); the ranked ones refused elsewhere."""
+    from evoprune.encodings import encoding_spec
+
+    units = encoding_spec(out["encoding"]).switches_units
+    if "init" in out:
+        if out["init"] is None:
+            out["init"] = "ranked" if units else "random"
+        elif out["init"] == "ranked" and not units:
+            raise fail(
+                "init",
+                f"encoding {out['encoding']} switches no whole units, so there is no "
+                "ranking to start from; use --init random",
+            )
+    if "variation" in out:
+        if out["variation"] is None:
+            out["variation"] = "guided" if out.get("init") == "ranked" else "paper"
+        elif out["variation"] == "guided" and not units:
+            raise fail(
+                "variation",
+                f"encoding {out['encoding']} switches no whole units, so there are no "
+                "unit scores to guide it; use --variation paper",
+            )
 
 
 def _resolve_objectives(out: dict[str, Any], fail: Fail) -> None:
@@ -957,8 +1012,15 @@ class RunConfig(
         unknown = sorted(set(doc) - set(BY_NAME))
         # a run saves only result settings; where the work ran (the cluster group, --async
         # included) is missing from folders written before it existed: both take their defaults
+        # and settings added since (NEWER_SETTINGS) take theirs, which resolve to what such
+        # runs did
         missing = [
-            s.name for s in SETTINGS if s.name not in doc and s.result and s.group != "cluster"
+            s.name
+            for s in SETTINGS
+            if s.name not in doc
+            and s.result
+            and s.group != "cluster"
+            and s.name not in NEWER_SETTINGS
         ]
         if unknown or missing:
             parts = ([f"unknown setting(s) {', '.join(unknown)}"] if unknown else []) + (

@@ -23,6 +23,7 @@ from evoprune.model.head import CompactHead, TrainerConfig, feature_stats, get_t
 from evoprune.problem import Fold, HeadProblem, make_folds
 from evoprune.runs.config import RunConfig
 from evoprune.settings import FitnessSettings, group_of
+from evoprune.unitscores import search_rankings
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,24 @@ class RunContext:
             eval_set=self.fitness_eval_set,
             classes=self.classes,
             validation=self.validation,
+        )
+
+    @cached_property
+    def unit_rankings(self) -> dict[str, np.ndarray]:
+        """Per-unit gene scores by ranking name for ``init="ranked"`` and
+        ``variation="guided"`` (:func:`evoprune.unitscores.search_rankings`), from the first
+        fitness fold's training part alone: never the rows fitness is measured on there, never
+        held-out images (with ``cv``, the other folds' scoring rows are in it). Empty for
+        encodings whose genes do not switch whole units."""
+        fold = self.folds[0]
+        return search_rankings(
+            self.encoding,
+            fold.X_fit,
+            fold.y_fit,
+            self.n_classes,
+            trainer=self.trainer,
+            seed=self.cfg.seed,
+            device=self.cfg.device,
         )
 
     @cached_property

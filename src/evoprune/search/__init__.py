@@ -21,6 +21,7 @@ from evoprune.search.evaluator import (
     run_search,
 )
 from evoprune.search.executors import AsyncExecutor, Executor, LocalExecutor, Problem
+from evoprune.search.guided import VARIATIONS, UnitScores, ranked_population, top_k
 from evoprune.search.operators import (
     INIT_CHOICES,
     init_population,
@@ -47,15 +48,19 @@ __all__ = [
     "LocalExecutor",
     "SearchResult",
     "SteadyStateGA",
+    "UnitScores",
+    "VARIATIONS",
     "init_population",
     "algorithm_spec",
     "make_algorithm",
     "mutate",
     "nam_select",
     "parse_init",
+    "ranked_population",
     "register_algorithm",
     "replace_worst",
     "run_async_search",
     "run_search",
+    "top_k",
     "uniform_crossover",
 ]

@@ -7,8 +7,10 @@ whether it can run asynchronously, and how it is built from the search settings.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+
+import numpy as np
 
 from evoprune.errors import ConfigError
 from evoprune.search.evaluator import Algorithm
@@ -17,17 +19,22 @@ from evoprune.settings import SearchSettings
 
 @dataclass(frozen=True)
 class AlgorithmSpec:
-    """One search algorithm: ``build(settings)`` returns an ask/tell
+    """One search algorithm: ``build(settings, rankings)`` returns an ask/tell
     :class:`~evoprune.search.evaluator.Algorithm` for a run's search settings (resolved:
-    ``settings.budget`` is known). ``several_objectives``: whether it optimises more than one
+    ``settings.budget`` is known) and the run's per-unit scores (``rankings``: gene scores by
+    ranking name, for ``init="ranked"`` and ``variation="guided"``; None when the run has
+    none). ``several_objectives``: whether it optimises more than one
     objective (a front); ``asynchronous``: whether the asynchronous steady-state mode runs it."""
 
     name: str
     description: str
-    build: Callable[[SearchSettings], Algorithm]
+    build: Callable[[SearchSettings, Rankings], Algorithm]
     several_objectives: bool = False
     asynchronous: bool = False
 
+
+#: Gene scores by ranking name (higher: keep first), or None.
+Rankings = Mapping[str, np.ndarray] | None
 
 #: name -> spec, in the order of the ``--algorithm`` choices.
 ALGORITHMS: dict[str, AlgorithmSpec] = {}
@@ -48,27 +55,37 @@ def algorithm_spec(name: str) -> AlgorithmSpec:
     return ALGORITHMS[name]
 
 
-def make_algorithm(name: str, settings: SearchSettings) -> Algorithm:
-    """The algorithm ``name`` built for the search settings ``settings``."""
-    return algorithm_spec(name).build(settings)
+def make_algorithm(name: str, settings: SearchSettings, rankings: Rankings = None) -> Algorithm:
+    """The algorithm ``name`` built for the search settings ``settings`` and the per-unit
+    scores ``rankings`` (needed by ``init="ranked"`` and ``variation="guided"``). Unresolved
+    ``init`` and ``variation`` (None) are the paper's (random, paper)."""
+    return algorithm_spec(name).build(settings, rankings)
 
 
-def _ssga(s: SearchSettings) -> Algorithm:
+def _ssga(s: SearchSettings, rankings: Rankings) -> Algorithm:
     from evoprune.search.ssga import SteadyStateGA
 
     return SteadyStateGA(
         population=s.population,
         evaluations=s.budget,
         mutation_prob=s.mutation_prob,
-        init=s.init,
+        init=s.init or "random",
         seed=s.seed,
+        variation=s.variation or "paper",
+        rankings=rankings,
     )
 
 
-def _nsga2(s: SearchSettings) -> Algorithm:
+def _nsga2(s: SearchSettings, rankings: Rankings) -> Algorithm:
     from evoprune.search.nsga2 import NSGA2Search  # imports pymoo
 
-    return NSGA2Search(population=s.population, init=s.init, seed=s.seed)
+    return NSGA2Search(
+        population=s.population,
+        init=s.init or "random",
+        seed=s.seed,
+        variation=s.variation or "paper",
+        rankings=rankings,
+    )
 
 
 register_algorithm(

@@ -8,14 +8,29 @@ budget and history stay with the :class:`~evoprune.search.evaluator.Evaluator`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from evoprune.errors import ConfigError
+from evoprune.search.guided import (
+    UnitScores,
+    check_rankings,
+    check_variation,
+    guided_variation,
+    prior_scores,
+    ranked_population,
+)
 from evoprune.search.operators import init_population, parse_init
 
 
 class NSGA2Search:
-    """pymoo's NSGA-II behind :func:`~evoprune.search.evaluator.run_search`'s ask/tell loop."""
+    """pymoo's NSGA-II behind :func:`~evoprune.search.evaluator.run_search`'s ask/tell loop.
+
+    ``rankings`` (gene scores by ranking name) enable ``init="ranked"`` (pymoo's sampling
+    starts on the rankings' curve) and ``variation="guided"`` (a pymoo ``Mutation`` making
+    score-guided moves on each offspring instead of bit flips; the scores learn from every
+    evaluation told); see :mod:`evoprune.search.guided`."""
 
     def __init__(
         self,
@@ -24,6 +39,8 @@ class NSGA2Search:
         init: str | float = "random",
         mutation_prob: float | None = None,
         seed: int = 0,
+        variation: str = "paper",
+        rankings: Mapping[str, np.ndarray] | None = None,
     ):
         if int(population) < 2:
             raise ConfigError(f"population={population} must be at least 2 for NSGA-II")
@@ -36,30 +53,65 @@ class NSGA2Search:
         self.density = parse_init(init)
         self.mutation_prob = mutation_prob
         self.seed = int(seed)
+        self.ranked = str(init).strip() == "ranked"
+        if self.ranked and not rankings:
+            raise ConfigError(
+                "init='ranked' needs rankings of the units (gene scores); pass rankings= "
+                "or use init='random'"
+            )
+        self.variation = check_variation(variation, rankings)
+        self.rankings = dict(rankings or {})
 
     def setup(self, n_genes: int, n_obj: int) -> None:
         from pymoo.algorithms.moo.nsga2 import NSGA2
+        from pymoo.core.mutation import Mutation
         from pymoo.core.problem import Problem
         from pymoo.core.sampling import Sampling
         from pymoo.core.termination import NoTermination
         from pymoo.operators.crossover.ux import UX
         from pymoo.operators.mutation.bitflip import BitflipMutation
 
-        density = self.density
+        check_rankings(self.rankings, int(n_genes))
+        density, rankings, ranked = self.density, self.rankings, self.ranked
+        self.scores = (
+            UnitScores(prior_scores(self.rankings)) if self.variation == "guided" else None
+        )
+        scores = self.scores
 
         class DensitySampling(Sampling):
-            """The paper's initialisation: a density per individual, exactly round(pL) on."""
+            """The paper's initialisation: a density per individual, exactly round(pL) on;
+            with ``init="ranked"`` half of them are the rankings' top-k masks instead."""
 
             def _do(self, problem, n_samples, *args, random_state=None, **kwargs):
+                if ranked:
+                    pop, _ = ranked_population(
+                        random_state, n_samples, problem.n_var, rankings, density
+                    )
+                    return pop.astype(bool)
                 return init_population(random_state, n_samples, problem.n_var, density).astype(bool)
 
+        class GuidedMutation(Mutation):
+            """Score-guided moves on each offspring (:func:`guided_variation`)."""
+
+            def _do(self, problem, X, *args, random_state=None, **kwargs):
+                assert scores is not None
+                out = np.asarray(X, dtype=np.uint8).copy()
+                for i in range(len(out)):
+                    out[i] = guided_variation(random_state, out[i], scores.current)
+                return out.astype(bool)
+
         prob_var = (1.0 / n_genes) if self.mutation_prob is None else float(self.mutation_prob)
+        mutation = (
+            GuidedMutation(prob=1.0)
+            if scores is not None
+            else BitflipMutation(prob=1.0, prob_var=prob_var)
+        )
         self.algorithm = NSGA2(
             pop_size=self.population,
             n_offsprings=self.offspring,
             sampling=DensitySampling(),
             crossover=UX(),
-            mutation=BitflipMutation(prob=1.0, prob_var=prob_var),
+            mutation=mutation,
             eliminate_duplicates=True,
         )
         problem = Problem(n_var=int(n_genes), n_obj=int(n_obj), xl=0, xu=1, vtype=bool)
@@ -83,4 +135,6 @@ class NSGA2Search:
             raise RuntimeError("NSGA2Search.tell() before ask()")
         infills = self._asked[keep]
         infills.set("F", F[keep])
+        if self.scores is not None:
+            self.scores.tell(chromosomes, -F[:, 0])
         self.algorithm.tell(infills=infills)

@@ -10,16 +10,19 @@ import numpy as np
 from ..errors import ConfigError
 
 #: The paper code's fixed initial densities, selectable by name.
-INIT_CHOICES = ("random", "0.3", "0.4", "0.5", "0.6", "0.7", "0.3-0.7")
+#: ``ranked`` starts on the rankings' curve (see :mod:`evoprune.search.guided`); its other
+#: half is drawn like ``random``.
+INIT_CHOICES = ("ranked", "random", "0.3", "0.4", "0.5", "0.6", "0.7", "0.3-0.7")
 
 
 def parse_init(init: str | float) -> tuple[float, float]:
     """The (low, high) range that initial densities are drawn from for an ``init`` option.
 
-    ``"random"`` is the paper's U(0, 1); a number is a fixed density; ``"a-b"`` is U(a, b).
+    ``"random"`` is the paper's U(0, 1); a number is a fixed density; ``"a-b"`` is U(a, b);
+    ``"ranked"`` draws its density-sampled half like ``"random"``.
     """
     text = str(init).strip()
-    if text == "random":
+    if text in ("random", "ranked"):
         return 0.0, 1.0
     try:
         if "-" in text:
@@ -28,8 +31,8 @@ def parse_init(init: str | float) -> tuple[float, float]:
             low = high = float(text)
     except ValueError:
         raise ConfigError(
-            f"init={init!r} is not understood; use 'random', a density in (0, 1] such as 0.5, "
-            f"or a range such as 0.3-0.7"
+            f"init={init!r} is not understood; use 'ranked', 'random', a density in (0, 1] "
+            "such as 0.5, or a range such as 0.3-0.7"
         ) from None
     if not (0.0 <= low <= high <= 1.0):
         raise ConfigError(f"init={init!r}: densities must satisfy 0 <= low <= high <= 1")

@@ -7,7 +7,7 @@ torch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -20,6 +20,14 @@ from evoprune.search.evaluator import (
     run_search,
 )
 from evoprune.search.fidelity import FULL
+from evoprune.search.guided import (
+    UnitScores,
+    check_rankings,
+    check_variation,
+    guided_variation,
+    prior_scores,
+    ranked_population,
+)
 from evoprune.search.operators import (
     init_population,
     mutate,
@@ -35,7 +43,13 @@ class SteadyStateGA:
     initialisation, negative assortative mating, uniform crossover, one-gene mutation with
     probability ``mutation_prob`` per child and replacement of the worst. Memory of evaluated
     chromosomes and the budget of ``evaluations`` (initial population included) are the
-    :class:`~evoprune.search.evaluator.Evaluator`'s."""
+    :class:`~evoprune.search.evaluator.Evaluator`'s.
+
+    ``rankings`` (gene scores by ranking name, higher: keep first) enable ``init="ranked"``
+    (the population starts on the rankings' curve) and ``variation="guided"`` (each child gets
+    score-guided moves instead of the paper's mutation, the scores learning from every
+    evaluation); see :mod:`evoprune.search.guided`. ``init="random"`` with
+    ``variation="paper"`` is the paper's GA exactly."""
 
     def __init__(
         self,
@@ -47,6 +61,8 @@ class SteadyStateGA:
         children: int = 2,
         seed: int = 0,
         max_stale_iterations: int = 1000,
+        variation: str = "paper",
+        rankings: Mapping[str, np.ndarray] | None = None,
     ):
         if int(population) < 4:
             raise ConfigError(f"population={population} must be at least 4 (mating draws 1 + 3)")
@@ -64,6 +80,13 @@ class SteadyStateGA:
         self.mutation_prob = float(mutation_prob)
         self.density = parse_init(init)
         self.init = init
+        if str(init).strip() == "ranked" and not rankings:
+            raise ConfigError(
+                "init='ranked' needs rankings of the units (gene scores); pass rankings= "
+                "or use init='random'"
+            )
+        self.variation = check_variation(variation, rankings)
+        self.rankings = dict(rankings or {})
         self.nam_candidates = int(nam_candidates)
         self.children = int(children)
         self.seed = int(seed)
@@ -76,27 +99,41 @@ class SteadyStateGA:
                 f"{n_obj}; use algorithm nsga2 for several objectives"
             )
         self.n_genes = int(n_genes)
+        check_rankings(self.rankings, self.n_genes)
         self.rng = np.random.default_rng(self.seed)
         self.iteration = 0
         self.pop: np.ndarray | None = None
         self.fit: np.ndarray | None = None
+        self.scores = (
+            UnitScores(prior_scores(self.rankings)) if self.variation == "guided" else None
+        )
 
     def ask(self) -> np.ndarray:
         """The initial population first, then ``children`` children per iteration."""
         if self.pop is None:
+            if str(self.init).strip() == "ranked":
+                pop, _ = ranked_population(
+                    self.rng, self.population, self.n_genes, self.rankings, self.density
+                )
+                return pop
             return init_population(self.rng, self.population, self.n_genes, self.density)
         self.iteration += 1
         kids: list[np.ndarray] = []
         while len(kids) < self.children:
             i, j = nam_select(self.rng, self.pop, self.nam_candidates)
             for child in uniform_crossover(self.rng, self.pop[i], self.pop[j]):
-                kids.append(mutate(self.rng, child, self.mutation_prob))
+                if self.scores is not None:
+                    kids.append(guided_variation(self.rng, child, self.scores.current))
+                else:
+                    kids.append(mutate(self.rng, child, self.mutation_prob))
         return np.stack(kids[: self.children])
 
     def tell(self, chromosomes: np.ndarray, F: np.ndarray) -> None:
         """Fitness is -F[:, 0] (higher is better); rows without objectives (NaN: no budget
         was left for them) are dropped."""
         fitness = -np.asarray(F, dtype=float)[:, 0]
+        if self.scores is not None:
+            self.scores.tell(chromosomes, fitness)
         if self.pop is None or self.fit is None:  # the first generation
             self.pop, self.fit = np.asarray(chromosomes, dtype=np.uint8), fitness
             return
