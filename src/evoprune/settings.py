@@ -2,7 +2,7 @@
 
 Every setting is declared once, in :data:`evoprune.runs.config.SETTINGS` (type, default, help,
 flag, check); its typed field lives in exactly one of the frozen dataclasses below, the group
-of the layer that uses it. ``tests/test_settings.py`` keeps the two equal field for field
+of the layer that uses it. ``tests/unit/runs/test_settings.py`` keeps the two equal field for field
 (name, type, default, group). The run's settings, :class:`~evoprune.runs.config.RunConfig`,
 is composed of all the groups; a layer takes only its group (a ``RunConfig`` is one of each):
 

@@ -84,7 +84,7 @@ def test_the_plain_install_runs_the_onnxruntime_form(lite0):
 
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
-    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    pyproject = Path(__file__).resolve().parents[3] / "pyproject.toml"
     core = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
     names = {d.split(">")[0].split("=")[0].split("[")[0].strip() for d in core}
     assert {"onnx", "onnxruntime"} <= names
