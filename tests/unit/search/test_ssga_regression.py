@@ -1,9 +1,9 @@
 """The paper's steady-state GA keeps its exact behaviour across refactors of the search core.
 
 data/ssga_regression.json (beside this file) was written by the GA as it was before the search
-core (problem, evaluator, ask/tell algorithms) existed: best mask, fitness and the whole history for three
-seeded searches on 400 real 8x8 digit images (pixels as features), one of which converges and
-stops early after many memory hits.
+core (problem, evaluator, ask/tell algorithms) existed: best mask, fitness and the whole history
+for three seeded searches on 400 real 8x8 digit images (pixels as features), one of which
+converges and stops early after many memory hits.
 """
 
 import dataclasses
