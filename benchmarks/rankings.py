@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from evoprune.compare import FOR_UNITS, Ranker, curve_points, finished_result
+from evoprune.compare import Ranker, curve_points, feature_rankings, finished_result
 from evoprune.encodings import make_encoding
 from evoprune.io import atomic_write_json
 from evoprune.model import TrainerConfig
@@ -32,7 +32,7 @@ from evoprune.runs import REFERENCE_HEAD_FILE, RunConfig, load_head, prepare_dat
 log = logging.getLogger("benchmarks")
 HERE = Path(__file__).resolve().parent
 DENSITIES = (0.02, 0.05, 0.1, 0.2)
-METHODS = FOR_UNITS["inputs"] + ("random",)
+METHODS = feature_rankings() + ("random",)
 
 
 def one_seed(base: RunConfig, seed: int, root: Path, cache_dir) -> dict:

@@ -20,9 +20,10 @@ def add_compare_command(sub: argparse._SubParsersAction) -> None:
         help="repeat runs of several encodings and compare them with the baselines",
         description="Run every encoding --runs times (seeds --seed-base + k) and, for each run, "
         "the paper's baselines at the evolved head's size: not pruned, best fixed "
-        "density, weight pruning, neuron pruning, polynomial decay, and the rankings "
-        "(mutual information, ANOVA F, L1 logistic regression, weight norm, activation "
-        "variance: top units kept, retrained). All are "
+        "density, weight pruning, neuron pruning, polynomial decay, the rankings "
+        "(mutual information, ANOVA F, L1 logistic regression, weight norm, RFE, activation "
+        "variance; mRMR, ReliefF, LassoNet with the selection extra: top units kept, "
+        "retrained) and a narrower head trained from scratch (neuron encodings). All are "
         "scored on one held-out test set that no search sees. Writes summary.csv, "
         "stats.csv (paired tests), table.md and plots into --out; run folders go to "
         "OUT/runs/<encoding>_run<k>/. Rerunning the same command resumes.",
@@ -66,7 +67,8 @@ def _add_comparison_options(g) -> None:
         default=(),
         type=_densities,
         metavar="D,D,...",
-        help="also retrain every ranking and random masks at these densities (fractions of "
+        help="also retrain every ranking, the narrower head and random masks at these "
+        "densities (fractions of "
         "the units kept) and score them on the held-out test set: curves.csv and "
         "curves.png, with the evolved heads on top. E.g. 0.02,0.05,0.1,0.2,0.5,1. "
         "Default: no curves",

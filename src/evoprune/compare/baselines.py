@@ -14,8 +14,10 @@ evolved head's fraction of active genes of the weights of every layer the encodi
 on; neuron pruning keeps exactly as many units in each such layer as the evolved head.
 
 Then the rankings of :mod:`evoprune.compare.rankings` that apply to the encoding (mutual
-information, ANOVA F, L1 logistic regression, weight norm, activation variance): the top-ranked
-units, as many per layer as the evolved head keeps, retrained (:func:`run_rankings`).
+information, ANOVA F, L1 logistic regression, weight norm, RFE on a linear probe, mRMR,
+ReliefF, LassoNet's path, activation variance): the top-ranked units, as many per layer as the
+evolved head keeps, retrained (:func:`run_rankings`). Last, for the neuron encodings, ``narrow``:
+a narrower head (d -> k -> C, k the evolved head's neurons) trained from scratch.
 
 Every method is one entry of :data:`COMPARISON_METHODS` (name, label, the encodings it applies
 to, how it builds its head from the run's :class:`MethodContext`); :func:`run_baselines` runs
@@ -34,8 +36,15 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from evoprune.compare.rankings import RANKINGS, Ranker, prunes_units, rankings_for, unit_norms
-from evoprune.encodings import Encoding, PruneTarget
+from evoprune.compare.rankings import (
+    RANKINGS,
+    Ranker,
+    prunes_units,
+    ranking_available,
+    rankings_for,
+    unit_norms,
+)
+from evoprune.encodings import Encoding, HeadMasks, PruneTarget
 from evoprune.errors import ConfigError
 from evoprune.model.head import (
     CompactHead,
@@ -354,14 +363,32 @@ class MethodContext:
 
 
 @dataclass(frozen=True)
+class SizedHead:
+    """What a method trains at a given number of kept units per pruned layer: the units of
+    ``masks`` (the encoding's decoded chromosome, or another architecture), built and trained
+    from scratch with the run's trainer and seed (:meth:`Ranker.train`)."""
+
+    masks: HeadMasks
+    active_genes: int
+    active_fraction: float
+    details: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ComparisonMethod:
     """One comparison method: its name (in result files), its label (in tables and plots),
-    which encodings it applies to, and how it builds and scores its head for a run."""
+    which encodings it applies to, and how it builds and scores its head for a run.
+
+    ``at_size(ranker, keep)``, for a method that can be trained at any size, gives its head
+    keeping ``keep[layer]`` units of each pruned layer: such a method is also drawn by the
+    accuracy-size curves (``--curves``).
+    """
 
     name: str
     label: str
     applies: Callable[[Encoding], bool]
     build: Callable[[MethodContext], BaselineResult]
+    at_size: Callable[[Ranker, dict[int, int]], SizedHead] | None = None
 
 
 def _not_pruned(ctx: MethodContext) -> BaselineResult:
@@ -447,8 +474,62 @@ def _ranking_method(name: str) -> ComparisonMethod:
     def build(ctx: MethodContext) -> BaselineResult:
         return ranking_result(ctx.ranker, name, ctx.keep, ctx.X_test, ctx.y_test)
 
+    def at_size(ranker: Ranker, keep: dict[int, int]) -> SizedHead:
+        chrom, chosen = ranker.chromosome(name, keep)
+        return SizedHead(
+            ranker.encoding.decode(chrom), int(chrom.sum()), float(chrom.mean()), chosen
+        )
+
     return ComparisonMethod(
-        name, RANKINGS[name].label, lambda encoding: name in rankings_for(encoding), build
+        name,
+        RANKINGS[name].label,
+        lambda encoding: name in rankings_for(encoding),
+        build,
+        at_size,
+    )
+
+
+def narrow_masks(encoding: Encoding, keep: dict[int, int]) -> HeadMasks:
+    """Every unit of a head whose pruned hidden layers have only ``keep[layer]`` neurons:
+    d -> k -> C for ``fc``, d -> k -> h -> C for ``fc1`` (the other layers at full size)."""
+    sizes = [int(keep.get(i, h)) for i, h in enumerate(encoding.hidden)]
+    return HeadMasks(
+        np.ones(encoding.n_features, dtype=bool), tuple(np.ones(s, dtype=bool) for s in sizes)
+    )
+
+
+def _narrow_applies(encoding: Encoding) -> bool:
+    """Encodings whose genes are exactly the neurons of hidden layers."""
+    targets = encoding.prune_targets
+    if not targets or any(t.units != "neurons" for t in targets):
+        return False
+    return sum(t.size(encoding.n_features, encoding.hidden) for t in targets) == encoding.n_genes
+
+
+def _narrow_at_size(ranker: Ranker, keep: dict[int, int]) -> SizedHead:
+    masks = narrow_masks(ranker.encoding, keep)
+    kept = sum(int(keep[t.layer]) for t in ranker.encoding.prune_targets)
+    return SizedHead(
+        masks,
+        kept,
+        kept / ranker.encoding.n_genes,
+        {"sizes": list(masks.sizes), "seed": ranker.seed},
+    )
+
+
+def _narrow(ctx: MethodContext) -> BaselineResult:
+    """A narrower head (the evolved head's neurons per pruned layer, every unit on) trained
+    from scratch on all training data with the run's trainer and seed: no pruning at all."""
+    t0 = time.perf_counter()
+    sized = _narrow_at_size(ctx.ranker, ctx.keep)
+    head = ctx.ranker.train(sized.masks)
+    return BaselineResult(
+        "narrow",
+        accuracy(head, ctx.X_test, ctx.y_test),
+        sized.active_fraction,
+        head.n_params(),
+        time.perf_counter() - t0,
+        {"kept_units": {str(k): v for k, v in ctx.keep.items()}, **sized.details},
     )
 
 
@@ -469,6 +550,9 @@ COMPARISON_METHODS: dict[str, ComparisonMethod] = {
         ComparisonMethod("neuron", "Neuron pruning", prunes_units, _neuron),
         ComparisonMethod("polynomial_decay", "Polynomial decay", _always, _polynomial_decay),
         *(_ranking_method(name) for name in RANKINGS),
+        ComparisonMethod(
+            "narrow", "Narrower head, from scratch", _narrow_applies, _narrow, _narrow_at_size
+        ),
     )
 }
 METHODS = tuple(COMPARISON_METHODS)
@@ -476,9 +560,19 @@ METHODS = tuple(COMPARISON_METHODS)
 METHOD_LABELS = {name: m.label for name, m in COMPARISON_METHODS.items()}
 
 
+def available_methods() -> tuple[str, ...]:
+    """:data:`METHODS` less the rankings whose optional library is not installed."""
+    return tuple(m for m in METHODS if m not in RANKINGS or ranking_available(m))
+
+
 def methods_for(encoding: Encoding) -> tuple[str, ...]:
     """The comparison methods that apply to ``encoding``, in :data:`METHODS` order."""
     return tuple(name for name, m in COMPARISON_METHODS.items() if m.applies(encoding))
+
+
+def sized_methods_for(encoding: Encoding) -> tuple[str, ...]:
+    """The methods that apply to ``encoding`` and can be trained at any size (the curves')."""
+    return tuple(m for m in methods_for(encoding) if COMPARISON_METHODS[m].at_size is not None)
 
 
 def run_baselines(

@@ -22,9 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from evoprune import __version__
-from evoprune.compare.baselines import fixed_density_masks
+from evoprune.compare.baselines import (
+    COMPARISON_METHODS,
+    SizedHead,
+    fixed_density_masks,
+    sized_methods_for,
+)
 from evoprune.compare.layout import run_dir, run_reference, saved_with, split_variant
-from evoprune.compare.rankings import RANKINGS, Ranker
+from evoprune.compare.rankings import Ranker
 from evoprune.encodings import Encoding
 from evoprune.errors import ConfigError
 from evoprune.io import atomic_write_json
@@ -42,8 +47,12 @@ CURVE_FIELDS = [
     "active_fraction",
     "test_accuracy",
 ]
-#: Every curve: the rankings (compare/rankings.py), then random masks.
-CURVE_LABELS = {**{name: r.label for name, r in RANKINGS.items()}, "random": "Random"}
+#: Every curve: the comparison methods that can be trained at any size (the rankings, the
+#: narrower head), then random masks.
+CURVE_LABELS = {
+    **{name: m.label for name, m in COMPARISON_METHODS.items() if m.at_size is not None},
+    "random": "Random",
+}
 
 
 def check_densities(densities: Sequence[float | str], where: str = "--curves") -> tuple[float, ...]:
@@ -78,14 +87,14 @@ def curve_points(
     methods: Sequence[str] | None = None,
     progress: bool = False,
 ) -> list[dict]:
-    """Held-out accuracy on (X_test, y_test) of each ranking of ``ranker`` (``methods``: those
-    that apply, then ``random``) at each density, retrained on all of the ranker's training
-    data, which alone gives the scores. A mask met twice (every method at density 1) is trained
-    once."""
+    """Held-out accuracy on (X_test, y_test) of each method that can be trained at any size
+    (``methods``; by default those that apply to the ranker's encoding, then ``random``) at each
+    density, trained from scratch on all of the ranker's training data, which alone gives the
+    scores. A head met twice (every ranking at density 1) is trained once."""
     from tqdm.auto import tqdm
 
     encoding = ranker.encoding
-    names = tuple(methods) if methods is not None else ranker.methods + ("random",)
+    names = tuple(methods) if methods is not None else curve_methods(encoding)
     densities = check_densities(densities, "densities")
     randoms = fixed_density_masks(encoding.n_genes, ranker.seed, densities)
     scored: dict[bytes, float] = {}
@@ -94,24 +103,39 @@ def curve_points(
     for density, random_mask, method in tqdm(
         jobs, desc="curves", unit="head", disable=not progress, dynamic_ncols=True, leave=False
     ):
-        chrom = (
-            random_mask
-            if method == "random"
-            else ranker.chromosome(method, density_keep(encoding, density))[0]
-        )
-        key = chrom.tobytes()
+        sized = _sized(ranker, method, density, random_mask)
+        key = b"|".join(m.tobytes() for m in (sized.masks.features, *sized.masks.hidden))
         if key not in scored:
-            scored[key] = accuracy(ranker.retrain(chrom), X_test, y_test)
+            scored[key] = accuracy(ranker.train(sized.masks), X_test, y_test)
         points.append(
             {
                 "method": method,
                 "density": float(density),
-                "active_genes": int(chrom.sum()),
-                "active_fraction": float(chrom.mean()),
+                "active_genes": sized.active_genes,
+                "active_fraction": sized.active_fraction,
                 "test_accuracy": scored[key],
             }
         )
     return points
+
+
+def curve_methods(encoding: Encoding) -> tuple[str, ...]:
+    """The curves of ``encoding``: every method that applies and can be trained at any size,
+    then ``random``."""
+    return sized_methods_for(encoding) + ("random",)
+
+
+def _sized(ranker: Ranker, method: str, density: float, random_mask: np.ndarray) -> SizedHead:
+    if method == "random":
+        mask = ranker.encoding.decode(random_mask)
+        return SizedHead(mask, int(random_mask.sum()), float(random_mask.mean()))
+    at_size = COMPARISON_METHODS[method].at_size if method in COMPARISON_METHODS else None
+    if at_size is None:
+        raise ConfigError(
+            f"{method!r} has no accuracy-size curve; choose from "
+            f"{', '.join(curve_methods(ranker.encoding))}"
+        )
+    return at_size(ranker, density_keep(ranker.encoding, density))
 
 
 def curves_file(out: Path, encoding: str, run: int) -> Path:
@@ -217,7 +241,8 @@ def plot_curves(
     fig, axes = plt.subplots(
         rows_, cols, figsize=(5.6 * cols, 4.4 * rows_), squeeze=False, sharey=True
     )
-    colors = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(CURVE_LABELS)}
+    palette = [*plt.get_cmap("tab10").colors, *plt.get_cmap("Dark2").colors]
+    colors = {m: palette[i % len(palette)] for i, m in enumerate(CURVE_LABELS)}
     colors["random"] = (0.45, 0.45, 0.45, 1.0)
     for ax in axes.flat[n:]:
         ax.set_visible(False)

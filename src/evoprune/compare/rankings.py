@@ -4,9 +4,15 @@ For input features (the ``fs`` encoding): mutual information with the class
 (:func:`sklearn.feature_selection.mutual_info_classif`), the ANOVA F statistic
 (:func:`~sklearn.feature_selection.f_classif`), L1-regularised logistic regression through
 :class:`~sklearn.feature_selection.SelectFromModel` (its strength chosen on the run's fitness
-split, like best fixed's density) and the weight norm of the trained not-pruned head. For hidden
-neurons (``fc``, ``fc1``, ``fc2``, ``both``): the not-pruned head's weight norms and the variance
-of each neuron's activation over the training images.
+split, like best fixed's density), the weight norm of the trained not-pruned head, recursive
+feature elimination on a linear probe (:class:`~sklearn.feature_selection.RFE` on logistic
+regression), and with the ``selection`` extra mRMR (``mrmrs``: F-statistic relevance over mean
+absolute correlation with the features already chosen), ReliefF (``fast-select``) and the order
+in which features leave LassoNet's regularisation path (``lassonet``). For hidden neurons
+(``fc``, ``fc1``, ``fc2``, ``both``): the not-pruned head's weight norms and the variance of each
+neuron's activation over the training images.
+
+A ranking whose library is not installed is left out (one log line), not an error.
 
 Every score comes from the training data only (never the held-out test set), and the kept units
 are trained from scratch like any candidate, with the run's trainer and seed. ``neuron`` pruning
@@ -21,12 +27,16 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib.util
+import logging
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 
-from evoprune.encodings import Encoding, PruneTarget, make_encoding
+from evoprune.encodings import Encoding, HeadMasks, PruneTarget, make_encoding
 from evoprune.errors import ConfigError
 from evoprune.model.head import CompactHead, TrainerConfig, feature_stats, train_head
 from evoprune.problem import Fold, HeadProblem, make_folds
@@ -43,21 +53,42 @@ from evoprune.unitscores import (  # the score computations' one owner, re-expor
     unit_norms,
 )
 
+log = logging.getLogger(__name__)
+
 #: Inverse regularisation strengths C tried for the L1 ranking (features standardised).
 L1_STRENGTHS = (0.01, 0.03, 0.1, 0.3)
+#: Recursive feature elimination: the fraction of all features dropped per step, and the
+#: linear probe's inverse regularisation strength (features standardised).
+RFE_STEP = 0.05
+RFE_C = 1.0
+RFE_MAX_ITER = 100
+#: ReliefF's nearest hits and misses per image (fewer when a class has fewer images).
+RELIEFF_NEIGHBORS = 10
+#: LassoNet's path: hidden layer, and the factor between consecutive penalties.
+LASSONET_HIDDEN = (32,)
+LASSONET_PATH_MULTIPLIER = 1.1
+#: The extra that installs the optional rankings' libraries.
+SELECTION_EXTRA = "selection"
 
 __all__ = [
     "FOR_UNITS",
     "L1_STRENGTHS",
     "RANKINGS",
+    "RFEPath",
     "Ranker",
     "Ranking",
     "activation_variance",
     "filter_scores",
+    "feature_rankings",
     "fit_l1",
     "l1_support",
+    "lassonet_scores",
+    "mrmr_scores",
     "prunes_units",
+    "ranking_available",
+    "ranking_masks",
     "rankings_for",
+    "relieff_scores",
     "select_features",
     "top_k",
     "unit_norms",
@@ -69,7 +100,122 @@ def rankings_for(encoding: Encoding) -> tuple[str, ...]:
     if not gene_per_unit(encoding):
         return ()  # connections, or not one gene per unit: nothing to rank
     kinds = {t.units for t in encoding.prune_targets}
-    return tuple(name for name, r in RANKINGS.items() if kinds <= set(r.units))
+    return tuple(
+        name for name, r in RANKINGS.items() if kinds <= set(r.units) and ranking_available(name)
+    )
+
+
+_reported_missing: set[str] = set()
+
+
+def ranking_available(name: str) -> bool:
+    """Whether the libraries ranking ``name`` needs are installed; a missing one is logged
+    once per process (the ranking is then left out, not an error)."""
+    missing = [m for m in RANKINGS[name].requires if importlib.util.find_spec(m) is None]
+    if missing and name not in _reported_missing:
+        _reported_missing.add(name)
+        log.info(
+            "ranking %s skipped: %s not installed (pip install 'evoprune[%s]')",
+            name,
+            ", ".join(missing),
+            SELECTION_EXTRA,
+        )
+    return not missing
+
+
+def standardised(X: np.ndarray) -> np.ndarray:
+    """``X`` with every column at mean 0 and standard deviation 1 (constant columns: 0)."""
+    mean, std = feature_stats(X)
+    return (np.asarray(X, dtype=np.float32) - mean) / std
+
+
+def mrmr_scores(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """mRMR (``mrmrs``; Zhao et al. 2019's F-test correlation quotient): features in the order
+    the greedy selection adds them, scored n, n-1, ... (NaN: constant columns, never chosen).
+    The first pick is the feature of the largest ANOVA F; each next one maximises F over the
+    mean absolute correlation with those already chosen."""
+    import polars as pl
+    from mrmrs import mrmr
+
+    X = np.asarray(X, dtype=np.float64)
+    n = X.shape[1]
+    frame = pl.DataFrame({str(i): X[:, i] for i in range(n)})
+    picked = mrmr(frame, pl.Series("y", np.asarray(y)), n, "classification")
+    scores = np.full(n, np.nan)
+    for rank, feature in enumerate(picked):
+        scores[int(feature.name)] = n - rank
+    return scores
+
+
+def relieff_scores(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """ReliefF weights (``fast-select``): how much more a feature differs between an image and
+    its nearest misses than its nearest hits (:data:`RELIEFF_NEIGHBORS` each, per class)."""
+    from fast_select import ReliefF
+
+    y = np.asarray(y)
+    neighbors = max(1, min(RELIEFF_NEIGHBORS, int(np.bincount(y).min()) - 1))
+    model = ReliefF(n_features_to_select=1, n_neighbors=neighbors, backend="cpu", n_jobs=1)
+    return np.asarray(model.fit(np.asarray(X, dtype=np.float64), y).feature_importances_)
+
+
+def lassonet_scores(X: np.ndarray, y: np.ndarray, seed: int = 0) -> np.ndarray:
+    """LassoNet's path (``lassonet``): each feature's score is the penalty at which it leaves
+    the model, so the top k are the k features still in at the point of the path that keeps k.
+    The path's own validation part is drawn from ``X`` with ``seed``."""
+    from lassonet import LassoNetClassifier
+
+    model = LassoNetClassifier(
+        hidden_dims=LASSONET_HIDDEN,
+        path_multiplier=LASSONET_PATH_MULTIPLIER,
+        random_state=int(seed),
+        torch_seed=int(seed),
+        verbose=0,
+    )
+    model.path(standardised(X), np.asarray(y), return_state_dicts=False)
+    return np.asarray(model.feature_importances_, dtype=np.float64)
+
+
+class RFEPath:
+    """Recursive feature elimination on a linear probe, at every size from one elimination.
+
+    The probe is multinomial logistic regression (C = :data:`RFE_C`) on standardised ``X``;
+    each step refits it on the features left and drops the :data:`RFE_STEP` fraction of all
+    features with the smallest summed squared coefficients, and a last, smaller step stops at
+    exactly k: scikit-learn's :class:`~sklearn.feature_selection.RFE` rule (a test compares).
+    The steps every size passes through are fitted once and shared, where scikit-learn's RFE
+    would refit them for each size.
+    """
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, seed: int = 0) -> None:
+        self.X = standardised(X)
+        self.y = np.asarray(y)
+        self.seed = int(seed)
+        self.step = max(1, int(RFE_STEP * self.X.shape[1]))
+        self._importances: dict[int, np.ndarray] = {}  # features left -> their importances
+
+    def support(self, k: int) -> np.ndarray:
+        """Boolean mask of the ``k`` features the elimination keeps."""
+        n = self.X.shape[1]
+        if not 0 <= int(k) <= n:
+            raise ConfigError(f"cannot keep {k} of {n} features")
+        support = np.ones(n, dtype=bool)
+        while support.sum() > int(k):
+            features = np.flatnonzero(support)
+            # reached by whole steps from all features: the same features for every k
+            if features.size not in self._importances:
+                self._importances[features.size] = self._fit(features)
+            ranks = np.argsort(self._importances[features.size], kind="stable")
+            support[features[ranks][: min(self.step, features.size - int(k))]] = False
+        return support
+
+    def _fit(self, features: np.ndarray) -> np.ndarray:
+        from sklearn.linear_model import LogisticRegression
+
+        probe = LogisticRegression(C=RFE_C, max_iter=RFE_MAX_ITER, random_state=self.seed)
+        with warnings.catch_warnings():  # lbfgs stopping at max_iter
+            warnings.simplefilter("ignore")
+            probe.fit(self.X[:, features], self.y)
+        return np.square(np.atleast_2d(probe.coef_)).sum(axis=0)
 
 
 class Ranker:
@@ -126,6 +272,7 @@ class Ranker:
         self.stats = stats
         self._scores: dict[tuple[str, int], np.ndarray] = {}
         self._l1: dict[tuple[float, int], object] = {}
+        self._rfe: RFEPath | None = None
 
     @classmethod
     def of_context(cls, context: RunContext, reference: CompactHead | None = None) -> Ranker:
@@ -154,14 +301,30 @@ class Ranker:
 
     def retrain(self, chromosome: np.ndarray) -> CompactHead:
         """The head of ``chromosome`` trained from scratch on all training data."""
-        masks = self.encoding.decode(chromosome)
+        return self.train(self.encoding.decode(chromosome))
+
+    def train(self, masks: HeadMasks) -> CompactHead:
+        """A head of the units ``masks`` keep, built and trained from scratch on all training
+        data with the run's trainer and seed."""
         return train_head(
             self.X, self.y, masks, self.n_classes, self.trainer, seed=self.seed, stats=self.stats
         ).head
 
+    def rfe_chromosome(self, k: int) -> tuple[np.ndarray, dict]:
+        """The ``k`` features recursive feature elimination keeps (:class:`RFEPath`, its steps
+        shared by every size)."""
+        if self._rfe is None:
+            self._rfe = RFEPath(self.X, self.y, self.seed)
+        return self._join([self._rfe.support(int(k))]), {"step": RFE_STEP, "C": RFE_C}
+
     def chromosome(self, method: str, keep: dict[int, int]) -> tuple[np.ndarray, dict]:
         """The chromosome keeping ``keep[layer]`` top-ranked units in each pruned layer, and
         what was chosen on the way (e.g. the L1 strength and its fitness)."""
+        if method in RANKINGS and not ranking_available(method):
+            raise ConfigError(
+                f"ranking {method!r} needs {', '.join(RANKINGS[method].requires)}: "
+                f"pip install 'evoprune[{SELECTION_EXTRA}]'"
+            )
         if method not in self.methods:
             raise ConfigError(
                 f"ranking {method!r} does not apply to encoding {self.encoding.name!r}; "
@@ -240,6 +403,8 @@ class Ranking:
     chromosome keeping ``keep[layer]`` units per layer and what was chosen on the way, for a
     choice that is not the top of fixed scores. ``uses_fitness_split``: something is chosen on
     the run's fitness folds (so a run that leaked the test set into fitness leaks it here too).
+    ``requires``: the modules it imports (lazily), from the ``selection`` extra; while one is
+    missing the ranking is left out with a log line.
     """
 
     name: str
@@ -248,6 +413,7 @@ class Ranking:
     scores: Callable[[Ranker, PruneTarget], np.ndarray] | None = None
     choose: Callable[[Ranker, dict[int, int]], tuple[np.ndarray, dict]] | None = None
     uses_fitness_split: bool = False
+    requires: tuple[str, ...] = ()  # modules of an optional extra; missing: left out
 
     def __post_init__(self) -> None:
         if (self.scores is None) == (self.choose is None):
@@ -277,6 +443,33 @@ RANKINGS: dict[str, Ranking] = {
             "Weight norm, retrained",
             ("inputs", "neurons"),
             scores=lambda ranker, t: unit_norms(ranker.reference_head(), t).numpy(),
+        ),
+        Ranking(
+            "rfe",
+            "RFE, linear probe",
+            ("inputs",),
+            choose=lambda ranker, keep: ranker.rfe_chromosome(int(keep[0])),
+        ),
+        Ranking(
+            "mrmr",
+            "mRMR",
+            ("inputs",),
+            scores=lambda ranker, _t: mrmr_scores(ranker.X, ranker.y),
+            requires=("mrmrs", "polars"),
+        ),
+        Ranking(
+            "relieff",
+            "ReliefF",
+            ("inputs",),
+            scores=lambda ranker, _t: relieff_scores(ranker.X, ranker.y),
+            requires=("fast_select",),
+        ),
+        Ranking(
+            "lassonet",
+            "LassoNet path",
+            ("inputs",),
+            scores=lambda ranker, _t: lassonet_scores(ranker.X, ranker.y, ranker.seed),
+            requires=("lassonet",),
         ),
         Ranking(
             "activation_variance",
@@ -312,9 +505,79 @@ def select_features(
     ``hidden_size`` on (X, y); ``l1_logistic`` chooses its strength on a stratified validation
     part of (X, y) (``val_fraction``).
     """
-    y = np.asarray(y)
-    encoding = make_encoding("fs", np.shape(X)[1], hidden_size)
-    ranker = Ranker(
-        encoding, X, y, int(y.max()) + 1, trainer=trainer, seed=seed, val_fraction=val_fraction
+    return ranking_masks(
+        method,
+        X,
+        y,
+        int(k),
+        seed,
+        trainer=trainer,
+        hidden_size=hidden_size,
+        val_fraction=val_fraction,
     )
-    return ranker.chromosome(method, {0: int(k)})[0].astype(bool)
+
+
+def feature_rankings() -> tuple[str, ...]:
+    """The rankings of input features installed here, in :data:`RANKINGS` order (those
+    :func:`ranking_masks` takes)."""
+    return tuple(m for m in FOR_UNITS["inputs"] if ranking_available(m))
+
+
+@overload
+def ranking_masks(
+    method: str,
+    X_fit: np.ndarray,
+    y_fit: np.ndarray,
+    k: int,
+    seed: int = 0,
+    *,
+    trainer: str | TrainerConfig = "fast",
+    hidden_size: int = 512,
+    val_fraction: float = 0.2,
+) -> np.ndarray: ...
+
+
+@overload
+def ranking_masks(
+    method: str,
+    X_fit: np.ndarray,
+    y_fit: np.ndarray,
+    k: Sequence[int],
+    seed: int = 0,
+    *,
+    trainer: str | TrainerConfig = "fast",
+    hidden_size: int = 512,
+    val_fraction: float = 0.2,
+) -> list[np.ndarray]: ...
+
+
+def ranking_masks(
+    method: str,
+    X_fit: np.ndarray,
+    y_fit: np.ndarray,
+    k: int | Sequence[int],
+    seed: int = 0,
+    *,
+    trainer: str | TrainerConfig = "fast",
+    hidden_size: int = 512,
+    val_fraction: float = 0.2,
+) -> np.ndarray | list[np.ndarray]:
+    """Boolean masks of the ``k`` columns of ``X_fit`` that feature ranking ``method`` (one of
+    :func:`feature_rankings`) keeps, scored on (X_fit, y_fit) alone: one mask for an int ``k``,
+    one per size for a sequence (the scores computed once). ``y_fit`` holds class indices
+    0..C-1; ``seed`` seeds every random choice (mutual information's neighbours, the L1
+    strength's validation part of ``val_fraction``, LassoNet, the ``norm_retrained`` head of
+    ``hidden_size`` trained with ``trainer``)."""
+    y = np.asarray(y_fit)
+    encoding = make_encoding("fs", np.shape(X_fit)[1], hidden_size)
+    if method not in FOR_UNITS["inputs"]:
+        raise ConfigError(
+            f"ranking {method!r} does not apply to encoding 'fs'; "
+            f"choose from {', '.join(feature_rankings())}"
+        )
+    ranker = Ranker(
+        encoding, X_fit, y, int(y.max()) + 1, trainer=trainer, seed=seed, val_fraction=val_fraction
+    )
+    sizes = [int(k)] if isinstance(k, (int, np.integer)) else [int(s) for s in k]
+    masks = [ranker.chromosome(method, {0: s})[0].astype(bool) for s in sizes]
+    return masks[0] if isinstance(k, (int, np.integer)) else masks

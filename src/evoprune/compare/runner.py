@@ -25,7 +25,7 @@ import numpy as np
 
 from evoprune import __version__
 from evoprune.cluster import session_for
-from evoprune.compare.baselines import METHODS
+from evoprune.compare.baselines import METHODS, available_methods
 from evoprune.compare.layout import (
     NSGA2_SUFFIX,
     run_dir,
@@ -149,7 +149,8 @@ class CompareConfig:
             "initial_sparsity": self.initial_sparsity,
             "poly_epochs": self.poly_epochs,
             "poly_frequency": self.poly_frequency,
-            "methods": list(METHODS),  # baselines written before a method was added are redone
+            # baselines written before a method was added (or its library installed) are redone
+            "methods": list(available_methods()),
         }
 
     def to_dict(self) -> dict:

@@ -203,8 +203,9 @@ def test_run_baselines_sizes_every_method_like_the_evolved_head(data):
         enc, mask, X, y, Xt, yt, N_CLASSES, seed=2, poly_epochs=10, poly_frequency=5
     )
     paper = ["not_pruned", "best_fixed", "weight", "neuron", "polynomial_decay"]
-    assert list(res) == paper + ["norm_retrained", "activation_variance"]  # the rankings of
-    assert set(res) <= set(bl.METHODS)  # neurons (compare/rankings.py)
+    # the rankings of neurons (compare/rankings.py), then the narrower head
+    assert list(res) == paper + ["norm_retrained", "activation_variance", "narrow"]
+    assert set(res) <= set(bl.METHODS)
     assert res["not_pruned"].active_fraction == 1.0
     for m in ("weight", "neuron", "polynomial_decay"):
         assert res[m].active_fraction == pytest.approx(mask.mean(), abs=1e-3), m
@@ -310,3 +311,54 @@ def test_training_and_polynomial_decay_weights_are_pinned(trainer):
     assert got_row == pytest.approx(row, rel=1e-5, abs=1e-6)
     assert [r["epoch"] for r in record] == [0, 2, 4, 6]
     assert record[-1]["achieved_sparsity"] == {"0": 0.7005208333333334, "1": 0.69921875}
+
+
+@pytest.mark.parametrize(
+    "name, sizes",
+    [
+        ("fc", lambda k: (N_FEATURES, k[0], N_CLASSES)),
+        ("fc1", lambda k: (N_FEATURES, k[0], HIDDEN, N_CLASSES)),
+        ("fc2", lambda k: (N_FEATURES, HIDDEN, k[1], N_CLASSES)),
+        ("both", lambda k: (N_FEATURES, k[0], k[1], N_CLASSES)),
+    ],
+)
+def test_narrower_head_has_exactly_the_kept_neurons_and_the_runs_training(data, name, sizes):
+    """d -> k -> C with k the evolved head's neurons, every unit on, trained from scratch with
+    the run's trainer and seed: the same weights as train_head on that architecture."""
+    import dataclasses
+
+    from evoprune.encodings import HeadMasks
+    from evoprune.model.head import TRAINERS
+
+    X, y, Xt, yt = data
+    enc = make_encoding(name, N_FEATURES, HIDDEN)
+    mask = _mask(enc, 0.3, seed=4)
+    keep = bl.kept_units(enc, mask)
+    trainer = dataclasses.replace(TRAINERS["fast"], max_epochs=7)
+    ranker = rk.Ranker(enc, X, y, N_CLASSES, trainer=trainer, seed=5)
+    res = bl.COMPARISON_METHODS["narrow"].build(
+        bl.MethodContext(enc, mask, X, y, Xt, yt, ranker.reference_head(), 0.0, ranker)
+    )
+    want = sizes(keep)
+    assert tuple(res.details["sizes"]) == want[:-1]
+    assert res.active_fraction == pytest.approx(mask.mean())
+    masks = HeadMasks(np.ones(N_FEATURES, bool), tuple(np.ones(h, bool) for h in want[1:-1]))
+    head = train_head(X, y, masks, N_CLASSES, trainer, seed=5).head
+    assert head.sizes == want
+    assert res.head_params == head.n_params()
+    assert res.test_accuracy == accuracy(head, Xt, yt)
+    sized = bl.COMPARISON_METHODS["narrow"].at_size(ranker, keep)
+    for a, b in zip(ranker.train(sized.masks).layers, head.layers):
+        assert torch.equal(a.weight, b.weight)
+    # not the pruned head of the same neurons (that one starts from the wide layer's weights)
+    pruned = ranker.retrain(mask)
+    assert pruned.sizes == head.sizes
+    assert not torch.equal(pruned.layers[-1].weight, head.layers[-1].weight)
+
+
+def test_the_narrower_head_is_for_neuron_encodings_only():
+    assert [
+        e
+        for e in ("fs", "fc", "fc1", "fc2", "both", "edges-fc", "edges-out")
+        if "narrow" in bl.methods_for(make_encoding(e, N_FEATURES, HIDDEN))
+    ] == ["fc", "fc1", "fc2", "both"]

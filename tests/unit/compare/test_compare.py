@@ -14,14 +14,17 @@ from evoprune.cli import main
 from evoprune.compare import baselines
 from evoprune.compare import runner as compare
 from evoprune.compare.layout import SUMMARY_FIELDS
+from evoprune.compare.rankings import ranking_available
 from evoprune.compare.tables import holm, paired_stats
 
 METHODS = ["evoprune", "not_pruned", "best_fixed", "weight", "neuron", "polynomial_decay"]
 ENCODINGS = ["fs", "fc2"]
-#: The rankings each encoding gets too (compare/rankings.py).
+#: The rankings each encoding gets too (compare/rankings.py; those of the selection extra where
+#: it is installed), and the narrower head of the neuron encodings.
 RANKED = {
-    "fs": ["mutual_info", "anova_f", "l1_logistic", "norm_retrained"],
-    "fc2": ["norm_retrained", "activation_variance"],
+    "fs": ["mutual_info", "anova_f", "l1_logistic", "norm_retrained", "rfe"]
+    + [m for m in ("mrmr", "relieff", "lassonet") if ranking_available(m)],
+    "fc2": ["norm_retrained", "activation_variance", "narrow"],
 }
 
 
@@ -84,7 +87,7 @@ def test_summary_has_every_method_and_run(tiny_compare):
     rows = _summary(tiny_compare)
     assert list(rows[0]) == SUMMARY_FIELDS
     keys = {(r["encoding"], r["method"], r["run"]) for r in rows}
-    assert len(rows) == len(keys) == 2 * (2 * 6 + 4 + 2)
+    assert len(rows) == len(keys) == 2 * (2 * 6 + len(RANKED["fs"]) + len(RANKED["fc2"]))
     assert keys == {(e, m, str(k)) for e in ENCODINGS for m in METHODS + RANKED[e] for k in (0, 1)}
     n_test = {
         json.loads((tiny_compare / "runs" / f"{e}_run{k}" / "result.json").read_text())["n_test"]

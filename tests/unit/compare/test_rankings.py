@@ -59,7 +59,16 @@ def _rank(enc, data, test, seed=0, methods=None):
 
 def test_each_encoding_gets_the_rankings_that_fit_its_units():
     names = {e: rk.rankings_for(make_encoding(e, N_FEATURES, HIDDEN)) for e in ENCODINGS}
-    assert names["fs"] == ("mutual_info", "anova_f", "l1_logistic", "norm_retrained")
+    optional = tuple(m for m in ("mrmr", "relieff", "lassonet") if rk.ranking_available(m))
+    assert names["fs"] == (
+        "mutual_info",
+        "anova_f",
+        "l1_logistic",
+        "norm_retrained",
+        "rfe",
+        *optional,
+    )
+    assert names["fs"] == rk.feature_rankings()
     for e in ENCODINGS[1:]:
         assert names[e] == ("norm_retrained", "activation_variance")
 
@@ -90,7 +99,10 @@ def test_feature_rankings_pick_the_features_informative_in_training(data):
     X, y = data[0], data[1]
     for method, r in run_rankings(_ranker(enc, data, data[3]), mask, *data[3]).items():
         chosen = set(np.flatnonzero(hex_to_mask(r.details["mask"], enc.n_genes)))
-        if method != "norm_retrained":  # a small head's norms barely rank (issue 14's table)
+        if method == "mrmr":  # features come in copies (0-1, 2-3, 4-5): it takes one of each
+            assert all(chosen & {2 * c, 2 * c + 1} for c in range(3)), chosen
+            assert not chosen & set(range(10, 16)), chosen
+        elif method != "norm_retrained":  # a small head's norms barely rank (issue 14's table)
             assert chosen == set(range(6)), method
     # the filter scores are those of the training data, computed once
     ranker = rk.Ranker(enc, X, y, N_CLASSES, seed=0)
@@ -127,7 +139,7 @@ def test_top_k_is_exact_with_ties_and_nan():
 
 def test_select_features_is_the_python_entry_point(data):
     X, y = data[0], data[1]
-    for method in rk.FOR_UNITS["inputs"]:
+    for method in rk.feature_rankings():
         mask = rk.select_features(X, y, 6, method, seed=0, hidden_size=HIDDEN)
         assert mask.dtype == bool and int(mask.sum()) == 6
     with pytest.raises(ConfigError, match="activation_variance.*does not apply"):
@@ -137,7 +149,7 @@ def test_select_features_is_the_python_entry_point(data):
 def test_curve_points_cover_every_method_and_density(data):
     enc = make_encoding("fc1", N_FEATURES, HIDDEN)
     points = cv.curve_points(_ranker(enc, data, data[2]), *data[2], (0.25, 1.0))
-    names = rk.rankings_for(enc) + ("random",)
+    names = rk.rankings_for(enc) + ("narrow", "random")
     assert [(p["method"], p["density"]) for p in points] == [
         (m, d) for d in (0.25, 1.0) for m in names
     ]
@@ -187,7 +199,7 @@ def test_compare_with_curves_writes_csv_and_figure_and_resumes(
     expected = {
         (e, m, d)
         for e in ("fs", "fc2")
-        for m in rk.rankings_for(make_encoding(e, 10, 16)) + ("random",)
+        for m in cv.curve_methods(make_encoding(e, 10, 16))
         for d in ("0.05", "0.5", "1.0")
     }
     assert got == expected and len(rows) == len(expected)
@@ -210,3 +222,88 @@ def test_compare_with_curves_writes_csv_and_figure_and_resumes(
     assert (out / "curves.csv").read_text() == before
     # settings that change no result (threads, workers) reuse the saved curves too
     assert main(args + ["--threads-per-worker", "2"]) == 0
+
+
+def _redundant(seed=0, n=150):
+    """Feature 0 carries the class best, feature 1 is a noisy copy of feature 0, feature 2
+    carries the class less well through an uncorrelated pattern of class means (-1, 0, 1)
+    against (1, -2, 1); the rest is noise."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % N_CLASSES
+    X = rng.normal(size=(n, N_FEATURES)).astype(np.float32)
+    X[:, 0] += 3.0 * np.array([-1.0, 0.0, 1.0])[y]
+    X[:, 1] = X[:, 0] + 0.3 * rng.normal(size=n)
+    X[:, 2] += 1.0 * np.array([1.0, -2.0, 1.0])[y]
+    return X, y
+
+
+def test_mrmr_starts_with_the_most_relevant_feature_then_avoids_redundancy():
+    pytest.importorskip("mrmrs")
+    X, y = _redundant()
+    first, second = rk.ranking_masks("mrmr", X, y, [1, 2], seed=0)
+    f_order = np.argsort(-rk.filter_scores("anova_f", X, y))
+    assert np.flatnonzero(first).tolist() == [f_order[0]] == [0]
+    # ANOVA F takes the copy next; mRMR the independent feature (relevance over redundancy)
+    assert f_order[1] == 1
+    assert np.flatnonzero(second).tolist() == [0, 2]
+    scores = rk.mrmr_scores(X, y)
+    assert np.argsort(-scores)[:2].tolist() == [0, 2]
+
+
+def test_relieff_finds_features_that_matter_only_together():
+    """The class is the XOR of the signs of features 3 and 7: neither says anything alone, so
+    ANOVA F cannot see them; ReliefF, comparing nearest neighbours, ranks them first."""
+    pytest.importorskip("fast_select")
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 12)).astype(np.float32)
+    y = ((X[:, 3] > 0) ^ (X[:, 7] > 0)).astype(np.int64)
+    assert set(np.flatnonzero(rk.ranking_masks("relieff", X, y, 2, seed=0))) == {3, 7}
+    assert set(np.flatnonzero(rk.ranking_masks("anova_f", X, y, 2, seed=0))) != {3, 7}
+
+
+def test_rfe_is_sklearns_elimination_on_a_standardised_linear_probe():
+    """Every size from one shared elimination equals scikit-learn's RFE run for that size alone
+    (40 features: steps of 2, so odd sizes end with a smaller step), asked in any order."""
+    from sklearn.feature_selection import RFE
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(3)
+    y = np.arange(150) % N_CLASSES
+    X = rng.normal(size=(150, 40)).astype(np.float32)
+    X[:, :6] += 1.5 * np.eye(N_CLASSES)[y].repeat(2, axis=1)
+    X *= np.linspace(0.1, 10.0, 40, dtype=np.float32)  # scales that matter unstandardised
+    Xs = (X - X.mean(axis=0)) / X.std(axis=0)
+    sizes = [6, 3, 5, 17]
+    masks = rk.ranking_masks("rfe", X, y, sizes, seed=0)
+    for k, mask in zip(sizes, masks):
+        probe = LogisticRegression(C=rk.RFE_C, max_iter=rk.RFE_MAX_ITER, random_state=0)
+        expected = RFE(probe, n_features_to_select=k, step=rk.RFE_STEP).fit(Xs, y).support_
+        assert mask.tolist() == expected.tolist() and int(mask.sum()) == k, k
+    assert set(np.flatnonzero(masks[0])) == set(range(6))
+
+
+def test_lassonet_path_keeps_the_informative_features(data):
+    """Runs where the selection extra is installed (a path takes 15-30 s here)."""
+    pytest.importorskip("lassonet")
+    X, y = data[0], data[1]
+    mask = rk.ranking_masks("lassonet", X, y, 6, seed=0)
+    assert set(np.flatnonzero(mask)) == set(range(6))
+
+
+def test_a_ranking_whose_library_is_missing_is_skipped_with_a_log_line(data, monkeypatch, caplog):
+    real = rk.importlib.util.find_spec
+    monkeypatch.setattr(
+        rk.importlib.util, "find_spec", lambda name: None if name == "mrmrs" else real(name)
+    )
+    monkeypatch.setattr(rk, "_reported_missing", set())
+    enc = make_encoding("fs", N_FEATURES, HIDDEN)
+    with caplog.at_level("INFO", logger="evoprune.compare.rankings"):
+        assert "mrmr" not in rk.rankings_for(enc)
+        assert "mrmr" not in rk.rankings_for(enc)
+    skipped = [r.getMessage() for r in caplog.records if "ranking mrmr" in r.getMessage()]
+    assert skipped == [
+        "ranking mrmr skipped: mrmrs not installed (pip install 'evoprune[selection]')"
+    ]
+    assert "mrmr" not in run_rankings(_ranker(enc, data, data[2]), _evolved(enc), *data[2])
+    with pytest.raises(ConfigError, match=r"mrmr.*needs mrmrs.*evoprune\[selection\]"):
+        rk.ranking_masks("mrmr", data[0], data[1], 3)
