@@ -375,7 +375,8 @@ def method_family(method: str) -> str:
 
     if method in ("evoprune", "not_pruned", "best_fixed"):
         return method
-    return "ranking" if method in RANKINGS else "pruning"
+    # units chosen, then trained from scratch: the rankings and the narrower head
+    return "ranking" if method in RANKINGS or method == "narrow" else "pruning"
 
 
 #: (label, colour) of each family, in legend order.
@@ -385,7 +386,8 @@ FAMILIES = {
     "best_fixed": ("best fixed mask", COLORS["fitness"]),
     "pruning": ("pruning baselines\n(weight, neuron,\npolynomial decay)", COLORS["green"]),
     "ranking": (
-        "rankings, retrained\n(MI, ANOVA F, L1,\nweight norm, act. var.)",
+        "rankings, retrained\n(MI, ANOVA F, L1, RFE,\nmRMR, ReliefF, LassoNet,\n"
+        "weight norm, act. var.;\nnarrower head)",
         COLORS["heldout"],
     ),
 }
