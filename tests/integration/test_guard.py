@@ -41,6 +41,11 @@ def _args(faces_folder, feature_cache, out, *extra):
         "--cache-dir",
         str(feature_cache),
         "--no-progress",
+        # the tiny_run fixture's start and operators, so that the command resumes that run
+        "--init",
+        "random",
+        "--variation",
+        "paper",
         *extra,
     ]
 
