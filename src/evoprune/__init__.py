@@ -2,6 +2,8 @@
 
 import os as _os
 
+from evoprune._lazy import lazy_exports
+
 __version__ = "0.1.0"
 
 # OpenMP's idle threads sleep instead of spinning, so that two processes on the same cores (two
@@ -23,20 +25,13 @@ def load(run_dir, rank=None):
 
 
 _LAZY = {
-    "EvoPruneClassifier": ("evoprune.estimator", "EvoPruneClassifier"),
-    "ImageFeatures": ("evoprune.features", "ImageFeatures"),
-    "RunConfig": ("evoprune.runs.experiment", "RunConfig"),
-    "run_experiment": ("evoprune.runs.experiment", "run_experiment"),
+    "EvoPruneClassifier": "evoprune.estimator",
+    "ImageFeatures": "evoprune.features",
+    "RunConfig": "evoprune.runs.experiment",
+    "run_experiment": "evoprune.runs.experiment",
 }
 
 __all__ = ["__version__", "load", *_LAZY]
 
-
-def __getattr__(name):
-    """The public classes, imported on first use (torch is heavy to import)."""
-    if name in _LAZY:
-        import importlib
-
-        module, attr = _LAZY[name]
-        return getattr(importlib.import_module(module), attr)
-    raise AttributeError(f"module 'evoprune' has no attribute {name!r}")
+# the public classes, imported on first use (torch is heavy to import)
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -6,8 +6,9 @@ TRAINERS, ...``), so that importing one light module of the package stays light.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from evoprune._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from evoprune.model.batched import (
@@ -46,9 +47,4 @@ __all__ = [
     "train_heads",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    """The public names, imported from their module on first use."""
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
-    raise AttributeError(f"module 'evoprune.model' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _PUBLIC)

@@ -6,8 +6,9 @@ BY_NAME, ...``), so that importing one light module of the package stays light.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from evoprune._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from evoprune.runs.config import (
@@ -125,9 +126,4 @@ __all__ = [
     "saved_settings",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    """The public names, imported from their module on first use."""
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
-    raise AttributeError(f"module 'evoprune.runs' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _PUBLIC)
