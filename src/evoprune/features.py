@@ -372,83 +372,120 @@ def extract_features(
     ``batch_size`` images at a time.
     """
     start = time.perf_counter()
+    _check_options(batch_size, num_workers, decode_threads)
+    torch_device = resolve_device(device)
+    backbone = get_backbone(backbone) if isinstance(backbone, str) else backbone
+    paths = _check_paths(paths)
+    cache = _CachedExtraction(backbone, paths, cache_dir, use_cache, start)
+    form_id = _planned_form(backbone, torch_device, form, sharded=compute is not None)
+    key = cache_key(backbone, paths, form_id)
+    with contextlib.ExitStack() as stack:
+        hit = cache.hit_or_lock(stack, key, form_id)
+        if hit is not None:
+            return hit
+        if compute is not None:  # sharded elsewhere (evoprune.cluster), checked and cached here
+            X = compute(backbone, paths)
+            _check_finite(X, backbone.name, paths)
+            return cache.computed(X, key, form_id, None)
+        runner = backbone.runner(torch_device, form)
+        if runner.identity != form_id:  # the planned form failed its check: another key
+            form_id, key = runner.identity, cache_key(backbone, paths, runner.identity)
+            hit = cache.hit(key, form_id)
+            if hit is not None:
+                return hit
+        X = _compute(
+            backbone,
+            paths,
+            batch_size,
+            progress,
+            num_workers,
+            runner=runner,
+            decode_threads=decode_threads,
+        )
+        return cache.computed(X, key, form_id, runner)
+
+
+def _planned_form(backbone: Backbone, device: torch.device, form: str, *, sharded: bool) -> str:
+    """The identity of the form planned to compute the features: the one of a CPU when
+    ``compute`` shards the extraction elsewhere, else of ``form`` on ``device``."""
+    return backbone.form_identity("cpu") if sharded else backbone.form_identity(device, form)
+
+
+def _check_options(batch_size: int, num_workers: int, decode_threads: int | None) -> None:
     _check_positive("batch_size", batch_size, 1)
     _check_positive("num_workers", num_workers, 0)
     if decode_threads is not None:
         _check_positive("decode_threads", decode_threads, 0)
-    torch_device = resolve_device(device)
-    if isinstance(backbone, str):
-        backbone = get_backbone(backbone)
-    paths = _check_paths(paths)
-    cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
-    shape = (len(paths), backbone.feature_dim)
-    form_id = (
-        backbone.form_identity("cpu")
-        if compute is not None
-        else backbone.form_identity(torch_device, form)
-    )
-    key = cache_key(backbone, paths, form_id)
 
-    def cached(key: str, form_id: str) -> FeatureResult | None:
-        X = _read_cache(cache_file_path(cache_dir, key), key, shape) if use_cache else None
+
+class _CachedExtraction:
+    """One call of :func:`extract_features`: its images, and its cache entries' reads and
+    writes (none without ``use_cache``); ``start``: ``time.perf_counter()`` when it began."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        paths: list[str],
+        cache_dir: str | Path | None,
+        use_cache: bool,
+        start: float,
+    ) -> None:
+        self.backbone, self.paths, self.use_cache, self.start = backbone, paths, use_cache, start
+        self.cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
+
+    def file(self, key: str) -> Path:
+        return cache_file_path(self.cache_dir, key)
+
+    def hit(self, key: str, form_id: str) -> FeatureResult | None:
+        """The cached features of ``key``, or None (a miss, or no cache)."""
+        shape = (len(self.paths), self.backbone.feature_dim)
+        X = _read_cache(self.file(key), key, shape) if self.use_cache else None
         if X is None:
             return None
         logger.info(
             "Feature cache hit: %d images, %s as %s (%s)",
-            len(paths),
-            backbone.name,
+            len(self.paths),
+            self.backbone.name,
             form_id,
-            cache_file_path(cache_dir, key),
+            self.file(key),
         )
-        return FeatureResult(X, True, key, time.perf_counter() - start, form_id)
+        return FeatureResult(X, True, key, time.perf_counter() - self.start, form_id)
 
-    seen = _signature(cache_file_path(cache_dir, key))
-    hit = cached(key, form_id)
-    if hit is not None:
-        return hit
-    with contextlib.ExitStack() as stack:
-        if use_cache:  # one process computes an entry; another waits, then reads it
-            entry = cache_file_path(cache_dir, key)
-            stack.enter_context(entry_lock(entry, f"the {backbone.name} features of these images"))
-            if _signature(entry) != seen:  # written meanwhile by another process
-                hit = cached(key, form_id)
-                if hit is not None:
-                    return hit
-        if use_cache:
-            logger.info(
-                "Feature cache miss: computing %s features of %d images as %s",
-                backbone.name,
-                len(paths),
-                form_id,
-            )
-        runner = None
-        if compute is not None:  # sharded elsewhere (evoprune.cluster), checked and cached here
-            X = compute(backbone, paths)
-            _check_finite(X, backbone.name, paths)
-        else:
-            runner = backbone.runner(torch_device, form)
-            if runner.identity != form_id:  # the planned form failed its check: another key
-                form_id = runner.identity
-                key = cache_key(backbone, paths, form_id)
-                hit = cached(key, form_id)
-                if hit is not None:
-                    return hit
-            X = _compute(
-                backbone,
-                paths,
-                batch_size,
-                progress,
-                num_workers,
-                runner=runner,
-                decode_threads=decode_threads,
-            )
-        if use_cache:
-            _write_cache(cache_file_path(cache_dir, key), key, X)
-        seconds = time.perf_counter() - start
+    def hit_or_lock(
+        self, stack: contextlib.ExitStack, key: str, form_id: str
+    ) -> FeatureResult | None:
+        """The cached features of ``key``; on a miss, ``key``'s entry held on ``stack`` (one
+        process computes an entry; another waits, then reads it) and the features when another
+        process wrote them meanwhile, else None."""
+        entry = self.file(key)
+        seen = _signature(entry)
+        hit = self.hit(key, form_id)
+        if hit is not None or not self.use_cache:
+            return hit
+        stack.enter_context(entry_lock(entry, f"the {self.backbone.name} features of these images"))
+        if _signature(entry) != seen:  # written meanwhile by another process
+            hit = self.hit(key, form_id)
+            if hit is not None:
+                return hit
+        logger.info(
+            "Feature cache miss: computing %s features of %d images as %s",
+            self.backbone.name,
+            len(self.paths),
+            form_id,
+        )
+        return None
+
+    def computed(
+        self, X: np.ndarray, key: str, form_id: str, runner: Runner | None
+    ) -> FeatureResult:
+        """The features just computed, written to the cache under ``key``."""
+        if self.use_cache:
+            _write_cache(self.file(key), key, X)
+        seconds = time.perf_counter() - self.start
         logger.info(
             "Computed %d %s features in %.1f s (%s)",
-            len(paths),
-            backbone.name,
+            len(self.paths),
+            self.backbone.name,
             seconds,
             runner or "sharded",
         )
