@@ -55,6 +55,40 @@ def tiny_run(tmp_path_factory, feature_cache, faces_folder):
     return out, result, cfg
 
 
+def tiny_run_args(data, cache_dir, out, *extra) -> list[str]:
+    """The ``evoprune run`` command of the :func:`tiny_run` fixture (its budget, seed, start
+    and operators, so that it resumes that run) on ``data``, into ``out``; ``extra`` options
+    are added last (a repeated option takes the later value)."""
+    return [
+        "run",
+        "--data",
+        str(data),
+        "--population",
+        "6",
+        "--evaluations",
+        "12",
+        "--seed",
+        "1",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(cache_dir),
+        "--no-progress",
+        "--init",
+        "random",
+        "--variation",
+        "paper",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="session")
+def run_args():
+    """:func:`tiny_run_args`, the command line of the tiny run, for the tests that run it
+    through the CLI (the guard and store tests)."""
+    return tiny_run_args
+
+
 @pytest.fixture()
 def run_copy(tiny_run, tmp_path):
     """A private copy of the finished tiny run (the shared one must not change)."""

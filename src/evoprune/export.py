@@ -560,7 +560,7 @@ def export_ensemble(
     """Write the ensemble of front heads ``members`` (their ranks in pareto.csv) of a
     multi-objective run as one ONNX model, with its metadata as ``out + '.json'``."""
     from evoprune.backbones import get_backbone
-    from evoprune.runs.store import FRONT_DIR, load_head
+    from evoprune.runs.store import front_head_path, load_head
 
     if vote != "soft":
         raise ConfigError(
@@ -576,10 +576,7 @@ def export_ensemble(
             "from a multi-objective run's front (pareto.csv)"
         )
     out, meta_out = check_ensemble_export(run, out)
-    heads = [
-        load_head(run.path / FRONT_DIR / f"head_{k}.safetensors", run.result.feature_dim)
-        for k in members
-    ]
+    heads = [load_head(front_head_path(run.path, k), run.result.feature_dim) for k in members]
     backbone = get_backbone(run.backbone)
     module = EnsembleClassifier(backbone.feature_extractor(), heads).eval()
     metadata = model_metadata(run, backbone, heads[0], reference=False, head_only=False)

@@ -25,31 +25,6 @@ from evoprune.io import (
 )
 
 
-def _args(faces_folder, feature_cache, out, *extra):
-    return [
-        "run",
-        "--data",
-        str(faces_folder),
-        "--population",
-        "6",
-        "--evaluations",
-        "12",
-        "--seed",
-        "1",
-        "--out",
-        str(out),
-        "--cache-dir",
-        str(feature_cache),
-        "--no-progress",
-        # the tiny_run fixture's start and operators, so that the command resumes that run
-        "--init",
-        "random",
-        "--variation",
-        "paper",
-        *extra,
-    ]
-
-
 def _tree(folder):
     """Every file under ``folder`` with its bytes."""
     return {
@@ -107,7 +82,7 @@ def test_a_run_lists_every_file_it_wrote_in_its_manifest(tiny_run):
     "name", [".thesis-draft.tmp", "model-notes.json", "ensemble_ideas.onnx", "analysis/mine.csv"]
 )
 def test_a_users_file_named_like_evopunes_is_refused_and_kept(
-    run_copy, faces_folder, feature_cache, caplog, name
+    run_copy, faces_folder, feature_cache, run_args, caplog, name
 ):
     """Files are evoprune's by its manifest, never by their names: a user's '.x.tmp' was
     deleted, 'model*.json' and an 'analysis/' folder were taken as evoprune's."""
@@ -115,42 +90,46 @@ def test_a_users_file_named_like_evopunes_is_refused_and_kept(
     mine.parent.mkdir(exist_ok=True)
     mine.write_text("my own words")
     before = _tree(run_copy)
-    assert main(_args(faces_folder, feature_cache, run_copy)) == 2
+    assert main(run_args(faces_folder, feature_cache, run_copy)) == 2
     assert "did not write" in caplog.text and name in caplog.text
     assert _tree(run_copy) == before
-    assert main(_args(faces_folder, feature_cache, run_copy, "--overwrite")) == 2
+    assert main(run_args(faces_folder, feature_cache, run_copy, "--overwrite")) == 2
     assert _tree(run_copy) == before and not run_copy.with_name("run.old-1").exists()
 
 
 def test_a_killed_writes_temporary_file_is_cleaned_but_only_of_a_listed_file(
-    same_depth_copy, faces_folder, feature_cache
+    same_depth_copy, faces_folder, feature_cache, run_args
 ):
     out = same_depth_copy
     (out / "result.json").unlink()  # an interrupted run (a finished one is left as it is)
     ours = out / ".history.csv.ab12cd34.tmp"  # an atomic write of history.csv, killed
     ours.write_text("half")
     assert foreign_files(out) == []
-    assert main(_args(faces_folder, feature_cache, out)) == 0
+    assert main(run_args(faces_folder, feature_cache, out)) == 0
     assert not ours.exists()
     assert foreign_files(out) == []
 
 
-def test_a_folder_without_manifest_is_not_evoprunes(tiny_run, tmp_path, faces_folder, caplog):
+def test_a_folder_without_manifest_is_not_evoprunes(
+    tiny_run, tmp_path, faces_folder, run_args, caplog
+):
     """A copy of a run's files without the manifest (or an older version's folder) is the
     user's: nothing there is replaced."""
     legacy = tmp_path / "legacy"
     shutil.copytree(tiny_run[0], legacy)
     (legacy / MANIFEST_FILE).unlink()
     before = _tree(legacy)
-    assert main(_args(faces_folder, tmp_path / "c", legacy, "--overwrite")) == 2
+    assert main(run_args(faces_folder, tmp_path / "c", legacy, "--overwrite")) == 2
     assert "did not write" in caplog.text
     assert _tree(legacy) == before
 
 
-def test_a_damaged_manifest_is_refused_naming_it(run_copy, faces_folder, feature_cache, caplog):
+def test_a_damaged_manifest_is_refused_naming_it(
+    run_copy, faces_folder, feature_cache, run_args, caplog
+):
     (run_copy / MANIFEST_FILE).write_text("{not json")
     before = _tree(run_copy)
-    assert main(_args(faces_folder, feature_cache, run_copy)) == 2
+    assert main(run_args(faces_folder, feature_cache, run_copy)) == 2
     assert MANIFEST_FILE in caplog.text and "Traceback" not in caplog.text
     assert _tree(run_copy) == before
 
@@ -159,12 +138,12 @@ def test_a_damaged_manifest_is_refused_naming_it(run_copy, faces_folder, feature
 
 
 def test_a_finished_run_without_config_is_refused_not_replaced(
-    run_copy, faces_folder, feature_cache, caplog
+    run_copy, faces_folder, feature_cache, run_args, caplog
 ):
     (run_copy / "config.json").unlink()
     before = _tree(run_copy)
     # other settings than the run's: it used to be replaced by a run of these
-    assert main(_args(faces_folder, feature_cache, run_copy, "--limit", "60")) == 2
+    assert main(run_args(faces_folder, feature_cache, run_copy, "--limit", "60")) == 2
     assert "config.json is missing" in caplog.text
     assert _tree(run_copy) == before
 
@@ -173,11 +152,11 @@ def test_a_finished_run_without_config_is_refused_not_replaced(
     "text, field", [('{"run": null}', "'run'"), ("[1, 2]", "the file"), ("{cut", "damaged")]
 )
 def test_a_damaged_config_is_refused_naming_the_file_and_field(
-    run_copy, faces_folder, feature_cache, caplog, text, field
+    run_copy, faces_folder, feature_cache, run_args, caplog, text, field
 ):
     (run_copy / "config.json").write_text(text)
     before = _tree(run_copy)
-    assert main(_args(faces_folder, feature_cache, run_copy)) == 2
+    assert main(run_args(faces_folder, feature_cache, run_copy)) == 2
     message = caplog.text
     assert f"{run_copy / 'config.json'}" in message and field in message
     assert "another configuration" not in message
@@ -188,7 +167,7 @@ def test_a_damaged_config_is_refused_naming_the_file_and_field(
 
 
 def test_out_inside_an_image_folder_of_a_csv_manifest_is_refused(
-    faces_folder, feature_cache, tmp_path, caplog
+    faces_folder, feature_cache, run_args, tmp_path, caplog
 ):
     csv = tmp_path / "lists" / "faces.csv"
     csv.parent.mkdir()
@@ -197,7 +176,7 @@ def test_out_inside_an_image_folder_of_a_csv_manifest_is_refused(
     ]
     csv.write_text("\n".join(rows) + "\n")
     out = faces_folder / "face" / "results"
-    assert main(_args(csv, feature_cache, out)) == 2
+    assert main(run_args(csv, feature_cache, out)) == 2
     assert "inside the data folder" in caplog.text
     assert not out.exists()
 
@@ -302,13 +281,13 @@ def _hold_lock(folder):
 
 
 def test_a_second_writer_is_refused_naming_the_folder(
-    run_copy, faces_folder, feature_cache, caplog
+    run_copy, faces_folder, feature_cache, run_args, caplog
 ):
     """Two '--overwrite' runs into one folder at once both exited 0; the folder held one."""
     before = _tree(run_copy)
     holder = _hold_lock(run_copy)
     try:
-        args = _args(faces_folder, feature_cache, run_copy, "--limit", "60", "--overwrite")
+        args = run_args(faces_folder, feature_cache, run_copy, "--limit", "60", "--overwrite")
         assert main(args) == 2
     finally:
         holder.kill()
@@ -343,17 +322,17 @@ def test_a_folder_claimed_twice_is_busy(tmp_path):
 
 
 def test_overwrite_of_the_current_folder_is_one_message(
-    run_copy, faces_folder, feature_cache, monkeypatch, caplog
+    run_copy, faces_folder, feature_cache, run_args, monkeypatch, caplog
 ):
     monkeypatch.chdir(run_copy)
     before = _tree(run_copy)
-    assert main(_args(faces_folder, feature_cache, ".", "--limit", "60", "--overwrite")) == 2
+    assert main(run_args(faces_folder, feature_cache, ".", "--limit", "60", "--overwrite")) == 2
     assert "current folder" in caplog.text and "Traceback" not in caplog.text
     assert _tree(run_copy) == before
 
 
 def test_overwrite_under_a_read_only_parent_is_one_message(
-    run_copy, faces_folder, feature_cache, monkeypatch, caplog
+    run_copy, faces_folder, feature_cache, run_args, monkeypatch, caplog
 ):
     from pathlib import Path
 
@@ -362,7 +341,7 @@ def test_overwrite_under_a_read_only_parent_is_one_message(
 
     monkeypatch.setattr(Path, "rename", read_only)
     before = _tree(run_copy)
-    args = _args(faces_folder, feature_cache, run_copy, "--limit", "60", "--overwrite")
+    args = run_args(faces_folder, feature_cache, run_copy, "--limit", "60", "--overwrite")
     assert main(args) == 2
     assert "read-only" in caplog.text and "Traceback" not in caplog.text
     assert _tree(run_copy) == before
@@ -383,9 +362,9 @@ def test_analyze_refuses_a_run_folder_holding_a_users_file(run_copy, caplog):
 
 
 @pytest.fixture(scope="module")
-def two_objective_run(tmp_path_factory, faces_folder, feature_cache):
+def two_objective_run(tmp_path_factory, faces_folder, feature_cache, run_args):
     out = tmp_path_factory.mktemp("mo") / "run"
-    args = _args(faces_folder, feature_cache, out, "--objectives", "accuracy,size")
+    args = run_args(faces_folder, feature_cache, out, "--objectives", "accuracy,size")
     assert main(args) == 0
     return out
 
@@ -419,7 +398,7 @@ def _history_lines(folder):
 
 @pytest.mark.parametrize("value", ["inf", "nan", "1.5", "-0.1"])
 def test_a_history_fitness_that_is_not_a_finite_accuracy_stops_the_resume(
-    same_depth_copy, faces_folder, feature_cache, caplog, value
+    same_depth_copy, faces_folder, feature_cache, run_args, caplog, value
 ):
     """'inf' in history.csv gave "fitness": Infinity in result.json; 'nan' changed the mask."""
     out = same_depth_copy
@@ -431,7 +410,7 @@ def test_a_history_fitness_that_is_not_a_finite_accuracy_stops_the_resume(
     (out / "history.csv").write_text("\n".join(lines) + "\n")
     (out / "result.json").unlink()  # an interrupted run: resumed from its history
     before = _tree(out)
-    assert main(_args(faces_folder, feature_cache, out)) == 2
+    assert main(run_args(faces_folder, feature_cache, out)) == 2
     assert f"{out / 'history.csv'} line 4: 'fitness' is '{value}'" in caplog.text
     assert _tree(out) == before
 
@@ -541,10 +520,10 @@ def test_json_is_written_strict(tmp_path):
     ],
 )
 def test_a_value_that_cannot_fit_is_refused_up_front_with_the_limit(
-    faces_folder, feature_cache, tmp_path, caplog, option, value, limit
+    faces_folder, feature_cache, run_args, tmp_path, caplog, option, value, limit
 ):
     out = tmp_path / "run"
-    args = _args(faces_folder, feature_cache, out)
+    args = run_args(faces_folder, feature_cache, out)
     if option in args:
         args[args.index(option) + 1] = value
     else:
@@ -600,11 +579,13 @@ def _run_with_timeout(args, timeout=120):
 
 
 @pytest.mark.parametrize("skip_bad", [False, True])
-def test_a_fifo_among_class_images_never_blocks(faces_folder, feature_cache, tmp_path, skip_bad):
+def test_a_fifo_among_class_images_never_blocks(
+    faces_folder, feature_cache, run_args, tmp_path, skip_bad
+):
     data = _small_copy(faces_folder, tmp_path / "data")
     os.mkfifo(data / "face" / "zz_fifo.png")
     extra = ["--skip-bad-images"] if skip_bad else []
-    args = _args(data, feature_cache, tmp_path / "run", *extra)
+    args = run_args(data, feature_cache, tmp_path / "run", *extra)
     args[args.index("--evaluations") + 1] = "6"
     proc = _run_with_timeout(args)
     assert proc.returncode == 0, proc.stderr
@@ -649,7 +630,7 @@ def test_an_empty_image_is_refused_with_its_path(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("how", ["copy", "symlink", "hardlink"])
 def test_test_images_identical_to_training_images_are_reported_in_train_test_layout(
-    faces_folder, feature_cache, tmp_path, caplog, how
+    faces_folder, feature_cache, run_args, tmp_path, caplog, how
 ):
     data = tmp_path / "data"
     _small_copy(faces_folder, data / "train")
@@ -659,14 +640,14 @@ def test_test_images_identical_to_training_images_are_reported_in_train_test_lay
             p.unlink()
             src = data / "train" / cls / p.name
             {"copy": shutil.copy, "symlink": os.symlink, "hardlink": os.link}[how](src, p)
-    args = _args(data, feature_cache, tmp_path / "run")
+    args = run_args(data, feature_cache, tmp_path / "run")
     args[args.index("--evaluations") + 1] = "6"
     assert main(args) == 0
     assert "8 held-out image(s) are identical to training images" in caplog.text
 
 
 def test_an_ood_set_overlapping_the_training_images_is_refused(
-    faces_folder, feature_cache, tmp_path, caplog
+    faces_folder, feature_cache, run_args, tmp_path, caplog
 ):
     data = _small_copy(faces_folder, tmp_path / "data")
     ood = tmp_path / "ood"
@@ -674,7 +655,9 @@ def test_an_ood_set_overlapping_the_training_images_is_refused(
     for p in sorted((data / "face").iterdir())[:6]:
         shutil.copy(p, ood / p.name)
     out = tmp_path / "run"
-    args = _args(data, feature_cache, out, "--objectives", "accuracy,size,ood", "--ood", str(ood))
+    args = run_args(
+        data, feature_cache, out, "--objectives", "accuracy,size,ood", "--ood", str(ood)
+    )
     assert main(args) == 2
     assert "--ood" in caplog.text and "6 of its 6 images are images of --data" in caplog.text
     assert not out.exists()
@@ -696,7 +679,7 @@ def test_an_ood_set_overlapping_the_training_images_is_refused(
     ],
 )
 def test_a_late_check_stops_before_the_folder_is_written(
-    faces_folder, feature_cache, tmp_path, caplog, extra, named
+    faces_folder, feature_cache, run_args, tmp_path, caplog, extra, named
 ):
     """These stopped only after config.json and history.csv were written, so the corrected
     command into the same folder was refused."""
@@ -706,7 +689,7 @@ def test_a_late_check_stops_before_the_folder_is_written(
             p.unlink()
         extra = []
     out = tmp_path / "run"
-    args = _args(data, feature_cache, out, *extra)
+    args = run_args(data, feature_cache, out, *extra)
     args[args.index("--evaluations") + 1] = "6"
     assert main(args) == 2
     assert named in caplog.text and "Traceback" not in caplog.text
@@ -714,7 +697,7 @@ def test_a_late_check_stops_before_the_folder_is_written(
 
 
 def test_disk_full_during_the_search_is_one_message_and_resumes_identically(
-    tiny_run, faces_folder, feature_cache, tmp_path, monkeypatch, caplog
+    tiny_run, faces_folder, feature_cache, run_args, tmp_path, monkeypatch, caplog
 ):
     import errno
 
@@ -731,11 +714,11 @@ def test_disk_full_during_the_search_is_one_message_and_resumes_identically(
 
     monkeypatch.setattr(store.HistoryAppender, "_append", full)
     out = tmp_path  # the depth of the tiny run: the same relative data path
-    assert main(_args(faces_folder, feature_cache, out)) == 2
+    assert main(run_args(faces_folder, feature_cache, out)) == 2
     assert "the disk is full" in caplog.text and "Traceback" not in caplog.text
     assert len(_history_lines(out)) == 1 + 7  # the rows written before are kept
     monkeypatch.setattr(store.HistoryAppender, "_append", real)
-    assert main(_args(faces_folder, feature_cache, out)) == 0
+    assert main(run_args(faces_folder, feature_cache, out)) == 0
     again = json.loads((out / "result.json").read_text())
     assert again["best_mask"] == tiny_run[1]["best_mask"]
     assert again["resumed_evaluations"] == 7
@@ -789,13 +772,13 @@ def test_a_cache_entry_being_computed_is_waited_for_not_computed_twice(
 
 
 def test_a_head_that_cannot_train_in_memory_is_refused_with_the_size_that_can(
-    faces_folder, feature_cache, tmp_path, caplog, monkeypatch
+    faces_folder, feature_cache, run_args, tmp_path, caplog, monkeypatch
 ):
     from evoprune.runs import experiment
 
     monkeypatch.setattr(experiment, "_physical_memory", lambda: 2**30)  # a 1 GiB machine
     out = tmp_path / "run"
-    args = _args(faces_folder, feature_cache, out, "--hidden-size", "30000")
+    args = run_args(faces_folder, feature_cache, out, "--hidden-size", "30000")
     assert main(args) == 2
     # 1280 features, 2 classes: 1280 h + h + 2 h + 2 = 1283 h + 2 weights of 16 bytes; > 0.5 GiB
     assert "--hidden-size 30000: the not-pruned head has 38,490,002 weights" in caplog.text

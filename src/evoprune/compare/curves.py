@@ -21,21 +21,20 @@ from pathlib import Path
 
 import numpy as np
 
-from evoprune import __version__
 from evoprune.compare.baselines import (
     COMPARISON_METHODS,
     SizedHead,
     fixed_density_masks,
     sized_methods_for,
 )
-from evoprune.compare.layout import run_dir, run_reference, saved_with, split_variant
+from evoprune.compare.layout import run_dir, run_reference, split_variant
 from evoprune.compare.rankings import Ranker
 from evoprune.encodings import Encoding
 from evoprune.errors import ConfigError
-from evoprune.io import atomic_write_json
 from evoprune.model.head import accuracy
 from evoprune.plots import styled
 from evoprune.runs.context import RunContext
+from evoprune.runs.store import save_with, saved_with
 
 CURVE_FIELDS = [
     "encoding",
@@ -170,10 +169,7 @@ def run_curves(
             saved = saved_with(path, settings)
             if saved is None:
                 points = _run_points(cc, out, data(), done[0], k, progress)
-                atomic_write_json(
-                    path,
-                    {"settings": settings, "evoprune_version": __version__, "points": points},
-                )
+                save_with(path, settings, points=points)
                 saved = {"points": points}
             rows += [{"encoding": enc, "run": k, "seed": cfg.seed, **p} for p in saved["points"]]
     write_csv(Path(out) / "curves.csv", CURVE_FIELDS, rows)

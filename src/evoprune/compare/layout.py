@@ -3,7 +3,6 @@ report that reads them (so that neither imports the other)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from evoprune.errors import EvoPruneError
@@ -37,19 +36,6 @@ def split_variant(variant: str) -> tuple[str, str]:
 def run_dir(out: Path, encoding: str, run: int) -> Path:
     """The run folder of run ``run`` (0-based) of ``encoding`` in the comparison folder ``out``."""
     return Path(out) / "runs" / f"{encoding}_run{run}"
-
-
-def saved_with(path: Path, settings: dict) -> dict | None:
-    """The JSON object saved in ``path`` if it was made with exactly ``settings`` (its
-    ``"settings"`` entry); None when the file is missing, damaged or from other settings, so
-    that the part is made again."""
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(doc, dict) or doc.get("settings") != settings:
-        return None
-    return doc
 
 
 def run_reference(path: Path, n_inputs: int) -> CompactHead:

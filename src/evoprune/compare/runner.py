@@ -30,7 +30,6 @@ from evoprune.compare.layout import (
     NSGA2_SUFFIX,
     run_dir,
     run_reference,
-    saved_with,
     split_variant,
 )
 from evoprune.errors import ConfigError, EvoPruneError
@@ -42,12 +41,10 @@ from evoprune.runs.experiment import (
     prepare_data,
     run_experiment,
 )
-from evoprune.runs.store import mask_to_hex
+from evoprune.runs.store import mask_to_hex, read_baselines, write_baselines
 from evoprune.search import ALGORITHMS
 
 log = logging.getLogger(__name__)
-
-BASELINES_FILE = "baselines.json"
 
 
 @dataclass
@@ -183,7 +180,7 @@ def finished_result(path: Path, cfg: RunConfig) -> dict | None:
 
 
 def finished_baselines(path: Path, settings: dict) -> dict | None:
-    return saved_with(path / BASELINES_FILE, settings)
+    return read_baselines(path, settings)
 
 
 def run_comparison(
@@ -347,14 +344,7 @@ def _run_and_save_baselines(
         reference=run_reference(path, data.X.shape[1]),
         reference_seconds=result.get("timings", {}).get("reference_training"),
     )
-    atomic_write_json(
-        path / BASELINES_FILE,
-        {
-            "settings": settings,
-            "evoprune_version": __version__,
-            "methods": {name: r.to_dict() for name, r in results.items()},
-        },
-    )
+    write_baselines(path, settings, {name: r.to_dict() for name, r in results.items()})
 
 
 def summary_rows(cc: CompareConfig, out: Path) -> list[dict]:

@@ -10,13 +10,18 @@ from pathlib import Path
 import numpy as np
 
 from evoprune.errors import ConfigError
-from evoprune.io import atomic_write_json, check_file_target, claim_file, writing_folder
 from evoprune.model.head import logits, predict_proba
 from evoprune.runs.context import RunContext
+from evoprune.runs.store import (
+    check_ensemble_target,
+    front_head_path,
+    hex_to_mask,
+    load_head,
+    open_run,
+    write_ensemble_file,
+)
 
 log = logging.getLogger(__name__)
-
-ENSEMBLE_FILE = "ensemble.json"
 
 
 def fitness_split_probas(
@@ -47,22 +52,18 @@ def build_ensemble(
     ``ensemble.json`` contents. With ``write=False`` the caller writes it once everything else
     (an export) has succeeded, so a failure leaves the previous ensemble.json as it was."""
     from evoprune.runs.experiment import prepare_data, prepare_ood
-    from evoprune.runs.store import FRONT_DIR, hex_to_mask, load_head
     from evoprune.voting import choose_members, ensemble_predict
 
     run = _front_run(run_dir, members, vote)
     r = run.result
-    check_file_target(run.path / ENSEMBLE_FILE, "ensemble", "RUN_DIR")
+    check_ensemble_target(run.path)
     cfg = run.settings().validate()
     data = prepare_data(cfg, progress=progress, cache_dir=cache_dir)
     context = RunContext.of_data(cfg, data)
     masks = [hex_to_mask(m["mask"], r.genes) for m in r.front]
     val_probas, y_val = fitness_split_probas(context, masks)
     chosen = choose_members(val_probas, y_val, int(members), masks=np.stack(masks), vote=vote)
-    heads = [
-        load_head(run.path / FRONT_DIR / f"head_{m['rank']}.safetensors", r.feature_dim)
-        for m in r.front
-    ]
+    heads = [load_head(front_head_path(run.path, m["rank"]), r.feature_dim) for m in r.front]
     test_probas = np.stack([predict_proba(heads[i], data.X_test) for i in chosen])
     acc = float((ensemble_predict(test_probas, vote) == data.y_test).mean())
     best_single = max(r.front, key=lambda m: m["test_accuracy"])
@@ -92,7 +93,6 @@ def build_ensemble(
 def _front_run(run_dir: str | Path, members: int, vote: str):
     """The finished multi-objective run in ``run_dir``, after the checks of ``members`` and
     ``vote`` against it."""
-    from evoprune.runs.store import open_run
     from evoprune.voting import VOTES
 
     if vote not in VOTES:
@@ -126,8 +126,6 @@ def _ensemble_ood(score: str, heads: list, X_test: np.ndarray, X_ood: np.ndarray
 def write_ensemble(run_dir: str | Path, doc: dict) -> Path:
     """``RUN_DIR/ensemble.json``, written (atomically, the folder locked) only after the
     ensemble was built and exported."""
-    path = Path(run_dir) / ENSEMBLE_FILE
-    with claim_file([path], "ensemble", "RUN_DIR"), writing_folder(run_dir, "RUN_DIR"):
-        atomic_write_json(path, doc)
+    path = write_ensemble_file(run_dir, doc)
     log.info("ensemble of %d front heads written to %s", len(doc["members"]), path)
     return path

@@ -27,7 +27,7 @@ from evoprune.runs.classes import per_class_fields
 from evoprune.runs.config import RunConfig, default_out_dir
 from evoprune.runs.context import RunContext
 from evoprune.runs.evolve import Evolved, evolve
-from evoprune.runs.front import FinalHeads, finish_heads, selection_path, write_front
+from evoprune.runs.front import FinalHeads, finish_heads, selection_path
 from evoprune.runs.store import (
     HEAD_FILE,
     REFERENCE_HEAD_FILE,
@@ -36,6 +36,7 @@ from evoprune.runs.store import (
     portable_backbone,
     portable_path,
     save_head,
+    write_front,
 )
 
 log = logging.getLogger(__name__)

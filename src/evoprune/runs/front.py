@@ -12,15 +12,12 @@ new splits, so the choice no longer rests on the noise the search selected for.
 
 from __future__ import annotations
 
-import csv
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from evoprune.io import atomic_write
 from evoprune.model.head import (
     CompactHead,
     accuracy,
@@ -33,22 +30,6 @@ from evoprune.runs.config import RunConfig
 from evoprune.runs.context import RunContext
 from evoprune.runs.evolve import Evolved
 from evoprune.settings import FitnessSettings, SearchSettings
-
-PARETO_FIELDS = [
-    "rank",
-    "evaluation",
-    "active_fraction",
-    "active_genes",
-    "head_params",
-    "fitness",
-    "fitness_auroc",
-    "check_accuracy",
-    "test_accuracy",
-    "test_auroc",
-    "test_fpr95",
-    "selected",
-    "mask",
-]
 
 
 @dataclass
@@ -382,21 +363,3 @@ def front_members(
             )
         )
     return members
-
-
-def write_front(out: Path, front: list[FrontMember]) -> None:
-    """pareto.csv and the front's heads (front/head_<rank>.safetensors)."""
-    from evoprune.runs.store import FRONT_DIR, PARETO_FILE, save_head
-
-    for m in front:
-        save_head(m.head, out / FRONT_DIR / f"head_{m.rank}.safetensors")
-
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=PARETO_FIELDS)
-            writer.writeheader()
-            writer.writerows(
-                {k: ("" if v is None else v) for k, v in m.summary().items()} for m in front
-            )
-
-    atomic_write(out / PARETO_FILE, write)

@@ -16,26 +16,6 @@ from evoprune.runs.store import RunResult, history_fields, open_run, read_histor
 from evoprune.search import EvaluationRecord
 
 
-def _args(faces_folder, feature_cache, out, *extra):
-    return [
-        "run",
-        "--data",
-        str(faces_folder),
-        "--population",
-        "6",
-        "--evaluations",
-        "12",
-        "--seed",
-        "1",
-        "--out",
-        str(out),
-        "--cache-dir",
-        str(feature_cache),
-        "--no-progress",
-        *extra,
-    ]
-
-
 def _snapshot(folder):
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
@@ -52,10 +32,10 @@ def _snapshot(folder):
     ],
 )
 def test_a_bad_option_value_leaves_a_finished_run_untouched(
-    run_copy, faces_folder, feature_cache, bad
+    run_copy, faces_folder, feature_cache, run_args, bad
 ):
     before = _snapshot(run_copy)
-    args = _args(faces_folder, feature_cache, run_copy)
+    args = run_args(faces_folder, feature_cache, run_copy)
     if bad[0] in args:  # replace the good value
         args[args.index(bad[0]) + 1] = bad[1]
     else:
@@ -64,26 +44,26 @@ def test_a_bad_option_value_leaves_a_finished_run_untouched(
     assert _snapshot(run_copy) == before
 
 
-def test_a_failed_option_check_leaves_no_folder(faces_folder, feature_cache, tmp_path):
+def test_a_failed_option_check_leaves_no_folder(faces_folder, feature_cache, run_args, tmp_path):
     out = tmp_path / "new"
-    assert main(_args(faces_folder, feature_cache, out, "--population", "1")) == 2
+    assert main(run_args(faces_folder, feature_cache, out, "--population", "1")) == 2
     assert not out.exists()
 
 
 def test_another_configuration_is_refused_naming_the_differences(
-    run_copy, faces_folder, feature_cache, caplog
+    run_copy, faces_folder, feature_cache, run_args, caplog
 ):
     before = _snapshot(run_copy)
-    args = _args(faces_folder, feature_cache, run_copy)
+    args = run_args(faces_folder, feature_cache, run_copy)
     args[args.index("--evaluations") + 1] = "14"
     assert main(args) == 2
     assert "evaluations: 12 there, 14 now" in caplog.text and "--overwrite" in caplog.text
     assert _snapshot(run_copy) == before
 
 
-def test_overwrite_moves_the_old_run_aside(run_copy, faces_folder, feature_cache):
+def test_overwrite_moves_the_old_run_aside(run_copy, faces_folder, feature_cache, run_args):
     before = _snapshot(run_copy)
-    args = _args(faces_folder, feature_cache, run_copy, "--overwrite")
+    args = run_args(faces_folder, feature_cache, run_copy, "--overwrite")
     args[args.index("--evaluations") + 1] = "13"
     assert main(args) == 0
     aside = run_copy.with_name("run.old-1")
@@ -113,7 +93,7 @@ def test_default_folders_differ_for_folds_limits_and_budgets():
 
 @pytest.mark.parametrize("where", ["foreign", "file", "inside_data"])
 def test_out_that_is_not_evoprunes_to_write_is_refused(
-    faces_folder, feature_cache, tmp_path, where, caplog
+    faces_folder, feature_cache, run_args, tmp_path, where, caplog
 ):
     if where == "foreign":
         out = tmp_path / "mine"
@@ -127,7 +107,7 @@ def test_out_that_is_not_evoprunes_to_write_is_refused(
     else:
         out = faces_folder / "face" / "results"
         expected = "inside the data folder"
-    assert main(_args(faces_folder, feature_cache, out)) == 2
+    assert main(run_args(faces_folder, feature_cache, out)) == 2
     assert expected in caplog.text
     assert where != "inside_data" or not out.exists()
 
@@ -151,14 +131,14 @@ def _interrupt_after(monkeypatch, n: int):
 
 
 def test_interrupting_a_resumed_run_during_its_replay_keeps_every_evaluation(
-    faces_folder, feature_cache, tmp_path, monkeypatch
+    faces_folder, feature_cache, run_args, tmp_path, monkeypatch
 ):
     from evoprune.problem import HeadProblem
     from evoprune.runs import store
 
     out = tmp_path / "run"
     real = _interrupt_after(monkeypatch, 10)
-    assert main(_args(faces_folder, feature_cache, out)) == 130
+    assert main(run_args(faces_folder, feature_cache, out)) == 130
     rows = read_history(out / "history.csv")
     assert len(rows) == 10
 
@@ -172,12 +152,12 @@ def test_interrupting_a_resumed_run_during_its_replay_keeps_every_evaluation(
         return real_call(self, rec)
 
     monkeypatch.setattr(store.HistoryAppender, "__call__", stop_in_replay)
-    assert main(_args(faces_folder, feature_cache, out)) == 130
+    assert main(run_args(faces_folder, feature_cache, out)) == 130
     assert [r.as_row() for r in read_history(out / "history.csv")] == [r.as_row() for r in rows]
 
     monkeypatch.setattr(store.HistoryAppender, "__call__", real_call)
     monkeypatch.setattr(HeadProblem, "evaluate", real)
-    assert main(_args(faces_folder, feature_cache, out)) == 0
+    assert main(run_args(faces_folder, feature_cache, out)) == 0
     result = json.loads((out / "result.json").read_text())
     assert result["resumed_evaluations"] == 10 and result["evaluations"] == 12
     assert [r.as_row() for r in read_history(out / "history.csv")][:10] == [
@@ -186,16 +166,15 @@ def test_interrupting_a_resumed_run_during_its_replay_keeps_every_evaluation(
 
 
 def test_resumed_run_equals_an_uninterrupted_one(
-    tiny_run, faces_folder, feature_cache, tmp_path, monkeypatch
+    tiny_run, faces_folder, feature_cache, run_args, tmp_path, monkeypatch
 ):
     from evoprune.problem import HeadProblem
 
     out = tmp_path / "run"
-    paper = ("--init", "random", "--variation", "paper")  # as tiny_run
-    real = _interrupt_after(monkeypatch, 7)
-    assert main(_args(faces_folder, feature_cache, out, *paper)) == 130
+    real = _interrupt_after(monkeypatch, 7)  # run_args is tiny_run's command
+    assert main(run_args(faces_folder, feature_cache, out)) == 130
     monkeypatch.setattr(HeadProblem, "evaluate", real)
-    assert main(_args(faces_folder, feature_cache, out, *paper)) == 0
+    assert main(run_args(faces_folder, feature_cache, out)) == 0
     got = json.loads((out / "result.json").read_text())
     want = tiny_run[1]
     for key in ("best_mask", "fitness", "test_accuracy", "reference_test_accuracy"):
@@ -277,12 +256,13 @@ def test_fold_on_data_without_partitions_is_refused(faces_folder, feature_cache,
 
 @pytest.mark.parametrize("when", ["begin", "finish"])
 def test_an_unwritable_results_folder_gets_one_message(
-    faces_folder, feature_cache, tmp_path, monkeypatch, caplog, when
+    faces_folder, feature_cache, run_args, tmp_path, monkeypatch, caplog, when
 ):
     """Tests run as root, so a read-only folder is simulated: the store's writes fail."""
     import errno
 
     from evoprune.runs import store
+    from evoprune.runs.store import writer  # the module that writes config and result
 
     def denied(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
@@ -292,12 +272,12 @@ def test_an_unwritable_results_folder_gets_one_message(
         real = store.RunWriter.finish
 
         def finish(self, *args):
-            monkeypatch.setattr(store, target, denied)
+            monkeypatch.setattr(writer, target, denied)
             return real(self, *args)
 
         monkeypatch.setattr(store.RunWriter, "finish", finish)
     else:
-        monkeypatch.setattr(store, target, denied)
+        monkeypatch.setattr(writer, target, denied)
     out = tmp_path / "run"
-    assert main(_args(faces_folder, feature_cache, out)) == 2
+    assert main(run_args(faces_folder, feature_cache, out)) == 2
     assert f"cannot write the results folder {out}: Permission denied" in caplog.text
