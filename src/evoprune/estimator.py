@@ -110,7 +110,7 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         shared_evaluations: int | None = None,
         final_check: str | None = None,
         final_check_folds: int = 5,
-        final_check_top: int = 10,
+        final_check_top: int = 16,
         verbose: int = 0,
     ):
         self.encoding = encoding

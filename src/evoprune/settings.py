@@ -84,7 +84,7 @@ class SearchSettings(Seeded):
     shared_evaluations: int | None = None
     final_check: str | None = None
     final_check_folds: int = 5
-    final_check_top: int = 10
+    final_check_top: int = 16
 
     @property
     def budget(self) -> int:

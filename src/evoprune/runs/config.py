@@ -687,13 +687,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "final_check_top",
         int,
-        10,
+        16,
         group="search",
         estimator="final_check_top",
         check=_at_least(1),
         metavar="N",
-        help="candidates --final-check cv re-scores: the N best by fitness (one objective) "
-        "or at most N front heads spread over sizes. Default: 10",
+        help="candidates --final-check cv re-scores: the N best by fitness (one objective), "
+        "the best of each of N size bands spread log-uniformly over the evaluated sizes "
+        "(accuracy and size), or N front heads spread over sizes (with ood). Default: 16",
     ),
 )
 

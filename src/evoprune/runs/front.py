@@ -125,6 +125,29 @@ def _best_rows(search, n: int) -> list[int]:
     return rows[:n]
 
 
+def size_band_rows(search, n: int) -> list[int]:
+    """The best row by fitness (ties: fewer active genes, then the earlier row) of each of ``n``
+    size bands spread log-uniformly from the smallest to the largest evaluated head of the
+    result's fidelity, smallest band first, empty bands skipped.
+
+    Not the fitness front: on a small fitness split the accuracy of many sizes saturates (or
+    ties within one image), so the front keeps only its smallest heads and a larger head the
+    cross-validation would prefer is never re-scored. One candidate per band gives every size
+    range, the small ones included, its best head to re-score."""
+    from evoprune.search.operators import rank_key
+
+    rows = list(search.rows())
+    genes = np.array([max(search.history[i].active_genes, 1) for i in rows], dtype=float)
+    edges = np.geomspace(genes.min(), genes.max(), n + 1) if len(rows) else np.ones(1)
+    band = np.clip(np.searchsorted(edges, genes, side="left") - 1, 0, n - 1)
+    out = []
+    for b in np.unique(band):
+        members = [rows[j] for j in np.flatnonzero(band == b)]
+        h = search.history
+        out.append(min(members, key=lambda i: (*rank_key(h[i].fitness, h[i].active_genes), i)))
+    return out
+
+
 def check_scores(
     cfg: SearchSettings,
     evolved: Evolved,
@@ -162,7 +185,8 @@ def choose(
     """The shipped head and the front of a finished search on training data (X, y) (class
     indices). Without a final check: the best by fitness, or the front and the head
     ``cfg.select`` picks by fitness. With ``final_check`` ``cv``: the ``final_check_top`` best
-    (one objective) or at most that many front heads spread over sizes are re-scored by
+    (one objective), the best of that many size bands (:func:`size_band_rows`; accuracy and
+    size) or at most that many front heads spread over sizes (with ood) are re-scored by
     :func:`check_scores`; the shipped head is the best by that score (ties: fewer genes), and
     the front is recomputed from it (non-dominated in cross-validated accuracy, size and ood)
     with ``select``'s rule judged on it (one-se: the standard error over all training images).
@@ -176,13 +200,15 @@ def choose(
         return Choice(_best_rows(search, 1), 0)
     t0 = time.perf_counter()
     top = int(cfg.final_check_top)
-    if several:
+    if not several:
+        candidates = _best_rows(search, top)
+    elif "ood" in search.objectives:
         idx, _ = pareto_front(evolved, cfg.select)
         if len(idx) > top:  # spread over the front's sizes, its two ends included
             idx = [idx[i] for i in np.unique(np.linspace(0, len(idx) - 1, top).round().astype(int))]
         candidates = idx
     else:
-        candidates = _best_rows(search, top)
+        candidates = size_band_rows(search, top)
     cv = check_scores(cfg, evolved, X, y, candidates, progress)
     active = np.array([search.history[i].active_genes for i in candidates])
     if not several:

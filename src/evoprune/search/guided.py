@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import scipy.linalg
 
 from evoprune.errors import ConfigError
 from evoprune.search.operators import init_population
@@ -128,8 +129,9 @@ class UnitScores:
     The model's coefficients become percentile ranks and weigh
     ``LEARNED_MAX * n / (n + LEARNED_HALF)`` after ``n`` distinct masks, so the prior leads
     until evaluations have something to say. Refits happen when the masks grew by an eighth
-    since the last fit (a handful of solves over a whole run); the sums the fit needs are kept
-    up to date as masks arrive, so a fit costs one L x L solve whatever the history's length."""
+    since the last fit (a handful of solves over a whole run); the masks told since are added
+    to the sums the fit needs in one product at the fit, so a fit costs one L x L product and
+    solve whatever the history's length."""
 
     def __init__(self, prior: np.ndarray, ridge: float = RIDGE):
         self.prior = np.asarray(prior, dtype=np.float64).ravel()
@@ -143,6 +145,7 @@ class UnitScores:
         self._sy = 0.0
         self._sxx = np.zeros((L, L))
         self._sxy = np.zeros(L)
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
         self._n_fit = 0
         self.learned = np.full(L, 0.5)
         self.current = self.prior.copy()
@@ -169,22 +172,32 @@ class UnitScores:
                 self._seen.add(key)
                 new.append(i)
         if new:
-            X, y = chromosomes[new].astype(np.float64), fitness[new]
+            self._pending.append((chromosomes[new].copy(), fitness[new].copy()))
             self._n += len(new)
-            self._sx += X.sum(axis=0)
-            self._sy += float(y.sum())
-            self._sxx += X.T @ X
-            self._sxy += X.T @ y
         if self._n >= 2 and self._n - self._n_fit >= max(1, self._n_fit // 8):
             self._fit()
 
+    def _accumulate(self) -> None:
+        """Add the masks told since the last fit to the sums, in one product (the sums are
+        needed only at a fit; one L x L product per fit, not one per told mask)."""
+        if not self._pending:
+            return
+        X = np.concatenate([x for x, _ in self._pending]).astype(np.float64)
+        y = np.concatenate([f for _, f in self._pending])
+        self._pending = []
+        self._sx += X.sum(axis=0)
+        self._sy += float(y.sum())
+        self._sxx += X.T @ X
+        self._sxy += X.T @ y
+
     def _fit(self) -> None:
+        self._accumulate()
         n = self._n
         mx, my = self._sx / n, self._sy / n
         cov = self._sxx - n * np.outer(mx, mx)
         b = self._sxy - n * mx * my
         cov[np.diag_indices_from(cov)] += self.ridge
-        coef = np.linalg.solve(cov, b)
+        coef = scipy.linalg.cho_solve(scipy.linalg.cho_factor(cov), b)  # covariance + ridge
         # a gene never varied has no evidence either way: the middle rank
         varied = (self._sx > 0) & (self._sx < n)
         learned = np.full(coef.size, 0.5)

@@ -263,3 +263,34 @@ def test_the_ensembles_onnx_model_matches_the_library(
     ]
     want = np.mean([predict_proba(h, feats) for h in heads], axis=0)
     assert np.abs(got - want).max() < 1e-4
+
+
+def test_final_check_candidates_cover_every_size_band_even_when_fitness_saturates():
+    """On a small fitness split accuracy saturates: the fitness front keeps only the smallest
+    head at 1.0, so the final check must still re-score the best head of every size band."""
+    from types import SimpleNamespace
+
+    from evoprune.pareto import non_dominated
+    from evoprune.runs.front import size_band_rows
+
+    genes = [1, 2, 3, 5, 8, 13, 21, 40, 64, 100, 128, 256, 300]
+    fitness = [0.5, 0.7, 1.0, 1.0, 0.9, 1.0, 1.0, 0.95, 1.0, 1.0, 0.99, 1.0, 1.0]
+    history = [
+        SimpleNamespace(fitness=f, active_genes=g, index=i)
+        for i, (f, g) in enumerate(zip(fitness, genes))
+    ]
+    search = SimpleNamespace(history=history, rows=lambda: range(len(history)))
+    F = np.column_stack([1 - np.array(fitness), genes])
+    assert [genes[i] for i in np.flatnonzero(non_dominated(F))] == [1, 2, 3]
+
+    rows = size_band_rows(search, 4)  # bands of 300 ** (1/4) = 4.16x: (1, 4.2], ..., (72, 300]
+    edges = np.geomspace(1, 300, 5)
+    assert len(rows) == 4 and rows == sorted(rows)
+    for b, i in enumerate(rows):
+        lo, hi = edges[b], edges[b + 1]
+        band = [j for j, g in enumerate(genes) if (lo < g <= hi) or (b == 0 and g == lo)]
+        assert i in band
+        best = max(fitness[j] for j in band)
+        # the best by fitness, ties to the fewest genes
+        assert fitness[i] == best and genes[i] == min(genes[j] for j in band if fitness[j] == best)
+    assert genes[rows[-1]] == 100  # a large head the front alone would never re-score
