@@ -166,6 +166,18 @@ class WorkBar:
         self._bar.total = self.total
         self._bar.refresh()
 
+    def end_at_count(self) -> None:
+        """A step that finished with fewer items than planned (a search that converged before
+        its budget) ends full at what it did: its total becomes the count."""
+        if self.count < self.total:
+            self.total = self.count
+            self.pending = 0.0
+            self.eta.total = float(self.total)
+            self._bar.total = self.total
+            self._shown = min(self._shown, float(self.total))
+            self._bar.n = self._shown
+            self._bar.refresh()
+
     def set_postfix(self, **values: Any) -> None:
         self._bar.set_postfix(refresh=False, **values)
 

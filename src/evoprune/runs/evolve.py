@@ -106,3 +106,4 @@ def search_bar(
             bar.done(skipped=chrom in resumed or (chrom, rec.fidelity) in resumed)
 
         yield show
+        bar.end_at_count()  # a search that converged before its budget ends full at its count

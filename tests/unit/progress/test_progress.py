@@ -254,3 +254,34 @@ def test_quiet_anywhere_hides_the_bars(argv, monkeypatch):
     calls.clear()
     main(["run", "--data", "elpv", "--evaluations", "40"])
     assert calls[0]["progress"] is True
+
+
+def test_a_search_that_converges_before_its_budget_ends_its_bar_full(capsys):
+    """Three features have 7 non-empty masks: the search converges after evaluating them and
+    its bar ends at 7/7, not 7/20."""
+    from evoprune import EvoPruneClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    capsys.readouterr()
+    clf = EvoPruneClassifier(hidden_size=4, population=4, evaluations=20, verbose=1).fit(X, y)
+    n = clf.search_.evaluations
+    assert n < 20
+    err = capsys.readouterr().err
+    last = [part for part in err.replace("\n", "\r").split("\r") if "search:" in part][-1]
+    assert "search: 100%" in last and f"{n}/{n}" in last
+
+
+def test_a_bar_ended_at_its_count_shows_that_count_as_its_total():
+    bar = WorkBar(10, desc="x", enabled=False)
+    for _ in range(3):
+        bar.done()
+    bar.work(0.5)  # work reported for an item that never finished
+    bar.end_at_count()
+    assert (bar.total, bar.n, bar.eta.total) == (3, 3.0, 3.0)
+    bar.end_at_count()  # idempotent; a full bar is left alone
+    full = WorkBar(2, desc="y", enabled=False)
+    full.done(), full.done()
+    full.end_at_count()
+    assert (full.total, full.n) == (2, 2.0)
