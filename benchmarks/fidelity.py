@@ -34,9 +34,9 @@ import numpy as np
 from evoprune.encodings import make_encoding
 from evoprune.io import atomic_write_json
 from evoprune.model.shared import DEFAULT_RECIPE, SharedRecipe, shared_scores, train_shared_head
-from evoprune.problem import HeadProblem, make_folds
+from evoprune.problem import HeadProblem, HeadTraining
+from evoprune.runs.context import RunContext
 from evoprune.runs.experiment import RunConfig, prepare_data
-from evoprune.settings import FitnessSettings
 
 log = logging.getLogger("benchmarks.fidelity")
 HERE = Path(__file__).resolve().parent
@@ -109,14 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.encodings.split(","):
         cfg = RunConfig(data="elpv", encoding=name, seed=args.seed).validate()
         data = prepare_data(cfg, progress=False)
-        (fold,) = make_folds(data.X_train, data.y_train, FitnessSettings(seed=args.seed))
-        enc = make_encoding(name, data.X.shape[1], cfg.hidden_size, data.n_classes)
+        context = RunContext.of_data(cfg, data)
+        (fold,), enc = context.folds, context.encoding
         masks = bench_masks(args.masks, enc.n_genes, args.seed)
         density = masks.mean(axis=1)
         part = doc["parts"].setdefault(f"elpv-{name}", {"genes": enc.n_genes})
         for seed_key, seed in (("full", args.seed), ("full_other_seed", args.seed + 1)):
             if seed_key not in part:
-                problem = HeadProblem(enc, data.n_classes, [fold], "fast", seed)
+                problem = HeadProblem(enc, data.n_classes, [fold], HeadTraining.of("fast", seed))
                 t0 = time.perf_counter()
                 scores = problem.accuracy(masks)
                 part[seed_key] = {
@@ -194,7 +194,7 @@ SEARCHES = {"default": (200, 4000), "lean": (40, 2000)}
 def _fold(seed: int):
     cfg = RunConfig(data="elpv", encoding="fs", seed=seed).validate()
     data = prepare_data(cfg, progress=False)
-    (fold,) = make_folds(data.X_train, data.y_train, FitnessSettings(seed=seed))
+    (fold,) = RunContext.of_data(cfg, data).folds
     return data, fold
 
 

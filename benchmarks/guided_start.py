@@ -25,9 +25,9 @@ from pathlib import Path
 
 from evoprune.compare.curves import curve_points
 from evoprune.compare.rankings import FOR_UNITS, Ranker
-from evoprune.encodings import make_encoding
 from evoprune.io import atomic_write_json
 from evoprune.runs.config import RunConfig
+from evoprune.runs.context import RunContext
 from evoprune.runs.experiment import prepare_data, run_experiment
 from evoprune.runs.store import REFERENCE_HEAD_FILE, load_head, open_run
 
@@ -105,18 +105,8 @@ def main(argv=None) -> int:
             data = prepare_data(cfg, progress=False, cache_dir=args.cache_dir)
             runs = {v: run_variant(base, v, seed, root, data) for v in VARIANTS}
             path = root / f"paper_s{seed}"
-            ranker = Ranker(
-                make_encoding("fs", data.X.shape[1], cfg.hidden_size),
-                data.X_train,
-                data.y_train,
-                data.n_classes,
-                trainer=cfg.trainer,
-                seed=seed,
-                fitness_split=cfg.fitness_split,
-                val_fraction=cfg.val_fraction,
-                cv_folds=cfg.cv_folds,
-                reference=load_head(path / REFERENCE_HEAD_FILE, n_inputs=data.X.shape[1]),
-            )
+            reference = load_head(path / REFERENCE_HEAD_FILE, n_inputs=data.X.shape[1])
+            ranker = Ranker(RunContext.of_data(cfg, data), reference)
             points = curve_points(ranker, data.X_test, data.y_test, DENSITIES, methods=METHODS)
             seeds[str(seed)] = {
                 "heldout_images": int(len(data.y_test)),

@@ -24,10 +24,16 @@ import time
 from pathlib import Path
 
 from evoprune.compare import Ranker, curve_points, feature_rankings, finished_result
-from evoprune.encodings import make_encoding
 from evoprune.io import atomic_write_json
 from evoprune.model import TrainerConfig
-from evoprune.runs import REFERENCE_HEAD_FILE, RunConfig, load_head, prepare_data, run_experiment
+from evoprune.runs import (
+    REFERENCE_HEAD_FILE,
+    RunConfig,
+    RunContext,
+    load_head,
+    prepare_data,
+    run_experiment,
+)
 
 log = logging.getLogger("benchmarks")
 HERE = Path(__file__).resolve().parent
@@ -52,19 +58,9 @@ def one_seed(base: RunConfig, seed: int, root: Path, cache_dir) -> dict:
         log.info("seed %d: running the NSGA-II search into %s", seed, path)
         result = run_experiment(cfg, path, progress=False, prepared=data)
     t0 = time.perf_counter()
-    ranker = Ranker(
-        make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size),
-        data.X_train,
-        data.y_train,
-        data.n_classes,
-        trainer=saved_trainer(path),  # as the run trained its heads, whatever "fast" is today
-        seed=seed,
-        fitness_split=cfg.fitness_split,
-        val_fraction=cfg.val_fraction,
-        cv_folds=cfg.cv_folds,
-        test_set=(data.X_test, data.y_test),
-        reference=load_head(path / REFERENCE_HEAD_FILE, n_inputs=data.X.shape[1]),
-    )
+    # the trainer as the run trained its heads, whatever "fast" is today
+    context = RunContext.of_data(cfg, data, trainer=saved_trainer(path))
+    ranker = Ranker(context, load_head(path / REFERENCE_HEAD_FILE, n_inputs=data.X.shape[1]))
     points = curve_points(ranker, data.X_test, data.y_test, DENSITIES, methods=METHODS)
     front = [(m["active_fraction"], m["test_accuracy"]) for m in result["front"]]
     log.info(

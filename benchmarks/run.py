@@ -292,9 +292,9 @@ def batched_training(fold, enc, masks, n_classes: int) -> dict:
 
 def batch_independence(fold, enc, masks, n_classes: int) -> bool:
     """Each mask's fitness alone equals its fitness in two different batches (exactly)."""
-    from evoprune.problem import HeadProblem
+    from evoprune.problem import HeadProblem, HeadTraining
 
-    problem = HeadProblem(enc, n_classes, [fold], "fast", seed=0)
+    problem = HeadProblem(enc, n_classes, [fold], HeadTraining.of("fast", seed=0))
     near = masks[0].copy()
     near[np.flatnonzero(near)[:2]] = 0  # most likely of mask 0's padded shape: one group
     masks = [masks[0], masks[1], masks[2], near, *masks[3:]]

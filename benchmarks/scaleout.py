@@ -38,12 +38,10 @@ import numpy as np
 
 from evoprune.cluster import RayExecutor, ThreadsExecutor, feature_compute, ray_session
 from evoprune.compare import CompareConfig, run_comparison
-from evoprune.encodings import make_encoding
 from evoprune.io import atomic_write_json
 from evoprune.model import TRAINERS
-from evoprune.problem import HeadProblem, make_folds
+from evoprune.problem import HeadProblem
 from evoprune.runs import RunConfig, RunContext, evolve, prepare_data
-from evoprune.settings import FitnessSettings
 
 HERE = Path(__file__).parent
 log = logging.getLogger("benchmarks.scaleout")
@@ -54,11 +52,8 @@ def paper_problem(data, quick: bool) -> HeadProblem:
     trainer = TRAINERS["paper"]
     if quick:  # a few epochs: checks the plumbing, not the figure
         trainer = dataclasses.replace(trainer, max_epochs=15)
-    folds = make_folds(
-        data.X_train, data.y_train, FitnessSettings(fitness_split="validation", seed=0)
-    )
-    enc = make_encoding("fs", data.X.shape[1], 512)
-    return HeadProblem(enc, data.n_classes, folds, trainer, seed=0)
+    cfg = RunConfig(encoding="fs", hidden_size=512, fitness_split="validation", device="cpu")
+    return RunContext.of_data(cfg, data, trainer=trainer).problem
 
 
 def masks(n_genes: int, n: int, seed: int = 0) -> np.ndarray:

@@ -65,17 +65,17 @@ import numpy as np
 
 from evoprune.compare import Ranker, check_densities, density_keep
 from evoprune.data import stratified_split
-from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError, EvoPruneError
 from evoprune.io import atomic_write_json
 from evoprune.model import accuracy
-from evoprune.problem import HeadProblem
+from evoprune.problem import HeadProblem, HeadTraining
 from evoprune.runs import (
     BY_NAME,
     HISTORY_FILE,
     REFERENCE_HEAD_FILE,
     PreparedData,
     RunConfig,
+    RunContext,
     add_run_options,
     config_from_args,
     hex_to_mask,
@@ -226,18 +226,7 @@ def resplit(data: PreparedData, seed: int, test_fraction: float) -> PreparedData
 
 
 def make_ranker(cfg: RunConfig, data: PreparedData, reference=None) -> Ranker:
-    return Ranker(
-        make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size, data.n_classes),
-        data.X_train,
-        data.y_train,
-        data.n_classes,
-        trainer=cfg.trainer,
-        seed=cfg.seed,
-        fitness_split=cfg.fitness_split,
-        val_fraction=cfg.val_fraction,
-        cv_folds=cfg.cv_folds,
-        reference=reference,
-    )
+    return Ranker(RunContext.of_data(cfg, data), reference)
 
 
 def history_masks(folder: Path, n_genes: int) -> list[tuple[float, float, np.ndarray]]:
@@ -382,9 +371,8 @@ def paper_evaluation(ranker: Ranker, seed: int) -> dict:
     and scored on the same fitness folds."""
     rng = np.random.default_rng([int(seed), 22])
     chrom = (rng.random(ranker.encoding.n_genes) < 0.5).astype(np.uint8)
-    problem = HeadProblem(
-        ranker.encoding, ranker.n_classes, ranker.problem.folds, "paper", ranker.seed
-    )
+    paper = HeadTraining.of("paper", ranker.seed)
+    problem = HeadProblem(ranker.encoding, ranker.n_classes, ranker.problem.folds, paper)
     t0 = time.perf_counter()
     fitness = problem.evaluate(chrom[None])[0].accuracy
     return {"seconds": time.perf_counter() - t0, "fitness": fitness, "density": float(chrom.mean())}

@@ -25,10 +25,10 @@ import torch
 from evoprune import __version__
 from evoprune.compare.curves import density_keep
 from evoprune.compare.rankings import Ranker, feature_rankings
-from evoprune.encodings import make_encoding
 from evoprune.io import atomic_write_json
 from evoprune.model.head import accuracy
 from evoprune.runs.config import RunConfig
+from evoprune.runs.context import RunContext
 from evoprune.runs.experiment import prepare_data
 
 log = logging.getLogger("benchmarks")
@@ -39,18 +39,8 @@ FIRST = ("anova_f", "mutual_info")  # the filters the new rankings are compared 
 
 def measure(cfg: RunConfig, methods: tuple[str, ...]) -> dict:
     data = prepare_data(cfg, progress=False)
-    encoding = make_encoding(cfg.encoding, data.X.shape[1], cfg.hidden_size)
-    ranker = Ranker(
-        encoding,
-        data.X_train,
-        data.y_train,
-        data.n_classes,
-        trainer=cfg.trainer,
-        seed=cfg.seed,
-        fitness_split=cfg.fitness_split,
-        val_fraction=cfg.val_fraction,
-        cv_folds=cfg.cv_folds,
-    )
+    ranker = Ranker(RunContext.of_data(cfg, data))
+    encoding = ranker.encoding
     out = {}
     for method in methods:
         t0 = time.perf_counter()

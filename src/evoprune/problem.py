@@ -17,18 +17,25 @@ executor may spread folds over workers; :meth:`HeadProblem.evaluate_fold_batch` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from evoprune.encodings import Encoding
+from evoprune.encodings import Encoding, HeadMasks
 from evoprune.errors import ConfigError
-from evoprune.model.head import TrainerConfig, accuracy, feature_stats, get_trainer, train_head
+from evoprune.model.head import (
+    TrainedHead,
+    TrainerConfig,
+    accuracy,
+    feature_stats,
+    get_trainer,
+    train_head,
+)
 from evoprune.pareto import OBJECTIVES, to_minimised
 from evoprune.progress import report_work
 from evoprune.search.evaluator import Evaluation
 from evoprune.search.fidelity import FOLD, FULL, SHARED
-from evoprune.settings import FitnessSettings
+from evoprune.settings import FitnessSettings, ObjectiveSettings
 
 FITNESS_SPLITS = ("validation", "cv", "test")
 
@@ -96,15 +103,48 @@ class FoldScore:
     auroc: float | None = None
 
 
+@dataclass(frozen=True)
+class HeadTraining:
+    """How every head of a problem is trained: the trainer's settings (:meth:`of` takes a name
+    of :data:`~evoprune.model.head.TRAINERS`), the seed every head starts from and the device it
+    trains on (``auto``, ``cpu``, ``cuda``). A run's is
+    :attr:`evoprune.runs.context.RunContext.training`."""
+
+    trainer: TrainerConfig = field(default_factory=lambda: get_trainer("fast"))
+    seed: int = 0
+    device: str = "cpu"
+
+    @classmethod
+    def of(cls, trainer: str | TrainerConfig, seed: int = 0, device: str = "cpu") -> HeadTraining:
+        """The training with the trainer called ``trainer`` (or that config itself)."""
+        return cls(get_trainer(trainer), int(seed), device)
+
+    def train(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        masks: HeadMasks,
+        n_classes: int,
+        stats: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> TrainedHead:
+        """The head of ``masks`` trained from scratch on (X, y) (:func:`train_head`)."""
+        return train_head(
+            X, y, masks, n_classes, self.trainer, seed=self.seed, stats=stats, device=self.device
+        )
+
+
 class HeadProblem:
     """(B, L) chromosomes -> (B, M) minimised objectives of heads trained on each fold.
 
-    Every evaluation trains from the same ``seed``, so a mask always gets the same objectives.
-    ``ood_features`` (the search's part of an out-of-distribution image set, as backbone
-    features) is needed when ``objectives`` include ``ood``; ``ood_score`` names the score
-    (:data:`evoprune.ood.OOD_SCORES`). Heads train on ``device`` (``auto``, ``cpu``, ``cuda``);
-    with ``batch_heads`` the heads of a batch train together where the trainer and the
-    encoding allow it (:func:`evoprune.model.batched.train_heads`), else one by one.
+    Heads of ``encoding`` for ``n_classes`` classes are trained on each of ``folds`` as
+    ``training`` says (:class:`HeadTraining`); every evaluation trains from the same seed, so a
+    mask always gets the same objectives. ``scoring`` (a run's
+    :class:`~evoprune.settings.ObjectiveSettings`) gives the objectives and the OOD score
+    (:data:`evoprune.ood.OOD_SCORES`); ``ood_features`` (the search's part of an
+    out-of-distribution image set, as backbone features) is needed when they include ``ood``.
+    With ``batch_heads`` the heads of a batch train together where the trainer and the encoding
+    allow it (:func:`evoprune.model.batched.train_heads`), else one by one; ``shared_recipe``
+    is the shared fidelity's recipe (:data:`evoprune.model.shared.DEFAULT_RECIPE` if None).
     """
 
     def __init__(
@@ -112,23 +152,20 @@ class HeadProblem:
         encoding: Encoding,
         n_classes: int,
         folds: list[Fold],
-        trainer: str | TrainerConfig = "fast",
-        seed: int = 0,
-        objectives: tuple[str, ...] = ("accuracy",),
+        training: HeadTraining | None = None,
+        scoring: ObjectiveSettings | None = None,
+        *,
         ood_features: np.ndarray | None = None,
-        ood_score: str = "energy",
-        device: str = "cpu",
         batch_heads: bool = True,
         shared_recipe=None,
     ):
         self.encoding = encoding
-        self.device = device
-        self.batch_heads = bool(batch_heads)
         self.n_classes = int(n_classes)
         self.folds = folds
-        self.trainer = get_trainer(trainer)
-        self.seed = int(seed)
-        names = (objectives,) if isinstance(objectives, str) else tuple(objectives)
+        self.training = training if training is not None else HeadTraining()
+        self.batch_heads = bool(batch_heads)
+        scoring = scoring if scoring is not None else ObjectiveSettings()
+        names = tuple(scoring.objectives)
         unknown = [n for n in names if n not in OBJECTIVES]
         if unknown or "accuracy" not in names:
             raise ConfigError(
@@ -142,10 +179,22 @@ class HeadProblem:
                 "or a built-in set: digits, photos, faces)"
             )
         self.ood_features = None if ood_features is None else np.asarray(ood_features, np.float32)
-        self.ood_score = ood_score
+        self.ood_score = scoring.ood_score
         self.shared_recipe = shared_recipe
         self._shared_heads: list | None = None
         self.shared_seconds = 0.0
+
+    @property
+    def trainer(self) -> TrainerConfig:
+        return self.training.trainer
+
+    @property
+    def seed(self) -> int:
+        return self.training.seed
+
+    @property
+    def device(self) -> str:
+        return self.training.device
 
     @property
     def n_genes(self) -> int:
@@ -219,17 +268,7 @@ class HeadProblem:
         else:
             trained = []
             for m in masks:
-                trained.append(
-                    train_head(
-                        *args,
-                        m,
-                        self.n_classes,
-                        self.trainer,
-                        seed=self.seed,
-                        stats=f.stats,
-                        device=self.device,
-                    )
-                )
+                trained.append(self.training.train(*args, m, self.n_classes, f.stats))
                 report_work(share)
         return [self._score(t.head, f) for t in trained]
 

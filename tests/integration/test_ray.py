@@ -14,7 +14,7 @@ ray = pytest.importorskip("ray")
 from evoprune.cluster import RayExecutor, ThreadsExecutor, parallel_map  # noqa: E402
 from evoprune.encodings import make_encoding  # noqa: E402
 from evoprune.errors import ConfigError  # noqa: E402
-from evoprune.problem import HeadProblem, make_folds  # noqa: E402
+from evoprune.problem import HeadProblem, HeadTraining, make_folds  # noqa: E402
 from evoprune.runs.config import RunConfig  # noqa: E402
 from evoprune.runs.context import RunContext  # noqa: E402
 from evoprune.runs.evolve import evolve  # noqa: E402
@@ -56,7 +56,9 @@ def _problem(cv=True):
     folds = make_folds(
         X, y, FitnessSettings(fitness_split="cv" if cv else "validation", seed=1, cv_folds=2)
     )
-    return HeadProblem(make_encoding("fs", X.shape[1], 8), 3, folds, "fast", seed=1)
+    return HeadProblem(
+        make_encoding("fs", X.shape[1], 8), 3, folds, HeadTraining.of("fast", seed=1)
+    )
 
 
 def _summary(result):

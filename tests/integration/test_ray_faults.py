@@ -133,7 +133,7 @@ def test_the_tasks_of_a_node_that_leaves_run_elsewhere():
 
     from evoprune.cluster import RayExecutor
     from evoprune.encodings import make_encoding
-    from evoprune.problem import HeadProblem, make_folds
+    from evoprune.problem import HeadProblem, HeadTraining, make_folds
     from evoprune.settings import FitnessSettings
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -141,7 +141,7 @@ def test_the_tasks_of_a_node_that_leaves_run_elsewhere():
     X = rng.normal(size=(80, 10)).astype(np.float32)
     y = (X[:, 0] > 0).astype(int)
     folds = make_folds(X, y, FitnessSettings(fitness_split="cv", seed=0, cv_folds=2))
-    problem = HeadProblem(make_encoding("fs", 10, 8), 2, folds, "fast", seed=0)
+    problem = HeadProblem(make_encoding("fs", 10, 8), 2, folds, HeadTraining.of("fast", seed=0))
     chromosomes = rng.integers(0, 2, size=(6, 10), dtype=np.uint8)
     want = [e.F.tolist() for e in problem.evaluate(chromosomes)]
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})

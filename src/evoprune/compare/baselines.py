@@ -51,11 +51,9 @@ from evoprune.model.head import (
     TrainerConfig,
     TrainingHooks,
     accuracy,
-    feature_stats,
     fit_head,
     get_trainer,
     nonzero_params,
-    train_head,
 )
 from evoprune.runs.context import RunContext
 
@@ -327,24 +325,48 @@ def best_fixed(
     return result, head
 
 
+@dataclass(frozen=True)
+class PolySchedule:
+    """The polynomial decay baseline's schedule: the sparsity it starts from, the epochs of
+    fine-tuning and how often (in epochs) the weights are pruned again."""
+
+    initial_sparsity: float = 0.1
+    epochs: int = 25
+    frequency: int = 5
+
+
 @dataclass
 class MethodContext:
-    """What every comparison method of one run is built from: the run's encoding and evolved
-    mask (the size to match), its data, its trained not-pruned head and its :class:`Ranker`
-    (fitness folds, trainer and seed), and the polynomial decay schedule's settings."""
+    """What every comparison method of one run is built from: its :class:`Ranker` (the run's
+    context: encoding, training and held-out data, fitness folds, trainer and seed), its evolved
+    mask (the size to match), its trained not-pruned head (and the seconds that took) and the
+    polynomial decay's schedule."""
 
-    encoding: Encoding
-    evolved_mask: np.ndarray
-    X_train: np.ndarray
-    y_train: np.ndarray
-    X_test: np.ndarray
-    y_test: np.ndarray
-    reference: CompactHead
-    reference_seconds: float
     ranker: Ranker
-    initial_sparsity: float = 0.1
-    poly_epochs: int = 25
-    poly_frequency: int = 5
+    evolved_mask: np.ndarray
+    reference: CompactHead
+    reference_seconds: float = 0.0
+    schedule: PolySchedule = field(default_factory=PolySchedule)
+
+    @property
+    def encoding(self) -> Encoding:
+        return self.ranker.encoding
+
+    @property
+    def X_train(self) -> np.ndarray:
+        return self.ranker.context.X_train
+
+    @property
+    def y_train(self) -> np.ndarray:
+        return self.ranker.context.y_train
+
+    @property
+    def X_test(self) -> np.ndarray:
+        return self.ranker.context.held_out[0]
+
+    @property
+    def y_test(self) -> np.ndarray:
+        return self.ranker.context.held_out[1]
 
     @property
     def layers(self) -> tuple[int, ...]:
@@ -447,9 +469,9 @@ def _polynomial_decay(ctx: MethodContext) -> BaselineResult:
         ctx.y_train,
         ctx.ranker.trainer,
         seed=ctx.ranker.seed,
-        initial_sparsity=ctx.initial_sparsity,
-        epochs=ctx.poly_epochs,
-        frequency=ctx.poly_frequency,
+        initial_sparsity=ctx.schedule.initial_sparsity,
+        epochs=ctx.schedule.epochs,
+        frequency=ctx.schedule.frequency,
     )
     return BaselineResult(
         "polynomial_decay",
@@ -459,9 +481,9 @@ def _polynomial_decay(ctx: MethodContext) -> BaselineResult:
         time.perf_counter() - t0,
         {
             "layers": list(ctx.layers),
-            "epochs": ctx.poly_epochs,
-            "frequency": ctx.poly_frequency,
-            "initial_sparsity": ctx.initial_sparsity,
+            "epochs": ctx.schedule.epochs,
+            "frequency": ctx.schedule.frequency,
+            "initial_sparsity": ctx.schedule.initial_sparsity,
             "schedule": schedule,
         },
     )
@@ -576,86 +598,49 @@ def sized_methods_for(encoding: Encoding) -> tuple[str, ...]:
 
 
 def run_baselines(
-    encoding: Encoding,
+    context: RunContext,
     evolved_mask: np.ndarray,
-    X_train: np.ndarray | None = None,
-    y_train: np.ndarray | None = None,
-    X_test: np.ndarray | None = None,
-    y_test: np.ndarray | None = None,
-    n_classes: int | None = None,
     *,
-    context: RunContext | None = None,
-    trainer: str | TrainerConfig = "fast",
-    seed: int = 0,
-    fitness_split: str = "validation",
-    val_fraction: float = 0.2,
-    cv_folds: int = 5,
-    initial_sparsity: float = 0.1,
-    poly_epochs: int = 25,
-    poly_frequency: int = 5,
     reference: CompactHead | None = None,
     reference_seconds: float | None = None,
+    schedule: PolySchedule | None = None,
+    methods: tuple[str, ...] | None = None,
 ) -> dict[str, BaselineResult]:
-    """Every method of :data:`COMPARISON_METHODS` that applies to ``encoding``, for one run,
-    sized like its ``evolved_mask``.
+    """The comparison methods of :data:`COMPARISON_METHODS` that apply to the run's encoding
+    (or ``methods``, in that order), for the run of ``context`` (its data, trainer, seed,
+    fitness folds and held-out images), sized like its ``evolved_mask``.
 
     ``reference`` is the run's not-pruned head, trained by the run on the same data with the
     same trainer and seed (``reference_seconds`` is the time that took): it is reused, not
-    trained again. Without it the not-pruned head is trained here.
-
-    ``context`` (a run's :class:`~evoprune.runs.context.RunContext`) gives the data, the
-    trainer, the seed and the fitness folds in place of the arrays and the settings
-    (:func:`baselines_of`, what the comparison uses).
+    trained again. Without it the context's (:attr:`RunContext.reference`) is used.
+    ``schedule``: the polynomial decay's (default :class:`PolySchedule`).
     """
-    if context is not None:
-        if reference is None:
-            reference, reference_seconds = context.reference, context.reference_seconds
-        schedule = (initial_sparsity, poly_epochs, poly_frequency)
-        return baselines_of(context, evolved_mask, reference, reference_seconds or 0.0, schedule)
-    if X_train is None or y_train is None or X_test is None or y_test is None or not n_classes:
-        raise ConfigError("run_baselines needs the data (X_train ... n_classes) or a context")
+    names = _chosen_methods(context.encoding, methods)
     if reference is None:
-        t0 = time.perf_counter()
-        reference = train_head(
-            X_train,
-            y_train,
-            encoding.decode(encoding.full()),
-            n_classes,
-            trainer,
-            seed=seed,
-            stats=feature_stats(X_train),
-        ).head
-        reference_seconds = time.perf_counter() - t0
-    _check_reference(reference, encoding, n_classes)
-    # the run's fitness folds and trainer, shared by best fixed and the rankings
-    ranker = Ranker(
-        encoding,
-        X_train,
-        y_train,
-        n_classes,
-        trainer=trainer,
-        seed=seed,
-        fitness_split=fitness_split,
-        val_fraction=val_fraction,
-        cv_folds=cv_folds,
-        test_set=(X_test, y_test),
-        reference=reference,
-    )
+        reference, reference_seconds = context.reference, context.reference_seconds
+    _check_reference(reference, context.encoding, context.n_classes)
     ctx = MethodContext(
-        encoding,
+        Ranker(context, reference),
         np.asarray(evolved_mask, dtype=np.uint8),
-        X_train,
-        y_train,
-        X_test,
-        y_test,
         reference,
         float(reference_seconds or 0.0),
-        ranker,
-        initial_sparsity,
-        poly_epochs,
-        poly_frequency,
+        schedule or PolySchedule(),
     )
-    return {name: COMPARISON_METHODS[name].build(ctx) for name in methods_for(encoding)}
+    return {name: COMPARISON_METHODS[name].build(ctx) for name in names}
+
+
+def _chosen_methods(encoding: Encoding, methods: tuple[str, ...] | None) -> tuple[str, ...]:
+    """``methods`` (default: every one that applies to ``encoding``), checked."""
+    applies = methods_for(encoding)
+    if methods is None:
+        return applies
+    wrong = [m for m in methods if m not in applies]
+    if wrong:
+        raise ConfigError(
+            f"comparison method(s) {', '.join(wrong)} do not apply to encoding "
+            f"{encoding.name!r}; choose from {', '.join(applies)}"
+        )
+    return tuple(methods)
 
 
 def _check_reference(reference: CompactHead, encoding: Encoding, n_classes: int) -> None:
@@ -666,33 +651,6 @@ def _check_reference(reference: CompactHead, encoding: Encoding, n_classes: int)
             f"the not-pruned head of encoding {encoding.name!r}: "
             f"{(encoding.n_features,) + encoding.hidden + (n_classes,)}"
         )
-
-
-def baselines_of(
-    context: RunContext,
-    evolved_mask: np.ndarray,
-    reference: CompactHead,
-    reference_seconds: float,
-    schedule: tuple[float, int, int] = (0.1, 25, 5),
-) -> dict[str, BaselineResult]:
-    """:func:`run_baselines` for a run's :class:`~evoprune.runs.context.RunContext` (its
-    folds, trainer and held-out images) and its trained not-pruned head; ``schedule`` is the
-    polynomial decay's (initial sparsity, epochs, frequency)."""
-    X_test, y_test = context.held_out
-    _check_reference(reference, context.encoding, context.n_classes)
-    ctx = MethodContext(
-        context.encoding,
-        np.asarray(evolved_mask, dtype=np.uint8),
-        context.X_train,
-        context.y_train,
-        X_test,
-        y_test,
-        reference,
-        float(reference_seconds),
-        Ranker.of_context(context, reference),
-        *schedule,
-    )
-    return {name: COMPARISON_METHODS[name].build(ctx) for name in methods_for(context.encoding)}
 
 
 def run_rankings(

@@ -183,7 +183,7 @@ def _run_points(cc, out: Path, data, variant: str, k: int, progress: bool) -> li
     cfg = cc.run_config(variant, k)
     path = run_dir(out, variant, k)
     reference = run_reference(path, data.X.shape[1])
-    ranker = Ranker.of_context(RunContext.of_data(cfg, data), reference)
+    ranker = Ranker(RunContext.of_data(cfg, data), reference)
     return curve_points(ranker, data.X_test, data.y_test, cc.curves, progress=progress)
 
 

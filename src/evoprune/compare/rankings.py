@@ -36,12 +36,12 @@ from typing import overload
 
 import numpy as np
 
-from evoprune.encodings import Encoding, HeadMasks, PruneTarget, make_encoding
+from evoprune.encodings import Encoding, HeadMasks, PruneTarget
 from evoprune.errors import ConfigError
-from evoprune.model.head import CompactHead, TrainerConfig, feature_stats, train_head
-from evoprune.problem import Fold, HeadProblem, make_folds
+from evoprune.model.head import CompactHead, TrainerConfig, feature_stats, get_trainer
+from evoprune.problem import HeadProblem, HeadTraining
+from evoprune.runs.config import RunConfig
 from evoprune.runs.context import RunContext
-from evoprune.settings import FitnessSettings
 from evoprune.unitscores import (  # the score computations' one owner, re-exported here
     activation_variance,
     filter_scores,
@@ -222,78 +222,36 @@ class Ranker:
     """The rankings of one run's training data, each score computed once and reused for every
     number of kept units (the comparison at the evolved size, the accuracy-size curves).
 
-    Fitness folds are made as the run's search made them (``fitness_split``, ``val_fraction``,
-    ``cv_folds``, ``seed``): inside the training data, unless the run leaked the test set into
-    fitness (``fitness_split="test"``, which needs ``test_set``); only the L1 strength is chosen
-    on them. ``reference`` is the trained not-pruned head (trained here when needed and not
-    given).
+    Everything comes from the run's :class:`~evoprune.runs.context.RunContext`: the training
+    data, the encoding, the trainer, the seed, the feature statistics and the fitness folds
+    (made once, by the context, as the run's search made them: inside the training data unless
+    the run leaked the test set into fitness); only the L1 strength is chosen on the folds.
+    The ranker's heads train on the CPU. ``reference`` is the trained not-pruned head (trained
+    here when needed and not given).
     """
 
-    def __init__(
-        self,
-        encoding: Encoding,
-        X_train: np.ndarray,
-        y_train: np.ndarray,
-        n_classes: int,
-        *,
-        trainer: str | TrainerConfig = "fast",
-        seed: int = 0,
-        fitness_split: str = "validation",
-        val_fraction: float = 0.2,
-        cv_folds: int = 5,
-        test_set: tuple[np.ndarray, np.ndarray] | None = None,
-        reference: CompactHead | None = None,
-    ) -> None:
-        self.encoding = encoding
-        self.X = np.asarray(X_train, dtype=np.float32)
-        self.y = np.asarray(y_train)
-        self.n_classes = int(n_classes)
-        self.leaked_test_set = fitness_split == "test"
-        fitness = FitnessSettings(
-            fitness_split=fitness_split, seed=seed, val_fraction=val_fraction, cv_folds=cv_folds
-        )
-        folds = make_folds(self.X, self.y, fitness, eval_set=test_set)
-        self._setup(encoding, n_classes, folds, trainer, seed, feature_stats(self.X), reference)
-
-    def _setup(
-        self,
-        encoding: Encoding,
-        n_classes: int,
-        folds: list[Fold],
-        trainer: str | TrainerConfig,
-        seed: int,
-        stats: tuple[np.ndarray, np.ndarray],
-        reference: CompactHead | None,
-    ) -> None:
-        self.problem = HeadProblem(encoding, n_classes, folds, trainer, seed)
-        self.reference = reference
-        self.trainer = trainer
-        self.seed = int(seed)
-        self.stats = stats
-        self._scores: dict[tuple[str, int], np.ndarray] = {}
-        self._l1: dict[tuple[float, int], object] = {}
-        self._rfe: RFEPath | None = None
-
-    @classmethod
-    def of_context(cls, context: RunContext, reference: CompactHead | None = None) -> Ranker:
-        """The rankings of a run's :class:`~evoprune.runs.context.RunContext`: its training
-        data, trainer, seed and fitness folds (made once, by the context)."""
-        self = cls.__new__(cls)
+    def __init__(self, context: RunContext, reference: CompactHead | None = None) -> None:
+        self.context = context
         self.encoding = context.encoding
         self.X = np.asarray(context.X_train, dtype=np.float32)
         self.y = np.asarray(context.y_train)
         self.n_classes = context.n_classes
         self.leaked_test_set = context.leaked
-        self._setup(
-            context.encoding,
-            context.n_classes,
-            context.folds,
-            context.trainer,
-            context.cfg.seed,
-            context.stats,
-            reference,
-        )
-        return self
+        self.training = HeadTraining(context.trainer, int(context.cfg.seed))
+        self.problem = HeadProblem(self.encoding, self.n_classes, context.folds, self.training)
+        self.stats = context.stats
+        self.reference = reference
+        self._scores: dict[tuple[str, int], np.ndarray] = {}
+        self._l1: dict[tuple[float, int], object] = {}
+        self._rfe: RFEPath | None = None
+
+    @property
+    def trainer(self) -> TrainerConfig:
+        return self.training.trainer
+
+    @property
+    def seed(self) -> int:
+        return self.training.seed
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -306,9 +264,7 @@ class Ranker:
     def train(self, masks: HeadMasks) -> CompactHead:
         """A head of the units ``masks`` keep, built and trained from scratch on all training
         data with the run's trainer and seed."""
-        return train_head(
-            self.X, self.y, masks, self.n_classes, self.trainer, seed=self.seed, stats=self.stats
-        ).head
+        return self.training.train(self.X, self.y, masks, self.n_classes, self.stats).head
 
     def rfe_chromosome(self, k: int) -> tuple[np.ndarray, dict]:
         """The ``k`` features recursive feature elimination keeps (:class:`RFEPath`, its steps
@@ -568,16 +524,15 @@ def ranking_masks(
     0..C-1; ``seed`` seeds every random choice (mutual information's neighbours, the L1
     strength's validation part of ``val_fraction``, LassoNet, the ``norm_retrained`` head of
     ``hidden_size`` trained with ``trainer``)."""
-    y = np.asarray(y_fit)
-    encoding = make_encoding("fs", np.shape(X_fit)[1], hidden_size)
+    X, y = np.asarray(X_fit, dtype=np.float32), np.asarray(y_fit)
     if method not in FOR_UNITS["inputs"]:
         raise ConfigError(
             f"ranking {method!r} does not apply to encoding 'fs'; "
             f"choose from {', '.join(feature_rankings())}"
         )
-    ranker = Ranker(
-        encoding, X_fit, y, int(y.max()) + 1, trainer=trainer, seed=seed, val_fraction=val_fraction
-    )
+    cfg = RunConfig(encoding="fs", hidden_size=hidden_size, seed=seed, val_fraction=val_fraction)
+    classes = [str(c) for c in range(int(y.max()) + 1)]
+    ranker = Ranker(RunContext.of_arrays(cfg, X, y, classes, trainer=get_trainer(trainer)))
     sizes = [int(k)] if isinstance(k, (int, np.integer)) else [int(s) for s in k]
     masks = [ranker.chromosome(method, {0: s})[0].astype(bool) for s in sizes]
     return masks[0] if isinstance(k, (int, np.integer)) else masks

@@ -331,16 +331,12 @@ def _run_and_save_baselines(
     cc: CompareConfig, cfg: RunConfig, data: PreparedData, result: dict, path: Path, settings: dict
 ) -> None:
     """The baselines of the finished run in ``path``, reusing the not-pruned head it trained."""
-    from evoprune.compare.baselines import run_baselines
+    from evoprune.compare.baselines import PolySchedule, run_baselines
 
-    context = RunContext.of_data(cfg, data)
     results = run_baselines(
-        context.encoding,
+        RunContext.of_data(cfg, data),
         np.asarray(result["best_mask"], dtype=np.uint8),
-        context=context,
-        initial_sparsity=cc.initial_sparsity,
-        poly_epochs=cc.poly_epochs,
-        poly_frequency=cc.poly_frequency,
+        schedule=PolySchedule(cc.initial_sparsity, cc.poly_epochs, cc.poly_frequency),
         reference=run_reference(path, data.X.shape[1]),
         reference_seconds=result.get("timings", {}).get("reference_training"),
     )

@@ -19,8 +19,8 @@ from typing import Protocol
 import numpy as np
 
 from evoprune.encodings import Encoding, make_encoding
-from evoprune.model.head import CompactHead, TrainerConfig, feature_stats, get_trainer, train_head
-from evoprune.problem import Fold, HeadProblem, make_folds
+from evoprune.model.head import CompactHead, TrainerConfig, feature_stats, get_trainer
+from evoprune.problem import Fold, HeadProblem, HeadTraining, make_folds
 from evoprune.runs.config import RunConfig
 from evoprune.settings import FitnessSettings, group_of
 from evoprune.unitscores import search_rankings
@@ -155,16 +155,22 @@ class RunContext:
         *,
         eval_set: tuple[np.ndarray, np.ndarray] | None = None,
         ood_search: np.ndarray | None = None,
+        trainer: TrainerConfig | None = None,
+        held_out: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> RunContext:
-        """The context of a search on features (X, y) (``y`` class indices into ``classes``)
-        with no held-out set; ``eval_set`` scores fitness on that set."""
+        """The context of a search on features (X, y) (``y`` class indices into ``classes``);
+        ``eval_set`` scores fitness on that set. ``trainer``: the trainer's settings (default:
+        the trainer ``cfg`` names); ``held_out``: the (X_test, y_test) that final heads and
+        baselines are scored on, if any (never used for fitness)."""
         return cls(
             cfg=cfg,
             X_train=X,
             y_train=y,
             classes=list(classes),
             encoding=make_encoding(cfg.encoding, X.shape[1], cfg.hidden_size, len(classes)),
-            trainer=get_trainer(cfg.trainer),
+            trainer=get_trainer(cfg.trainer) if trainer is None else trainer,
+            X_test=None if held_out is None else held_out[0],
+            y_test=None if held_out is None else held_out[1],
             fitness_eval_set=eval_set,
             ood_search=ood_search,
         )
@@ -222,47 +228,34 @@ class RunContext:
         return feature_stats(self.X_train)
 
     @cached_property
+    def training(self) -> HeadTraining:
+        """How the run trains every head: its trainer, seed and device."""
+        return HeadTraining(self.trainer, int(self.cfg.seed), self.cfg.device)
+
+    @cached_property
     def problem(self) -> HeadProblem:
         """The problem the search solves: heads trained on the fitness folds."""
-        cfg = self.cfg
         return HeadProblem(
             self.encoding,
             self.n_classes,
             self.folds,
-            self.trainer,
-            cfg.seed,
-            objectives=tuple(cfg.objectives),
+            self.training,
+            self.cfg,
             ood_features=self.ood_search,
-            ood_score=cfg.ood_score,
-            device=cfg.device,
         )
 
     def train(self, mask: np.ndarray) -> CompactHead:
         """The head of ``mask`` trained from scratch on all training images, as the run trains
         its final heads (same trainer, seed, feature statistics and device)."""
-        return train_head(
-            self.X_train,
-            self.y_train,
-            self.encoding.decode(mask),
-            self.n_classes,
-            self.trainer,
-            seed=self.cfg.seed,
-            stats=self.stats,
-            device=self.cfg.device,
+        masks = self.encoding.decode(mask)
+        return self.training.train(
+            self.X_train, self.y_train, masks, self.n_classes, self.stats
         ).head
 
     def train_on(self, fold: Fold, mask: np.ndarray) -> CompactHead:
         """The head of ``mask`` trained on ``fold``'s fitting part, as the search trains it."""
-        return train_head(
-            fold.X_fit,
-            fold.y_fit,
-            self.encoding.decode(mask),
-            self.n_classes,
-            self.trainer,
-            seed=self.cfg.seed,
-            stats=fold.stats,
-            device=self.cfg.device,
-        ).head
+        masks = self.encoding.decode(mask)
+        return self.training.train(fold.X_fit, fold.y_fit, masks, self.n_classes, fold.stats).head
 
     @cached_property
     def reference(self) -> CompactHead:

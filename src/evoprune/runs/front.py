@@ -166,14 +166,7 @@ def check_scores(
         fitness_split="cv", seed=(int(cfg.seed) + 1) % 2**32, cv_folds=int(cfg.final_check_folds)
     )
     folds = make_folds(X, y, check_split)
-    check = HeadProblem(
-        problem.encoding,
-        problem.n_classes,
-        folds,
-        problem.trainer,
-        problem.seed,
-        device=problem.device,
-    )
+    check = HeadProblem(problem.encoding, problem.n_classes, folds, problem.training)
     chroms = np.stack([evolved.result.history[i].mask() for i in rows])
     with work_bar(len(rows), desc="final check", unit="head", enabled=progress, leave=False):
         return check.accuracy(chroms)

@@ -5,13 +5,17 @@ import numpy as np
 import pytest
 import torch
 
+from evoprune import problem as pb
 from evoprune.compare import baselines as bl
 from evoprune.compare import rankings as rk
 from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError
 from evoprune.model.head import accuracy, train_head
+from evoprune.runs.config import RunConfig
+from evoprune.runs.context import RunContext
 
 N_FEATURES, HIDDEN, N_CLASSES = 24, 16, 3
+CLASSES = [f"class{c}" for c in range(N_CLASSES)]
 PRUNED = {"fs": (0,), "fc": (0,), "fc1": (0,), "fc2": (1,), "both": (0, 1)}
 
 
@@ -39,6 +43,12 @@ def heads(data):
         enc = make_encoding(name, N_FEATURES, HIDDEN)
         out[name] = train_head(X, y, enc.decode(enc.full()), N_CLASSES, "fast", seed=0).head
     return out
+
+
+def _context(enc, X, y, *, seed=0, trainer=None, held_out=None):
+    """The run context of a run of ``enc`` on (X, y), heads on the CPU."""
+    cfg = RunConfig(encoding=enc.name, hidden_size=HIDDEN, seed=seed, device="cpu")
+    return RunContext.of_arrays(cfg, X, y, CLASSES, trainer=trainer, held_out=held_out)
 
 
 def _mask(enc, fraction, seed=1):
@@ -164,7 +174,7 @@ def test_best_fixed_picks_the_density_by_fitness_inside_the_training_data(data, 
         """Fitness that peaks at ``peak`` density; the test set is identical for both peaks,
         so choosing by test accuracy could not follow it."""
 
-        def __init__(self, encoding, n_classes, folds, trainer, seed):
+        def __init__(self, encoding, n_classes, folds, training):
             seen.append(folds)
 
         def accuracy(self, chroms):
@@ -172,7 +182,7 @@ def test_best_fixed_picks_the_density_by_fitness_inside_the_training_data(data, 
 
     monkeypatch.setattr(rk, "HeadProblem", FakeFitness)
     enc = make_encoding("fs", N_FEATURES, HIDDEN)
-    ranker = rk.Ranker(enc, X, y, N_CLASSES, seed=3, test_set=(Xt, yt))
+    ranker = rk.Ranker(_context(enc, X, y, seed=3, held_out=(Xt, yt)))
     res, head = bl.best_fixed(ranker, Xt, yt)
     assert res.details["density"] == peak
     assert res.active_fraction == round(peak * N_FEATURES) / N_FEATURES
@@ -199,9 +209,8 @@ def test_run_baselines_sizes_every_method_like_the_evolved_head(data):
     X, y, Xt, yt = data
     enc = make_encoding("both", N_FEATURES, HIDDEN)
     mask = _mask(enc, 0.25)
-    res = bl.run_baselines(
-        enc, mask, X, y, Xt, yt, N_CLASSES, seed=2, poly_epochs=10, poly_frequency=5
-    )
+    context = _context(enc, X, y, seed=2, held_out=(Xt, yt))
+    res = bl.run_baselines(context, mask, schedule=bl.PolySchedule(epochs=10, frequency=5))
     paper = ["not_pruned", "best_fixed", "weight", "neuron", "polynomial_decay"]
     # the rankings of neurons (compare/rankings.py), then the narrower head
     assert list(res) == paper + ["norm_retrained", "activation_variance", "narrow"]
@@ -230,36 +239,31 @@ def test_run_baselines_reuses_the_given_reference_head(data, monkeypatch):
     ref = train_head(X, y, enc.decode(enc.full()), N_CLASSES, "fast", seed=2).head
     other = train_head(X, y, enc.decode(enc.full()), N_CLASSES, "fast", seed=9).head
     full_trainings = []
-    real = bl.train_head
+    real = pb.train_head
+
+    full = enc.decode(enc.full())
 
     def counting(X_, y_, masks, *a, **k):
-        if all(m.all() for m in (masks.features, *masks.hidden)):
+        # the not-pruned head (every head trains here; the narrower head has all its units on)
+        if masks.sizes == full.sizes and all(m.all() for m in (masks.features, *masks.hidden)):
             full_trainings.append(masks.sizes)
         return real(X_, y_, masks, *a, **k)
 
-    monkeypatch.setattr(bl, "train_head", counting)
-    kw = {"seed": 2, "poly_epochs": 6, "poly_frequency": 2, "reference_seconds": 1.5}
-    res = bl.run_baselines(enc, mask, X, y, Xt, yt, N_CLASSES, reference=ref, **kw)
+    monkeypatch.setattr(pb, "train_head", counting)
+    context = _context(enc, X, y, seed=2, held_out=(Xt, yt))
+    kw = {"schedule": bl.PolySchedule(epochs=6, frequency=2), "reference_seconds": 1.5}
+    res = bl.run_baselines(context, mask, reference=ref, **kw)
     assert full_trainings == []  # the not-pruned head was not trained again
     assert res["not_pruned"].test_accuracy == accuracy(ref, Xt, yt)
     assert res["not_pruned"].seconds == 1.5
     assert res["weight"].test_accuracy == accuracy(bl.weight_prune(ref, (1,), 0.5), Xt, yt)
-    res_other = bl.run_baselines(enc, mask, X, y, Xt, yt, N_CLASSES, reference=other, **kw)
+    res_other = bl.run_baselines(context, mask, reference=other, **kw)
     assert full_trainings == []
     assert res_other["neuron"].details["sizes"] == res["neuron"].details["sizes"]
     assert res_other["not_pruned"].test_accuracy == accuracy(other, Xt, yt)
     with pytest.raises(ConfigError, match="reference head has layer sizes"):
-        bl.run_baselines(
-            make_encoding("fs", N_FEATURES, HIDDEN),
-            _mask(enc, 0.5)[:N_FEATURES],
-            X,
-            y,
-            Xt,
-            yt,
-            N_CLASSES,
-            reference=ref,
-            **kw,
-        )
+        fs = _context(make_encoding("fs", N_FEATURES, HIDDEN), X, y, seed=2, held_out=(Xt, yt))
+        bl.run_baselines(fs, _mask(enc, 0.5)[:N_FEATURES], reference=ref, **kw)
 
 
 # Computed by the code before polynomial decay and training from scratch shared one loop
@@ -335,9 +339,9 @@ def test_narrower_head_has_exactly_the_kept_neurons_and_the_runs_training(data, 
     mask = _mask(enc, 0.3, seed=4)
     keep = bl.kept_units(enc, mask)
     trainer = dataclasses.replace(TRAINERS["fast"], max_epochs=7)
-    ranker = rk.Ranker(enc, X, y, N_CLASSES, trainer=trainer, seed=5)
+    ranker = rk.Ranker(_context(enc, X, y, seed=5, trainer=trainer, held_out=(Xt, yt)))
     res = bl.COMPARISON_METHODS["narrow"].build(
-        bl.MethodContext(enc, mask, X, y, Xt, yt, ranker.reference_head(), 0.0, ranker)
+        bl.MethodContext(ranker, mask, ranker.reference_head())
     )
     want = sizes(keep)
     assert tuple(res.details["sizes"]) == want[:-1]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
+from evoprune import problem as heads
 from evoprune.cli import main
 from evoprune.compare import baselines
 from evoprune.compare import runner as compare
@@ -201,7 +202,7 @@ def _forbid(monkeypatch):
 
     monkeypatch.setattr(compare, "run_experiment", boom)
     monkeypatch.setattr(compare, "prepare_data", boom)
-    monkeypatch.setattr(baselines, "train_head", boom)
+    monkeypatch.setattr(heads, "train_head", boom)  # where every head of a run trains
     monkeypatch.setattr(baselines, "run_baselines", boom)
 
 
@@ -234,9 +235,9 @@ def test_only_missing_work_is_done(
     calls = []
     real = baselines.run_baselines
 
-    def counting(encoding, mask, *a, **k):
-        calls.append(encoding.name)
-        return real(encoding, mask, *a, **k)
+    def counting(context, mask, *a, **k):
+        calls.append(context.encoding.name)
+        return real(context, mask, *a, **k)
 
     def no_search(*a, **k):
         raise AssertionError("a finished run was searched again")

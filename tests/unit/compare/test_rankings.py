@@ -14,9 +14,12 @@ from evoprune.compare import rankings as rk
 from evoprune.compare.baselines import kept_units, run_rankings
 from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError
+from evoprune.runs.config import RunConfig
+from evoprune.runs.context import RunContext
 from evoprune.runs.store import hex_to_mask
 
 N_FEATURES, HIDDEN, N_CLASSES = 20, 12, 3
+CLASSES = [f"class{c}" for c in range(N_CLASSES)]
 ENCODINGS = ["fs", "fc", "fc1", "fc2", "both"]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -50,7 +53,13 @@ def _evolved(enc, fraction=0.3, seed=3):
 
 def _ranker(enc, data, test, seed=0):
     """The ranker of the training data, handed the held-out set as a comparison hands it."""
-    return rk.Ranker(enc, data[0], data[1], N_CLASSES, seed=seed, test_set=test)
+    return rk.Ranker(_context(enc, data[0], data[1], seed, held_out=test))
+
+
+def _context(enc, X, y, seed=0, held_out=None):
+    """The run context of a run of ``enc`` on (X, y), heads on the CPU."""
+    cfg = RunConfig(encoding=enc.name, hidden_size=HIDDEN, seed=seed, device="cpu")
+    return RunContext.of_arrays(cfg, X, y, CLASSES, held_out=held_out)
 
 
 def _rank(enc, data, test, seed=0, methods=None):
@@ -105,7 +114,7 @@ def test_feature_rankings_pick_the_features_informative_in_training(data):
         elif method != "norm_retrained":  # a small head's norms barely rank (issue 14's table)
             assert chosen == set(range(6)), method
     # the filter scores are those of the training data, computed once
-    ranker = rk.Ranker(enc, X, y, N_CLASSES, seed=0)
+    ranker = rk.Ranker(_context(enc, X, y, seed=0))
     target = enc.prune_targets[0]
     expected = rk.filter_scores("mutual_info", X, y, seed=0)
     np.testing.assert_array_equal(ranker.scores("mutual_info", target), expected)

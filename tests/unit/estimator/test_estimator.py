@@ -8,7 +8,7 @@ from sklearn.pipeline import Pipeline
 from evoprune import EvoPruneClassifier, ImageFeatures
 from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError
-from evoprune.problem import HeadProblem, make_folds
+from evoprune.problem import HeadProblem, HeadTraining, make_folds
 from evoprune.settings import FitnessSettings
 
 
@@ -52,7 +52,7 @@ def test_the_same_mask_always_gets_the_same_fitness():
     folds = make_folds(
         X, np.unique(y, return_inverse=True)[1], FitnessSettings(fitness_split="validation", seed=0)
     )
-    problem = HeadProblem(make_encoding("fs", 24, 16), 3, folds, "fast", seed=0)
+    problem = HeadProblem(make_encoding("fs", 24, 16), 3, folds, HeadTraining.of("fast", seed=0))
     chrom = (np.arange(24) % 3 == 0).astype(np.uint8)
     first = problem.accuracy(np.stack([chrom, chrom]))
     assert first[0] == first[1] == problem.accuracy(chrom[None])[0]
@@ -68,7 +68,7 @@ def test_cv_fitness_averages_folds_inside_training_data():
     # the best fitness is the mean accuracy of the best mask over the 3 folds, computed again
     # here, and above chance (1/3) by a margin (a short search with the fast trainer)
     cv = make_folds(X, yi, FitnessSettings(fitness_split="cv", seed=4, cv_folds=3))
-    again = HeadProblem(make_encoding("fs", 24, 16), 3, cv, clf.trainer, seed=4)
+    again = HeadProblem(make_encoding("fs", 24, 16), 3, cv, HeadTraining.of(clf.trainer, seed=4))
     assert again.accuracy(clf.best_mask_[None])[0] == pytest.approx(clf.best_fitness_)
     assert clf.best_fitness_ > 0.42
 
@@ -89,7 +89,9 @@ def test_eval_set_scores_fitness_on_it():
     on_eval = make_folds(
         Xf, yi_f, FitnessSettings(fitness_split="test", seed=3), eval_set=(Xe, yi_e)
     )
-    again = HeadProblem(make_encoding("fs", 24, 16), 3, on_eval, clf.trainer, seed=3)
+    again = HeadProblem(
+        make_encoding("fs", 24, 16), 3, on_eval, HeadTraining.of(clf.trainer, seed=3)
+    )
     assert again.accuracy(clf.best_mask_[None])[0] == pytest.approx(clf.best_fitness_)
 
 

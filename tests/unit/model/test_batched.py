@@ -10,7 +10,7 @@ import torch
 from evoprune.encodings import make_encoding
 from evoprune.model.batched import BATCHED_ENCODINGS, batchable, padded, train_heads
 from evoprune.model.head import TRAINERS, accuracy, predict_proba, train_head
-from evoprune.problem import HeadProblem, make_folds
+from evoprune.problem import HeadProblem, HeadTraining, make_folds
 from evoprune.settings import FitnessSettings
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -90,7 +90,7 @@ def test_fitness_is_the_same_alone_and_in_two_different_batches():
     X, y = _blobs(n=300, d=200)
     enc = make_encoding("fs", X.shape[1], 32)
     folds = make_folds(X, y, FitnessSettings(fitness_split="validation", seed=0))
-    problem = HeadProblem(enc, 3, folds, "fast", seed=2)
+    problem = HeadProblem(enc, 3, folds, HeadTraining.of("fast", seed=2))
     assert problem.batched
     chroms = _chromosomes(enc, 6, seed=4)
     target = chroms[0]
@@ -105,7 +105,7 @@ def test_unbatched_problem_trains_head_by_head_exactly():
     X, y = _blobs()
     enc = make_encoding("fc", X.shape[1], 16)
     folds = make_folds(X, y, FitnessSettings(fitness_split="validation", seed=0))
-    problem = HeadProblem(enc, 3, folds, "fast", seed=1, batch_heads=False)
+    problem = HeadProblem(enc, 3, folds, HeadTraining.of("fast", seed=1), batch_heads=False)
     assert not problem.batched
     chroms = _chromosomes(enc, 2)
     f = folds[0]

@@ -172,7 +172,7 @@ def test_resumed_items_do_not_speed_the_pace_up():
 
 def test_a_head_problem_reports_each_head_of_each_fold_as_it_trains():
     from evoprune.encodings import make_encoding
-    from evoprune.problem import HeadProblem, make_folds
+    from evoprune.problem import HeadProblem, HeadTraining, make_folds
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(80, 300)).astype(np.float32)
@@ -181,7 +181,7 @@ def test_a_head_problem_reports_each_head_of_each_fold_as_it_trains():
     from evoprune.settings import FitnessSettings
 
     folds = make_folds(X, y, FitnessSettings(fitness_split="cv", cv_folds=2, seed=0))
-    problem = HeadProblem(enc, 2, folds, seed=0)
+    problem = HeadProblem(enc, 2, folds, HeadTraining.of("fast", seed=0))
     # densities that pad to three widths (128, 256, 384): three groups per fold
     chromosomes = np.zeros((6, 300), np.uint8)
     for i, k in enumerate([20, 30, 200, 210, 290, 300]):

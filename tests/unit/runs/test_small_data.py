@@ -9,7 +9,7 @@ import pytest
 from evoprune.data import load_dataset
 from evoprune.encodings import make_encoding
 from evoprune.model.head import feature_stats
-from evoprune.problem import Fold, HeadProblem
+from evoprune.problem import Fold, HeadProblem, HeadTraining
 from evoprune.runs.config import RunConfig
 from evoprune.runs.experiment import prepare_data, run_experiment
 
@@ -63,7 +63,9 @@ def test_a_given_validation_folder_is_the_fitness_split(
     # the recorded fitness of the best mask is its accuracy on the 37 validation images of a
     # head fitted on the 60 train/ images, computed again here
     fold = Fold(X[~val], y[~val], X[val], y[val], feature_stats(X[~val]))
-    problem = HeadProblem(make_encoding("fs", X.shape[1], 512, 2), 2, [fold], "fast", seed=3)
+    problem = HeadProblem(
+        make_encoding("fs", X.shape[1], 512, 2), 2, [fold], HeadTraining.of("fast", seed=3)
+    )
     mask = np.asarray(result["best_mask"], dtype=np.uint8)
     assert problem.accuracy(mask[None])[0] == pytest.approx(result["fitness"])
     assert result["fitness"] * 37 == pytest.approx(round(result["fitness"] * 37))

@@ -13,7 +13,7 @@ from evoprune.encodings import make_encoding
 from evoprune.errors import ConfigError
 from evoprune.estimator import EvoPruneClassifier
 from evoprune.model.shared import SharedRecipe, train_shared_head
-from evoprune.problem import HeadProblem, make_folds
+from evoprune.problem import HeadProblem, HeadTraining, make_folds
 from evoprune.runs.config import RunConfig
 from evoprune.runs.store import (
     history_fields,
@@ -69,7 +69,7 @@ def test_shared_score_equals_a_masked_forward_pass_of_the_shared_head(name, resc
     folds = make_folds(X, y, FitnessSettings(fitness_split="validation", seed=0))
     enc = make_encoding(name, X.shape[1], 24, 10)
     recipe = SharedRecipe(epochs=6, average_from=4, rescale=rescale, score=score)
-    problem = HeadProblem(enc, 10, folds, seed=3, shared_recipe=recipe)
+    problem = HeadProblem(enc, 10, folds, HeadTraining.of("fast", seed=3), shared_recipe=recipe)
     rng = np.random.default_rng(1)
     chroms = (rng.random((7, enc.n_genes)) < rng.uniform(0.05, 1, (7, 1))).astype(np.uint8)
     chroms[0] = 1  # the dense head itself
@@ -100,7 +100,7 @@ def test_shared_scores_follow_density_on_real_images():
     X, y = _digits(500)
     folds = make_folds(X, y, FitnessSettings(fitness_split="validation", seed=0))
     enc = make_encoding("fs", X.shape[1], 32, 10)
-    problem = HeadProblem(enc, 10, folds, seed=0, shared_recipe=QUICK)
+    problem = HeadProblem(enc, 10, folds, HeadTraining.of("fast", seed=0), shared_recipe=QUICK)
     rng = np.random.default_rng(0)
     sparse = np.zeros((5, 64), np.uint8)
     for row in sparse:
