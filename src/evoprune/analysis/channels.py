@@ -22,7 +22,6 @@ from evoprune.runs.store import RESULT_FILE, open_run
 
 log = logging.getLogger(__name__)
 
-COMPARISON_FILE = "comparison.json"
 CHANNELS_FILE = "channels.csv"
 CHANNELS_PLOT = "channels.png"
 
@@ -46,11 +45,6 @@ class ChannelFrequency:
     def observed(self) -> np.ndarray:
         """Number of channels kept in k = 0..R runs."""
         return np.bincount(self.kept, minlength=len(self.runs) + 1)
-
-
-def is_comparison(path: str | Path) -> bool:
-    """Whether ``path`` is a folder written by ``evoprune compare``."""
-    return (Path(path) / COMPARISON_FILE).is_file()
 
 
 def fs_masks(compare_dir: str | Path) -> tuple[list[str], np.ndarray]:

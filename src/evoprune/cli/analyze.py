@@ -83,7 +83,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from evoprune.analysis.channels import channel_frequency, is_comparison
+    from evoprune.analysis.channels import channel_frequency
+    from evoprune.runs.store import is_comparison
 
     if is_comparison(args.run_dir):
         freq = channel_frequency(args.run_dir)

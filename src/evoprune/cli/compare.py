@@ -157,7 +157,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
             out,
         )
         return 130
-    table = (out / "table.md").read_text(encoding="utf-8")
+    from evoprune.runs.store import read_table_md
+
+    table = read_table_md(out) or ""
     sys.stdout.write(
         table + f"\nresults: {out} (summary.csv, stats.csv, table.md, "
         "convergence_<encoding>.png, accuracy_vs_active.png"

@@ -368,8 +368,7 @@ def format_front(front: list[dict]) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from evoprune.analysis.channels import is_comparison
-    from evoprune.runs.store import RESULT_FILE, open_run
+    from evoprune.runs.store import RESULT_FILE, is_comparison, open_run
 
     path = Path(args.run_dir)
     if is_comparison(path):
@@ -398,21 +397,16 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def _show_comparison(path: Path, as_json: bool) -> int:
     """A comparison folder: its settings, table.md and the table of its runs."""
-    import json
+    from evoprune.runs.store import SUMMARY_FILE, read_comparison, read_table, read_table_md
 
-    from evoprune.analysis.channels import COMPARISON_FILE
-
-    doc = json.loads((path / COMPARISON_FILE).read_text(encoding="utf-8"))
+    settings = read_comparison(path)
     runs = list_runs(path / "runs")
     if as_json:
-        summary = []
-        if (path / "summary.csv").is_file():
-            with (path / "summary.csv").open(newline="", encoding="utf-8") as fh:
-                summary = list(csv.DictReader(fh))
+        summary = read_table(path / SUMMARY_FILE)
         write_json(
             {
                 "comparison_dir": str(path),
-                "settings": doc.get("comparison", doc),
+                "settings": settings,
                 "runs": runs,
                 "summary": summary,
                 "files": [{"file": n, "bytes": b} for n, b in folder_files(path)],
@@ -420,9 +414,9 @@ def _show_comparison(path: Path, as_json: bool) -> int:
         )
         return 0
     lines = [f"comparison: {path}"]
-    table_md = path / "table.md"
-    if table_md.is_file():
-        lines.append(table_md.read_text(encoding="utf-8").rstrip("\n"))
+    table_md = read_table_md(path)
+    if table_md is not None:
+        lines.append(table_md.rstrip("\n"))
     else:
         lines.append("(no table.md yet: the comparison has not finished)")
     if runs:

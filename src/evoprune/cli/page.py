@@ -9,9 +9,7 @@ it opens anywhere (a mail attachment, a CI artefact) and looks the same.
 from __future__ import annotations
 
 import base64
-import csv
 import html
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -100,11 +98,6 @@ def markdown_tables(text: str) -> str:
             out.append(f"<p>{_e(s.lstrip('-* ').strip())}</p>")
     flush()
     return "\n".join(out)
-
-
-def _csv_rows(path: Path) -> list[list[str]]:
-    with path.open(newline="", encoding="utf-8") as fh:
-        return [row for row in csv.reader(fh)]
 
 
 #: What each figure a run or comparison writes shows (a caption for the page).
@@ -305,54 +298,11 @@ def _files(folder: Path) -> str:
 
 
 def list_runs(folder: str | Path) -> list[dict]:
-    """One entry per run folder directly inside ``folder`` (``runs/`` or a comparison's
-    ``runs/``), sorted by name: finished ones with their results, unfinished ones with the
-    evaluations recorded so far."""
-    from evoprune.runs.store import CONFIG_FILE, HISTORY_FILE, RESULT_FILE
+    """One entry per run folder directly inside ``folder`` (the run store's
+    :func:`~evoprune.runs.store.list_runs`)."""
+    from evoprune.runs.store import list_runs as store_list_runs
 
-    root = Path(folder)
-    if not root.is_dir():
-        return []
-    out = []
-    for p in sorted(root.iterdir()):
-        if not p.is_dir() or not ((p / RESULT_FILE).is_file() or (p / CONFIG_FILE).is_file()):
-            continue
-        entry: dict = {"run": p.name, "path": str(p)}
-        try:
-            if (p / RESULT_FILE).is_file():
-                r = json.loads((p / RESULT_FILE).read_text(encoding="utf-8"))
-                entry.update(
-                    status="finished",
-                    dataset=r.get("dataset"),
-                    encoding=r.get("encoding"),
-                    backbone=r.get("backbone"),
-                    seed=r.get("seed"),
-                    evaluations=r.get("evaluations"),
-                    test_accuracy=r.get("test_accuracy"),
-                    reference_test_accuracy=r.get("reference_test_accuracy"),
-                    active_fraction=r.get("active_fraction"),
-                    wall_seconds=r.get("wall_seconds"),
-                )
-            else:
-                run = json.loads((p / CONFIG_FILE).read_text(encoding="utf-8")).get("run", {})
-                history = p / HISTORY_FILE
-                done = (
-                    max(0, len(history.read_text(encoding="utf-8").splitlines()) - 1)
-                    if history.is_file()
-                    else 0
-                )
-                entry.update(
-                    status="unfinished",
-                    dataset=run.get("data"),
-                    encoding=run.get("encoding"),
-                    backbone=run.get("backbone"),
-                    seed=run.get("seed"),
-                    evaluations=done,
-                )
-        except (OSError, ValueError, AttributeError):
-            entry["status"] = "unreadable"
-        out.append(entry)
-    return out
+    return store_list_runs(folder)
 
 
 def runs_table(runs: Sequence[dict]) -> list[tuple[str, ...]]:
@@ -394,24 +344,30 @@ def runs_table(runs: Sequence[dict]) -> list[tuple[str, ...]]:
 
 def comparison_page(folder: Path) -> str:
     """The page of a folder written by ``evoprune compare``."""
-    from evoprune.analysis.channels import COMPARISON_FILE
+    from evoprune.runs.store import (
+        STATS_FILE,
+        SUMMARY_FILE,
+        read_comparison,
+        read_table_cells,
+        read_table_md,
+    )
 
-    doc = json.loads((folder / COMPARISON_FILE).read_text(encoding="utf-8"))
+    settings = read_comparison(folder)
     body: list[str] = []
     runs = list_runs(folder / "runs")
     if runs:
         body.append("<h2>Runs</h2>")
         body.append(table(runs_table(runs)))
-    if (folder / "table.md").is_file():
+    table_md = read_table_md(folder)
+    if table_md is not None:
         body.append("<h2>Results</h2>")
-        body.append(markdown_tables((folder / "table.md").read_text(encoding="utf-8")))
+        body.append(markdown_tables(table_md))
     body.append("<h2>Figures</h2>")
     body += _figures(folder) or ["<p>No figures in this folder.</p>"]
-    for name, heading in (("summary.csv", "Every run and method"), ("stats.csv", "Paired tests")):
+    for name, heading in ((SUMMARY_FILE, "Every run and method"), (STATS_FILE, "Paired tests")):
         if (folder / name).is_file():
             body.append(f"<h2>{heading} ({name})</h2>")
-            body.append(table(_csv_rows(folder / name)))
-    settings = doc.get("comparison", doc)
+            body.append(table(read_table_cells(folder / name)))
     body.append("<h2>Settings</h2>")
     body.append(table([("setting", "value")] + [(k, _fmt(v)) for k, v in dict(settings).items()]))
     body.append(_files(folder))
@@ -421,9 +377,8 @@ def comparison_page(folder: Path) -> str:
 def write_page(folder: str | Path, out: str | Path | None = None) -> Path:
     """Write the page of a run or comparison ``folder`` to ``out`` (default
     ``folder/report.html``); EvoPruneError when the folder is neither, before any work."""
-    from evoprune.analysis.channels import is_comparison
     from evoprune.io import check_file_target, claim_file
-    from evoprune.runs.store import open_run
+    from evoprune.runs.store import is_comparison, open_run
 
     path = Path(folder)
     target = Path(out) if out is not None else path / PAGE_FILE

@@ -34,7 +34,7 @@ from evoprune.errors import ConfigError
 from evoprune.model.head import accuracy
 from evoprune.plots import styled
 from evoprune.runs.context import RunContext
-from evoprune.runs.store import save_with, saved_with
+from evoprune.runs.store import CURVES_FILE, curves_file, save_with, saved_with, write_table
 
 CURVE_FIELDS = [
     "encoding",
@@ -137,10 +137,6 @@ def _sized(ranker: Ranker, method: str, density: float, random_mask: np.ndarray)
     return at_size(ranker, density_keep(ranker.encoding, density))
 
 
-def curves_file(out: Path, encoding: str, run: int) -> Path:
-    return Path(out) / "curves" / f"{encoding}_run{run}.json"
-
-
 def run_curves(
     cc,
     out: Path,
@@ -153,8 +149,6 @@ def run_curves(
     reference head reused), computed unless saved with the same settings; then curves.csv and
     curves.png. ``data()`` gives the prepared data; ``results`` the finished runs' results by
     (variant, run)."""
-    from evoprune.compare.tables import write_csv
-
     rows = []
     for enc in cc.encodings:
         for k in range(int(cc.runs)):
@@ -172,7 +166,7 @@ def run_curves(
                 save_with(path, settings, points=points)
                 saved = {"points": points}
             rows += [{"encoding": enc, "run": k, "seed": cfg.seed, **p} for p in saved["points"]]
-    write_csv(Path(out) / "curves.csv", CURVE_FIELDS, rows)
+    write_table(Path(out) / CURVES_FILE, CURVE_FIELDS, rows)
     title = f"{Path(cc.base.data).name or cc.base.data}: held-out accuracy against size"
     plot_curves(rows, _evolved(cc, results), Path(out) / "curves.png", cc.encodings, title)
     return rows

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from evoprune import __version__
 from evoprune.cluster import session_for
 from evoprune.compare.baselines import METHODS, available_methods
 from evoprune.compare.layout import (
@@ -33,7 +32,7 @@ from evoprune.compare.layout import (
     split_variant,
 )
 from evoprune.errors import ConfigError, EvoPruneError
-from evoprune.io import WRITE_ERRORS, OutputFolder, atomic_write_json, writing_folder
+from evoprune.io import WRITE_ERRORS, OutputFolder, writing_folder
 from evoprune.runs.context import RunContext
 from evoprune.runs.experiment import (
     PreparedData,
@@ -41,7 +40,7 @@ from evoprune.runs.experiment import (
     prepare_data,
     run_experiment,
 )
-from evoprune.runs.store import mask_to_hex, read_baselines, write_baselines
+from evoprune.runs.store import mask_to_hex, read_baselines, write_baselines, write_comparison
 from evoprune.search import ALGORITHMS
 
 log = logging.getLogger(__name__)
@@ -230,9 +229,7 @@ def _run_comparison(
     from evoprune.compare.tables import write_reports
 
     with writing_folder(out):
-        atomic_write_json(
-            out / "comparison.json", {"comparison": cc.to_dict(), "evoprune_version": __version__}
-        )
+        write_comparison(out, cc.to_dict())
     prepared: PreparedData | None = None
 
     def data() -> PreparedData:

@@ -9,8 +9,6 @@ Wilcoxon tests of the table.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import warnings
 from collections.abc import Sequence
@@ -22,8 +20,16 @@ import numpy as np
 from evoprune.compare.baselines import METHOD_LABELS as BASELINE_LABELS
 from evoprune.compare.baselines import METHODS
 from evoprune.compare.layout import SUMMARY_FIELDS, run_dir
-from evoprune.io import atomic_write, atomic_write_text
 from evoprune.plots import COLORS, legend_outside, pyplot, save_figure, styled
+from evoprune.runs.store import (
+    HISTORY_FILE,
+    STATS_FILE,
+    SUMMARY_FILE,
+    peek_result,
+    read_history,
+    write_table,
+    write_table_md,
+)
 
 #: Every row's method: evoprune, then the baselines in the order of :data:`baselines.METHODS`.
 METHOD_LABELS = {"evoprune": "EvoPruneDeepTL", **BASELINE_LABELS}
@@ -51,15 +57,15 @@ STATS_FIELDS = [
 def write_reports(cc, out: Path, rows: list[dict]) -> None:
     """summary.csv, stats.csv, table.md, convergence_<encoding>.png, accuracy_vs_active.png."""
     out = Path(out)
-    write_csv(out / "summary.csv", SUMMARY_FIELDS, rows)
+    write_table(out / SUMMARY_FILE, SUMMARY_FIELDS, rows)
     stats = paired_stats(rows, cc.variants)
-    write_csv(out / "stats.csv", STATS_FIELDS, stats)
+    write_table(out / STATS_FILE, STATS_FIELDS, stats)
     meta = _meta(cc, out)
-    atomic_write_text(out / "table.md", format_table_md(rows, stats, cc.variants, meta))
+    write_table_md(out, format_table_md(rows, stats, cc.variants, meta))
     for enc in cc.variants:
         curves = []
         for k in range(int(cc.runs)):
-            hist = run_dir(out, enc, k) / "history.csv"
+            hist = run_dir(out, enc, k) / HISTORY_FILE
             if hist.is_file():
                 curves.append((k, int(cc.seed_base) + k, _best_so_far(hist)))
         plot_convergence_runs(
@@ -74,25 +80,7 @@ def write_reports(cc, out: Path, rows: list[dict]) -> None:
     )
 
 
-def write_csv(path: Path, fields: Sequence[str], rows: Sequence[dict]) -> Path:
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(fields))
-            w.writeheader()
-            w.writerows({k: _fmt(r.get(k)) for k in fields} for r in rows)
-
-    return atomic_write(path, write)
-
-
-def _fmt(v):
-    if isinstance(v, float):
-        return "" if math.isnan(v) else repr(v)
-    return v
-
-
 def _best_so_far(path: Path) -> tuple[list[int], list[float]]:
-    from evoprune.runs.store import read_history
-
     hist = read_history(path)
     return [h.index for h in hist], [h.best_fitness for h in hist]
 
@@ -109,9 +97,8 @@ def _meta(cc, out: Path) -> dict:
         f"{cc.base.evaluations or 'the default'} evaluations per run",
     }
     for enc in cc.variants:
-        try:
-            r = json.loads((run_dir(out, enc, 0) / "result.json").read_text())
-        except (OSError, ValueError):
+        r = peek_result(run_dir(out, enc, 0))
+        if r is None:
             continue
         meta.update(
             dataset=r.get("dataset", meta["dataset"]),

@@ -24,9 +24,27 @@ One module per concern:
 - :mod:`.guard`: folder safety (resume, refuse, move aside, clean up a killed run);
 - :mod:`.writer`: :class:`RunWriter`, which writes one run through the modules above;
 - :mod:`.folder`: a finished run read back (:func:`open_run`), paths stored relative to it;
-- :mod:`.derived`: ``ensemble.json`` and ``baselines.json``, added by later commands.
+- :mod:`.derived`: ``ensemble.json`` and ``baselines.json``, added by later commands;
+- :mod:`.comparison`: a comparison folder's ``comparison.json``, tables and curve points.
 """
 
+from evoprune.runs.store.comparison import (
+    COMPARISON_FILE,
+    CURVES_DIR,
+    CURVES_FILE,
+    STATS_FILE,
+    SUMMARY_FILE,
+    TABLE_FILE,
+    curves_file,
+    is_comparison,
+    read_comparison,
+    read_table,
+    read_table_cells,
+    read_table_md,
+    write_comparison,
+    write_table,
+    write_table_md,
+)
 from evoprune.runs.store.derived import (
     check_ensemble_target,
     read_baselines,
@@ -55,7 +73,9 @@ from evoprune.runs.store.files import (
 )
 from evoprune.runs.store.folder import (
     RunFolder,
+    list_runs,
     open_run,
+    peek_result,
     portable_backbone,
     portable_path,
     resolve_backbone,
@@ -77,7 +97,10 @@ from evoprune.runs.store.writer import RunWriter
 
 __all__ = [
     "BASELINES_FILE",
+    "COMPARISON_FILE",
     "CONFIG_FILE",
+    "CURVES_DIR",
+    "CURVES_FILE",
     "ENSEMBLE_FILE",
     "FRONT_DIR",
     "HEAD_FILE",
@@ -90,6 +113,9 @@ __all__ = [
     "RESULT_FILES",
     "RUN_FILES",
     "SCHEMA_VERSION",
+    "STATS_FILE",
+    "SUMMARY_FILE",
+    "TABLE_FILE",
     "FrontHead",
     "HistoryAppender",
     "RunFolder",
@@ -97,27 +123,38 @@ __all__ = [
     "RunWriter",
     "check_ensemble_target",
     "check_out_dir",
+    "curves_file",
     "front_head_path",
     "hex_to_mask",
     "history_fields",
     "history_row",
+    "is_comparison",
     "known_evaluations",
+    "list_runs",
     "load_head",
     "mask_to_hex",
     "open_run",
+    "peek_result",
     "portable_backbone",
     "portable_path",
     "read_baselines",
+    "read_comparison",
     "read_history",
     "read_json",
     "read_saved_config",
+    "read_table",
+    "read_table_cells",
+    "read_table_md",
     "resolve_backbone",
     "resolve_path",
     "save_head",
     "save_with",
     "saved_with",
     "write_baselines",
+    "write_comparison",
     "write_ensemble_file",
     "write_front",
     "write_history",
+    "write_table",
+    "write_table_md",
 ]

@@ -16,6 +16,7 @@ from evoprune.model.head import CompactHead
 from evoprune.runs.store.files import (
     CONFIG_FILE,
     HEAD_FILE,
+    HISTORY_FILE,
     REFERENCE_HEAD_FILE,
     RESULT_FILE,
     front_head_path,
@@ -189,3 +190,62 @@ def open_run(run_dir: str | Path) -> RunFolder:
                 "rewrite the run folder"
             )
     return RunFolder(path=path, result=result, config=config)
+
+
+def list_runs(folder: str | Path) -> list[dict]:
+    """One entry per run folder directly inside ``folder`` (``runs/`` or a comparison's
+    ``runs/``), sorted by name: finished ones with their results, unfinished ones with the
+    evaluations recorded so far."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    out = []
+    for p in sorted(root.iterdir()):
+        if not p.is_dir() or not ((p / RESULT_FILE).is_file() or (p / CONFIG_FILE).is_file()):
+            continue
+        entry: dict = {"run": p.name, "path": str(p)}
+        try:
+            if (p / RESULT_FILE).is_file():
+                r = json.loads((p / RESULT_FILE).read_text(encoding="utf-8"))
+                entry.update(
+                    status="finished",
+                    dataset=r.get("dataset"),
+                    encoding=r.get("encoding"),
+                    backbone=r.get("backbone"),
+                    seed=r.get("seed"),
+                    evaluations=r.get("evaluations"),
+                    test_accuracy=r.get("test_accuracy"),
+                    reference_test_accuracy=r.get("reference_test_accuracy"),
+                    active_fraction=r.get("active_fraction"),
+                    wall_seconds=r.get("wall_seconds"),
+                )
+            else:
+                run = json.loads((p / CONFIG_FILE).read_text(encoding="utf-8")).get("run", {})
+                history = p / HISTORY_FILE
+                done = (
+                    max(0, len(history.read_text(encoding="utf-8").splitlines()) - 1)
+                    if history.is_file()
+                    else 0
+                )
+                entry.update(
+                    status="unfinished",
+                    dataset=run.get("data"),
+                    encoding=run.get("encoding"),
+                    backbone=run.get("backbone"),
+                    seed=run.get("seed"),
+                    evaluations=done,
+                )
+        except (OSError, ValueError, AttributeError):
+            entry["status"] = "unreadable"
+        out.append(entry)
+    return out
+
+
+def peek_result(run_dir: str | Path) -> dict | None:
+    """The JSON object in a run folder's ``result.json`` as it is, unchecked (for summaries
+    that must not stop at an older or damaged run); None when it cannot be read."""
+    try:
+        doc = json.loads((Path(run_dir) / RESULT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
