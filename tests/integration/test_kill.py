@@ -9,102 +9,46 @@ drawn from a seeded generator, so a failure reproduces.
 """
 
 import json
-import os
 import random
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from evoprune.runs.store import read_history
+from evoprune.testing import (
+    EVALUATIONS,
+    at_rows,
+    cli,
+    extracting,
+    history_rows,
+    kill_when,
+    leftovers,
+    result_doc,
+    run_args,
+    writing,
+)
 
-_MAIN = "from evoprune.cli import main; import sys; sys.exit(main(sys.argv[1:]))"
-#: keys of result.json that may differ between an interrupted and an uninterrupted run
-_VOLATILE = {"timings", "wall_seconds", "resumed_evaluations", "features_cached"}
-_EVALUATIONS = 12
 _TIMEOUT = 300  # seconds any one run may take on a slow, busy machine
-
-
-def _command(data: Path, cache: Path, out: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-c",
-        _MAIN,
-        "run",
-        "--data",
-        str(data),
-        "--encoding",
-        "fs",
-        "--population",
-        "6",
-        "--evaluations",
-        str(_EVALUATIONS),
-        "--seed",
-        "1",
-        "--cache-dir",
-        str(cache),
-        "--out",
-        str(out),
-        "--no-progress",
-    ]
-
-
-def _env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
 
 
 def _run(data: Path, cache: Path, out: Path) -> None:
     """One run to completion (a rerun resumes whatever an interrupted one left)."""
-    proc = subprocess.run(
-        _command(data, cache, out),
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=_TIMEOUT,
-        check=False,
-    )
+    proc = cli(*run_args(data, out, cache), timeout=_TIMEOUT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
 
 
 def _kill_when(data: Path, cache: Path, out: Path, moment, log: Path) -> None:
-    """Start a run and SIGKILL it as soon as ``moment(log_text)`` is true (polled every few
-    milliseconds); fails when the run ends by itself first."""
-    with log.open("w") as err:
-        proc = subprocess.Popen(
-            _command(data, cache, out), env=_env(), stdout=subprocess.DEVNULL, stderr=err
-        )
-    try:
-        deadline = time.monotonic() + _TIMEOUT
-        while not moment(log.read_text()):
-            assert proc.poll() is None, (
-                f"the run ended before the moment to kill it:\n{log.read_text()[-3000:]}"
-            )
-            assert time.monotonic() < deadline, "the moment to kill never came"
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, log.read_text()[-3000:]
-
-
-def _data_rows(out: Path) -> int:
-    """Evaluations in history.csv so far (the header excluded)."""
-    try:
-        return max(0, (out / "history.csv").read_text().count("\n") - 1)
-    except OSError:
-        return 0
-
-
-def _result(out: Path) -> dict:
-    doc = json.loads((out / "result.json").read_text())
-    return {k: v for k, v in doc.items() if k not in _VOLATILE}
+    """Start a run and SIGKILL it as soon as ``moment(out, log_text)`` is true; fails when the
+    run ends by itself first or the moment never comes."""
+    status = kill_when(
+        run_args(data, out, cache), out, moment, signal.SIGKILL, log, timeout=_TIMEOUT, grace=60
+    )
+    assert status == -signal.SIGKILL, (
+        f"the run was not killed at the moment (exit {status}):\n{log.read_text()[-3000:]}"
+    )
 
 
 def _cache_matrix(cache: Path) -> np.ndarray:
@@ -119,23 +63,18 @@ def _cache_matrix(cache: Path) -> np.ndarray:
     return X
 
 
-def _leftovers(*folders: Path) -> list[Path]:
-    """Temporary files of atomic writes that were never renamed into place."""
-    return [p for f in folders if f.exists() for p in f.rglob(".*.tmp")]
-
-
 def _assert_same_as_reference(out: Path, cache: Path, reference) -> None:
     ref_out, ref_cache = reference
-    assert _result(out) == _result(ref_out)
+    assert result_doc(out) == result_doc(ref_out)
     assert (out / "history.csv").read_bytes() == (ref_out / "history.csv").read_bytes()
-    assert len(read_history(out / "history.csv")) == _EVALUATIONS
+    assert len(read_history(out / "history.csv")) == EVALUATIONS
     for name in ("head.safetensors", "reference_head.safetensors", "convergence.png"):
         assert (out / name).is_file(), name
     assert json.loads((out / "config.json").read_text()) == json.loads(
         (ref_out / "config.json").read_text()
     )
     assert np.array_equal(_cache_matrix(cache), _cache_matrix(ref_cache))
-    assert _leftovers(out, cache) == []
+    assert leftovers(out, recursive=True) == [] and leftovers(cache, recursive=True) == []
 
 
 @pytest.fixture(scope="module")
@@ -159,18 +98,10 @@ def _private_cache_copy(reference, base: Path) -> Path:
 def test_sigkill_during_feature_extraction_then_rerun_is_identical(
     reference, faces_folder, tmp_path_factory
 ):
-    rng = random.Random(8001)
+    delay = random.Random(8001).uniform(0.2, 2.0)
     base = tmp_path_factory.mktemp("kill-features")
     out, cache = base / "out", base / "cache"  # a fresh cache: the run must extract
-    started = {}
-
-    def extracting(text: str) -> bool:
-        if "Feature cache miss" not in text:
-            return False
-        started.setdefault("t", time.monotonic())
-        return time.monotonic() - started["t"] >= started.setdefault("delay", rng.uniform(0.2, 2.0))
-
-    _kill_when(faces_folder, cache, out, extracting, base / "killed.log")
+    _kill_when(faces_folder, cache, out, extracting(delay), base / "killed.log")
     assert not list(cache.glob("*.npz")), "the kill came after the extraction had finished"
     assert not out.exists()  # nothing is written before the search starts
     _run(faces_folder, cache, out)
@@ -180,20 +111,14 @@ def test_sigkill_during_feature_extraction_then_rerun_is_identical(
 def test_sigkill_during_the_search_then_rerun_is_identical(
     reference, faces_folder, tmp_path_factory
 ):
-    rows = random.Random(8002).randint(2, _EVALUATIONS - 2)
+    rows = random.Random(8002).randint(2, EVALUATIONS - 2)
     base = tmp_path_factory.mktemp("kill-search")
     out, cache = base / "out", _private_cache_copy(reference, base)
-    _kill_when(faces_folder, cache, out, lambda _: _data_rows(out) >= rows, base / "killed.log")
+    _kill_when(faces_folder, cache, out, at_rows(rows), base / "killed.log")
     assert not (out / "result.json").exists()
-    assert rows <= len(read_history(out / "history.csv")) < _EVALUATIONS
+    assert rows <= len(read_history(out / "history.csv")) < EVALUATIONS
     _run(faces_folder, cache, out)
     _assert_same_as_reference(out, cache, reference)
-
-
-def _writing(out: Path) -> bool:
-    """A final file is being written: a temporary file of an atomic write (or of the
-    safetensors library) is in the folder."""
-    return any(out.glob(".*.tmp")) or any(out.glob(".tmp*"))
 
 
 def test_sigkill_during_final_writing_then_rerun_is_identical(
@@ -207,13 +132,13 @@ def test_sigkill_during_final_writing_then_rerun_is_identical(
         faces_folder,
         cache,
         out,
-        lambda _: (
-            _data_rows(out) == _EVALUATIONS
-            and (_writing(out) or (out / "head.safetensors").exists())
+        lambda out, text: (
+            history_rows(out) == EVALUATIONS
+            and (writing(out, text) or (out / "head.safetensors").exists())
         ),
         base / "killed.log",
     )
     assert not (out / "result.json").exists()
-    assert _data_rows(out) == _EVALUATIONS
+    assert history_rows(out) == EVALUATIONS
     _run(faces_folder, cache, out)
     _assert_same_as_reference(out, cache, reference)
