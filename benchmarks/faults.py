@@ -713,6 +713,7 @@ def overwrite_the_current_folder(ctx):
 _INJECT = (
     "import errno, os, pathlib, sys\n"
     "from evoprune.runs import store\n"
+    "import evoprune.runs.store.history, evoprune.runs.store.writer\n"
     "{patch}\n" + MAIN.replace("; ", "\n")
 )
 
@@ -759,10 +760,10 @@ def disk_full_during_search(ctx):
 @case("bad_input", issue_19=True)
 def read_only_at_the_final_write(ctx):
     out = ctx.fresh() / "run"
-    patch = (
+    patch = (  # wherever the store's modules call it
         "def ro(*a, **k):\n"
         "    raise OSError(errno.EROFS, 'Read-only file system')\n"
-        "store.write_history = ro"
+        "store.history.write_history = store.writer.write_history = ro"
     )
     return expect_error(ctx, run_args(ctx.faces, out, ctx.cache), code=_INJECT.format(patch=patch))
 
