@@ -8,7 +8,6 @@ the ones the task needs.
 
 from __future__ import annotations
 
-import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +16,7 @@ import numpy as np
 
 from evoprune.analysis.context import ANALYSIS_DIR
 from evoprune.errors import EvoPruneError
-from evoprune.io import atomic_write
-from evoprune.runs.store import RESULT_FILE, open_run
+from evoprune.runs.store import RESULT_FILE, open_run, write_rows
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +74,10 @@ def channel_frequency(compare_dir: str | Path) -> ChannelFrequency:
     freq = ChannelFrequency(names, masks.sum(axis=0).astype(np.int64), masks.mean(axis=1))
     out = Path(compare_dir) / ANALYSIS_DIR
     order = np.argsort(-freq.kept, kind="stable")
-
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["channel", "runs_kept", "fraction_of_runs"])
-            for ch in order:
-                writer.writerow([int(ch), int(freq.kept[ch]), freq.kept[ch] / len(names)])
-
-    atomic_write(out / CHANNELS_FILE, write)
+    write_rows(
+        out / CHANNELS_FILE,
+        ["channel", "runs_kept", "fraction_of_runs"],
+        ([int(ch), int(freq.kept[ch]), freq.kept[ch] / len(names)] for ch in order),
+    )
     plot_channels(freq, out / CHANNELS_PLOT, title=f"{Path(compare_dir).name}: fs runs")
     return freq

@@ -22,10 +22,9 @@ Two measures, both between 0 (unrelated) and 1 (the same up to the measure's inv
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -33,8 +32,8 @@ import torch
 from evoprune.analysis.context import AnalysisContext
 from evoprune.encodings import HeadMasks
 from evoprune.errors import EvoPruneError
-from evoprune.io import atomic_write
 from evoprune.model.head import CompactHead, accuracy
+from evoprune.runs.store import write_records
 from evoprune.search import EvaluationRecord
 
 log = logging.getLogger(__name__)
@@ -222,14 +221,7 @@ def robustness(ctx: AnalysisContext) -> list[CKARow]:
 
 def write_cka(ctx: AnalysisContext, rows: list[CKARow]) -> None:
     """cka.csv and a bar chart of it."""
-
-    def write(tmp):
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(asdict(rows[0])))
-            writer.writeheader()
-            writer.writerows(asdict(r) for r in rows)
-
-    atomic_write(ctx.out / CKA_FILE, write)
+    write_records(ctx.out / CKA_FILE, rows)
     from evoprune.plots.analysis import plot_cka
 
     r = ctx.run.result

@@ -11,17 +11,16 @@ shows only what its kept channels respond to. One CNN pass per image serves both
 
 from __future__ import annotations
 
-import csv
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from evoprune.analysis.context import AnalysisContext
-from evoprune.io import atomic_write
 from evoprune.model.head import CompactHead
+from evoprune.runs.store import write_records
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +124,4 @@ def heatmap_grid(ctx: AnalysisContext, per_class: int = 2) -> list[HeatmapRow]:
 
 
 def _write_rows(ctx: AnalysisContext, rows: list[HeatmapRow]) -> None:
-    def write(tmp):
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(asdict(rows[0])))
-            writer.writeheader()
-            writer.writerows(asdict(r) for r in rows)
-
-    atomic_write(ctx.out / HEATMAP_FILE, write)
+    write_records(ctx.out / HEATMAP_FILE, rows)

@@ -12,23 +12,22 @@ Rows are written to the CSV as they finish, and a rerun with the same settings r
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from evoprune.analysis.context import AnalysisContext
 from evoprune.errors import ConfigError, DataError
-from evoprune.io import atomic_write
 from evoprune.model.head import accuracy
 from evoprune.progress import WorkBar
 from evoprune.runs.config import RunConfig
 from evoprune.runs.context import RunContext
 from evoprune.runs.experiment import PreparedData
+from evoprune.runs.store import read_table, write_records
 from evoprune.search import Executor
 from evoprune.settings import FitnessSettings, SearchSettings
 
@@ -161,28 +160,19 @@ class _Table:
         self.path = path
         self.rows: list[RelevanceRow] = []
         self.old: dict[tuple, RelevanceRow] = {}
-        if path.is_file():
-            with path.open(newline="") as fh:
-                for row in csv.DictReader(fh):
-                    try:
-                        r = _parse_row(row)
-                    except (KeyError, TypeError, ValueError):
-                        continue
-                    self.old[(r.variant, r.evaluations, r.seed)] = r
+        for row in read_table(path):
+            try:
+                r = _parse_row(row)
+            except (KeyError, TypeError, ValueError):
+                continue
+            self.old[(r.variant, r.evaluations, r.seed)] = r
 
     def get(self, variant: str, cfg: RunConfig) -> RelevanceRow | None:
         return self.old.get((variant, cfg.budget, int(cfg.seed)))
 
     def add(self, row: RelevanceRow) -> None:
         self.rows.append(row)
-
-        def write(tmp: Path) -> None:
-            with tmp.open("w", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=[f.name for f in dataclasses.fields(row)])
-                writer.writeheader()
-                writer.writerows(asdict(r) for r in self.rows)
-
-        atomic_write(self.path, write)
+        write_records(self.path, self.rows)
 
 
 def _parse_row(row: dict) -> RelevanceRow:

@@ -25,7 +25,8 @@ One module per concern:
 - :mod:`.writer`: :class:`RunWriter`, which writes one run through the modules above;
 - :mod:`.folder`: a finished run read back (:func:`open_run`), paths stored relative to it;
 - :mod:`.derived`: ``ensemble.json`` and ``baselines.json``, added by later commands;
-- :mod:`.comparison`: a comparison folder's ``comparison.json``, tables and curve points.
+- :mod:`.comparison`: a comparison folder's ``comparison.json``, ``table.md``, curve points;
+- :mod:`.tables`: the CSV tables (a comparison's, an analysis's).
 """
 
 from evoprune.runs.store.comparison import (
@@ -38,11 +39,8 @@ from evoprune.runs.store.comparison import (
     curves_file,
     is_comparison,
     read_comparison,
-    read_table,
-    read_table_cells,
     read_table_md,
     write_comparison,
-    write_table,
     write_table_md,
 )
 from evoprune.runs.store.derived import (
@@ -93,6 +91,13 @@ from evoprune.runs.store.history import (
     write_history,
 )
 from evoprune.runs.store.schema import RunResult
+from evoprune.runs.store.tables import (
+    read_table,
+    read_table_cells,
+    write_records,
+    write_rows,
+    write_table,
+)
 from evoprune.runs.store.writer import RunWriter
 
 __all__ = [
@@ -155,6 +160,8 @@ __all__ = [
     "write_ensemble_file",
     "write_front",
     "write_history",
+    "write_records",
+    "write_rows",
     "write_table",
     "write_table_md",
 ]

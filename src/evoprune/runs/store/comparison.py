@@ -2,18 +2,16 @@
 written first), the tables ``summary.csv``, ``stats.csv`` and ``table.md``, and the
 accuracy-size curves (``curves/<variant>_run<k>.json``, ``curves.csv``). Its run folders
 (``runs/<variant>_run<k>/``) are run folders, with the comparison's ``baselines.json``
-(:mod:`.derived`). The figures are the plots' (``plots/``)."""
+(:mod:`.derived`); its CSV tables are written by :mod:`.tables`. The figures are the plots'
+(``plots/``)."""
 
 from __future__ import annotations
 
-import csv
 import json
-import math
-from collections.abc import Sequence
 from pathlib import Path
 
 from evoprune import __version__
-from evoprune.io import atomic_write, atomic_write_json, atomic_write_text
+from evoprune.io import atomic_write_json, atomic_write_text
 
 COMPARISON_FILE = "comparison.json"
 SUMMARY_FILE = "summary.csv"
@@ -45,39 +43,6 @@ def read_comparison(folder: str | Path) -> dict:
 def curves_file(out: str | Path, encoding: str, run: int) -> Path:
     """The saved accuracy-size curve points of run ``run`` of ``encoding``."""
     return Path(out) / CURVES_DIR / f"{encoding}_run{run}.json"
-
-
-def write_table(path: Path, fields: Sequence[str], rows: Sequence[dict]) -> Path:
-    """A CSV table with the columns ``fields`` (``summary.csv``, ``stats.csv``,
-    ``curves.csv``): floats written exactly (``repr``), NaN as an empty cell."""
-
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(fields))
-            w.writeheader()
-            w.writerows({k: _cell(r.get(k)) for k in fields} for r in rows)
-
-    return atomic_write(path, write)
-
-
-def _cell(v):
-    if isinstance(v, float):
-        return "" if math.isnan(v) else repr(v)
-    return v
-
-
-def read_table(path: Path) -> list[dict]:
-    """The rows of a CSV table as mappings of its header; none when it does not exist."""
-    if not path.is_file():
-        return []
-    with path.open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def read_table_cells(path: Path) -> list[list[str]]:
-    """The rows of a CSV table (of a run or comparison folder) as cells, the header first."""
-    with path.open(newline="", encoding="utf-8") as fh:
-        return [row for row in csv.reader(fh)]
 
 
 def write_table_md(out: str | Path, text: str) -> Path:
