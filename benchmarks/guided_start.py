@@ -24,12 +24,12 @@ import time
 from pathlib import Path
 
 from evoprune.compare.curves import curve_points
+from evoprune.compare.layout import finished_context
 from evoprune.compare.rankings import FOR_UNITS, Ranker
 from evoprune.io import atomic_write_json
 from evoprune.runs.config import RunConfig
-from evoprune.runs.context import RunContext
 from evoprune.runs.experiment import prepare_data, run_experiment
-from evoprune.runs.store import REFERENCE_HEAD_FILE, load_head, open_run
+from evoprune.runs.store import open_run
 
 log = logging.getLogger("benchmarks")
 HERE = Path(__file__).resolve().parent
@@ -105,8 +105,8 @@ def main(argv=None) -> int:
             data = prepare_data(cfg, progress=False, cache_dir=args.cache_dir)
             runs = {v: run_variant(base, v, seed, root, data) for v in VARIANTS}
             path = root / f"paper_s{seed}"
-            reference = load_head(path / REFERENCE_HEAD_FILE, n_inputs=data.X.shape[1])
-            ranker = Ranker(RunContext.of_data(cfg, data), reference)
+            context = finished_context(cfg, data, path)  # the paper run's not-pruned head
+            ranker = Ranker(context, context.reference)
             points = curve_points(ranker, data.X_test, data.y_test, DENSITIES, methods=METHODS)
             seeds[str(seed)] = {
                 "heldout_images": int(len(data.y_test)),

@@ -24,16 +24,10 @@ import time
 from pathlib import Path
 
 from evoprune.compare import Ranker, curve_points, feature_rankings, finished_result
+from evoprune.compare.layout import finished_context
 from evoprune.io import atomic_write_json
 from evoprune.model import TrainerConfig
-from evoprune.runs import (
-    REFERENCE_HEAD_FILE,
-    RunConfig,
-    RunContext,
-    load_head,
-    prepare_data,
-    run_experiment,
-)
+from evoprune.runs import RunConfig, prepare_data, run_experiment
 
 log = logging.getLogger("benchmarks")
 HERE = Path(__file__).resolve().parent
@@ -59,8 +53,8 @@ def one_seed(base: RunConfig, seed: int, root: Path, cache_dir) -> dict:
         result = run_experiment(cfg, path, progress=False, prepared=data)
     t0 = time.perf_counter()
     # the trainer as the run trained its heads, whatever "fast" is today
-    context = RunContext.of_data(cfg, data, trainer=saved_trainer(path))
-    ranker = Ranker(context, load_head(path / REFERENCE_HEAD_FILE, n_inputs=data.X.shape[1]))
+    context = finished_context(cfg, data, path, trainer=saved_trainer(path))
+    ranker = Ranker(context, context.reference)
     points = curve_points(ranker, data.X_test, data.y_test, DENSITIES, methods=METHODS)
     front = [(m["active_fraction"], m["test_accuracy"]) for m in result["front"]]
     log.info(

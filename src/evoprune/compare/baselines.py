@@ -601,8 +601,6 @@ def run_baselines(
     context: RunContext,
     evolved_mask: np.ndarray,
     *,
-    reference: CompactHead | None = None,
-    reference_seconds: float | None = None,
     schedule: PolySchedule | None = None,
     methods: tuple[str, ...] | None = None,
 ) -> dict[str, BaselineResult]:
@@ -610,20 +608,18 @@ def run_baselines(
     (or ``methods``, in that order), for the run of ``context`` (its data, trainer, seed,
     fitness folds and held-out images), sized like its ``evolved_mask``.
 
-    ``reference`` is the run's not-pruned head, trained by the run on the same data with the
-    same trainer and seed (``reference_seconds`` is the time that took): it is reused, not
-    trained again. Without it the context's (:attr:`RunContext.reference`) is used.
-    ``schedule``: the polynomial decay's (default :class:`PolySchedule`).
+    The pruning baselines start from the context's not-pruned head
+    (:attr:`~evoprune.runs.context.RunContext.reference`): the one the run trained, when the
+    context reuses it (:meth:`~evoprune.runs.context.RunContext.reuse_reference`), else trained
+    once there. ``schedule``: the polynomial decay's (default :class:`PolySchedule`).
     """
     names = _chosen_methods(context.encoding, methods)
-    if reference is None:
-        reference, reference_seconds = context.reference, context.reference_seconds
-    _check_reference(reference, context.encoding, context.n_classes)
+    reference = context.reference
     ctx = MethodContext(
         Ranker(context, reference),
         np.asarray(evolved_mask, dtype=np.uint8),
         reference,
-        float(reference_seconds or 0.0),
+        context.reference_seconds,
         schedule or PolySchedule(),
     )
     return {name: COMPARISON_METHODS[name].build(ctx) for name in names}
@@ -641,16 +637,6 @@ def _chosen_methods(encoding: Encoding, methods: tuple[str, ...] | None) -> tupl
             f"{encoding.name!r}; choose from {', '.join(applies)}"
         )
     return tuple(methods)
-
-
-def _check_reference(reference: CompactHead, encoding: Encoding, n_classes: int) -> None:
-    """The reference head must be the not-pruned head of ``encoding``."""
-    if reference.sizes != (encoding.n_features,) + encoding.hidden + (n_classes,):
-        raise ConfigError(
-            f"the reference head has layer sizes {reference.sizes}, not those of "
-            f"the not-pruned head of encoding {encoding.name!r}: "
-            f"{(encoding.n_features,) + encoding.hidden + (n_classes,)}"
-        )
 
 
 def run_rankings(

@@ -27,13 +27,12 @@ from evoprune.compare.baselines import (
     fixed_density_masks,
     sized_methods_for,
 )
-from evoprune.compare.layout import run_dir, run_reference, split_variant
+from evoprune.compare.layout import finished_context, run_dir, split_variant
 from evoprune.compare.rankings import Ranker
 from evoprune.encodings import Encoding
 from evoprune.errors import ConfigError
 from evoprune.model.head import accuracy
 from evoprune.plots import styled
-from evoprune.runs.context import RunContext
 from evoprune.runs.store import CURVES_FILE, curves_file, save_with, saved_with, write_table
 
 CURVE_FIELDS = [
@@ -173,11 +172,8 @@ def run_curves(
 
 
 def _run_points(cc, out: Path, data, variant: str, k: int, progress: bool) -> list[dict]:
-
-    cfg = cc.run_config(variant, k)
-    path = run_dir(out, variant, k)
-    reference = run_reference(path, data.X.shape[1])
-    ranker = Ranker(RunContext.of_data(cfg, data), reference)
+    context = finished_context(cc.run_config(variant, k), data, run_dir(out, variant, k))
+    ranker = Ranker(context, context.reference)
     return curve_points(ranker, data.X_test, data.y_test, cc.curves, progress=progress)
 
 

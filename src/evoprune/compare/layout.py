@@ -4,9 +4,14 @@ report that reads them (so that neither imports the other)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from evoprune.errors import EvoPruneError
-from evoprune.model.head import CompactHead
+from evoprune.model.head import CompactHead, TrainerConfig
+
+if TYPE_CHECKING:
+    from evoprune.runs.config import RunConfig
+    from evoprune.runs.context import RunContext, TrainTestData
 
 #: The columns of summary.csv, one row per (encoding, method, run).
 SUMMARY_FIELDS = [
@@ -50,3 +55,20 @@ def run_reference(path: Path, n_inputs: int) -> CompactHead:
             f"{exc}; the run folder {path} is incomplete: delete it and run the "
             "comparison again to redo that run"
         ) from None
+
+
+def finished_context(
+    cfg: RunConfig,
+    data: TrainTestData,
+    path: Path,
+    reference_seconds: float = 0.0,
+    trainer: TrainerConfig | None = None,
+) -> RunContext:
+    """The context of the finished run of ``cfg`` in ``path`` on ``data``, with the not-pruned
+    head that run trained (:func:`run_reference`; ``reference_seconds``: its training time),
+    which its baselines and curves start from. ``trainer``: the trainer's settings (default:
+    the trainer ``cfg`` names)."""
+    from evoprune.runs.context import RunContext
+
+    context = RunContext.of_data(cfg, data, trainer=trainer)
+    return context.reuse_reference(run_reference(path, data.X.shape[1]), reference_seconds)

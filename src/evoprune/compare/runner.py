@@ -27,13 +27,12 @@ from evoprune.cluster import session_for
 from evoprune.compare.baselines import METHODS, available_methods
 from evoprune.compare.layout import (
     NSGA2_SUFFIX,
+    finished_context,
     run_dir,
-    run_reference,
     split_variant,
 )
 from evoprune.errors import ConfigError, EvoPruneError
 from evoprune.io import WRITE_ERRORS, OutputFolder, writing_folder
-from evoprune.runs.context import RunContext
 from evoprune.runs.experiment import (
     PreparedData,
     RunConfig,
@@ -330,12 +329,11 @@ def _run_and_save_baselines(
     """The baselines of the finished run in ``path``, reusing the not-pruned head it trained."""
     from evoprune.compare.baselines import PolySchedule, run_baselines
 
+    seconds = result.get("timings", {}).get("reference_training") or 0.0
     results = run_baselines(
-        RunContext.of_data(cfg, data),
+        finished_context(cfg, data, path, seconds),
         np.asarray(result["best_mask"], dtype=np.uint8),
         schedule=PolySchedule(cc.initial_sparsity, cc.poly_epochs, cc.poly_frequency),
-        reference=run_reference(path, data.X.shape[1]),
-        reference_seconds=result.get("timings", {}).get("reference_training"),
     )
     write_baselines(path, settings, {name: r.to_dict() for name, r in results.items()})
 

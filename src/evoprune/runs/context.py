@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from evoprune.encodings import Encoding, make_encoding
+from evoprune.errors import ConfigError
 from evoprune.model.head import CompactHead, TrainerConfig, feature_stats, get_trainer
 from evoprune.problem import Fold, HeadProblem, HeadTraining, make_folds
 from evoprune.runs.config import RunConfig
@@ -256,6 +257,21 @@ class RunContext:
         """The head of ``mask`` trained on ``fold``'s fitting part, as the search trains it."""
         masks = self.encoding.decode(mask)
         return self.training.train(fold.X_fit, fold.y_fit, masks, self.n_classes, fold.stats).head
+
+    def reuse_reference(self, head: CompactHead, seconds: float = 0.0) -> RunContext:
+        """This context, with ``head`` as its not-pruned head (:attr:`reference`): one the run
+        trained already, in ``seconds``, so that it is not trained again. ConfigError when
+        ``head`` is not the not-pruned head of the run's encoding."""
+        enc = self.encoding
+        sizes = (enc.n_features,) + enc.hidden + (self.n_classes,)
+        if head.sizes != sizes:
+            raise ConfigError(
+                f"the reference head has layer sizes {head.sizes}, not those of "
+                f"the not-pruned head of encoding {enc.name!r}: {sizes}"
+            )
+        self.__dict__["reference"] = head  # the cached property's value
+        self.reference_seconds = float(seconds)
+        return self
 
     @cached_property
     def reference(self) -> CompactHead:

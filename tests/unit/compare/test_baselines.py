@@ -240,7 +240,6 @@ def test_run_baselines_reuses_the_given_reference_head(data, monkeypatch):
     other = train_head(X, y, enc.decode(enc.full()), N_CLASSES, "fast", seed=9).head
     full_trainings = []
     real = pb.train_head
-
     full = enc.decode(enc.full())
 
     def counting(X_, y_, masks, *a, **k):
@@ -251,19 +250,19 @@ def test_run_baselines_reuses_the_given_reference_head(data, monkeypatch):
 
     monkeypatch.setattr(pb, "train_head", counting)
     context = _context(enc, X, y, seed=2, held_out=(Xt, yt))
-    kw = {"schedule": bl.PolySchedule(epochs=6, frequency=2), "reference_seconds": 1.5}
-    res = bl.run_baselines(context, mask, reference=ref, **kw)
+    schedule = bl.PolySchedule(epochs=6, frequency=2)
+    res = bl.run_baselines(context.reuse_reference(ref, 1.5), mask, schedule=schedule)
     assert full_trainings == []  # the not-pruned head was not trained again
     assert res["not_pruned"].test_accuracy == accuracy(ref, Xt, yt)
     assert res["not_pruned"].seconds == 1.5
     assert res["weight"].test_accuracy == accuracy(bl.weight_prune(ref, (1,), 0.5), Xt, yt)
-    res_other = bl.run_baselines(context, mask, reference=other, **kw)
+    res_other = bl.run_baselines(context.reuse_reference(other, 1.5), mask, schedule=schedule)
     assert full_trainings == []
     assert res_other["neuron"].details["sizes"] == res["neuron"].details["sizes"]
     assert res_other["not_pruned"].test_accuracy == accuracy(other, Xt, yt)
     with pytest.raises(ConfigError, match="reference head has layer sizes"):
         fs = _context(make_encoding("fs", N_FEATURES, HIDDEN), X, y, seed=2, held_out=(Xt, yt))
-        bl.run_baselines(fs, _mask(enc, 0.5)[:N_FEATURES], reference=ref, **kw)
+        bl.run_baselines(fs.reuse_reference(ref, 1.5), _mask(enc, 0.5)[:N_FEATURES])
 
 
 # Computed by the code before polynomial decay and training from scratch shared one loop
