@@ -58,28 +58,12 @@ def tiny_run(tmp_path_factory, feature_cache, faces_folder):
 def tiny_run_args(data, cache_dir, out, *extra) -> list[str]:
     """The ``evoprune run`` command of the :func:`tiny_run` fixture (its budget, seed, start
     and operators, so that it resumes that run) on ``data``, into ``out``; ``extra`` options
-    are added last (a repeated option takes the later value)."""
-    return [
-        "run",
-        "--data",
-        str(data),
-        "--population",
-        "6",
-        "--evaluations",
-        "12",
-        "--seed",
-        "1",
-        "--out",
-        str(out),
-        "--cache-dir",
-        str(cache_dir),
-        "--no-progress",
-        "--init",
-        "random",
-        "--variation",
-        "paper",
-        *extra,
-    ]
+    are added last (a repeated option takes the later value). Built by the kill harness's
+    :func:`evoprune.testing.run_args`."""
+    from evoprune.testing import run_args
+
+    start = ("--init", "random", "--variation", "paper")
+    return run_args(data, out, cache_dir, *start, *extra, evaluations=12, population=6)
 
 
 @pytest.fixture(scope="session")
