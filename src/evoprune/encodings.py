@@ -100,6 +100,10 @@ class EncodingSpec:
     hidden_layers: int
     targets: tuple[PruneTarget, ...]
     default_evaluations: int = DEFAULT_BUDGET
+    #: A family of encodings that come one per layer (``edges``: ``edges-fc``, ``edges-out``):
+    #: the encoding is named ``<family>-<layer>`` and chosen by ``--encoding <family> --layer
+    #: <layer>`` (:data:`LAYER_FAMILIES`); None for a stand-alone encoding.
+    family: str | None = None
 
     def __post_init__(self) -> None:
         if int(self.hidden_layers) < 0:
@@ -122,6 +126,20 @@ class EncodingSpec:
                 f"encoding {self.name!r}: target {t} does not exist in a head of "
                 f"{self.hidden_layers} hidden layer(s); use PruneTarget(0, 'inputs') or "
                 f"PruneTarget(i, 'neurons') with 0 <= i < {self.hidden_layers}"
+            )
+        layers = [t.layer for t in self.targets]
+        shared = sorted({i for i in layers if layers.count(i) > 1})
+        if shared:
+            raise ConfigError(
+                f"encoding {self.name!r}: several targets in layer {shared[0]} "
+                f"({', '.join(str(t) for t in self.targets if t.layer == shared[0])}); the "
+                "comparison's baselines keep a number of units per pruned layer, so give one "
+                "target per layer"
+            )
+        if self.family is not None and not self.name.startswith(f"{self.family}-"):
+            raise ConfigError(
+                f"encoding {self.name!r} of family {self.family!r} must be named "
+                f"'{self.family}-<layer>'"
             )
         if int(self.default_evaluations) < 1:
             raise ConfigError(
@@ -184,6 +202,13 @@ def register_encoding(spec: _S, *, replace: bool = False) -> _S:
     instance = spec() if isinstance(spec, type) else spec
     if not isinstance(instance, EncodingSpec):
         raise ConfigError(f"register_encoding needs an EncodingSpec, got {type(instance).__name__}")
+    families = {other.family for other in REGISTRY.values() if other.family is not None}
+    if instance.name in families or instance.family in REGISTRY:
+        clash = instance.name if instance.name in families else instance.family
+        raise ConfigError(
+            f"{clash!r} would be both an encoding and a family of encodings "
+            "(--encoding NAME --layer LAYER); rename one"
+        )
     if instance.name in REGISTRY and not replace:
         raise ConfigError(
             f"encoding {instance.name!r} is registered already; pick another name "
@@ -261,6 +286,44 @@ for _spec in (
     register_encoding(_spec)
 
 
+class _Families(Mapping[str, tuple[str, ...]]):
+    """Read-only view family -> its layers, in registry order (always current)."""
+
+    def _all(self) -> dict[str, tuple[str, ...]]:
+        out: dict[str, tuple[str, ...]] = {}
+        for spec in REGISTRY.values():
+            if spec.family is not None:
+                out[spec.family] = (*out.get(spec.family, ()), spec.name[len(spec.family) + 1 :])
+        return out
+
+    def __getitem__(self, family: str) -> tuple[str, ...]:
+        return self._all()[family]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __repr__(self) -> str:
+        return repr(self._all())
+
+
+#: Encodings that come in one variant per layer: ``--encoding edges --layer out`` is the
+#: registered encoding ``edges-out`` (a view of the ``family`` of the :data:`REGISTRY`'s specs).
+LAYER_FAMILIES: Mapping[str, tuple[str, ...]] = _Families()
+
+
+def layer_help() -> str:
+    """``--layer``'s help text, from the families of the registry."""
+    parts = [
+        f"with --encoding {family}: {' or '.join(layers)} (recorded as encoding "
+        f"{' or '.join(f'{family}-{layer}' for layer in layers)})"
+        for family, layers in LAYER_FAMILIES.items()
+    ]
+    return "the layer whose genes the encoding switches; " + "; ".join(parts)
+
+
 @dataclass(frozen=True)
 class EdgesSpec(EncodingSpec):
     """One gene per connection (weight) of one layer of the one-layer head, the paper's
@@ -269,6 +332,7 @@ class EdgesSpec(EncodingSpec):
     the weight matrix row by row in torch's (out, in) layout; every unit stays."""
 
     layer: str = "fc"
+    family: str | None = "edges"
 
     @property
     def index(self) -> int:
@@ -312,10 +376,6 @@ for _layer, _what in (("fc", "features -> hidden"), ("out", "hidden -> classes")
             layer=_layer,
         )
     )
-
-#: Encodings that come in one variant per layer: ``--encoding edges --layer out`` is the
-#: registered encoding ``edges-out``.
-LAYER_FAMILIES: dict[str, tuple[str, ...]] = {"edges": ("fc", "out")}
 
 
 def encoding_for_layer(name: str, layer: str | None) -> str:

@@ -14,43 +14,159 @@ bounded range gives a reference point that needs no data: :func:`default_ref_poi
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
+from typing import overload
 
 import numpy as np
 
 from evoprune.errors import ConfigError
 
-OBJECTIVES: tuple[str, ...] = ("accuracy", "size", "ood")
-"""Objective names in the order the search stacks them (a run uses a prefix-free subset)."""
 
-MINIMISED_AS: dict[str, str] = {
-    "accuracy": "error = 1 - accuracy on the fitness split",
-    "size": "fraction of active genes",
-    "ood": "1 - AUROC (in-distribution vs out-of-distribution)",
-}
-"""What the minimised value of each objective means, for tables and help texts."""
+@dataclass(frozen=True)
+class Objective:
+    """One objective a search can minimise, declared once.
+
+    Its natural value (what a person reads) lies in [0, 1]; the search minimises ``1 - value``
+    when ``higher_is_better``, else the value itself. ``description`` says what the minimised
+    value means (tables, help). It is measured either from the chromosome alone,
+    ``of_mask(chromosome) -> natural value`` (recomputed from a history row's mask when a run
+    resumes), or on the trained heads by :class:`~evoprune.problem.HeadProblem` (``accuracy``
+    and ``ood``, whose natural values are the evaluation record's field ``record``).
+    ``needs``: a run setting it cannot do without (None allowed otherwise), and ``needs_why``
+    what to give it.
+    """
+
+    name: str
+    description: str
+    higher_is_better: bool = True
+    of_mask: Callable[[np.ndarray], float] | None = None
+    record: str | None = None
+    needs: str | None = None
+    needs_why: str = ""
+
+    def natural(self, record) -> float | None:
+        """The natural value of an evaluation ``record`` (an
+        :class:`~evoprune.search.evaluator.EvaluationRecord`): its field ``record``, or
+        ``of_mask`` of its mask; None when it was not measured."""
+        if self.record is not None:
+            value = getattr(record, self.record, None)
+            return None if value is None else float(value)
+        if self.of_mask is None:
+            raise ConfigError(f"objective {self.name!r} gives neither of_mask nor record")
+        return float(self.of_mask(record.mask()))
+
+
+#: Every objective by name, in the order the search stacks them (a run uses a subset, in this
+#: order). A new objective is one :func:`register_objective` call.
+OBJECTIVE_REGISTRY: dict[str, Objective] = {}
+
+
+def register_objective(objective: Objective, *, replace: bool = False) -> Objective:
+    """Add ``objective`` after the others (``replace``: overwrite one of the same name).
+    Raises ConfigError if the name is taken or it is measured no way."""
+    if objective.name in OBJECTIVE_REGISTRY and not replace:
+        raise ConfigError(
+            f"objective {objective.name!r} is registered already; pick another name or pass "
+            "replace=True"
+        )
+    if not objective.name or "," in objective.name:
+        raise ConfigError(f"objective name {objective.name!r} must be a word without commas")
+    if objective.of_mask is None and objective.record is None:
+        raise ConfigError(
+            f"objective {objective.name!r}: give of_mask, its natural value from a chromosome"
+        )
+    OBJECTIVE_REGISTRY[objective.name] = objective
+    return objective
+
+
+class _Names(Sequence[str]):
+    """The registered objectives' names, in order (always current)."""
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[str]: ...
+    def __getitem__(self, i: int | slice) -> str | Sequence[str]:
+        return tuple(OBJECTIVE_REGISTRY)[i]
+
+    def __len__(self) -> int:
+        return len(OBJECTIVE_REGISTRY)
+
+    def __repr__(self) -> str:
+        return repr(tuple(OBJECTIVE_REGISTRY))
+
+
+class _Descriptions(Mapping[str, str]):
+    def __getitem__(self, name: str) -> str:
+        return OBJECTIVE_REGISTRY[name].description
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(OBJECTIVE_REGISTRY)
+
+    def __len__(self) -> int:
+        return len(OBJECTIVE_REGISTRY)
+
+
+#: Objective names in the order the search stacks them (a view of :data:`OBJECTIVE_REGISTRY`).
+OBJECTIVES: Sequence[str] = _Names()
+
+#: What the minimised value of each objective means, for tables and help texts (a view).
+MINIMISED_AS: Mapping[str, str] = _Descriptions()
+
+register_objective(
+    Objective(
+        "accuracy",
+        "error = 1 - accuracy on the fitness split",
+        record="fitness",
+    )
+)
+register_objective(
+    Objective(
+        "size",
+        "fraction of active genes",
+        higher_is_better=False,
+        of_mask=lambda chromosome: float(np.mean(chromosome)),
+        record="active_fraction",  # the same value, as the history records it
+    )
+)
+register_objective(
+    Objective(
+        "ood",
+        "1 - AUROC (in-distribution vs out-of-distribution)",
+        record="auroc",
+        needs="ood",
+        needs_why="--ood PATH or a built-in OOD set (digits, photos, faces): the images it "
+        "tells apart from the data",
+    )
+)
 
 # Accuracies are ratios k/n; comparing them after subtracting a threshold in floating point
 # (0.78 - 0.01 vs 0.77) must not drop a head that is exactly on the threshold.
 _TOL = 1e-9
 
 
-def _check_objective(name: str) -> None:
-    if name not in OBJECTIVES:
+def objective(name: str) -> Objective:
+    """The registered objective ``name``; ConfigError naming the known ones otherwise."""
+    if name not in OBJECTIVE_REGISTRY:
         raise ConfigError(f"unknown objective {name!r}; choose from {', '.join(OBJECTIVES)}")
+    return OBJECTIVE_REGISTRY[name]
+
+
+def natural_values(record, objectives: Sequence[str]) -> dict[str, float | None]:
+    """``{objective: natural value}`` of an evaluation record (None: not measured)."""
+    return {name: objective(name).natural(record) for name in objectives}
 
 
 def to_minimised(name: str, values):
     """The minimised form of objective ``name`` from its natural value.
 
-    accuracy -> 1 - accuracy, size -> unchanged (already a fraction to minimise),
-    ood -> 1 - AUROC (``values`` is the AUROC). Works on scalars and arrays.
+    ``1 - value`` for an objective whose higher values are better (accuracy -> error,
+    ood's AUROC -> 1 - AUROC), else unchanged (size). Works on scalars and arrays.
     """
-    _check_objective(name)
     v = np.asarray(values, dtype=np.float64)
-    out = v if name == "size" else 1.0 - v
+    out = 1.0 - v if objective(name).higher_is_better else v
     return float(out) if out.ndim == 0 else out
 
 
@@ -59,9 +175,8 @@ def from_minimised(name: str, values):
 
     The inverse of :func:`to_minimised`, used when writing tables a person reads.
     """
-    _check_objective(name)
     v = np.asarray(values, dtype=np.float64)
-    out = v if name == "size" else 1.0 - v
+    out = 1.0 - v if objective(name).higher_is_better else v
     return float(out) if out.ndim == 0 else out
 
 

@@ -31,13 +31,16 @@ from evoprune.model.head import (
     get_trainer,
     train_head,
 )
-from evoprune.pareto import OBJECTIVES, to_minimised
+from evoprune.pareto import OBJECTIVES, objective, to_minimised
 from evoprune.progress import report_work
 from evoprune.search.evaluator import Evaluation
 from evoprune.search.fidelity import FOLD, FULL, SHARED
 from evoprune.settings import FitnessSettings, ObjectiveSettings
 
 FITNESS_SPLITS = ("validation", "cv", "test")
+#: The objectives measured on the trained heads, here (every other one from the chromosome,
+#: by its ``of_mask``: :class:`evoprune.pareto.Objective`).
+_ON_HEADS = ("accuracy", "ood")
 
 
 @dataclass
@@ -173,6 +176,14 @@ class HeadProblem:
                 " (accuracy always included)"
             )
         self.objectives = tuple(n for n in OBJECTIVES if n in names)
+        unmeasured = [
+            n for n in self.objectives if objective(n).of_mask is None and n not in _ON_HEADS
+        ]
+        if unmeasured:
+            raise ConfigError(
+                f"objective(s) {', '.join(unmeasured)} give no of_mask, and the heads measure "
+                f"only {', '.join(_ON_HEADS)}: declare how to measure them (evoprune.pareto)"
+            )
         if "ood" in self.objectives and (ood_features is None or len(ood_features) == 0):
             raise ConfigError(
                 "the ood objective needs out-of-distribution images (--ood PATH "
@@ -234,8 +245,13 @@ class HeadProblem:
         """The chromosome's objectives from its per-fold scores (means over folds)."""
         acc = float(np.mean([s.accuracy for s in scores]))
         auroc = float(np.mean([s.auroc for s in scores])) if "ood" in self.objectives else None
-        natural = {"accuracy": acc, "size": float(np.mean(chromosome)), "ood": auroc}
-        F = np.array([to_minimised(name, natural[name]) for name in self.objectives])
+        on_heads = {"accuracy": acc, "ood": auroc}
+
+        def natural(name: str) -> float | None:
+            of_mask = objective(name).of_mask
+            return on_heads[name] if of_mask is None else of_mask(chromosome)
+
+        F = np.array([to_minimised(name, natural(name)) for name in self.objectives])
         return Evaluation(F=F, accuracy=acc, auroc=auroc)
 
     @property

@@ -45,9 +45,7 @@ def _add_comparison_options(g) -> None:
         "--algorithms",
         default="ssga",
         type=lambda text: tuple(a.strip() for a in text.split(",") if a.strip()),
-        help="ssga (the paper's GA), nsga2 (the multi-objective search, accuracy and "
-        "size, its selected head compared; rows <encoding>-nsga2) or ssga,nsga2. "
-        "Default: ssga",
+        help=_algorithms_help(),
     )
     g.add_argument(
         "--runs",
@@ -79,6 +77,20 @@ def _add_comparison_options(g) -> None:
         metavar="DIR",
         help="output folder. Default: runs/compare_<data>_<backbone>_<trainer>_"
         "<fitness split>_s<seed base>",
+    )
+
+
+def _algorithms_help() -> str:
+    """--algorithms' help, from the registry of search algorithms."""
+    from evoprune.search.algorithms import ALGORITHMS, AUTO_ONE_OBJECTIVE
+
+    several = [name for name, spec in ALGORITHMS.items() if spec.several_objectives]
+    return (
+        f"comma-separated search algorithms, each compared: {', '.join(ALGORITHMS)}. "
+        f"{AUTO_ONE_OBJECTIVE} (the paper's GA) gives the rows <encoding>, any other "
+        "<encoding>-<algorithm>; one that optimises several objectives "
+        f"({', '.join(several)}) searches accuracy and size and its selected head is "
+        f"compared. Default: {AUTO_ONE_OBJECTIVE}"
     )
 
 

@@ -34,7 +34,7 @@ def add_run_command_options(p: argparse.ArgumentParser, per_run: bool = True) ->
     """The options of one run, generated from the run settings' declaration
     (:mod:`evoprune.runs.config`). ``per_run=False`` leaves out --encoding, --seed and --out,
     which a command that makes several runs (compare) defines its own way."""
-    from evoprune.encodings import LAYER_FAMILIES
+    from evoprune.encodings import LAYER_FAMILIES, layer_help
     from evoprune.runs.config import add_run_options
 
     add_run_options(p, exclude=() if per_run else ("encoding", "seed"))
@@ -43,9 +43,7 @@ def add_run_command_options(p: argparse.ArgumentParser, per_run: bool = True) ->
             "--layer",
             default=None,
             choices=sorted({layer for family in LAYER_FAMILIES.values() for layer in family}),
-            help="with --encoding edges: the layer whose connections the genes switch, fc "
-            "(features -> hidden) or out (hidden -> classes); recorded as encoding edges-fc "
-            "or edges-out",
+            help=layer_help(),
         )
     add_output_options(
         p,

@@ -30,8 +30,9 @@ import copy
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import overload
 
 import numpy as np
 import torch
@@ -39,6 +40,7 @@ import torch
 from evoprune.compare.rankings import (
     RANKINGS,
     Ranker,
+    Ranking,
     prunes_units,
     ranking_available,
     rankings_for,
@@ -559,27 +561,147 @@ def _always(_encoding: Encoding) -> bool:
     return True
 
 
+class _MethodRegistry(MutableMapping[str, ComparisonMethod]):
+    """name -> comparison method, in the order they run and are reported: the methods set
+    here, with one method per ranking of :data:`~evoprune.compare.rankings.RANKINGS` (always
+    current) where the rankings' place is. A method set later goes last."""
+
+    def __init__(self, methods: Iterable[ComparisonMethod | None]) -> None:
+        self._own: dict[str, ComparisonMethod | None] = {}  # None: the rankings' place
+        self._rankings: dict[str, tuple[Ranking, ComparisonMethod]] = {}
+        for m in methods:
+            self._own[_RANKINGS_PLACE if m is None else m.name] = m
+
+    def _ranking(self, name: str) -> ComparisonMethod:
+        ranking = RANKINGS[name]
+        made = self._rankings.get(name)
+        if made is None or made[0] is not ranking:
+            made = self._rankings[name] = (ranking, _ranking_method(name))
+        return made[1]
+
+    def _all(self) -> dict[str, ComparisonMethod]:
+        out: dict[str, ComparisonMethod] = {}
+        for name, m in self._own.items():
+            if m is not None:
+                out[name] = m
+                continue
+            for ranking in RANKINGS:
+                if ranking not in self._own:
+                    out[ranking] = self._ranking(ranking)
+        return out
+
+    def __getitem__(self, name: str) -> ComparisonMethod:
+        return self._all()[name]
+
+    def __setitem__(self, name: str, method: ComparisonMethod) -> None:
+        if not isinstance(method, ComparisonMethod) or method.name != name:
+            raise ConfigError(
+                f"COMPARISON_METHODS[{name!r}] must be a ComparisonMethod named {name!r}"
+            )
+        self._own[name] = method
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self._own or name == _RANKINGS_PLACE:
+            raise KeyError(
+                f"{name!r} is not a comparison method of its own (a ranking's method goes "
+                "with its entry in RANKINGS)"
+            )
+        del self._own[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __repr__(self) -> str:
+        return f"COMPARISON_METHODS({list(self)})"
+
+
+_RANKINGS_PLACE = "<rankings>"
+
 #: Every comparison method, in the order it runs and is reported. A new baseline is one entry
-#: here (a new ranking: one entry in ``compare.rankings.RANKINGS``, which also puts it on the
-#: accuracy-size curves).
-COMPARISON_METHODS: dict[str, ComparisonMethod] = {
-    m.name: m
-    for m in (
+#: here, or :func:`register_comparison_method` (a new ranking: one entry in
+#: ``compare.rankings.RANKINGS``, which also puts it here and on the accuracy-size curves).
+COMPARISON_METHODS: MutableMapping[str, ComparisonMethod] = _MethodRegistry(
+    (
         ComparisonMethod("not_pruned", "Not pruned", _always, _not_pruned),
         ComparisonMethod("best_fixed", "Best fixed", _always, _best_fixed),
         ComparisonMethod("weight", "Weight pruning", _always, _weight),
         # connections have no unit to remove
         ComparisonMethod("neuron", "Neuron pruning", prunes_units, _neuron),
         ComparisonMethod("polynomial_decay", "Polynomial decay", _always, _polynomial_decay),
-        *(_ranking_method(name) for name in RANKINGS),
+        None,  # the rankings, one method each
         ComparisonMethod(
             "narrow", "Narrower head, from scratch", _narrow_applies, _narrow, _narrow_at_size
         ),
     )
-}
-METHODS = tuple(COMPARISON_METHODS)
-#: Each method's label in tables and plots.
-METHOD_LABELS = {name: m.label for name, m in COMPARISON_METHODS.items()}
+)
+
+
+def register_comparison_method(method: ComparisonMethod, *, replace: bool = False) -> None:
+    """Add ``method`` after the others (``replace``: overwrite one of the same name, in its
+    place). Raises ConfigError if the name is taken."""
+    if method.name in COMPARISON_METHODS and not replace:
+        raise ConfigError(
+            f"comparison method {method.name!r} exists already; pick another name or pass "
+            "replace=True"
+        )
+    COMPARISON_METHODS[method.name] = method
+
+
+class _Names(Sequence[str]):
+    """The names of :data:`COMPARISON_METHODS`, in order (always current)."""
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[str]: ...
+    def __getitem__(self, i: int | slice) -> str | Sequence[str]:
+        return tuple(COMPARISON_METHODS)[i]
+
+    def __len__(self) -> int:
+        return len(COMPARISON_METHODS)
+
+    def __repr__(self) -> str:
+        return repr(tuple(COMPARISON_METHODS))
+
+
+class MethodLabels(Mapping[str, str]):
+    """Each method's label in tables and plots, read from :data:`COMPARISON_METHODS` when
+    asked: ``first`` and ``last`` labels around them, only methods that can be trained at any
+    size with ``sized``."""
+
+    def __init__(
+        self,
+        first: Mapping[str, str] | None = None,
+        last: Mapping[str, str] | None = None,
+        sized: bool = False,
+    ) -> None:
+        self.first, self.last, self.sized = dict(first or {}), dict(last or {}), sized
+
+    def _all(self) -> dict[str, str]:
+        own = {
+            name: m.label
+            for name, m in COMPARISON_METHODS.items()
+            if not self.sized or m.at_size is not None
+        }
+        return {**self.first, **own, **self.last}
+
+    def __getitem__(self, name: str) -> str:
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+#: The method names, in order (a view of :data:`COMPARISON_METHODS`).
+METHODS: Sequence[str] = _Names()
+#: Each method's label in tables and plots (a view of :data:`COMPARISON_METHODS`).
+METHOD_LABELS: Mapping[str, str] = MethodLabels()
 
 
 def available_methods() -> tuple[str, ...]:

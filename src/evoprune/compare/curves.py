@@ -23,6 +23,7 @@ import numpy as np
 
 from evoprune.compare.baselines import (
     COMPARISON_METHODS,
+    MethodLabels,
     SizedHead,
     fixed_density_masks,
     sized_methods_for,
@@ -34,6 +35,7 @@ from evoprune.errors import ConfigError
 from evoprune.model.head import accuracy
 from evoprune.plots import styled
 from evoprune.runs.store import CURVES_FILE, curves_file, save_with, saved_with, write_table
+from evoprune.search.algorithms import ALGORITHMS
 
 CURVE_FIELDS = [
     "encoding",
@@ -47,10 +49,7 @@ CURVE_FIELDS = [
 ]
 #: Every curve: the comparison methods that can be trained at any size (the rankings, the
 #: narrower head), then random masks.
-CURVE_LABELS = {
-    **{name: m.label for name, m in COMPARISON_METHODS.items() if m.at_size is not None},
-    "random": "Random",
-}
+CURVE_LABELS = MethodLabels(last={"random": "Random"}, sized=True)
 
 
 def check_densities(densities: Sequence[float | str], where: str = "--curves") -> tuple[float, ...]:
@@ -194,7 +193,7 @@ def _evolved(cc, results: dict[tuple[str, int], dict | None]) -> list[dict]:
                 "test_accuracy": float(r["test_accuracy"]),
             }
         )
-        if algorithm == "nsga2":
+        if ALGORITHMS[algorithm].several_objectives:
             points += [
                 {
                     "encoding": enc,
@@ -293,6 +292,10 @@ def _draw_evolved(ax, points: Sequence[dict]) -> None:
         "nsga2": "selected head (NSGA-II)",
         "ssga": "evolved head (GA)",
     }
+    for kind in dict.fromkeys(p["kind"] for p in points):
+        if kind not in styles:  # another registered algorithm: drawn under its description
+            styles[kind] = dict(marker="P", s=48, edgecolors="black", lw=0.5)
+            labels[kind] = f"evolved head ({ALGORITHMS[kind].description})"
     for kind, style in styles.items():
         mine = [p for p in points if p["kind"] == kind]
         if mine:

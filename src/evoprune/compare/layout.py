@@ -26,16 +26,26 @@ SUMMARY_FIELDS = [
 ]
 
 
-#: The label suffix of a variant run by the multi-objective search (``fs-nsga2``).
-NSGA2_SUFFIX = "-nsga2"
+def variant_label(encoding: str, algorithm: str) -> str:
+    """A comparison's label of ``encoding`` searched by ``algorithm``: the encoding alone for
+    the paper's GA (``fs``), else ``<encoding>-<algorithm>`` (``fs-nsga2``)."""
+    from evoprune.search.algorithms import AUTO_ONE_OBJECTIVE
+
+    return encoding if algorithm == AUTO_ONE_OBJECTIVE else f"{encoding}-{algorithm}"
 
 
 def split_variant(variant: str) -> tuple[str, str]:
     """``"fs-nsga2"`` -> ``("fs", "nsga2")``, ``"edges-out"`` -> ``("edges-out", "ssga")``: the
-    encoding (whose name may hold a dash) and the search of a comparison's variant label."""
-    if variant.endswith(NSGA2_SUFFIX):
-        return variant[: -len(NSGA2_SUFFIX)], "nsga2"
-    return variant, "ssga"
+    encoding (whose name may hold a dash) and the search algorithm of a comparison's variant
+    label (:func:`variant_label`), both read from their registries."""
+    from evoprune.encodings import REGISTRY
+    from evoprune.search.algorithms import ALGORITHMS, AUTO_ONE_OBJECTIVE
+
+    if variant not in REGISTRY:
+        for name in ALGORITHMS:
+            if name != AUTO_ONE_OBJECTIVE and variant.endswith(f"-{name}"):
+                return variant[: -len(name) - 1], name
+    return variant, AUTO_ONE_OBJECTIVE
 
 
 def run_dir(out: Path, encoding: str, run: int) -> Path:

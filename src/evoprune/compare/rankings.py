@@ -30,7 +30,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import overload
 
@@ -87,6 +87,7 @@ __all__ = [
     "prunes_units",
     "ranking_available",
     "ranking_masks",
+    "register_ranking",
     "rankings_for",
     "relieff_scores",
     "select_features",
@@ -437,11 +438,38 @@ RANKINGS: dict[str, Ranking] = {
         ),
     )
 }
-#: The rankings that apply to each kind of unit a gene switches (read from :data:`RANKINGS`).
-FOR_UNITS = {
-    kind: tuple(name for name, r in RANKINGS.items() if kind in r.units)
-    for kind in ("inputs", "neurons")
-}
+
+
+def register_ranking(ranking: Ranking, *, replace: bool = False) -> None:
+    """Add ``ranking`` after the others (``replace``: overwrite one of the same name); it is
+    then a comparison method too, run by ``compare`` and drawn by ``--curves``. Raises
+    ConfigError if the name is taken."""
+    if ranking.name in RANKINGS and not replace:
+        raise ConfigError(
+            f"ranking {ranking.name!r} exists already; pick another name or pass replace=True"
+        )
+    RANKINGS[ranking.name] = ranking
+
+
+class _ForUnits(Mapping[str, tuple[str, ...]]):
+    """kind of unit -> the rankings that rank it, in :data:`RANKINGS` order (always current)."""
+
+    KINDS = ("inputs", "neurons")
+
+    def __getitem__(self, kind: str) -> tuple[str, ...]:
+        if kind not in self.KINDS:
+            raise KeyError(kind)
+        return tuple(name for name, r in RANKINGS.items() if kind in r.units)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.KINDS)
+
+    def __len__(self) -> int:
+        return len(self.KINDS)
+
+
+#: The rankings that apply to each kind of unit a gene switches (a view of :data:`RANKINGS`).
+FOR_UNITS: Mapping[str, tuple[str, ...]] = _ForUnits()
 
 
 def select_features(

@@ -26,10 +26,10 @@ import numpy as np
 from evoprune.cluster import session_for
 from evoprune.compare.baselines import METHODS, available_methods
 from evoprune.compare.layout import (
-    NSGA2_SUFFIX,
     finished_context,
     run_dir,
     split_variant,
+    variant_label,
 )
 from evoprune.errors import ConfigError, EvoPruneError
 from evoprune.io import WRITE_ERRORS, OutputFolder, writing_folder
@@ -69,7 +69,8 @@ class CompareConfig:
         bad = [a for a in self.algorithms if a not in ALGORITHMS]
         if bad or not self.algorithms or len(set(self.algorithms)) != len(self.algorithms):
             raise ConfigError(
-                f"--algorithms {','.join(self.algorithms)}: give ssga, nsga2 or both, each once"
+                f"--algorithms {','.join(self.algorithms)}: give one or more of "
+                f"{', '.join(ALGORITHMS)}, each once"
             )
         if self.curves:
             from evoprune.compare.curves import check_densities
@@ -117,24 +118,25 @@ class CompareConfig:
     @property
     def variants(self) -> tuple[str, ...]:
         """One label per (encoding, algorithm) compared: the encoding for the paper's GA,
-        ``<encoding>-nsga2`` for the multi-objective search's selected head."""
-        return tuple(
-            enc if alg == "ssga" else f"{enc}{NSGA2_SUFFIX}"
-            for alg in self.algorithms
-            for enc in self.encodings
-        )
+        ``<encoding>-<algorithm>`` for any other (``fs-nsga2``: the multi-objective search's
+        selected head)."""
+        return tuple(variant_label(enc, alg) for alg in self.algorithms for enc in self.encodings)
 
     def run_config(self, variant: str, run: int) -> RunConfig:
         """The resolved configuration of run ``run`` (0-based) of ``variant`` (an encoding, or
-        ``<encoding>-nsga2``: objectives accuracy,size unless the base asks for more)."""
+        ``<encoding>-<algorithm>``; an algorithm that optimises several objectives runs
+        accuracy,size unless the base asks for more, any other accuracy alone)."""
         encoding, algorithm = split_variant(variant)
-        changes: dict = {"encoding": encoding, "seed": int(self.seed_base) + int(run)}
-        if algorithm == "nsga2":
-            changes["algorithm"] = "nsga2"
+        changes: dict = {
+            "encoding": encoding,
+            "seed": int(self.seed_base) + int(run),
+            "algorithm": algorithm,
+        }
+        if ALGORITHMS[algorithm].several_objectives:
             if len(self.base.objectives) < 2:
                 changes["objectives"] = ("accuracy", "size")
         else:
-            changes.update(algorithm="ssga", objectives=("accuracy",), select=None)
+            changes.update(objectives=("accuracy",), select=None)
         return dataclasses.replace(self.base, **changes).validate()
 
     def baseline_settings(self, cfg: RunConfig, best_mask: np.ndarray) -> dict:

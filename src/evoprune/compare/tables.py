@@ -17,8 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from evoprune.compare.baselines import METHOD_LABELS as BASELINE_LABELS
-from evoprune.compare.baselines import METHODS
+from evoprune.compare.baselines import METHODS, MethodLabels
 from evoprune.compare.layout import SUMMARY_FIELDS, run_dir
 from evoprune.plots import COLORS, legend_outside, pyplot, save_figure, styled
 from evoprune.runs.store import (
@@ -32,7 +31,7 @@ from evoprune.runs.store import (
 )
 
 #: Every row's method: evoprune, then the baselines in the order of :data:`baselines.METHODS`.
-METHOD_LABELS = {"evoprune": "EvoPruneDeepTL", **BASELINE_LABELS}
+METHOD_LABELS = MethodLabels(first={"evoprune": "EvoPruneDeepTL"})
 BASELINES = METHODS
 STATS_FIELDS = [
     "encoding",

@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from evoprune.encodings import REGISTRY, HeadMasks
+from evoprune.encodings import HeadMasks
 from evoprune.model.head import (
     CompactHead,
     TrainedHead,
@@ -57,10 +57,6 @@ SUPPORTED_FIELDS = frozenset(
         "min_batches",
     }
 )
-#: The built-in encodings whose masks switch whole units (what padding to a shape can express),
-#: as their specs say (:attr:`evoprune.encodings.EncodingSpec.switches_units`, what the problem
-#: asks); others (and masks with pruned connections) train head by head.
-BATCHED_ENCODINGS = frozenset(name for name, spec in REGISTRY.items() if spec.switches_units)
 _ADAM_BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8
 
 

@@ -38,9 +38,11 @@ from evoprune.pareto import (  # the objectives a run can ask for, in order; hea
     DEFAULT_SELECT,
     OBJECTIVES,
     SELECT_RULES,
+    objective,
     parse_select,
 )
 from evoprune.search import ALGORITHMS as SEARCH_ALGORITHMS
+from evoprune.search.algorithms import algorithm_help, auto_algorithm
 from evoprune.search.fidelity import FIDELITIES as SEARCH_FIDELITIES
 from evoprune.settings import (
     GROUPS as SETTING_GROUPS,
@@ -57,7 +59,6 @@ from evoprune.settings import (
 
 G = TypeVar("G")
 
-ALGORITHMS = ("auto", *SEARCH_ALGORITHMS)  # auto: nsga2 with several objectives, else ssga
 #: Out-of-distribution sets built from images that ship inside packages, and the OOD scores:
 #: the names of the registries of evoprune.data.ood_images and evoprune.ood, repeated here so
 #: that reading a configuration does not import PIL and scipy (a test keeps them equal).
@@ -110,6 +111,20 @@ def _trainers() -> Sequence[str]:
     from evoprune.model.head import TRAINERS
 
     return list(TRAINERS)
+
+
+def _algorithms() -> Sequence[str]:
+    """``auto`` and every registered search algorithm (read when the choices are needed, so
+    that an algorithm registered later is a choice too)."""
+    return ("auto", *SEARCH_ALGORITHMS)
+
+
+def _async_help() -> str:
+    able = [name for name, spec in SEARCH_ALGORITHMS.items() if spec.asynchronous]
+    return (
+        "asynchronous search: keep one evaluation per worker in flight and insert each result "
+        f"as it arrives (not the paper's synchronous GA; --algorithm {' or '.join(able)} only)"
+    )
 
 
 def _fitness_splits() -> Sequence[str]:
@@ -246,6 +261,21 @@ def parse_objectives(value: str | Iterable[str]) -> tuple[str, ...]:
     if "accuracy" not in names:
         raise ValueError("must include accuracy (for example accuracy,size)")
     return tuple(n for n in OBJECTIVES if n in names)
+
+
+def _objectives_metavar() -> str:
+    return "accuracy" + "".join(f"[,{name}]" for name in OBJECTIVES if name != "accuracy")
+
+
+def _objectives_help() -> str:
+    """--objectives' help, from the registry: what each one minimises."""
+    from evoprune.pareto import MINIMISED_AS
+
+    return (
+        "comma-separated objectives, each minimised as: "
+        + "; ".join(f"{name}: {MINIMISED_AS[name]}" for name in OBJECTIVES)
+        + ". Default: accuracy"
+    )
 
 
 def _check_parsed(parse: Callable[[Any], Any]) -> Callable[[Any], str | None]:
@@ -528,20 +558,17 @@ SETTINGS: tuple[Setting, ...] = (
         group="objectives",
         estimator="objectives",
         check=_check_parsed(parse_objectives),
-        metavar="accuracy[,size][,ood]",
-        help="comma-separated objectives: accuracy on the fitness split, size (fraction of "
-        "active genes), ood (1 - AUROC against --ood images). Default: accuracy",
+        metavar=_objectives_metavar,
+        help=_objectives_help,
     ),
     Setting(
         "algorithm",
         str,
         "auto",
         group="objectives",
-        choices=ALGORITHMS,
+        choices=_algorithms,
         estimator="algorithm",
-        help="search algorithm: ssga (the paper's steady-state GA, one objective), nsga2 "
-        "(pymoo's NSGA-II), or auto (nsga2 with more than one objective, else ssga). "
-        "Default: auto",
+        help=algorithm_help,
     ),
     Setting(
         "select",
@@ -634,8 +661,7 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         group="cluster",
         option="async",
-        help="asynchronous steady-state GA: keep one evaluation per worker in flight and "
-        "insert each result as it arrives (not the paper's synchronous GA; ssga only)",
+        help=_async_help,
     ),
     # how masks are scored (the problem's fidelity) and how the shipped head is chosen
     Setting(
@@ -876,12 +902,13 @@ def _resolve_objectives(out: dict[str, Any], fail: Fail) -> None:
     several = len(out["objectives"]) > 1
     if "algorithm" in out:
         if out["algorithm"] == "auto":
-            out["algorithm"] = "nsga2" if several else "ssga"
+            out["algorithm"] = auto_algorithm(several)
         elif several and not SEARCH_ALGORITHMS[out["algorithm"]].several_objectives:
+            fronts = [n for n, a in SEARCH_ALGORITHMS.items() if a.several_objectives]
             raise fail(
                 "algorithm",
                 f"the {SEARCH_ALGORITHMS[out['algorithm']].description} optimises one "
-                "objective; use --algorithm nsga2 (or auto) for "
+                f"objective; use --algorithm {' or '.join(fronts)} (or auto) for "
                 f"{','.join(out['objectives'])}",
             )
     if "select" in out:
@@ -894,23 +921,22 @@ def _resolve_objectives(out: dict[str, Any], fail: Fail) -> None:
         if out["select"] is None and several:
             out["select"] = DEFAULT_SELECT
     _check_asynchronous(out, fail)
-    if "ood" in out and "ood" in out["objectives"] and out["ood"] is None:
-        raise fail(
-            "objectives",
-            "ood needs --ood PATH or a built-in OOD set ("
-            f"{', '.join(BUILTIN_OOD)}): the images it tells apart "
-            "from the data",
-        )
+    for name in out["objectives"]:  # a setting an objective cannot do without
+        needs = objective(name).needs
+        if needs is not None and needs in out and out[needs] is None:
+            raise fail("objectives", f"{name} needs {objective(name).needs_why}")
 
 
 def _check_asynchronous(out: dict[str, Any], fail: Fail) -> None:
     """--async only with an algorithm that runs asynchronously and full trainings."""
     algorithm = SEARCH_ALGORITHMS.get(out.get("algorithm", ""))
     if out.get("asynchronous") and algorithm is not None and not algorithm.asynchronous:
+        able = [n for n, a in SEARCH_ALGORITHMS.items() if a.asynchronous]
         raise fail(
             "asynchronous",
-            "the asynchronous mode is a steady-state GA; NSGA-II evaluates its "
-            "offspring in synchronous batches: drop --async or use --algorithm ssga",
+            f"the asynchronous mode inserts each result as it arrives; the "
+            f"{algorithm.description} evaluates in synchronous batches: drop --async or use "
+            f"--algorithm {' or '.join(able)}",
         )
     if out.get("asynchronous") and out.get("fidelity", "full") != "full" and "fidelity" in out:
         raise fail(

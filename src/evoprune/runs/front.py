@@ -320,10 +320,10 @@ def selection_path(
     from the front of the heads evaluated up to ``i`` (as :func:`pareto_front` judges the
     finished search): the head a multi-objective run would ship had it stopped there, which
     its convergence figure follows."""
-    from evoprune.pareto import to_minimised
+    from evoprune.pareto import natural_values, to_minimised
 
     def minimised(r) -> np.ndarray:
-        natural = {"accuracy": r.fitness, "size": r.active_fraction, "ood": r.auroc}
+        natural = natural_values(r, objectives)
         return np.array([to_minimised(n, natural[n]) for n in objectives], dtype=float)
 
     F = np.stack([minimised(r) for r in history]) if history else np.zeros((0, 1))

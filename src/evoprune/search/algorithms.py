@@ -39,6 +39,32 @@ Rankings = Mapping[str, np.ndarray] | None
 #: name -> spec, in the order of the ``--algorithm`` choices.
 ALGORITHMS: dict[str, AlgorithmSpec] = {}
 
+#: What ``--algorithm auto`` picks for one objective (the paper's GA; also the algorithm of a
+#: comparison's rows that carry no algorithm suffix) and for several (a front).
+AUTO_ONE_OBJECTIVE = "ssga"
+AUTO_SEVERAL_OBJECTIVES = "nsga2"
+
+
+def auto_algorithm(several_objectives: bool) -> str:
+    """The algorithm ``--algorithm auto`` runs for one objective or for several."""
+    return AUTO_SEVERAL_OBJECTIVES if several_objectives else AUTO_ONE_OBJECTIVE
+
+
+def algorithm_help() -> str:
+    """``--algorithm``'s help text, from the registry: each algorithm's name and description,
+    what it optimises, and what ``auto`` picks."""
+
+    def one(spec: AlgorithmSpec) -> str:
+        what = "one or more objectives" if spec.several_objectives else "one objective"
+        return f"{spec.name} ({spec.description}; {what})"
+
+    return (
+        "search algorithm: "
+        + ", ".join(one(spec) for spec in ALGORITHMS.values())
+        + f", or auto ({AUTO_SEVERAL_OBJECTIVES} with more than one objective, else "
+        f"{AUTO_ONE_OBJECTIVE}). Default: auto"
+    )
+
 
 def register_algorithm(spec: AlgorithmSpec, *, replace: bool = False) -> AlgorithmSpec:
     """Add ``spec`` under its name (``replace`` to overwrite one)."""

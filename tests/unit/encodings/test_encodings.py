@@ -50,8 +50,9 @@ def blocks():
 
 
 def test_paper_encodings_keep_their_rules():
-    assert list(ENCODINGS) == ["fs", "fc", "fc1", "fc2", "both", "edges-fc", "edges-out"]
-    genes = {name: make_encoding(name, 30, 16, n_classes=3).n_genes for name in ENCODINGS}
+    paper = ["fs", "fc", "fc1", "fc2", "both", "edges-fc", "edges-out"]
+    assert [name for name in ENCODINGS if name in paper] == paper  # others may be registered
+    genes = {name: make_encoding(name, 30, 16, n_classes=3).n_genes for name in paper}
     assert genes == {
         "fs": 30,
         "fc": 16,
@@ -61,7 +62,7 @@ def test_paper_encodings_keep_their_rules():
         "edges-fc": 30 * 16,
         "edges-out": 16 * 3,
     }
-    layers = {name: len(make_encoding(name, 30, 16).hidden) for name in ENCODINGS}
+    layers = {name: len(make_encoding(name, 30, 16).hidden) for name in paper}
     assert layers == {
         "fs": 1,
         "fc": 1,
@@ -71,7 +72,7 @@ def test_paper_encodings_keep_their_rules():
         "edges-fc": 1,
         "edges-out": 1,
     }
-    assert {n: default_evaluations(n) for n in ENCODINGS} == {
+    assert {n: default_evaluations(n) for n in paper} == {
         "fs": 200,
         "fc": 200,
         "fc1": 200,
@@ -111,7 +112,7 @@ def test_registry_refuses_bad_or_duplicate_encodings(blocks):
         EncodingSpec("none", "?", hidden_layers=1, targets=())
     with pytest.raises(
         ConfigError,
-        match="unknown; choose one of fs, fc, fc1, fc2, both, edges-fc, edges-out, blocks",
+        match="unknown; choose one of fs, fc, fc1, fc2, both, .*edges-fc, edges-out, .*blocks",
     ):
         make_encoding("fc9", 10)
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from evoprune.encodings import make_encoding
-from evoprune.model.batched import BATCHED_ENCODINGS, batchable, padded, train_heads
+from evoprune.encodings import encoding_spec, make_encoding
+from evoprune.model.batched import batchable, padded, train_heads
 from evoprune.model.head import TRAINERS, accuracy, predict_proba, train_head
 from evoprune.problem import HeadProblem, HeadTraining, make_folds
 from evoprune.settings import FitnessSettings
@@ -116,7 +116,9 @@ def test_unbatched_problem_trains_head_by_head_exactly():
 
 def test_what_is_batched():
     assert batchable("fast") and batchable("paper")
-    assert set(BATCHED_ENCODINGS) >= {"fs", "fc", "fc1", "fc2", "both"}
+    # the encodings whose masks switch whole units, as their specs say (padding can express them)
+    assert all(encoding_spec(n).switches_units for n in ("fs", "fc", "fc1", "fc2", "both"))
+    assert not encoding_spec("edges-fc").switches_units
     assert padded(1) == padded(128) == 128 and padded(129) == 256 and padded(0) == 128
 
 

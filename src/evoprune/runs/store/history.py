@@ -212,11 +212,11 @@ def known_evaluations(
 ) -> dict[tuple[bytes, str], Evaluation]:
     """What an interrupted search measured, keyed by (chromosome, fidelity), for the
     evaluator to reuse."""
-    from evoprune.pareto import to_minimised
+    from evoprune.pareto import natural_values, to_minimised
 
     known = {}
     for r in records:
-        natural = {"accuracy": r.fitness, "size": r.active_fraction, "ood": r.auroc}
+        natural = natural_values(r, objectives)
         if any(natural[name] is None for name in objectives):
             continue
         F = np.array([to_minimised(name, natural[name]) for name in objectives])
