@@ -292,10 +292,15 @@ def _draw_evolved(ax, points: Sequence[dict]) -> None:
         "nsga2": "selected head (NSGA-II)",
         "ssga": "evolved head (GA)",
     }
-    for kind in dict.fromkeys(p["kind"] for p in points):
+    kinds = dict.fromkeys(p["kind"] for p in points if p["kind"] != "front")
+    for kind in kinds:
         if kind not in styles:  # another registered algorithm: drawn under its description
+            spec = ALGORITHMS[kind]
             styles[kind] = dict(marker="P", s=48, edgecolors="black", lw=0.5)
-            labels[kind] = f"evolved head ({ALGORITHMS[kind].description})"
+            which = "selected" if spec.several_objectives else "evolved"
+            labels[kind] = f"{which} head ({spec.description})"
+    if {k for k in kinds if ALGORITHMS[k].several_objectives} - {"nsga2"}:
+        labels["front"] = "front members"  # of more than one search
     for kind, style in styles.items():
         mine = [p for p in points if p["kind"] == kind]
         if mine:
