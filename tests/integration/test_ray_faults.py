@@ -2,10 +2,7 @@
 in the middle of a search or a comparison resumes with the same command and ends exactly as an
 uninterrupted run on one worker; a node that leaves the cluster has its tasks run elsewhere."""
 
-import json
-import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -14,96 +11,68 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from evoprune.testing import at_rows, cli, history_rows, kill_when, result_doc, run_args
+
 ray = pytest.importorskip("ray")
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_ray_address")]
 
-_MAIN = "from evoprune.cli import main; import sys; sys.exit(main(sys.argv[1:]))"
-_VOLATILE = {"timings", "wall_seconds", "resumed_evaluations", "features_cached"}
 _TIMEOUT = 400
 
 
-def _env() -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return {**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+@pytest.fixture
+def no_ray_address(monkeypatch):
+    """Each command starts its own local Ray, whatever cluster this shell points at."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
 
 
-def _cli(*args) -> list[str]:
-    return [sys.executable, "-c", _MAIN, *map(str, args), "--no-progress"]
-
-
-def _run(cmd) -> None:
-    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=_TIMEOUT)
+def _run(*args) -> None:
+    proc = cli(*args, timeout=_TIMEOUT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
 
 
-def _kill_when(cmd, ready) -> None:
-    """Start ``cmd`` and SIGKILL it once ``ready()`` is true."""
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + _TIMEOUT
-        while not ready():
-            assert proc.poll() is None, "the command ended before the moment to kill it"
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=60)
-
-
-def _rows(path: Path) -> int:
-    try:
-        return max(0, path.read_text().count("\n") - 1)
-    except OSError:
-        return 0
-
-
-def _result(out: Path) -> dict:
-    doc = json.loads((out / "result.json").read_text())
-    return {k: v for k, v in doc.items() if k not in _VOLATILE}
+def _kill(args, out: Path, moment, tmp_path: Path) -> None:
+    """Run ``evoprune args`` and SIGKILL it at ``moment`` (it must not end by itself first)."""
+    status = kill_when(args, out, moment, signal.SIGKILL, tmp_path / "killed.log", timeout=_TIMEOUT)
+    assert status is not None, "the command ended before the moment to kill it"
 
 
 def _search(data, cache, out, workers):
-    return _cli(
-        "run", "--data", data, "--population", 6, "--evaluations", 16, "--seed", 1,
-        "--cache-dir", cache, "--out", out, "--workers", workers,
-    )  # fmt: skip
+    return run_args(data, out, cache, "--workers", str(workers), evaluations=16)
 
 
 def test_a_driver_killed_mid_search_resumes_to_the_same_result(faces_folder, tmp_path):
     cache = tmp_path / "cache"
-    _run(_search(faces_folder, cache, tmp_path / "ref", 1))
+    _run(*_search(faces_folder, cache, tmp_path / "ref", 1))
     out = tmp_path / "killed"
-    cmd = _search(faces_folder, cache, out, 2)
-    _kill_when(cmd, lambda: _rows(out / "history.csv") >= 9)
-    assert not (out / "result.json").exists()
-    _run(cmd)  # the same command resumes
-    assert _result(out) == _result(tmp_path / "ref")
+    args = _search(faces_folder, cache, out, 2)
+    _kill(args, out, at_rows(9), tmp_path)
+    assert 9 <= history_rows(out) < 16 and not (out / "result.json").exists()
+    _run(*args)  # the same command resumes
+    assert result_doc(out) == result_doc(tmp_path / "ref")
     ref_history = (tmp_path / "ref" / "history.csv").read_bytes()
     assert (out / "history.csv").read_bytes() == ref_history
 
 
 def _compare(data, cache, out, workers):
-    return _cli(
+    return [
         "compare", "--data", data, "--encodings", "fs,fc1", "--runs", 2, "--population", 4,
         "--evaluations", 6, "--hidden-size", 16, "--cache-dir", cache, "--out", out,
-        "--workers", workers,
-    )  # fmt: skip
+        "--workers", workers, "--no-progress",
+    ]  # fmt: skip
 
 
 def test_a_driver_killed_mid_comparison_resumes_to_the_same_result(faces_folder, tmp_path):
     cache = tmp_path / "cache"
-    _run(_compare(faces_folder, cache, tmp_path / "ref", 1))
+    _run(*_compare(faces_folder, cache, tmp_path / "ref", 1))
     out = tmp_path / "killed"
-    cmd = _compare(faces_folder, cache, out, 2)
-    _kill_when(cmd, lambda: len(list(out.glob("runs/*/result.json"))) >= 1)
+    args = _compare(faces_folder, cache, out, 2)
+    _kill(args, out, lambda o, _text: len(list(o.glob("runs/*/result.json"))) >= 1, tmp_path)
     assert not (out / "summary.csv").exists()
-    _run(cmd)
+    _run(*args)
     for ref in sorted((tmp_path / "ref" / "runs").glob("*/result.json")):
-        assert _result(out / "runs" / ref.parent.name) == _result(ref.parent)
+        assert result_doc(out / "runs" / ref.parent.name) == result_doc(ref.parent)
     assert _summary(out) == _summary(tmp_path / "ref")
 
 
