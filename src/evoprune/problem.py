@@ -18,6 +18,7 @@ executor may spread folds over workers; :meth:`HeadProblem.evaluate_fold_batch` 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,6 +37,9 @@ from evoprune.progress import report_work
 from evoprune.search.evaluator import Evaluation
 from evoprune.search.fidelity import FOLD, FULL, SHARED
 from evoprune.settings import FitnessSettings, ObjectiveSettings
+
+if TYPE_CHECKING:
+    from evoprune.model.shared import SharedRecipe
 
 FITNESS_SPLITS = ("validation", "cv", "test")
 #: The objectives measured on the trained heads, here (every other one from the chromosome,
@@ -160,8 +164,8 @@ class HeadProblem:
         *,
         ood_features: np.ndarray | None = None,
         batch_heads: bool = True,
-        shared_recipe=None,
-    ):
+        shared_recipe: SharedRecipe | None = None,
+    ) -> None:
         self.encoding = encoding
         self.n_classes = int(n_classes)
         self.folds = folds
