@@ -31,6 +31,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from evoprune._views import RegistryField
 from evoprune.errors import ConfigError
 
 __all__ = [
@@ -228,24 +229,8 @@ def encoding_spec(name: str) -> EncodingSpec:
         ) from None
 
 
-class _Descriptions(Mapping[str, str]):
-    """Read-only view name -> description of the registry (always current)."""
-
-    def __getitem__(self, name: str) -> str:
-        return REGISTRY[name].description
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(REGISTRY)
-
-    def __len__(self) -> int:
-        return len(REGISTRY)
-
-    def __repr__(self) -> str:
-        return repr(dict(self))
-
-
 #: name -> one-line description, for help texts and choices (a view of :data:`REGISTRY`).
-ENCODINGS: Mapping[str, str] = _Descriptions()
+ENCODINGS: Mapping[str, str] = RegistryField(REGISTRY, lambda spec: spec.description)
 
 _INPUTS = PruneTarget(0, "inputs")
 _FC1, _FC2 = PruneTarget(0, "neurons"), PruneTarget(1, "neurons")

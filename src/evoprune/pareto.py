@@ -14,13 +14,13 @@ bounded range gives a reference point that needs no data: :func:`default_ref_poi
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import overload
 
 import numpy as np
 
+from evoprune._views import RegistryField, RegistryNames
 from evoprune.errors import ConfigError
 
 
@@ -81,39 +81,13 @@ def register_objective(objective: Objective, *, replace: bool = False) -> Object
     return objective
 
 
-class _Names(Sequence[str]):
-    """The registered objectives' names, in order (always current)."""
-
-    @overload
-    def __getitem__(self, i: int) -> str: ...
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[str]: ...
-    def __getitem__(self, i: int | slice) -> str | Sequence[str]:
-        return tuple(OBJECTIVE_REGISTRY)[i]
-
-    def __len__(self) -> int:
-        return len(OBJECTIVE_REGISTRY)
-
-    def __repr__(self) -> str:
-        return repr(tuple(OBJECTIVE_REGISTRY))
-
-
-class _Descriptions(Mapping[str, str]):
-    def __getitem__(self, name: str) -> str:
-        return OBJECTIVE_REGISTRY[name].description
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(OBJECTIVE_REGISTRY)
-
-    def __len__(self) -> int:
-        return len(OBJECTIVE_REGISTRY)
-
-
 #: Objective names in the order the search stacks them (a view of :data:`OBJECTIVE_REGISTRY`).
-OBJECTIVES: Sequence[str] = _Names()
+OBJECTIVES: Sequence[str] = RegistryNames(OBJECTIVE_REGISTRY)
 
 #: What the minimised value of each objective means, for tables and help texts (a view).
-MINIMISED_AS: Mapping[str, str] = _Descriptions()
+MINIMISED_AS: Mapping[str, str] = RegistryField(
+    OBJECTIVE_REGISTRY, lambda objective: objective.description
+)
 
 register_objective(
     Objective(

@@ -32,11 +32,11 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import overload
 
 import numpy as np
 import torch
 
+from evoprune._views import RegistryNames
 from evoprune.compare.rankings import (
     RANKINGS,
     Ranker,
@@ -650,23 +650,6 @@ def register_comparison_method(method: ComparisonMethod, *, replace: bool = Fals
     COMPARISON_METHODS[method.name] = method
 
 
-class _Names(Sequence[str]):
-    """The names of :data:`COMPARISON_METHODS`, in order (always current)."""
-
-    @overload
-    def __getitem__(self, i: int) -> str: ...
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[str]: ...
-    def __getitem__(self, i: int | slice) -> str | Sequence[str]:
-        return tuple(COMPARISON_METHODS)[i]
-
-    def __len__(self) -> int:
-        return len(COMPARISON_METHODS)
-
-    def __repr__(self) -> str:
-        return repr(tuple(COMPARISON_METHODS))
-
-
 class MethodLabels(Mapping[str, str]):
     """Each method's label in tables and plots, read from :data:`COMPARISON_METHODS` when
     asked: ``first`` and ``last`` labels around them, only methods that can be trained at any
@@ -699,7 +682,7 @@ class MethodLabels(Mapping[str, str]):
 
 
 #: The method names, in order (a view of :data:`COMPARISON_METHODS`).
-METHODS: Sequence[str] = _Names()
+METHODS: Sequence[str] = RegistryNames(COMPARISON_METHODS)
 #: Each method's label in tables and plots (a view of :data:`COMPARISON_METHODS`).
 METHOD_LABELS: Mapping[str, str] = MethodLabels()
 
