@@ -62,7 +62,9 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
     ``shared_evaluations`` its budget of shared-head evaluations; ``final_check`` (``none``,
     ``cv``; default ``cv`` unless ``fidelity`` is ``full``), ``final_check_folds`` and
     ``final_check_top`` re-score the best candidates by cross-validation on ``X`` before one
-    is fitted (see the command line's help).
+    is fitted (see the command line's help). ``sizes`` (fractions of the units, e.g.
+    ``(0.02, 0.05)``) puts every ranking's top-k at exactly those sizes in a ranked start and,
+    with accuracy and size, has the final check re-score the best heads at or below each.
 
     Learned attributes: ``classes_``, ``n_features_in_``, ``best_mask_`` (0/1 chromosome),
     ``best_fitness_``, ``check_accuracy_`` (the final check's cross-validated accuracy of
@@ -111,6 +113,7 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         final_check: str | None = None,
         final_check_folds: int = 5,
         final_check_top: int = 16,
+        sizes: tuple[float, ...] | str | None = None,
         verbose: int = 0,
     ):
         self.encoding = encoding
@@ -135,6 +138,7 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         self.final_check = final_check
         self.final_check_folds = final_check_folds
         self.final_check_top = final_check_top
+        self.sizes = sizes
         self.verbose = verbose
 
     def _validated_params(self) -> dict:

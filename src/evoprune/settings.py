@@ -85,6 +85,7 @@ class SearchSettings(Seeded):
     final_check: str | None = None
     final_check_folds: int = 5
     final_check_top: int = 16
+    sizes: tuple[float, ...] | None = None  # fractions of the units, ascending
 
     @property
     def budget(self) -> int:
@@ -96,6 +97,27 @@ class SearchSettings(Seeded):
                 "(RunConfig.validate() fills in the encoding's default budget)"
             )
         return int(self.evaluations)
+
+
+def parse_sizes(value) -> tuple[float, ...]:
+    """Head sizes as fractions of the units, from a comma list ("0.02,0.05") or numbers:
+    ascending, without repeats, each in (0, 1]. Raises ValueError saying what is wrong."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    out = []
+    for item in items:
+        text = item.strip() if isinstance(item, str) else item
+        if text == "":
+            continue
+        try:
+            f = float(text)
+        except (TypeError, ValueError):
+            raise ValueError(f"{item!r} is not a number; give fractions like 0.02,0.05") from None
+        if not 0.0 < f <= 1.0:
+            raise ValueError(f"{f:g} is not a fraction of the units in (0, 1]; 5 % is 0.05")
+        out.append(f)
+    if not out:
+        raise ValueError("give at least one size, e.g. 0.02,0.05,0.1")
+    return tuple(sorted(set(out)))
 
 
 @dataclass(frozen=True, kw_only=True)

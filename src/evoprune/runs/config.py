@@ -55,6 +55,7 @@ from evoprune.settings import (
     ObjectiveSettings,
     SearchSettings,
     group_of,
+    parse_sizes,
 )
 
 G = TypeVar("G")
@@ -334,6 +335,7 @@ class Setting:
     metavar: str | Callable[[], str] | None = None
     result: bool = True
     option: str | None = None  # the flag's name when it is not the setting's (async)
+    parse: Callable[[Any], tuple] | None = None  # a tuple setting's canonical form
 
     @property
     def flag(self) -> str:
@@ -558,6 +560,7 @@ SETTINGS: tuple[Setting, ...] = (
         group="objectives",
         estimator="objectives",
         check=_check_parsed(parse_objectives),
+        parse=parse_objectives,
         metavar=_objectives_metavar,
         help=_objectives_help,
     ),
@@ -722,6 +725,20 @@ SETTINGS: tuple[Setting, ...] = (
         "the best of each of N size bands spread log-uniformly over the evaluated sizes "
         "(accuracy and size), or N front heads spread over sizes (with ood). Default: 16",
     ),
+    Setting(
+        "sizes",
+        tuple,
+        None,
+        nullable=True,
+        group="search",
+        estimator="sizes",
+        parse=parse_sizes,
+        metavar="F1,F2",
+        help="head sizes to offer, as fractions of the units (e.g. 0.02,0.05,0.1): the ranked "
+        "start holds every ranking's top-k at exactly each size, and with accuracy and size as "
+        "objectives the final check re-scores the best heads at or below each (its front then "
+        "holds those). Default: none (the final check's size bands)",
+    ),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -793,9 +810,9 @@ def _coerce(setting: Setting, value: Any, py_name: str | None) -> Any:
             return v
         raise _fail(setting, value, "must be a number", py_name)
     if t is tuple:
-        if setting.name == "objectives":
+        if setting.parse is not None:
             try:
-                return parse_objectives(value)
+                return setting.parse(value)
             except ValueError as exc:
                 raise _fail(setting, value, str(exc), py_name) from None
         if isinstance(value, str):

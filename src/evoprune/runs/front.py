@@ -148,6 +148,24 @@ def size_band_rows(search, n: int) -> list[int]:
     return out
 
 
+def sized_rows(search, sizes, n_genes: int, n: int) -> list[int]:
+    """For each of ``sizes`` (fractions of the genes), the ``max(1, n // len(sizes))`` best
+    rows of the result's fidelity by fitness (ties: fewer active genes, then the earlier row)
+    with at most that many active genes (:func:`~evoprune.search.guided.exact_sizes`), one
+    per row, in history order: the candidates a final check re-scores when a user asked for
+    head sizes."""
+    from evoprune.search.guided import exact_sizes
+    from evoprune.search.operators import rank_key
+
+    h = search.history
+    rows = sorted(search.rows(), key=lambda i: (*rank_key(h[i].fitness, h[i].active_genes), i))
+    per = max(1, int(n) // max(1, len(sizes)))
+    out: set[int] = set()
+    for k in exact_sizes(sizes, n_genes):
+        out.update([i for i in rows if h[i].active_genes <= k][:per])
+    return sorted(out)
+
+
 def check_scores(
     cfg: SearchSettings,
     evolved: Evolved,
@@ -179,7 +197,8 @@ def choose(
     indices). Without a final check: the best by fitness, or the front and the head
     ``cfg.select`` picks by fitness. With ``final_check`` ``cv``: the ``final_check_top`` best
     (one objective), the best of that many size bands (:func:`size_band_rows`; accuracy and
-    size) or at most that many front heads spread over sizes (with ood) are re-scored by
+    size), the best at or below each of ``cfg.sizes`` when given (:func:`sized_rows`) or at
+    most that many front heads spread over sizes (with ood) are re-scored by
     :func:`check_scores`; the shipped head is the best by that score (ties: fewer genes), and
     the front is recomputed from it (non-dominated in cross-validated accuracy, size and ood)
     with ``select``'s rule judged on it (one-se: the standard error over all training images).
@@ -200,6 +219,8 @@ def choose(
         if len(idx) > top:  # spread over the front's sizes, its two ends included
             idx = [idx[i] for i in np.unique(np.linspace(0, len(idx) - 1, top).round().astype(int))]
         candidates = idx
+    elif cfg.sizes:
+        candidates = sized_rows(search, cfg.sizes, evolved.problem.n_genes, top)
     else:
         candidates = size_band_rows(search, top)
     cv = check_scores(cfg, evolved, X, y, candidates, progress)

@@ -99,6 +99,7 @@ def _ssga(s: SearchSettings, rankings: Rankings) -> Algorithm:
         seed=s.seed,
         variation=s.variation or "paper",
         rankings=rankings,
+        sizes=s.sizes,
     )
 
 
@@ -111,6 +112,7 @@ def _nsga2(s: SearchSettings, rankings: Rankings) -> Algorithm:
         seed=s.seed,
         variation=s.variation or "paper",
         rankings=rankings,
+        sizes=s.sizes,
     )
 
 

@@ -79,6 +79,12 @@ def log_uniform_sizes(rng: np.random.Generator, n: int, n_genes: int) -> np.ndar
     return np.clip(np.rint(np.exp(u * np.log(n_genes))), 1, n_genes).astype(int)
 
 
+def exact_sizes(sizes: Sequence[float], n_genes: int) -> list[int]:
+    """Gene counts of ``sizes`` (fractions): ``max(1, floor(fraction * n_genes))`` each,
+    ascending, without repeats."""
+    return sorted({max(1, int(np.floor(float(f) * int(n_genes) + 1e-9))) for f in sizes})
+
+
 def ranked_population(
     rng: np.random.Generator,
     size: int,
@@ -86,10 +92,16 @@ def ranked_population(
     rankings: Mapping[str, np.ndarray],
     density: tuple[float, float] = (0.0, 1.0),
     ranked_fraction: float = RANKED_FRACTION,
+    sizes: Sequence[float] = (),
 ) -> tuple[np.ndarray, list[tuple[str, int]]]:
     """``size`` chromosomes: first ``round(ranked_fraction * size)`` top-k masks of the
     rankings (sizes from :func:`log_uniform_sizes`, the rankings taken in turn), then the
     paper's density-sampled masks (:func:`init_population` over ``density``).
+
+    ``sizes`` (fractions of the genes): before those, every ranking's top-k at exactly
+    ``k = max(1, floor(fraction * n_genes))`` for each, the smallest size first (repeats
+    skipped; at most ``size`` of them), so the search starts where every ranking stands at
+    the sizes a user asked for; they count toward the ranked rows.
 
     A top-k mask that repeats an earlier one is replaced by the next ranking's at the same
     size, and when every ranking repeats, by k random units: each ranked row has exactly the
@@ -99,12 +111,20 @@ def ranked_population(
     if not names:
         raise ConfigError("init='ranked' needs at least one ranking of the units")
     check_rankings(rankings, n_genes)
-    n_ranked = min(int(size), int(round(float(ranked_fraction) * int(size))))
-    sizes = log_uniform_sizes(rng, n_ranked, n_genes)
     rows: list[np.ndarray] = []
     drawn: list[tuple[str, int]] = []
     seen: set[bytes] = set()
-    for j, k in enumerate(sizes):
+    for k in exact_sizes(sizes, n_genes):
+        for name in names:
+            row = top_k(rankings[name], k).astype(np.uint8)
+            if row.tobytes() not in seen and len(rows) < int(size):
+                seen.add(row.tobytes())
+                rows.append(row)
+                drawn.append((name, k))
+    n_ranked = min(int(size), int(round(float(ranked_fraction) * int(size))))
+    drawn_sizes = log_uniform_sizes(rng, max(0, n_ranked - len(rows)), n_genes)
+    n_ranked = max(n_ranked, len(rows))
+    for j, k in enumerate(drawn_sizes):
         for step in range(len(names)):
             name = names[(j + step) % len(names)]
             row = top_k(rankings[name], int(k)).astype(np.uint8)

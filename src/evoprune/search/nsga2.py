@@ -41,6 +41,7 @@ class NSGA2Search:
         seed: int = 0,
         variation: str = "paper",
         rankings: Mapping[str, np.ndarray] | None = None,
+        sizes: tuple[float, ...] | None = None,
     ):
         if int(population) < 2:
             raise ConfigError(f"population={population} must be at least 2 for NSGA-II")
@@ -61,6 +62,7 @@ class NSGA2Search:
             )
         self.variation = check_variation(variation, rankings)
         self.rankings = dict(rankings or {})
+        self.sizes = tuple(sizes or ())
 
     def setup(self, n_genes: int, n_obj: int) -> None:
         from pymoo.algorithms.moo.nsga2 import NSGA2
@@ -72,7 +74,7 @@ class NSGA2Search:
         from pymoo.operators.mutation.bitflip import BitflipMutation
 
         check_rankings(self.rankings, int(n_genes))
-        density, rankings, ranked = self.density, self.rankings, self.ranked
+        density, rankings, ranked, sizes = self.density, self.rankings, self.ranked, self.sizes
         self.scores = (
             UnitScores(prior_scores(self.rankings)) if self.variation == "guided" else None
         )
@@ -85,7 +87,7 @@ class NSGA2Search:
             def _do(self, problem, n_samples, *args, random_state=None, **kwargs):
                 if ranked:
                     pop, _ = ranked_population(
-                        random_state, n_samples, problem.n_var, rankings, density
+                        random_state, n_samples, problem.n_var, rankings, density, sizes=sizes
                     )
                     return pop.astype(bool)
                 return init_population(random_state, n_samples, problem.n_var, density).astype(bool)

@@ -46,7 +46,8 @@ class SteadyStateGA:
     :class:`~evoprune.search.evaluator.Evaluator`'s.
 
     ``rankings`` (gene scores by ranking name, higher: keep first) enable ``init="ranked"``
-    (the population starts on the rankings' curve) and ``variation="guided"`` (each child gets
+    (the population starts on the rankings' curve; ``sizes``, fractions of the genes: every
+    ranking's top-k at exactly those sizes first) and ``variation="guided"`` (each child gets
     score-guided moves instead of the paper's mutation, the scores learning from every
     evaluation); see :mod:`evoprune.search.guided`. ``init="random"`` with
     ``variation="paper"`` is the paper's GA exactly."""
@@ -63,6 +64,7 @@ class SteadyStateGA:
         max_stale_iterations: int = 1000,
         variation: str = "paper",
         rankings: Mapping[str, np.ndarray] | None = None,
+        sizes: tuple[float, ...] | None = None,
     ):
         if int(population) < 4:
             raise ConfigError(f"population={population} must be at least 4 (mating draws 1 + 3)")
@@ -87,6 +89,7 @@ class SteadyStateGA:
             )
         self.variation = check_variation(variation, rankings)
         self.rankings = dict(rankings or {})
+        self.sizes = tuple(sizes or ())
         self.nam_candidates = int(nam_candidates)
         self.children = int(children)
         self.seed = int(seed)
@@ -113,7 +116,12 @@ class SteadyStateGA:
         if self.pop is None:
             if str(self.init).strip() == "ranked":
                 pop, _ = ranked_population(
-                    self.rng, self.population, self.n_genes, self.rankings, self.density
+                    self.rng,
+                    self.population,
+                    self.n_genes,
+                    self.rankings,
+                    self.density,
+                    sizes=self.sizes,
                 )
                 return pop
             return init_population(self.rng, self.population, self.n_genes, self.density)

@@ -214,6 +214,7 @@ OTHER_VALUES = {
     "final_check": "cv",
     "final_check_folds": 3,
     "final_check_top": 5,
+    "sizes": "0.05,0.1",
 }
 
 

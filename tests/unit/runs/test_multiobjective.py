@@ -294,3 +294,48 @@ def test_final_check_candidates_cover_every_size_band_even_when_fitness_saturate
         # the best by fitness, ties to the fewest genes
         assert fitness[i] == best and genes[i] == min(genes[j] for j in band if fitness[j] == best)
     assert genes[rows[-1]] == 100  # a large head the front alone would never re-score
+
+
+def test_asked_sizes_make_the_final_check_rescore_the_best_heads_at_or_below_each():
+    from types import SimpleNamespace
+
+    from evoprune.runs.front import sized_rows
+
+    genes = [1, 3, 5, 9, 10, 11, 20, 30, 45, 80]
+    fitness = [0.5, 0.6, 0.7, 0.74, 0.8, 0.81, 0.85, 0.86, 0.9, 0.91]
+    history = [
+        SimpleNamespace(fitness=f, active_genes=g, index=i)
+        for i, (f, g) in enumerate(zip(fitness, genes))
+    ]
+    search = SimpleNamespace(history=history, rows=lambda: range(len(history)))
+    # 100 genes; sizes 10 % and 30 %: the 2 best (4 // 2) at or below 10 and 30 genes
+    rows = sized_rows(search, (0.3, 0.1), 100, 4)
+    assert [genes[i] for i in rows] == [9, 10, 20, 30]
+    assert all(genes[i] <= 30 for i in rows)
+    assert sized_rows(search, (0.01,), 100, 16) == [0]  # one gene: the only head that small
+
+
+def test_an_estimator_with_sizes_offers_a_front_head_at_or_below_each(feature_cache):
+    """A two-objective search asked for 10 % and 25 % of 64 features: the front holds a head of
+    at most 6 and one of at most 16 features, and nothing above 16."""
+    from sklearn.datasets import load_digits
+
+    from evoprune import EvoPruneClassifier
+
+    X, y = load_digits(return_X_y=True)
+    clf = EvoPruneClassifier(
+        hidden_size=16,
+        population=8,
+        evaluations=16,
+        objectives="accuracy,size",
+        fidelity="shared",
+        shared_evaluations=80,
+        final_check_folds=2,
+        final_check_top=4,
+        sizes=(0.1, 0.25),
+        random_state=0,
+    ).fit(X[:400].astype(np.float32), y[:400])
+    active = np.asarray(clf.pareto_["mask"]).sum(axis=1)
+    assert active.min() <= 6 and active.max() <= 16
+    start = [r for r in clf.search_.history[:8]]
+    assert {r.active_genes for r in start} >= {6, 16}  # every ranking's top-k at those sizes

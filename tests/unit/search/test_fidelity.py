@@ -268,6 +268,8 @@ def test_an_old_history_without_fidelity_reads_as_full(tmp_path):
         ({"final_check": "holdout"}, "--final-check holdout.*none, cv"),
         ({"final_check_folds": 1}, "--final-check-folds 1.*at least 2"),
         ({"final_check_top": 0}, "--final-check-top 0.*at least 1"),
+        ({"sizes": "0.05,2"}, r"--sizes 0.05,2.*2 is not a fraction of the units in \(0, 1\]"),
+        ({"sizes": "tiny"}, "--sizes tiny.*'tiny' is not a number"),
     ],
 )
 def test_bad_fidelity_settings_get_one_clear_message(settings, match):

@@ -10,6 +10,7 @@ from evoprune.search import SteadyStateGA, make_algorithm
 from evoprune.search.evaluator import Evaluation, Evaluator, run_search
 from evoprune.search.guided import (
     UnitScores,
+    exact_sizes,
     guided_flip,
     guided_swap,
     guided_variation,
@@ -44,6 +45,31 @@ def test_ranked_masks_have_exactly_the_sizes_drawn_and_are_the_rankings_top_k():
     assert np.all(np.diff(sizes) >= 0)
     # the other half: the paper's density-sampled masks (none empty)
     assert np.all(pop[15:].sum(axis=1) >= 1)
+
+
+def test_asked_sizes_start_with_every_rankings_top_k_at_exactly_those_sizes():
+    rankings = _rankings()
+    pop, drawn = ranked_population(
+        np.random.default_rng(7), 30, 300, rankings, (0.0, 1.0), sizes=(0.1, 0.02, 0.05)
+    )
+    assert exact_sizes((0.1, 0.02, 0.05), 300) == [6, 15, 30]
+    # first every ranking at each size, the smallest first, each exactly its top-k
+    assert drawn[:9] == [(n, k) for k in (6, 15, 30) for n in ("a", "b", "c")]
+    for row, (name, k) in zip(pop[:9], drawn[:9]):
+        assert row.sum() == k and np.array_equal(row.astype(bool), top_k(rankings[name], k))
+    # they count toward the 15 ranked rows: 6 more at drawn sizes, then the paper's masks
+    assert len(drawn) == 15 and pop.shape == (30, 300)
+    without, _ = ranked_population(np.random.default_rng(7), 30, 300, rankings, (0.0, 1.0))
+    again, _ = ranked_population(np.random.default_rng(7), 30, 300, rankings, sizes=())
+    assert np.array_equal(without, again)  # no sizes: the start as before
+
+
+def test_more_asked_masks_than_the_population_fill_it_without_repeats():
+    pop, drawn = ranked_population(
+        np.random.default_rng(0), 4, 50, _rankings(50), sizes=(0.1, 0.2, 0.5)
+    )
+    assert len(pop) == 4 and [k for _, k in drawn] == [5, 5, 5, 10]
+    assert len({row.tobytes() for row in pop}) == 4
 
 
 def test_log_uniform_sizes_put_as_many_masks_below_a_tenth_as_above():
