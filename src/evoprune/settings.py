@@ -99,7 +99,7 @@ class SearchSettings(Seeded):
         return int(self.evaluations)
 
 
-def parse_sizes(value) -> tuple[float, ...]:
+def parse_sizes(value: Any) -> tuple[float, ...]:
     """Head sizes as fractions of the units, from a comma list ("0.02,0.05") or numbers:
     ascending, without repeats, each in (0, 1]. Raises ValueError saying what is wrong."""
     items = value.split(",") if isinstance(value, str) else list(value)

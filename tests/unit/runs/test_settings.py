@@ -20,7 +20,9 @@ from evoprune.settings import (
 
 
 def _declared_type(setting):
-    t = tuple[str, ...] if setting.type is tuple else setting.type
+    t = setting.type
+    if t is tuple:  # a comma list: strings, or what its parse function returns
+        t = typing.get_type_hints(setting.parse)["return"] if setting.parse else tuple[str, ...]
     return t | None if setting.nullable else t
 
 
