@@ -155,10 +155,9 @@ def sized_rows(search, sizes, n_genes: int, n: int) -> list[int]:
     per row, in history order: the candidates a final check re-scores when a user asked for
     head sizes."""
     from evoprune.search.guided import exact_sizes
-    from evoprune.search.operators import rank_key
 
     h = search.history
-    rows = sorted(search.rows(), key=lambda i: (*rank_key(h[i].fitness, h[i].active_genes), i))
+    rows = _best_rows(search, len(h))
     per = max(1, int(n) // max(1, len(sizes)))
     out: set[int] = set()
     for k in exact_sizes(sizes, n_genes):
