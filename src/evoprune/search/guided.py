@@ -286,6 +286,17 @@ def check_rankings(rankings: Mapping[str, np.ndarray], n_genes: int) -> None:
             )
 
 
+def check_ranked_init(init: str | float, rankings: Mapping | None) -> bool:
+    """Whether ``init`` is ``ranked`` (ConfigError when it is and there are no rankings)."""
+    ranked = str(init).strip() == "ranked"
+    if ranked and not rankings:
+        raise ConfigError(
+            "init='ranked' needs rankings of the units (gene scores); pass rankings= "
+            "or use init='random'"
+        )
+    return ranked
+
+
 def check_variation(variation: str, rankings: Sequence[str] | Mapping | None) -> str:
     """``variation`` if known and, for ``guided``, given rankings; else ConfigError."""
     if variation not in VARIATIONS:

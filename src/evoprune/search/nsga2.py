@@ -15,6 +15,7 @@ import numpy as np
 from evoprune.errors import ConfigError
 from evoprune.search.guided import (
     UnitScores,
+    check_ranked_init,
     check_rankings,
     check_variation,
     guided_variation,
@@ -54,12 +55,7 @@ class NSGA2Search:
         self.density = parse_init(init)
         self.mutation_prob = mutation_prob
         self.seed = int(seed)
-        self.ranked = str(init).strip() == "ranked"
-        if self.ranked and not rankings:
-            raise ConfigError(
-                "init='ranked' needs rankings of the units (gene scores); pass rankings= "
-                "or use init='random'"
-            )
+        self.ranked = check_ranked_init(init, rankings)
         self.variation = check_variation(variation, rankings)
         self.rankings = dict(rankings or {})
         self.sizes = tuple(sizes or ())

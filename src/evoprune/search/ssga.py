@@ -22,6 +22,7 @@ from evoprune.search.evaluator import (
 from evoprune.search.fidelity import FULL
 from evoprune.search.guided import (
     UnitScores,
+    check_ranked_init,
     check_rankings,
     check_variation,
     guided_variation,
@@ -82,11 +83,7 @@ class SteadyStateGA:
         self.mutation_prob = float(mutation_prob)
         self.density = parse_init(init)
         self.init = init
-        if str(init).strip() == "ranked" and not rankings:
-            raise ConfigError(
-                "init='ranked' needs rankings of the units (gene scores); pass rankings= "
-                "or use init='random'"
-            )
+        check_ranked_init(init, rankings)
         self.variation = check_variation(variation, rankings)
         self.rankings = dict(rankings or {})
         self.sizes = tuple(sizes or ())
