@@ -16,8 +16,9 @@ stratified held-out split (``--test-fraction``) of the same images. For each dat
 
 - the search, run through the library (``run_experiment``): its head at or below each density
   is the front member with the best score among those with at most that density (the score the
-  library chose the front by: the final check's cross-validated accuracy where it ran, else the
-  fitness), retrained on all training images by the library and scored on the held-out images;
+  library chose the front by: the final check's cross-validated accuracy, ties broken by its
+  mean probability of the true class, where it ran, else the fitness), retrained on all
+  training images by the library and scored on the held-out images;
   for one objective, the evaluated mask of full fidelity with the highest fitness, retrained
   here with the run's trainer and seed;
 - the paper's GA, the same way;
@@ -257,7 +258,7 @@ def picks(result: dict, folder: Path, ranker: Ranker, data: PreparedData, densit
         d = float(key)
         if front:
             ok = [m for m in front if m["active_fraction"] <= d + 1e-9]
-            best = max(ok, key=lambda m: (_score(m), -m["active_genes"]), default=None)
+            best = max(ok, key=lambda m: (*_score(m), -m["active_genes"]), default=None)
             out[key] = (
                 None
                 if best is None
@@ -265,7 +266,8 @@ def picks(result: dict, folder: Path, ranker: Ranker, data: PreparedData, densit
                     "active_fraction": best["active_fraction"],
                     "fitness": best["fitness"],
                     "check_accuracy": best.get("check_accuracy"),
-                    "score": _score(best),
+                    "score": _score(best)[0],
+                    "check_probability": best.get("check_probability"),
                     "test_accuracy": best["test_accuracy"],
                     "from": "front",
                 }
@@ -287,11 +289,14 @@ def picks(result: dict, folder: Path, ranker: Ranker, data: PreparedData, densit
     return out
 
 
-def _score(member: dict) -> float:
+def _score(member: dict) -> tuple[float, float]:
     """What the library chose a front head by: the final check's cross-validated accuracy
-    where it ran, else the fitness."""
+    where it ran (its ties broken by the mean probability of the true class, as
+    ``runs.front.tie_broken`` does), else the fitness."""
     checked = member.get("check_accuracy")
-    return float(member["fitness"] if checked is None else checked)
+    if checked is None:
+        return float(member["fitness"]), 0.0
+    return round(float(checked), 9), float(member.get("check_probability") or 0.0)
 
 
 def search_seconds(timings: dict) -> float:
@@ -472,7 +477,7 @@ def cell(parts: dict, seeds: list[str], d: str) -> dict:
 def _bias(runs: list[dict], key: str, densities: list[str]) -> float | None:
     """Mean (score the head was chosen by - its held-out accuracy) over the picked heads."""
     gaps = [
-        _score(r[key]["picks"][d]) - r[key]["picks"][d]["test_accuracy"]
+        _score(r[key]["picks"][d])[0] - r[key]["picks"][d]["test_accuracy"]
         for r in runs
         for d in densities
         if r[key]["picks"][d] is not None
@@ -536,13 +541,13 @@ def summarise(doc: dict, datasets: list[str], seeds: list[str], densities: list[
         "selection_bias_points_best_ranking": _points(_mean(ranking_gaps)),
         "selection_bias_points_search_shipped": _points(
             _mean(
-                _score(r["search"]["shipped"]) - r["search"]["shipped"]["test_accuracy"]
+                _score(r["search"]["shipped"])[0] - r["search"]["shipped"]["test_accuracy"]
                 for r in runs_all
             )
         ),
         "selection_bias_points_paper_ga_shipped": _points(
             _mean(
-                _score(r["paper_ga"]["shipped"]) - r["paper_ga"]["shipped"]["test_accuracy"]
+                _score(r["paper_ga"]["shipped"])[0] - r["paper_ga"]["shipped"]["test_accuracy"]
                 for r in runs_all
             )
         ),

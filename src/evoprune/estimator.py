@@ -167,7 +167,7 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         head, smallest first) and the head that ``select`` picks is the one fitted and used.
         """
         context = self._context(X, y, eval_set, X_ood)
-        cfg, X, y_idx = context.cfg, context.X_train, context.y_train
+        cfg = context.cfg
         evolved = evolve(
             context,
             callbacks=[on_evaluation] if on_evaluation else [],
@@ -179,7 +179,7 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         self.search_seconds_ = evolved.seconds
         self.encoding_ = enc
         self.history_ = [r.as_row() for r in self.search_.history]
-        choice = choose(cfg, evolved, X, y_idx, progress=bool(self.verbose))
+        choice = choose(context, evolved, progress=bool(self.verbose))
         if len(cfg.objectives) > 1:
             self._pareto(choice)
         chosen = self.search_.history[choice.row]
@@ -249,6 +249,7 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
         }
         if choice.checked is not None:
             self.pareto_["check_accuracy"] = np.asarray(choice.checked)
+            self.pareto_["check_probability"] = np.asarray(choice.probability)
 
     def _run_config(self):
         """The estimator's parameters as a validated run configuration (one declaration)."""

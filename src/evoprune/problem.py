@@ -27,9 +27,9 @@ from evoprune.errors import ConfigError
 from evoprune.model.head import (
     TrainedHead,
     TrainerConfig,
-    accuracy,
     feature_stats,
     get_trainer,
+    predict_proba,
     train_head,
 )
 from evoprune.pareto import OBJECTIVES, objective, to_minimised
@@ -104,10 +104,12 @@ def make_folds(
 
 @dataclass
 class FoldScore:
-    """One chromosome on one fold: the unit of work an executor runs."""
+    """One chromosome on one fold: the unit of work an executor runs (``probability``: the
+    mean probability the trained head gives the true class, a finer score than accuracy)."""
 
     accuracy: float
     auroc: float | None = None
+    probability: float | None = None
 
 
 @dataclass(frozen=True)
@@ -231,8 +233,12 @@ class HeadProblem:
         return self.batch_heads and self.encoding.spec.switches_units and batchable(self.trainer)
 
     def _score(self, head, f: Fold) -> FoldScore:
-        """A trained head's accuracy (and OOD AUROC when asked) on the fold's scoring part."""
-        acc = accuracy(head, f.X_score, f.y_score)
+        """A trained head's accuracy, mean probability of the true class (and OOD AUROC when
+        asked) on the fold's scoring part."""
+        proba = predict_proba(head, f.X_score)
+        y = np.asarray(f.y_score)
+        acc = float((proba.argmax(axis=1) == y).mean()) if len(y) else float("nan")
+        prob = float(proba[np.arange(len(y)), y].mean()) if len(y) else float("nan")
         auroc = None
         if "ood" in self.objectives and self.ood_features is not None:  # given, by __init__
             from evoprune.model.head import logits
@@ -243,7 +249,7 @@ class HeadProblem:
                 ood_score(self.ood_score, logits(head, f.X_score)),
                 ood_score(self.ood_score, logits(head, self.ood_features)),
             )
-        return FoldScore(acc, auroc)
+        return FoldScore(acc, auroc, prob)
 
     def combine(self, chromosome: np.ndarray, scores: list[FoldScore]) -> Evaluation:
         """The chromosome's objectives from its per-fold scores (means over folds)."""

@@ -13,7 +13,7 @@ new splits, so the choice no longer rests on the noise the search selected for.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +26,6 @@ from evoprune.model.head import (
 )
 from evoprune.pareto import DEFAULT_SELECT, accuracy_standard_error, non_dominated, select
 from evoprune.progress import WorkBar, work_bar
-from evoprune.runs.config import RunConfig
 from evoprune.runs.context import RunContext
 from evoprune.runs.evolve import Evolved
 from evoprune.settings import FitnessSettings, SearchSettings
@@ -47,6 +46,7 @@ class FrontMember:
     test_fpr95: float | None
     selected: bool = False
     check_accuracy: float | None = None  # the final check's cross-validated accuracy
+    check_probability: float | None = None  # ... and mean probability of the true class
 
     @property
     def active_fraction(self) -> float:
@@ -65,6 +65,7 @@ class FrontMember:
             "fitness": self.fitness,
             "fitness_auroc": self.fitness_auroc,
             "check_accuracy": self.check_accuracy,
+            "check_probability": self.check_probability,
             "test_accuracy": self.test_accuracy,
             "test_auroc": self.test_auroc,
             "test_fpr95": self.test_fpr95,
@@ -101,12 +102,14 @@ class FinalHeads:
 class Choice:
     """What a finished search hands over: ``rows`` (history positions; the front smallest
     first for several objectives, else the candidates), the one shipped (``rows[pick]``), and
-    each row's cross-validated accuracy when the final check ran (``checked``)."""
+    each row's cross-validated accuracy and mean probability of the true class when the final
+    check ran (``checked``, ``probability``)."""
 
     rows: list[int]
     pick: int
     checked: list[float] | None = None
     seconds: float = 0.0
+    probability: list[float] | None = None
 
     @property
     def row(self) -> int:
@@ -165,6 +168,24 @@ def sized_rows(search, sizes, n_genes: int, n: int) -> list[int]:
     return sorted(out)
 
 
+def ranked_rows(search, rankings: Mapping[str, np.ndarray], sizes, n_genes: int) -> list[int]:
+    """The history rows of every ranking's top-k at each of ``sizes`` (fractions of the genes,
+    :func:`~evoprune.search.guided.exact_sizes`): the masks a ranked start began with at the
+    sizes a user asked for, whatever fidelity scored them (a row of the result's fidelity
+    where the mask has one). Masks the search never evaluated are left out."""
+    from evoprune.search.guided import exact_sizes, top_k
+
+    h = search.history
+    result_rows = set(search.rows())
+    where: dict[bytes, int] = {}
+    for i, rec in enumerate(h):
+        key = rec.mask().astype(bool).tobytes()
+        if key not in where or (i in result_rows and where[key] not in result_rows):
+            where[key] = i
+    masks = [top_k(s, k).tobytes() for k in exact_sizes(sizes, n_genes) for s in rankings.values()]
+    return sorted({where[m] for m in masks if m in where})
+
+
 def check_scores(
     cfg: SearchSettings,
     evolved: Evolved,
@@ -172,10 +193,11 @@ def check_scores(
     y: np.ndarray,
     rows: list[int],
     progress: bool = False,
-) -> np.ndarray:
-    """Cross-validated accuracy (``cfg.final_check_folds`` folds of (X, y), split from the
-    run's seed + 1, so not the fitness split's folds) of each row's mask, trained as the
-    search trains (``progress``: a bar of the masks, advancing as each fold's heads train)."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cross-validated accuracy and mean probability of the true class (``cfg.final_check_folds``
+    folds of (X, y), split from the run's seed + 1, so not the fitness split's folds) of each
+    row's mask, trained as the search trains (``progress``: a bar of the masks, advancing as
+    each fold's heads train)."""
     from evoprune.problem import HeadProblem, make_folds
 
     problem = evolved.problem
@@ -186,22 +208,35 @@ def check_scores(
     check = HeadProblem(problem.encoding, problem.n_classes, folds, problem.training)
     chroms = np.stack([evolved.result.history[i].mask() for i in rows])
     with work_bar(len(rows), desc="final check", unit="head", enabled=progress, leave=False):
-        return check.accuracy(chroms)
+        per_fold = [check.evaluate_fold_batch(chroms, k) for k in range(check.n_folds)]
+    acc = np.mean([[s.accuracy for s in fold] for fold in per_fold], axis=0)
+    prob = np.mean([[float(s.probability or 0.0) for s in fold] for fold in per_fold], axis=0)
+    return acc, prob
 
 
-def choose(
-    cfg: RunConfig, evolved: Evolved, X: np.ndarray, y: np.ndarray, progress: bool = False
-) -> Choice:
-    """The shipped head and the front of a finished search on training data (X, y) (class
-    indices). Without a final check: the best by fitness, or the front and the head
+def tie_broken(cv: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """Cross-validated accuracy with its ties broken by the mean probability of the true
+    class: ``cv`` (to 9 decimals) plus ``1e-10 * prob``, a shift far below one image's worth
+    of accuracy, so it orders heads of equal accuracy only. When cross-validated accuracy
+    saturates (every size scores 1.0, or ties within an image), the head that is more sure of
+    the right class comes first, not whichever is smaller."""
+    return np.round(np.asarray(cv, dtype=float), 9) + 1e-10 * np.asarray(prob, dtype=float)
+
+
+def choose(context: RunContext, evolved: Evolved, progress: bool = False) -> Choice:
+    """The shipped head and the front of a finished search of ``context`` (its settings and
+    training data). Without a final check: the best by fitness, or the front and the head
     ``cfg.select`` picks by fitness. With ``final_check`` ``cv``: the ``final_check_top`` best
     (one objective), the best of that many size bands (:func:`size_band_rows`; accuracy and
-    size), the best at or below each of ``cfg.sizes`` when given (:func:`sized_rows`) or at
-    most that many front heads spread over sizes (with ood) are re-scored by
-    :func:`check_scores`; the shipped head is the best by that score (ties: fewer genes), and
-    the front is recomputed from it (non-dominated in cross-validated accuracy, size and ood)
-    with ``select``'s rule judged on it (one-se: the standard error over all training images).
+    size), the best at or below each of ``cfg.sizes`` when given (:func:`sized_rows`, with a
+    ranked start also every ranking's top-k at each size, :func:`ranked_rows`) or at most that
+    many front heads spread over sizes (with ood) are re-scored by :func:`check_scores`; the
+    shipped head is the best by that score (ties: by the mean probability of the true class,
+    :func:`tie_broken`, then fewer genes), and the front is recomputed from it (non-dominated
+    in tie-broken cross-validated accuracy, size and ood) with ``select``'s rule judged on it
+    (one-se: the standard error over all training images).
     """
+    cfg, X, y = context.cfg, context.X_train, context.y_train
     search = evolved.result
     several = len(search.objectives) > 1
     if cfg.final_check != "cv":
@@ -219,23 +254,29 @@ def choose(
             idx = [idx[i] for i in np.unique(np.linspace(0, len(idx) - 1, top).round().astype(int))]
         candidates = idx
     elif cfg.sizes:
-        candidates = sized_rows(search, cfg.sizes, evolved.problem.n_genes, top)
+        n_genes = evolved.problem.n_genes
+        candidates = sized_rows(search, cfg.sizes, n_genes, top)
+        if cfg.init == "ranked":
+            rankings = context.unit_rankings
+            candidates = sorted({*candidates, *ranked_rows(search, rankings, cfg.sizes, n_genes)})
     else:
         candidates = size_band_rows(search, top)
-    cv = check_scores(cfg, evolved, X, y, candidates, progress)
+    cv, prob = check_scores(cfg, evolved, X, y, candidates, progress)
+    score = tie_broken(cv, prob)
     active = np.array([search.history[i].active_genes for i in candidates])
+    seconds = time.perf_counter() - t0
     if not several:
-        pick = int(np.lexsort((np.arange(len(cv)), active, -cv))[0])
-        return Choice(candidates, pick, cv.tolist(), time.perf_counter() - t0)
+        pick = int(np.lexsort((np.arange(len(cv)), active, -score))[0])
+        return Choice(candidates, pick, cv.tolist(), seconds, prob.tolist())
     F = np.array(search.F)[candidates].copy()
-    F[:, list(search.objectives).index("accuracy")] = 1.0 - cv
+    F[:, list(search.objectives).index("accuracy")] = 1.0 - score
     keep = np.flatnonzero(non_dominated(F))
-    keep = keep[np.lexsort((-cv[keep], active[keep]))]
+    keep = keep[np.lexsort((-score[keep], active[keep]))]
     rows = [candidates[i] for i in keep]
     sizes = np.array([search.history[i].active_fraction for i in rows])
     se = accuracy_standard_error(float(cv[keep].max()), len(y))
-    pick = select(cv[keep], sizes, cfg.select, se=se)
-    return Choice(rows, pick, cv[keep].tolist(), time.perf_counter() - t0)
+    pick = select(score[keep], sizes, cfg.select, se=se)
+    return Choice(rows, pick, cv[keep].tolist(), seconds, prob[keep].tolist())
 
 
 def heldout_ood(
@@ -260,7 +301,6 @@ def finish_heads(
 
 def _finish_heads(context: RunContext, evolved: Evolved, ood, bar: WorkBar) -> FinalHeads:
     cfg = context.cfg
-    X_train, y_train = context.X_train, context.y_train
     X_test, y_test = context.held_out
 
     def train(mask: np.ndarray) -> CompactHead:
@@ -273,7 +313,7 @@ def _finish_heads(context: RunContext, evolved: Evolved, ood, bar: WorkBar) -> F
     reference_seconds = context.reference_seconds
     ref_acc = accuracy(reference, X_test, y_test)
     search = evolved.result
-    choice = choose(cfg, evolved, X_train, y_train, progress=bar.enabled)
+    choice = choose(context, evolved, progress=bar.enabled)
     checked = None if choice.checked is None else choice.checked[choice.pick]
     bar.grow(1 if len(search.objectives) == 1 else len(choice.rows))
     t0 = time.perf_counter()
@@ -399,6 +439,7 @@ def front_members(
                 test_fpr95=fpr,
                 selected=rank == pick,
                 check_accuracy=None if choice.checked is None else choice.checked[rank],
+                check_probability=None if choice.probability is None else choice.probability[rank],
             )
         )
     return members

@@ -25,6 +25,7 @@ PARETO_FIELDS = [
     "fitness",
     "fitness_auroc",
     "check_accuracy",
+    "check_probability",
     "test_accuracy",
     "test_auroc",
     "test_fpr95",
