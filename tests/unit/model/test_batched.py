@@ -112,6 +112,10 @@ def test_unbatched_problem_trains_head_by_head_exactly():
     for c, score in zip(chroms, problem.evaluate_fold_batch(chroms, 0)):
         head = train_head(f.X_fit, f.y_fit, enc.decode(c), 3, "fast", seed=1, stats=f.stats).head
         assert score.accuracy == accuracy(head, f.X_score, f.y_score)
+        # the finer score the final check breaks accuracy ties by: mean P(true class)
+        proba = predict_proba(head, f.X_score)
+        true_class = proba[np.arange(len(f.y_score)), f.y_score]
+        assert score.probability == pytest.approx(true_class.mean())
 
 
 def test_what_is_batched():

@@ -339,3 +339,93 @@ def test_an_estimator_with_sizes_offers_a_front_head_at_or_below_each(feature_ca
     assert active.min() <= 6 and active.max() <= 16
     start = [r for r in clf.search_.history[:8]]
     assert {r.active_genes for r in start} >= {6, 16}  # every ranking's top-k at those sizes
+
+
+def test_cross_validated_ties_are_broken_by_the_probability_of_the_true_class():
+    from evoprune.pareto import non_dominated
+    from evoprune.runs.front import tie_broken
+
+    cv = np.array([1.0, 1.0, 0.9975, 0.99750000000001])  # the last two: one value, float noise
+    prob = np.array([0.90, 0.97, 0.99, 0.50])
+    score = tie_broken(cv, prob)
+    assert score[1] > score[0]  # equal accuracy: the surer head first
+    assert score[0] > score[2]  # never above a higher accuracy, however sure
+    assert score[2] > score[3]  # equal to 9 decimals is a tie
+    # a larger head of equal accuracy stays on the front when it is surer of the right class
+    F = np.column_stack([1 - score[:2], [5, 40]])
+    assert non_dominated(F).tolist() == [True, True]
+    assert non_dominated(np.column_stack([1 - cv[:2], [5, 40]])).tolist() == [True, False]
+
+
+def test_ranked_rows_are_the_rankings_top_k_at_each_asked_size_whatever_scored_them():
+    from types import SimpleNamespace
+
+    from evoprune.runs.front import ranked_rows
+    from evoprune.search.guided import top_k
+
+    rankings = {"a": np.arange(20.0), "b": -np.arange(20.0)}
+
+    def rec(mask, fidelity):
+        m = np.asarray(mask, dtype=np.uint8)
+        return SimpleNamespace(mask=lambda m=m: m, fidelity=fidelity, active_genes=int(m.sum()))
+
+    a2, b2, a4 = top_k(rankings["a"], 2), top_k(rankings["b"], 2), top_k(rankings["a"], 4)
+    other = np.zeros(20, dtype=bool)
+    other[[0, 5, 9, 13]] = True
+    history = [rec(a2, "shared"), rec(b2, "shared"), rec(other, "full"), rec(a2, "full")]
+    history += [rec(a4, "shared")]
+    search = SimpleNamespace(
+        history=history, rows=lambda: [i for i, r in enumerate(history) if r.fidelity == "full"]
+    )
+    # 10 % and 20 % of 20 genes: k = 2 and 4; b's top-4 was never evaluated and is left out
+    rows = ranked_rows(search, rankings, (0.1, 0.2), 20)
+    assert rows == [1, 3, 4]  # a's top-2 by its full row, b's top-2 and a's top-4 by shared
+    assert ranked_rows(search, rankings, (0.5,), 20) == []
+
+
+def test_with_sizes_the_final_check_rescores_every_rankings_top_k_even_unpromoted(
+    feature_cache, monkeypatch
+):
+    """A multi-fidelity search asked for 10 % and 25 %: the final check re-scores every
+    ranking's top-k at both sizes, those scored by the shared head only included, and the
+    front's tie-breaking probabilities are reported."""
+    from sklearn.datasets import load_digits
+
+    from evoprune import EvoPruneClassifier
+    from evoprune.runs import front
+    from evoprune.search.guided import top_k
+
+    seen = {}
+    check, ranked = front.check_scores, front.ranked_rows
+
+    def spy_check(cfg, evolved, X, y, rows, progress=False):
+        seen["rows"], seen["history"] = list(rows), evolved.result.history
+        return check(cfg, evolved, X, y, rows, progress)
+
+    def spy_ranked(search, rankings, sizes, n_genes):
+        seen["rankings"] = rankings
+        return ranked(search, rankings, sizes, n_genes)
+
+    monkeypatch.setattr(front, "check_scores", spy_check)
+    monkeypatch.setattr(front, "ranked_rows", spy_ranked)
+    X, y = load_digits(return_X_y=True)
+    clf = EvoPruneClassifier(
+        hidden_size=16,
+        population=10,
+        evaluations=10,
+        objectives="accuracy,size",
+        fidelity="multi",
+        shared_evaluations=60,
+        final_check_folds=2,
+        final_check_top=4,
+        sizes=(0.1, 0.25),
+        random_state=0,
+    ).fit(X[:400].astype(np.float32), y[:400])
+    history, rows = seen["history"], seen["rows"]
+    masks = {history[i].mask().astype(bool).tobytes(): i for i in rows}
+    wanted = {top_k(s, k).tobytes() for k in (6, 16) for s in seen["rankings"].values()}
+    assert wanted <= set(masks)  # every ranking's top-k at both sizes was re-scored
+    # some were never promoted to full training, and are candidates all the same
+    assert "shared" in {history[masks[m]].fidelity for m in wanted}
+    prob = clf.pareto_["check_probability"]
+    assert len(prob) == len(clf.pareto_["check_accuracy"]) and np.all((prob > 0) & (prob <= 1))
