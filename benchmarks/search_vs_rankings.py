@@ -17,8 +17,9 @@ stratified held-out split (``--test-fraction``) of the same images. For each dat
 - the search, run through the library (``run_experiment``): its head at or below each density
   is the front member with the best score among those with at most that density (the score the
   library chose the front by: the final check's cross-validated accuracy, ties broken by its
-  mean probability of the true class, where it ran, else the fitness), retrained on all
-  training images by the library and scored on the held-out images;
+  mean probability of the true class, or the other way round with ``--final-check cv-prob``,
+  where it ran, else the fitness), retrained on all training images by the library and scored
+  on the held-out images;
   for one objective, the evaluated mask of full fidelity with the highest fitness, retrained
   here with the run's trainer and seed;
 - the paper's GA, the same way;
@@ -258,7 +259,8 @@ def picks(result: dict, folder: Path, ranker: Ranker, data: PreparedData, densit
         d = float(key)
         if front:
             ok = [m for m in front if m["active_fraction"] <= d + 1e-9]
-            best = max(ok, key=lambda m: (*_score(m), -m["active_genes"]), default=None)
+            rank = _ranking(result.get("final_check"))
+            best = max(ok, key=lambda m: (*rank(m), -m["active_genes"]), default=None)
             out[key] = (
                 None
                 if best is None
@@ -290,13 +292,26 @@ def picks(result: dict, folder: Path, ranker: Ranker, data: PreparedData, densit
 
 
 def _score(member: dict) -> tuple[float, float]:
-    """What the library chose a front head by: the final check's cross-validated accuracy
-    where it ran (its ties broken by the mean probability of the true class, as
-    ``runs.front.tie_broken`` does), else the fitness."""
+    """A head's score as accuracy: the final check's cross-validated accuracy where it ran
+    (then its mean probability of the true class), else the fitness."""
     checked = member.get("check_accuracy")
     if checked is None:
         return float(member["fitness"]), 0.0
     return round(float(checked), 9), float(member.get("check_probability") or 0.0)
+
+
+def _ranking(final_check: str | None):
+    """What the library chose a front head by (``runs.front.check_ranking``): with
+    ``cv-prob`` the final check's mean probability of the true class, ties by its accuracy;
+    else :func:`_score`."""
+    if final_check != "cv-prob":
+        return _score
+
+    def by_probability(member: dict) -> tuple[float, float]:
+        accuracy, probability = _score(member)
+        return round(probability, 9), accuracy
+
+    return by_probability
 
 
 def search_seconds(timings: dict) -> float:

@@ -60,7 +60,7 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
 
     ``fidelity`` (``full``, ``shared``, ``multi``) is how the search scores a mask, with
     ``shared_evaluations`` its budget of shared-head evaluations; ``final_check`` (``none``,
-    ``cv``; default ``cv`` unless ``fidelity`` is ``full``), ``final_check_folds`` and
+    ``cv``, ``cv-prob``; default ``cv`` unless ``fidelity`` is ``full``), ``final_check_folds`` and
     ``final_check_top`` re-score the best candidates by cross-validation on ``X`` before one
     is fitted (see the command line's help). ``sizes`` (fractions of the units, e.g.
     ``(0.02, 0.05)``) puts every ranking's top-k at exactly those sizes in a ranked start and,

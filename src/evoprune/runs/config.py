@@ -68,7 +68,7 @@ OOD_SCORES = ("energy", "msp", "temperature")
 
 #: The values of --fidelity (evoprune.search.fidelity's) and of --final-check.
 FIDELITIES = SEARCH_FIDELITIES
-FINAL_CHECKS = ("none", "cv")
+FINAL_CHECKS = ("none", "cv", "cv-prob")
 #: Shared evaluations per full evaluation when --shared-evaluations is not given.
 SHARED_PER_FULL = 20
 
@@ -699,9 +699,11 @@ SETTINGS: tuple[Setting, ...] = (
         group="search",
         choices=FINAL_CHECKS,
         estimator="final_check",
-        help="how the shipped head (and the front) is chosen: none (by the search's fitness) "
-        "or cv (the top candidates re-scored by k-fold cross-validation on the training "
-        "images, --final-check-folds k). Default: cv when --fidelity is not full, else none",
+        help="how the shipped head (and the front) is chosen: none (by the search's fitness), "
+        "cv (the top candidates re-scored by k-fold cross-validation on the training "
+        "images, --final-check-folds k; by accuracy, ties by the mean probability of the true "
+        "class) or cv-prob (the same, by the mean probability of the true class, ties by "
+        "accuracy). Default: cv when --fidelity is not full, else none",
     ),
     Setting(
         "final_check_folds",

@@ -455,7 +455,7 @@ def check_folds(context: RunContext, data: PreparedData) -> None:
             f"--fitness-split {cfg.fitness_split}: {exc} (in {where}); change "
             + " or ".join(split + sizes + ["--data"])
         ) from None
-    if cfg.final_check == "cv":
+    if cfg.final_check in ("cv", "cv-prob"):
         try:
             check_split = FitnessSettings(
                 fitness_split="cv",

@@ -214,32 +214,43 @@ def check_scores(
     return acc, prob
 
 
-def tie_broken(cv: np.ndarray, prob: np.ndarray) -> np.ndarray:
-    """Cross-validated accuracy with its ties broken by the mean probability of the true
-    class: ``cv`` (to 9 decimals) plus ``1e-10 * prob``, a shift far below one image's worth
-    of accuracy, so it orders heads of equal accuracy only. When cross-validated accuracy
-    saturates (every size scores 1.0, or ties within an image), the head that is more sure of
-    the right class comes first, not whichever is smaller."""
-    return np.round(np.asarray(cv, dtype=float), 9) + 1e-10 * np.asarray(prob, dtype=float)
+def tie_broken(score: np.ndarray, finer: np.ndarray) -> np.ndarray:
+    """``score`` (in [0, 1]) with its ties broken by ``finer`` (in [0, 1]): ``score`` to 9
+    decimals plus ``1e-10 * finer``, a shift far below one image's worth of accuracy, so it
+    orders heads of equal score only. For cross-validated accuracy broken by the mean
+    probability of the true class: when accuracy saturates (every size scores 1.0, or ties
+    within an image), the head that is more sure of the right class comes first, not
+    whichever is smaller."""
+    return np.round(np.asarray(score, dtype=float), 9) + 1e-10 * np.asarray(finer, dtype=float)
+
+
+def check_ranking(final_check: str, cv: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """What the final check ranks candidates by (higher: better): ``cv`` by cross-validated
+    accuracy, ties by the mean probability of the true class; ``cv-prob`` the other way round.
+    The probability is a proper score of the same predictions that moves with every image,
+    not only the ones that flip class, so it is less noisy than accuracy for choosing among
+    close candidates (and what the shared head scores masks by)."""
+    return tie_broken(prob, cv) if final_check == "cv-prob" else tie_broken(cv, prob)
 
 
 def choose(context: RunContext, evolved: Evolved, progress: bool = False) -> Choice:
     """The shipped head and the front of a finished search of ``context`` (its settings and
     training data). Without a final check: the best by fitness, or the front and the head
-    ``cfg.select`` picks by fitness. With ``final_check`` ``cv``: the ``final_check_top`` best
+    ``cfg.select`` picks by fitness. With ``final_check`` ``cv`` or ``cv-prob``: the
+    ``final_check_top`` best
     (one objective), the best of that many size bands (:func:`size_band_rows`; accuracy and
     size), the best at or below each of ``cfg.sizes`` when given (:func:`sized_rows`, with a
     ranked start also every ranking's top-k at each size, :func:`ranked_rows`) or at most that
     many front heads spread over sizes (with ood) are re-scored by :func:`check_scores`; the
-    shipped head is the best by that score (ties: by the mean probability of the true class,
-    :func:`tie_broken`, then fewer genes), and the front is recomputed from it (non-dominated
-    in tie-broken cross-validated accuracy, size and ood) with ``select``'s rule judged on it
-    (one-se: the standard error over all training images).
+    shipped head is the best by :func:`check_ranking` (``cv``: accuracy, ties by the mean
+    probability of the true class; ``cv-prob``: the other way round; then fewer genes), and
+    the front is recomputed from it (non-dominated in that score, size and ood) with
+    ``select``'s rule judged on it (one-se: the standard error over all training images).
     """
     cfg, X, y = context.cfg, context.X_train, context.y_train
     search = evolved.result
     several = len(search.objectives) > 1
-    if cfg.final_check != "cv":
+    if cfg.final_check not in ("cv", "cv-prob"):
         if several:
             idx, pick = pareto_front(evolved, cfg.select)
             return Choice(idx, pick)
@@ -262,7 +273,7 @@ def choose(context: RunContext, evolved: Evolved, progress: bool = False) -> Cho
     else:
         candidates = size_band_rows(search, top)
     cv, prob = check_scores(cfg, evolved, X, y, candidates, progress)
-    score = tie_broken(cv, prob)
+    score = check_ranking(str(cfg.final_check), cv, prob)
     active = np.array([search.history[i].active_genes for i in candidates])
     seconds = time.perf_counter() - t0
     if not several:
@@ -274,7 +285,8 @@ def choose(context: RunContext, evolved: Evolved, progress: bool = False) -> Cho
     keep = keep[np.lexsort((-score[keep], active[keep]))]
     rows = [candidates[i] for i in keep]
     sizes = np.array([search.history[i].active_fraction for i in rows])
-    se = accuracy_standard_error(float(cv[keep].max()), len(y))
+    # one-se on cv-prob: p (1 - p) bounds the variance of a per-image score in [0, 1] of mean p
+    se = accuracy_standard_error(float(np.clip(score[keep].max(), 0.0, 1.0)), len(y))
     pick = select(score[keep], sizes, cfg.select, se=se)
     return Choice(rows, pick, cv[keep].tolist(), seconds, prob[keep].tolist())
 

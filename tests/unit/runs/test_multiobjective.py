@@ -429,3 +429,41 @@ def test_with_sizes_the_final_check_rescores_every_rankings_top_k_even_unpromote
     assert "shared" in {history[masks[m]].fidelity for m in wanted}
     prob = clf.pareto_["check_probability"]
     assert len(prob) == len(clf.pareto_["check_accuracy"]) and np.all((prob > 0) & (prob <= 1))
+
+
+def test_cv_prob_ranks_candidates_by_the_probability_of_the_true_class_then_accuracy():
+    from evoprune.runs.front import check_ranking
+
+    cv = np.array([0.90, 0.92, 0.92])
+    prob = np.array([0.80, 0.70, 0.75])
+    assert np.argsort(-check_ranking("cv", cv, prob)).tolist() == [2, 1, 0]
+    assert np.argsort(-check_ranking("cv-prob", cv, prob)).tolist() == [0, 2, 1]
+    tied = check_ranking("cv-prob", np.array([0.9, 0.95]), np.array([0.8, 0.8]))
+    assert tied[1] > tied[0]  # equal probability: the more accurate head
+
+
+def test_an_estimator_with_cv_prob_ships_the_front_head_surest_of_the_true_class(feature_cache):
+    from sklearn.datasets import load_digits
+
+    from evoprune import EvoPruneClassifier
+    from evoprune.pareto import non_dominated
+
+    X, y = load_digits(return_X_y=True)
+    clf = EvoPruneClassifier(
+        hidden_size=16,
+        population=8,
+        evaluations=8,
+        objectives="accuracy,size",
+        fidelity="shared",
+        shared_evaluations=80,
+        final_check="cv-prob",
+        final_check_folds=2,
+        final_check_top=6,
+        select="accuracy",
+        random_state=0,
+    ).fit(X[:400].astype(np.float32), y[:400])
+    p = clf.pareto_
+    assert non_dominated(np.column_stack([1 - p["check_probability"], p["active_fraction"]])).all()
+    # the rule "accuracy" takes the best score: here the highest probability of the true class
+    assert p["selected"][int(np.argmax(p["check_probability"]))]
+    assert list(p["check_probability"]) == sorted(p["check_probability"])
