@@ -318,23 +318,7 @@ def test_asked_sizes_make_the_final_check_rescore_the_best_heads_at_or_below_eac
 def test_an_estimator_with_sizes_offers_a_front_head_at_or_below_each(feature_cache):
     """A two-objective search asked for 10 % and 25 % of 64 features: the front holds a head of
     at most 6 and one of at most 16 features, and nothing above 16."""
-    from sklearn.datasets import load_digits
-
-    from evoprune import EvoPruneClassifier
-
-    X, y = load_digits(return_X_y=True)
-    clf = EvoPruneClassifier(
-        hidden_size=16,
-        population=8,
-        evaluations=16,
-        objectives="accuracy,size",
-        fidelity="shared",
-        shared_evaluations=80,
-        final_check_folds=2,
-        final_check_top=4,
-        sizes=(0.1, 0.25),
-        random_state=0,
-    ).fit(X[:400].astype(np.float32), y[:400])
+    clf = _fit_digits(sizes=(0.1, 0.25))
     active = np.asarray(clf.pareto_["mask"]).sum(axis=1)
     assert active.min() <= 6 and active.max() <= 16
     start = [r for r in clf.search_.history[:8]]
@@ -389,9 +373,6 @@ def test_with_sizes_the_final_check_rescores_every_rankings_top_k_even_unpromote
     """A multi-fidelity search asked for 10 % and 25 %: the final check re-scores every
     ranking's top-k at both sizes, those scored by the shared head only included, and the
     front's tie-breaking probabilities are reported."""
-    from sklearn.datasets import load_digits
-
-    from evoprune import EvoPruneClassifier
     from evoprune.runs import front
     from evoprune.search.guided import top_k
 
@@ -408,19 +389,9 @@ def test_with_sizes_the_final_check_rescores_every_rankings_top_k_even_unpromote
 
     monkeypatch.setattr(front, "check_scores", spy_check)
     monkeypatch.setattr(front, "ranked_rows", spy_ranked)
-    X, y = load_digits(return_X_y=True)
-    clf = EvoPruneClassifier(
-        hidden_size=16,
-        population=10,
-        evaluations=10,
-        objectives="accuracy,size",
-        fidelity="multi",
-        shared_evaluations=60,
-        final_check_folds=2,
-        final_check_top=4,
-        sizes=(0.1, 0.25),
-        random_state=0,
-    ).fit(X[:400].astype(np.float32), y[:400])
+    clf = _fit_digits(
+        population=10, evaluations=10, fidelity="multi", shared_evaluations=60, sizes=(0.1, 0.25)
+    )
     history, rows = seen["history"], seen["rows"]
     masks = {history[i].mask().astype(bool).tobytes(): i for i in rows}
     wanted = {top_k(s, k).tobytes() for k in (6, 16) for s in seen["rankings"].values()}
@@ -443,27 +414,33 @@ def test_cv_prob_ranks_candidates_by_the_probability_of_the_true_class_then_accu
 
 
 def test_an_estimator_with_cv_prob_ships_the_front_head_surest_of_the_true_class(feature_cache):
-    from sklearn.datasets import load_digits
-
-    from evoprune import EvoPruneClassifier
     from evoprune.pareto import non_dominated
 
-    X, y = load_digits(return_X_y=True)
-    clf = EvoPruneClassifier(
-        hidden_size=16,
-        population=8,
-        evaluations=8,
-        objectives="accuracy,size",
-        fidelity="shared",
-        shared_evaluations=80,
-        final_check="cv-prob",
-        final_check_folds=2,
-        final_check_top=6,
-        select="accuracy",
-        random_state=0,
-    ).fit(X[:400].astype(np.float32), y[:400])
+    clf = _fit_digits(evaluations=8, final_check="cv-prob", final_check_top=6, select="accuracy")
     p = clf.pareto_
     assert non_dominated(np.column_stack([1 - p["check_probability"], p["active_fraction"]])).all()
     # the rule "accuracy" takes the best score: here the highest probability of the true class
     assert p["selected"][int(np.argmax(p["check_probability"]))]
     assert list(p["check_probability"]) == sorted(p["check_probability"])
+
+
+def _fit_digits(**params):
+    """A two-objective estimator on 400 of scikit-learn's digits with a shared-head search and
+    a 2-fold final check (``params`` change any of it)."""
+    from sklearn.datasets import load_digits
+
+    from evoprune import EvoPruneClassifier
+
+    X, y = load_digits(return_X_y=True)
+    settings = dict(
+        hidden_size=16,
+        population=8,
+        evaluations=16,
+        objectives="accuracy,size",
+        fidelity="shared",
+        shared_evaluations=80,
+        final_check_folds=2,
+        final_check_top=4,
+        random_state=0,
+    )
+    return EvoPruneClassifier(**{**settings, **params}).fit(X[:400].astype(np.float32), y[:400])
