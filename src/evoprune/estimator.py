@@ -60,11 +60,12 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
 
     ``fidelity`` (``full``, ``shared``, ``multi``) is how the search scores a mask, with
     ``shared_evaluations`` its budget of shared-head evaluations; ``final_check`` (``none``,
-    ``cv``, ``cv-prob``; default ``cv`` unless ``fidelity`` is ``full``), ``final_check_folds`` and
-    ``final_check_top`` re-score the best candidates by cross-validation on ``X`` before one
-    is fitted (see the command line's help). ``sizes`` (fractions of the units, e.g.
-    ``(0.02, 0.05)``) puts every ranking's top-k at exactly those sizes in a ranked start and,
-    with accuracy and size, has the final check re-score the best heads at or below each.
+    ``cv``, ``cv-prob``; default ``cv-prob`` unless ``fidelity`` is ``full``),
+    ``final_check_folds`` and ``final_check_top`` re-score the best candidates by
+    cross-validation on ``X`` before one is fitted (see the command line's help). ``sizes``
+    (fractions of the units, e.g. ``(0.02, 0.05)``) puts every ranking's top-k at exactly those
+    sizes in a ranked start and, with accuracy and size, has the final check re-score the best
+    heads at or below each (and every ranking's top-k there).
 
     Learned attributes: ``classes_``, ``n_features_in_``, ``best_mask_`` (0/1 chromosome),
     ``best_fitness_``, ``check_accuracy_`` (the final check's cross-validated accuracy of

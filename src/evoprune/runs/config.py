@@ -703,7 +703,7 @@ SETTINGS: tuple[Setting, ...] = (
         "cv (the top candidates re-scored by k-fold cross-validation on the training "
         "images, --final-check-folds k; by accuracy, ties by the mean probability of the true "
         "class) or cv-prob (the same, by the mean probability of the true class, ties by "
-        "accuracy). Default: cv when --fidelity is not full, else none",
+        "accuracy). Default: cv-prob when --fidelity is not full, else none",
     ),
     Setting(
         "final_check_folds",
@@ -1002,7 +1002,7 @@ def _resolve_fidelity(out: dict[str, Any], fail: Fail) -> None:
                 "is scored by the shared head",
             )
     if "final_check" in out and out["final_check"] is None:
-        out["final_check"] = "none" if fidelity == "full" else "cv"
+        out["final_check"] = "none" if fidelity == "full" else "cv-prob"
 
 
 # --- the configuration of a run ----------------------------------------------------------------

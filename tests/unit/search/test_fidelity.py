@@ -281,7 +281,7 @@ def test_fidelity_defaults_resolve():
     full = RunConfig().validate()
     assert (full.fidelity, full.shared_evaluations, full.final_check) == ("full", None, "none")
     multi = RunConfig(fidelity="multi", evaluations=50).validate()
-    assert (multi.shared_evaluations, multi.final_check) == (1000, "cv")
+    assert (multi.shared_evaluations, multi.final_check) == (1000, "cv-prob")
 
 
 @pytest.mark.parametrize("objectives", ["accuracy", "accuracy,size"])
@@ -326,11 +326,11 @@ def test_final_check_ships_the_best_cross_validated_candidate():
         evaluations=8,
         shared_evaluations=60,
         fidelity="shared",
+        final_check="cv",
         final_check_folds=3,
         final_check_top=4,
         random_state=2,
     ).fit(X, y)
-    assert clf.get_params()["final_check"] is None  # resolved to cv for a shared search
     from evoprune.runs.front import _best_rows
 
     search = clf.search_
@@ -396,7 +396,7 @@ def test_a_multi_fidelity_run_records_fidelity_and_selection_bias(
         seed=1,
     )
     result = run_experiment(cfg, tmp_path / "run", progress=False, cache_dir=feature_cache)
-    assert (result["fidelity"], result["final_check"]) == ("multi", "cv")
+    assert (result["fidelity"], result["final_check"]) == ("multi", "cv-prob")
     assert result["shared_evaluations"] == 60 and result["evaluations"] == 10
     assert result["selection_bias"] == pytest.approx(result["fitness"] - result["test_accuracy"])
     assert result["check_selection_bias"] == pytest.approx(
