@@ -71,3 +71,17 @@ def test_the_tiny_library_example_prunes_and_scores():
     assert out["evaluations"] == 12
     assert 0 < out["features kept"] <= out["of"] == 64
     assert out["pruned head, held-out accuracy"] > 0.6  # ten classes: chance is 0.1
+
+
+def test_the_guides_main_job_output_names_the_folder_the_main_job_writes():
+    """The guide shows the README's main job's output: its results folder is the default
+    folder of those settings (a new result setting changes the hash, and the guide with it)."""
+    import re
+
+    from evoprune.runs import RunConfig
+    from evoprune.runs.config import default_out_dir
+
+    guide = (ROOT / "docs" / "guide.md").read_text()
+    shown = re.findall(r"results: (runs/elpv_fs_\S+)", guide)
+    cfg = RunConfig(data="elpv", encoding="fs", objectives=("accuracy", "size"))
+    assert shown == [default_out_dir(cfg).as_posix()]
