@@ -37,8 +37,9 @@ mean is higher. Keys: ``cells_won_vs_best_ranking_fraction``, ``mean_delta_vs_be
 ``worst_cell_delta_points``, ``search_seconds_in_paper_evaluations`` (the search's seconds,
 shared heads and final check included, over one paper evaluation, per dataset then averaged),
 ``shared_vs_full_kendall_tau``, ``selection_bias_points_search`` and
-``selection_bias_points_paper_ga`` (the score a picked head was chosen by minus its held-out
-accuracy, in points; ``_shipped`` for the runs' shipped heads, ``_best_ranking`` for the
+``selection_bias_points_paper_ga`` (the accuracy a picked head was chosen with, the final
+check's cross-validated accuracy where it ran, else the fitness, minus its held-out accuracy,
+in points; ``_shipped`` for the runs' shipped heads, ``_best_ranking`` for the
 strongest ranking's heads, whose fitness is measured on the same fitness split), with per-cell
 details, held-out sizes and sampling errors. The search's seconds are the run's ``search``
 timing (shared heads included: they are trained inside it) plus its final check.
@@ -490,7 +491,9 @@ def cell(parts: dict, seeds: list[str], d: str) -> dict:
 
 
 def _bias(runs: list[dict], key: str, densities: list[str]) -> float | None:
-    """Mean (score the head was chosen by - its held-out accuracy) over the picked heads."""
+    """Mean (accuracy the head was chosen with - its held-out accuracy) over the picked heads:
+    the final check's cross-validated accuracy where it ran (whichever score ranked them),
+    else the fitness."""
     gaps = [
         _score(r[key]["picks"][d])[0] - r[key]["picks"][d]["test_accuracy"]
         for r in runs
