@@ -29,7 +29,8 @@ from evoprune.model.head import (
     TrainerConfig,
     feature_stats,
     get_trainer,
-    predict_proba,
+    logits,
+    softmax,
     train_head,
 )
 from evoprune.pareto import OBJECTIVES, objective, to_minimised
@@ -235,18 +236,18 @@ class HeadProblem:
     def _score(self, head, f: Fold) -> FoldScore:
         """A trained head's accuracy, mean probability of the true class (and OOD AUROC when
         asked) on the fold's scoring part."""
-        proba = predict_proba(head, f.X_score)
+        z = logits(head, f.X_score)  # one forward pass for every score below
+        proba = softmax(z)
         y = np.asarray(f.y_score)
         acc = float((proba.argmax(axis=1) == y).mean()) if len(y) else float("nan")
         prob = float(proba[np.arange(len(y)), y].mean()) if len(y) else float("nan")
         auroc = None
         if "ood" in self.objectives and self.ood_features is not None:  # given, by __init__
-            from evoprune.model.head import logits
             from evoprune.ood import auroc as auroc_of
             from evoprune.ood import ood_score
 
             auroc = auroc_of(
-                ood_score(self.ood_score, logits(head, f.X_score)),
+                ood_score(self.ood_score, z),
                 ood_score(self.ood_score, logits(head, self.ood_features)),
             )
         return FoldScore(acc, auroc, prob)

@@ -485,9 +485,14 @@ def logits(head: CompactHead, X: np.ndarray) -> np.ndarray:
     return head(torch.as_tensor(np.asarray(X, dtype=np.float32))).numpy()
 
 
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Class probabilities of class scores ``z`` (rows: images)."""
+    return torch.softmax(torch.as_tensor(z), dim=1).numpy()
+
+
 def predict_proba(head: CompactHead, X: np.ndarray) -> np.ndarray:
     """Class probabilities for full backbone feature vectors ``X``."""
-    return torch.softmax(torch.as_tensor(logits(head, X)), dim=1).numpy()
+    return softmax(logits(head, X))
 
 
 def accuracy(head: CompactHead, X: np.ndarray, y: np.ndarray) -> float:

@@ -69,6 +69,8 @@ OOD_SCORES = ("energy", "msp", "temperature")
 #: The values of --fidelity (evoprune.search.fidelity's) and of --final-check.
 FIDELITIES = SEARCH_FIDELITIES
 FINAL_CHECKS = ("none", "cv", "cv-prob")
+#: The values of --final-check that re-score candidates by cross-validation.
+CV_FINAL_CHECKS = ("cv", "cv-prob")
 #: Shared evaluations per full evaluation when --shared-evaluations is not given.
 SHARED_PER_FULL = 20
 

@@ -24,7 +24,7 @@ from evoprune.errors import ConfigError, DataError
 from evoprune.model.head import dense_sizes, nonzero_params
 from evoprune.pareto import DEFAULT_SELECT
 from evoprune.runs.classes import per_class_fields
-from evoprune.runs.config import RunConfig, default_out_dir
+from evoprune.runs.config import CV_FINAL_CHECKS, RunConfig, default_out_dir
 from evoprune.runs.context import RunContext
 from evoprune.runs.evolve import Evolved, evolve
 from evoprune.runs.front import FinalHeads, finish_heads, selection_path
@@ -455,7 +455,7 @@ def check_folds(context: RunContext, data: PreparedData) -> None:
             f"--fitness-split {cfg.fitness_split}: {exc} (in {where}); change "
             + " or ".join(split + sizes + ["--data"])
         ) from None
-    if cfg.final_check in ("cv", "cv-prob"):
+    if cfg.final_check in CV_FINAL_CHECKS:
         try:
             check_split = FitnessSettings(
                 fitness_split="cv",

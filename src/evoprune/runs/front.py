@@ -26,6 +26,7 @@ from evoprune.model.head import (
 )
 from evoprune.pareto import DEFAULT_SELECT, accuracy_standard_error, non_dominated, select
 from evoprune.progress import WorkBar, work_bar
+from evoprune.runs.config import CV_FINAL_CHECKS
 from evoprune.runs.context import RunContext
 from evoprune.runs.evolve import Evolved
 from evoprune.settings import FitnessSettings, SearchSettings
@@ -250,7 +251,7 @@ def choose(context: RunContext, evolved: Evolved, progress: bool = False) -> Cho
     cfg, X, y = context.cfg, context.X_train, context.y_train
     search = evolved.result
     several = len(search.objectives) > 1
-    if cfg.final_check not in ("cv", "cv-prob"):
+    if cfg.final_check not in CV_FINAL_CHECKS:
         if several:
             idx, pick = pareto_front(evolved, cfg.select)
             return Choice(idx, pick)

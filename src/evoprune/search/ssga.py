@@ -83,7 +83,7 @@ class SteadyStateGA:
         self.mutation_prob = float(mutation_prob)
         self.density = parse_init(init)
         self.init = init
-        check_ranked_init(init, rankings)
+        self.ranked = check_ranked_init(init, rankings)
         self.variation = check_variation(variation, rankings)
         self.rankings = dict(rankings or {})
         self.sizes = tuple(sizes or ())
@@ -111,7 +111,7 @@ class SteadyStateGA:
     def ask(self) -> np.ndarray:
         """The initial population first, then ``children`` children per iteration."""
         if self.pop is None:
-            if str(self.init).strip() == "ranked":
+            if self.ranked:
                 pop, _ = ranked_population(
                     self.rng,
                     self.population,
