@@ -4,7 +4,8 @@ The one owner of the score computations that the rankings (:mod:`evoprune.compar
 and the guided search (:mod:`evoprune.search.guided`, through :func:`search_rankings`) use:
 
 - input features: the ANOVA F statistic, mutual information with the class, the size of the
-  L1-regularised logistic regression's coefficients, the weight norm of a trained head;
+  L1-regularised logistic regression's coefficients, the weight norm of a trained head,
+  ReliefF's weights;
 - hidden neurons: the weight norm of a trained head and the variance of each neuron's
   activation.
 
@@ -31,12 +32,16 @@ log = logging.getLogger(__name__)
 
 #: The scores the search starts from and guides its variation by, per kind of unit.
 SEARCH_SCORES = {
-    "inputs": ("anova_f", "mutual_info", "l1_logistic", "norm_retrained"),
+    "inputs": ("anova_f", "mutual_info", "l1_logistic", "norm_retrained", "relieff"),
     "neurons": ("norm_retrained", "activation_variance"),
 }
 #: The L1 logistic regression's inverse strength for the search's scores (features
 #: standardised); the comparison's ranking chooses its own on the fitness split.
 SEARCH_L1_STRENGTH = 0.1
+#: ReliefF's nearest hits and misses per row (fewer when a class has fewer rows).
+RELIEFF_NEIGHBORS = 10
+#: Rows of the distance matrix ReliefF holds at once (memory: this many x all rows).
+RELIEFF_CHUNK = 512
 
 __all__ = [
     "SEARCH_SCORES",
@@ -47,6 +52,7 @@ __all__ = [
     "l1_importance",
     "l1_support",
     "prunes_units",
+    "relieff_scores",
     "search_rankings",
     "top_k",
     "unit_norms",
@@ -97,6 +103,44 @@ def filter_scores(method: str, X: np.ndarray, y: np.ndarray, seed: int = 0) -> n
             warnings.simplefilter("ignore")
             return f_classif(X, y)[0]
     raise ConfigError(f"{method!r} is not a filter ranking; use mutual_info or anova_f")
+
+
+def relieff_scores(
+    X: np.ndarray, y: np.ndarray, n_neighbors: int = RELIEFF_NEIGHBORS
+) -> np.ndarray:
+    """ReliefF weights (Kononenko 1994, as scikit-rebate computes them): how much more a
+    feature differs between a row and its nearest misses than its nearest hits.
+
+    Features are scaled to [0, 1] by their range; neighbours are the ``n_neighbors`` nearest
+    rows of each class by Manhattan distance on the scaled features (at most the smallest
+    class's size less one; the row itself excluded, ties to the lower index). A feature's
+    weight is the mean over rows of its summed difference to the misses of each other class c,
+    weighted P(c) / (1 - P(row's class)), less its summed difference to the hits, divided by
+    ``n_neighbors``. It sees features that matter only together (an XOR of two signs), which
+    a filter scoring one feature at a time cannot. Vectorised with numpy: ELPV's 2,099 x 1,280
+    features take seconds, where scikit-rebate's Python loop takes minutes."""
+    from sklearn.metrics import pairwise_distances
+
+    X = np.asarray(X, dtype=np.float64)
+    classes, yi, counts = np.unique(np.asarray(y), return_inverse=True, return_counts=True)
+    n = len(yi)
+    k = max(1, min(int(n_neighbors), int(counts.min()) - 1))
+    lo, span = X.min(axis=0), np.ptp(X, axis=0)
+    Z = (X - lo) / np.where(span > 0, span, 1.0)
+    prior = counts / n
+    members = [np.flatnonzero(yi == c) for c in range(len(classes))]
+    weights = np.zeros(X.shape[1])
+    for start in range(0, n, RELIEFF_CHUNK):
+        rows = np.arange(start, min(n, start + RELIEFF_CHUNK))
+        dist = pairwise_distances(Z[rows], Z, metric="manhattan")
+        dist[np.arange(len(rows)), rows] = np.inf  # never a row's own neighbour
+        own = yi[rows]
+        for c, idx in enumerate(members):
+            near = idx[np.argsort(dist[:, idx], axis=1, kind="stable")[:, :k]]
+            diff = np.abs(Z[rows, None, :] - Z[near]).sum(axis=1)  # (rows, features)
+            sign = np.where(own == c, -1.0, prior[c] / np.maximum(1.0 - prior[own], 1e-12))
+            weights += sign @ diff
+    return weights / (n * k)
 
 
 def l1_importance(estimator) -> np.ndarray:
@@ -172,6 +216,8 @@ def search_rankings(
                 s = filter_scores(name, X, y, seed)
             elif name == "l1_logistic":
                 s = l1_importance(fit_l1(X, y, SEARCH_L1_STRENGTH, seed))
+            elif name == "relieff":
+                s = relieff_scores(X, y)
             elif name == "norm_retrained":
                 assert head is not None
                 s = unit_norms(head, t).numpy()

@@ -6,9 +6,10 @@ For input features (the ``fs`` encoding): mutual information with the class
 :class:`~sklearn.feature_selection.SelectFromModel` (its strength chosen on the run's fitness
 split, like best fixed's density), the weight norm of the trained not-pruned head, recursive
 feature elimination on a linear probe (:class:`~sklearn.feature_selection.RFE` on logistic
-regression), and with the ``selection`` extra mRMR (``mrmrs``: F-statistic relevance over mean
-absolute correlation with the features already chosen), ReliefF (``fast-select``) and the order
-in which features leave LassoNet's regularisation path (``lassonet``). For hidden neurons
+regression), ReliefF (:func:`evoprune.unitscores.relieff_scores`), and with the ``selection``
+extra mRMR (``mrmrs``: F-statistic relevance over mean absolute correlation with the features
+already chosen) and the order in which features leave LassoNet's regularisation path
+(``lassonet``). For hidden neurons
 (``fc``, ``fc1``, ``fc2``, ``both``): the not-pruned head's weight norms and the variance of each
 neuron's activation over the training images.
 
@@ -49,6 +50,7 @@ from evoprune.unitscores import (  # the score computations' one owner, re-expor
     gene_per_unit,
     l1_support,
     prunes_units,
+    relieff_scores,
     top_k,
     unit_norms,
 )
@@ -62,8 +64,6 @@ L1_STRENGTHS = (0.01, 0.03, 0.1, 0.3)
 RFE_STEP = 0.05
 RFE_C = 1.0
 RFE_MAX_ITER = 100
-#: ReliefF's nearest hits and misses per image (fewer when a class has fewer images).
-RELIEFF_NEIGHBORS = 10
 #: LassoNet's path: hidden layer, and the factor between consecutive penalties.
 LASSONET_HIDDEN = (32,)
 LASSONET_PATH_MULTIPLIER = 1.1
@@ -146,17 +146,6 @@ def mrmr_scores(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     for rank, feature in enumerate(picked):
         scores[int(feature.name)] = n - rank
     return scores
-
-
-def relieff_scores(X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """ReliefF weights (``fast-select``): how much more a feature differs between an image and
-    its nearest misses than its nearest hits (:data:`RELIEFF_NEIGHBORS` each, per class)."""
-    from fast_select import ReliefF
-
-    y = np.asarray(y)
-    neighbors = max(1, min(RELIEFF_NEIGHBORS, int(np.bincount(y).min()) - 1))
-    model = ReliefF(n_features_to_select=1, n_neighbors=neighbors, backend="cpu", n_jobs=1)
-    return np.asarray(model.fit(np.asarray(X, dtype=np.float64), y).feature_importances_)
 
 
 def lassonet_scores(X: np.ndarray, y: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -408,18 +397,17 @@ RANKINGS: dict[str, Ranking] = {
             choose=lambda ranker, keep: ranker.rfe_chromosome(int(keep[0])),
         ),
         Ranking(
+            "relieff",
+            "ReliefF",
+            ("inputs",),
+            scores=lambda ranker, _t: relieff_scores(ranker.X, ranker.y),
+        ),
+        Ranking(
             "mrmr",
             "mRMR",
             ("inputs",),
             scores=lambda ranker, _t: mrmr_scores(ranker.X, ranker.y),
             requires=("mrmrs", "polars"),
-        ),
-        Ranking(
-            "relieff",
-            "ReliefF",
-            ("inputs",),
-            scores=lambda ranker, _t: relieff_scores(ranker.X, ranker.y),
-            requires=("fast_select",),
         ),
         Ranking(
             "lassonet",

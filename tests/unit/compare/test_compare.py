@@ -23,8 +23,8 @@ ENCODINGS = ["fs", "fc2"]
 #: The rankings each encoding gets too (compare/rankings.py; those of the selection extra where
 #: it is installed), and the narrower head of the neuron encodings.
 RANKED = {
-    "fs": ["mutual_info", "anova_f", "l1_logistic", "norm_retrained", "rfe"]
-    + [m for m in ("mrmr", "relieff", "lassonet") if ranking_available(m)],
+    "fs": ["mutual_info", "anova_f", "l1_logistic", "norm_retrained", "rfe", "relieff"]
+    + [m for m in ("mrmr", "lassonet") if ranking_available(m)],
     "fc2": ["norm_retrained", "activation_variance", "narrow"],
 }
 

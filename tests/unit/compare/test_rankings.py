@@ -68,9 +68,17 @@ def _rank(enc, data, test, seed=0, methods=None):
 
 def test_each_encoding_gets_the_rankings_that_fit_its_units():
     names = {e: rk.rankings_for(make_encoding(e, N_FEATURES, HIDDEN)) for e in ENCODINGS}
-    optional = tuple(m for m in ("mrmr", "relieff", "lassonet") if rk.ranking_available(m))
+    optional = tuple(m for m in ("mrmr", "lassonet") if rk.ranking_available(m))
     paper = {
-        "inputs": ("mutual_info", "anova_f", "l1_logistic", "norm_retrained", "rfe", *optional),
+        "inputs": (
+            "mutual_info",
+            "anova_f",
+            "l1_logistic",
+            "norm_retrained",
+            "rfe",
+            "relieff",
+            *optional,
+        ),
         "neurons": ("norm_retrained", "activation_variance"),
     }
     assert names["fs"] == rk.feature_rankings()
@@ -261,12 +269,46 @@ def test_mrmr_starts_with_the_most_relevant_feature_then_avoids_redundancy():
 def test_relieff_finds_features_that_matter_only_together():
     """The class is the XOR of the signs of features 3 and 7: neither says anything alone, so
     ANOVA F cannot see them; ReliefF, comparing nearest neighbours, ranks them first."""
-    pytest.importorskip("fast_select")
     rng = np.random.default_rng(1)
     X = rng.normal(size=(200, 12)).astype(np.float32)
     y = ((X[:, 3] > 0) ^ (X[:, 7] > 0)).astype(np.int64)
     assert set(np.flatnonzero(rk.ranking_masks("relieff", X, y, 2, seed=0))) == {3, 7}
     assert set(np.flatnonzero(rk.ranking_masks("anova_f", X, y, 2, seed=0))) != {3, 7}
+
+
+@pytest.mark.parametrize("case", ["balanced", "imbalanced", "iris"])
+def test_relieff_weights_are_scikit_rebates(case):
+    """evoprune's vectorised ReliefF gives scikit-rebate's weights (the reference
+    implementation) on continuous features: two classes, balanced or 70/30, and iris's three
+    (jittered, so that no two distances tie)."""
+    from sklearn.datasets import load_iris, make_classification
+    from skrebate import ReliefF
+
+    if case == "iris":
+        X, y = load_iris(return_X_y=True)
+        X = X + np.random.default_rng(0).normal(scale=1e-6, size=X.shape)
+    else:
+        weights = None if case == "balanced" else [0.7, 0.3]
+        X, y = make_classification(
+            n_samples=150, n_features=12, n_informative=3, weights=weights, random_state=0
+        )
+    ours = rk.relieff_scores(X, y)
+    reference = ReliefF(n_features_to_select=1, n_neighbors=10).fit(X, y).feature_importances_
+    np.testing.assert_allclose(ours, reference, atol=1e-12)
+    assert np.abs(ours).max() > 0.01
+
+
+def test_relieff_holds_few_rows_of_distances_at_once(monkeypatch):
+    """Split into chunks of rows, the distances give the same weights as in one piece; a class
+    of fewer rows than neighbours asks for fewer."""
+    import evoprune.unitscores as us
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(60, 8))
+    y = np.r_[np.zeros(52), np.ones(8)].astype(int)
+    whole = us.relieff_scores(X, y)
+    monkeypatch.setattr(us, "RELIEFF_CHUNK", 7)
+    np.testing.assert_allclose(us.relieff_scores(X, y), whole, atol=1e-12)
 
 
 def test_rfe_is_sklearns_elimination_on_a_standardised_linear_probe():
