@@ -317,7 +317,7 @@ def test_search_rankings_cover_the_units_each_encoding_switches():
         return list(got), enc.n_genes
 
     assert names_and_sizes("fs") == (
-        ["anova_f", "mutual_info", "l1_logistic", "norm_retrained", "relieff"],
+        ["anova_f", "mutual_info", "l1_logistic", "norm_retrained"],
         10,
     )
     assert names_and_sizes("fc") == (["norm_retrained", "activation_variance"], 6)
@@ -326,8 +326,6 @@ def test_search_rankings_cover_the_units_each_encoding_switches():
     fs = search_rankings(make_encoding("fs", 10, 6, 3), X, y, 3, seed=0)
     for name in ("anova_f", "mutual_info"):  # the informative features first
         assert set(np.argsort(-fs[name])[:3]) == {0, 1, 2}
-    # ReliefF's neighbours are blurred by the 7 noise features: the three rank high on average
-    assert fs["relieff"][:2].min() > 0.8 and fs["relieff"][:3].mean() > 0.75
 
 
 def test_the_estimator_takes_init_and_variation_and_names_a_bad_value():
