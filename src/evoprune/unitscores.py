@@ -111,8 +111,8 @@ def filter_scores(method: str, X: np.ndarray, y: np.ndarray, seed: int = 0) -> n
 def relieff_scores(
     X: np.ndarray, y: np.ndarray, n_neighbors: int = RELIEFF_NEIGHBORS
 ) -> np.ndarray:
-    """ReliefF weights (Kononenko 1994, as scikit-rebate computes them): how much more a
-    feature differs between a row and its nearest misses than its nearest hits.
+    """ReliefF weights (Kononenko 1994; scikit-rebate's, for two classes or balanced ones): how
+    much more a feature differs between a row and its nearest misses than its nearest hits.
 
     Features are scaled to [0, 1] by their range; neighbours are the ``n_neighbors`` nearest
     rows of each class by Manhattan distance on the scaled features (at most the smallest

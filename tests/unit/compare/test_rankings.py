@@ -307,6 +307,8 @@ def test_relieff_holds_few_rows_of_distances_at_once(monkeypatch):
     X = rng.normal(size=(60, 8))
     y = np.r_[np.zeros(52), np.ones(8)].astype(int)
     whole = us.relieff_scores(X, y)
+    np.testing.assert_allclose(us.relieff_scores(X, y, n_neighbors=7), whole, atol=1e-12)
+    assert not np.allclose(us.relieff_scores(X, y, n_neighbors=5), whole)
     monkeypatch.setattr(us, "RELIEFF_CHUNK", 7)
     np.testing.assert_allclose(us.relieff_scores(X, y), whole, atol=1e-12)
 
