@@ -30,6 +30,7 @@ import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -73,21 +74,28 @@ def candidates(name: str, seed: int) -> tuple[list[dict], int]:
     ], n
 
 
+def _chosen(cands: list[dict], final_check: str) -> float | None:
+    """The held-out accuracy of the candidate the library's final check ``final_check`` ranks
+    first (``runs.front.check_ranking``; ties to the first, as ``choose`` takes them)."""
+    if not cands:
+        return None
+    cv = np.array([c["cv"] for c in cands])
+    prob = np.array([c["prob"] for c in cands])
+    return cands[int(np.argmax(front.check_ranking(final_check, cv, prob)))]["test"]
+
+
 def choices(cands: list[dict], sizes, n_genes: int) -> dict:
     """Per asked size: the held-out accuracy of each way of choosing."""
     out = {}
     for k in exact_sizes(sizes, n_genes):
         ok = [c for c in cands if c["units"] <= k]
-        ranked = [c for c in ok if c["ranked"]]
         if not ok:
             continue
         out[str(k)] = {
-            "cv_prob": max(ok, key=lambda c: (c["prob"], c["cv"]))["test"],
-            "cv": max(ok, key=lambda c: (c["cv"], c["prob"]))["test"],
+            "cv_prob": _chosen(ok, "cv-prob"),
+            "cv": _chosen(ok, "cv"),
             "oracle": max(c["test"] for c in ok),
-            "rankings_only": (
-                max(ranked, key=lambda c: (c["prob"], c["cv"]))["test"] if ranked else None
-            ),
+            "rankings_only": _chosen([c for c in ok if c["ranked"]], "cv-prob"),
         }
     return out
 

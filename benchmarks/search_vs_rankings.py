@@ -86,6 +86,7 @@ from evoprune.runs import (
     prepare_data,
     run_experiment,
 )
+from evoprune.runs.front import check_ranking
 
 log = logging.getLogger("benchmarks")
 HERE = Path(__file__).resolve().parent
@@ -261,7 +262,7 @@ def picks(result: dict, folder: Path, ranker: Ranker, data: PreparedData, densit
         if front:
             ok = [m for m in front if m["active_fraction"] <= d + 1e-9]
             rank = _ranking(result.get("final_check"))
-            best = max(ok, key=lambda m: (*rank(m), -m["active_genes"]), default=None)
+            best = max(ok, key=lambda m: (rank(m), -m["active_genes"]), default=None)
             out[key] = (
                 None
                 if best is None
@@ -269,7 +270,7 @@ def picks(result: dict, folder: Path, ranker: Ranker, data: PreparedData, densit
                     "active_fraction": best["active_fraction"],
                     "fitness": best["fitness"],
                     "check_accuracy": best.get("check_accuracy"),
-                    "score": _score(best)[0],
+                    "score": _score(best),
                     "check_probability": best.get("check_probability"),
                     "test_accuracy": best["test_accuracy"],
                     "from": "front",
@@ -292,27 +293,27 @@ def picks(result: dict, folder: Path, ranker: Ranker, data: PreparedData, densit
     return out
 
 
-def _score(member: dict) -> tuple[float, float]:
-    """A head's score as accuracy: the final check's cross-validated accuracy where it ran
-    (then its mean probability of the true class), else the fitness."""
+def _score(member: dict) -> float:
+    """The accuracy a head was chosen with: the final check's cross-validated accuracy where it
+    ran, else the fitness."""
     checked = member.get("check_accuracy")
-    if checked is None:
-        return float(member["fitness"]), 0.0
-    return round(float(checked), 9), float(member.get("check_probability") or 0.0)
+    return float(member["fitness"] if checked is None else checked)
 
 
 def _ranking(final_check: str | None):
-    """What the library chose a front head by (``runs.front.check_ranking``): with
-    ``cv-prob`` the final check's mean probability of the true class, ties by its accuracy;
-    else :func:`_score`."""
-    if final_check != "cv-prob":
-        return _score
+    """What the library chose a front head by: where the final check ran, its
+    ``runs.front.check_ranking`` of the head's cross-validated accuracy and mean probability
+    of the true class; else the fitness."""
 
-    def by_probability(member: dict) -> tuple[float, float]:
-        accuracy, probability = _score(member)
-        return round(probability, 9), accuracy
+    def rank(member: dict) -> float:
+        checked = member.get("check_accuracy")
+        if checked is None or final_check is None:
+            return float(member["fitness"])
+        cv = np.array([float(checked)])
+        prob = np.array([float(member.get("check_probability") or 0.0)])
+        return float(check_ranking(final_check, cv, prob)[0])
 
-    return by_probability
+    return rank
 
 
 def search_seconds(timings: dict) -> float:
@@ -495,7 +496,7 @@ def _bias(runs: list[dict], key: str, densities: list[str]) -> float | None:
     the final check's cross-validated accuracy where it ran (whichever score ranked them),
     else the fitness."""
     gaps = [
-        _score(r[key]["picks"][d])[0] - r[key]["picks"][d]["test_accuracy"]
+        _score(r[key]["picks"][d]) - r[key]["picks"][d]["test_accuracy"]
         for r in runs
         for d in densities
         if r[key]["picks"][d] is not None
@@ -559,13 +560,13 @@ def summarise(doc: dict, datasets: list[str], seeds: list[str], densities: list[
         "selection_bias_points_best_ranking": _points(_mean(ranking_gaps)),
         "selection_bias_points_search_shipped": _points(
             _mean(
-                _score(r["search"]["shipped"])[0] - r["search"]["shipped"]["test_accuracy"]
+                _score(r["search"]["shipped"]) - r["search"]["shipped"]["test_accuracy"]
                 for r in runs_all
             )
         ),
         "selection_bias_points_paper_ga_shipped": _points(
             _mean(
-                _score(r["paper_ga"]["shipped"])[0] - r["paper_ga"]["shipped"]["test_accuracy"]
+                _score(r["paper_ga"]["shipped"]) - r["paper_ga"]["shipped"]["test_accuracy"]
                 for r in runs_all
             )
         ),
