@@ -119,19 +119,20 @@ def relieff_scores(
     class's size less one; the row itself excluded, ties to the lower index). A feature's
     weight is the mean over rows of its summed difference to the misses of each other class c,
     weighted P(c) / (1 - P(row's class)), less its summed difference to the hits, divided by
-    ``n_neighbors``. It sees features that matter only together (an XOR of two signs), which
-    a filter scoring one feature at a time cannot. Vectorised with numpy: ELPV's 2,099 x 1,280
-    features take seconds, where scikit-rebate's Python loop takes minutes."""
+    the number of neighbours taken per class. It sees features that matter only together (an
+    XOR of two signs), which a filter scoring one feature at a time cannot. Vectorised with
+    numpy: ELPV's 2,099 x 1,280 features take seconds, where scikit-rebate's Python loop takes
+    minutes."""
     from sklearn.metrics import pairwise_distances
 
     X = np.asarray(X, dtype=np.float64)
-    classes, yi, counts = np.unique(np.asarray(y), return_inverse=True, return_counts=True)
+    _, yi, counts = np.unique(np.asarray(y), return_inverse=True, return_counts=True)
     n = len(yi)
     k = max(1, min(int(n_neighbors), int(counts.min()) - 1))
     lo, span = X.min(axis=0), np.ptp(X, axis=0)
     Z = (X - lo) / np.where(span > 0, span, 1.0)
     prior = counts / n
-    members = [np.flatnonzero(yi == c) for c in range(len(classes))]
+    members = [np.flatnonzero(yi == c) for c in range(len(counts))]
     weights = np.zeros(X.shape[1])
     for start in range(0, n, RELIEFF_CHUNK):
         rows = np.arange(start, min(n, start + RELIEFF_CHUNK))
