@@ -87,6 +87,21 @@ def test_cell_takes_the_strongest_ranking_after_the_fact(bench):
     assert se["delta_paired_over_seeds"] == pytest.approx(100 * 0.15 / 2)
 
 
+def test_the_ranking_chosen_on_the_other_seeds(bench):
+    # a: 0.80, 0.60, 0.76 (mean 0.72, strongest after the fact); b: 0.65, 0.70, 0.70
+    by_method = {"a": [0.80, 0.60, 0.76], "b": [0.65, 0.70, 0.70]}
+    # seed 0 left out: b (0.70 on seeds 1, 2) over a (0.68); seed 1: a (0.78 > 0.675);
+    # seed 2: a (0.70 > 0.675)
+    assert bench.other_seeds_choice(by_method) == [0.65, 0.60, 0.76]
+    assert bench.other_seeds_choice({"a": [0.8], "b": [0.9]}) is None
+    doc = made_up_doc()  # two seeds: each left out chooses the ranking the other seed liked
+    c = bench.cell(doc["datasets"]["set"], ["0", "1"], "0.05")
+    assert c["ranking_chosen_on_other_seeds_per_seed"] == [0.65, 0.60]
+    # search 0.75, 0.70 against 0.65, 0.60
+    assert c["delta_vs_ranking_chosen_on_other_seeds_points"] == pytest.approx(10.0)
+    assert c["delta_vs_each_ranking_points"] == pytest.approx({"a": 2.5, "b": 5.0})
+
+
 def test_a_seed_without_a_head_that_small_loses_the_cell(bench):
     c = bench.cell(made_up_doc(None)["datasets"]["set"], ["0", "1"], "0.05")
     assert c["search_seeds_without_head"] == 1 and c["won"] is False
@@ -106,6 +121,12 @@ def test_summary_keys(bench):
     assert keys["met"]["selection_bias_points_search"] is False
     assert keys["met"]["search_seconds_in_paper_evaluations"] is True
     assert keys["per_dataset"]["set"]["n_test"] == [50]
+    # search 0.75, 0.60 against the other seeds' choice 0.65, 0.60: +5 points, won
+    assert keys["mean_delta_vs_ranking_chosen_on_other_seeds_points"] == pytest.approx(5.0)
+    assert keys["cells_won_vs_ranking_chosen_on_other_seeds_fraction"] == 1.0
+    assert keys["vs_each_ranking"]["a"]["mean_delta_points"] == pytest.approx(-2.5)
+    assert keys["vs_each_ranking"]["b"]["mean_delta_points"] == pytest.approx(0.0)
+    assert keys["vs_each_ranking"]["b"]["cells_won_fraction"] == 0.0  # a tie is not a win
     # an unfinished seed: nothing is summarised
     doc = made_up_doc()
     del doc["datasets"]["set"]["seeds"]["1"]["rankings"]
