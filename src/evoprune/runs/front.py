@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,9 @@ from evoprune.runs.config import CV_FINAL_CHECKS
 from evoprune.runs.context import RunContext
 from evoprune.runs.evolve import Evolved
 from evoprune.settings import FitnessSettings, SearchSettings
+
+if TYPE_CHECKING:
+    from evoprune.problem import HeadProblem
 
 
 @dataclass
@@ -199,16 +203,28 @@ def check_scores(
     folds of (X, y), split from the run's seed + 1, so not the fitness split's folds) of each
     row's mask, trained as the search trains (``progress``: a bar of the masks, advancing as
     each fold's heads train)."""
+    chroms = np.stack([evolved.result.history[i].mask() for i in rows])
+    return mask_check_scores(cfg, evolved.problem, X, y, chroms, progress)
+
+
+def mask_check_scores(
+    cfg: SearchSettings,
+    problem: HeadProblem,
+    X: np.ndarray,
+    y: np.ndarray,
+    chroms: np.ndarray,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`check_scores` of the masks ``chroms`` (one per row), trained as ``problem``
+    trains its heads."""
     from evoprune.problem import HeadProblem, make_folds
 
-    problem = evolved.problem
     check_split = FitnessSettings(
         fitness_split="cv", seed=(int(cfg.seed) + 1) % 2**32, cv_folds=int(cfg.final_check_folds)
     )
     folds = make_folds(X, y, check_split)
     check = HeadProblem(problem.encoding, problem.n_classes, folds, problem.training)
-    chroms = np.stack([evolved.result.history[i].mask() for i in rows])
-    with work_bar(len(rows), desc="final check", unit="head", enabled=progress, leave=False):
+    with work_bar(len(chroms), desc="final check", unit="head", enabled=progress, leave=False):
         per_fold = [check.evaluate_fold_batch(chroms, k) for k in range(check.n_folds)]
     acc = np.mean([[s.accuracy for s in fold] for fold in per_fold], axis=0)
     prob = np.mean([[float(s.probability or 0.0) for s in fold] for fold in per_fold], axis=0)
