@@ -1,10 +1,29 @@
 """Shared fixtures: a feature cache per test session and a tiny real run on ELPV images."""
 
+import importlib.util
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """Load a script of the repository that is not a package module (``benchmarks/x.py``) as a
+    module, by its path from the repository root."""
+
+    def load(relative: str):
+        path = ROOT / relative
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture(scope="session")

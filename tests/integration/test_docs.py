@@ -63,11 +63,8 @@ def test_examples_run(script):
     assert proc.stdout.strip(), f"{script.name} printed nothing"
 
 
-def test_the_tiny_library_example_prunes_and_scores():
-    spec = importlib.util.spec_from_file_location("tiny_library", ROOT / "examples/tiny_library.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    out = module.main(evaluations=12)
+def test_the_tiny_library_example_prunes_and_scores(load_script):
+    out = load_script("examples/tiny_library.py").main(evaluations=12)
     assert out["evaluations"] == 12
     assert 0 < out["features kept"] <= out["of"] == 64
     assert out["pruned head, held-out accuracy"] > 0.6  # ten classes: chance is 0.1

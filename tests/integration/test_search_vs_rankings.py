@@ -3,24 +3,15 @@ that writes every key and resumes without redoing a part."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location(
-        "search_vs_rankings", ROOT / "benchmarks" / "search_vs_rankings.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_script):
+    return load_script("benchmarks/search_vs_rankings.py")
 
 
 def pick(acc, fitness=None, frac=0.04):

@@ -3,23 +3,14 @@ score, and a rerun does not climb again."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location(
-        "swap_refinement", ROOT / "benchmarks" / "swap_refinement.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_script):
+    return load_script("benchmarks/swap_refinement.py")
 
 
 def test_a_climb_keeps_its_size_and_resumes(bench, tmp_path, feature_cache, monkeypatch):
