@@ -5,17 +5,19 @@ check's choice among the rankings' top-k, scored by the final check itself.
     python benchmarks/swap_refinement.py --datasets mnist --densities 0.05
 
 The search's final check nearly always ships a ranking's top-k mask
-(``benchmarks/final_check_candidates.json``), and doubling its evaluations changes none of its
-picks. This measures the lever named next: spend trainings at the asked size itself. For each
-dataset x seed (the held-out splits and recipe of ``benchmarks/search_vs_rankings.py``) and
-density, the search's rankings' top-k masks (``RunContext.unit_rankings``) are scored by the
-final check (``runs.front.mask_check_scores``: 5-fold cross-validated mean probability of the
-true class on the training images) and the best is the start. Each of ``--steps`` rounds draws
-``--neighbours`` masks of the same size, each swapping a tenth of the kept units (dropped with
-probability growing as their mean ranking score falls, added among the dropped ones with
-probability growing as the fourth power of it), scores them the same way and moves to the best
-if it beats the current mask. The start and the end are trained on all training images (the
-run's trainer and seed) and scored on the held-out images.
+(``benchmarks/final_check_candidates.json``), and doubling its evaluations changes 1 of its 80
+picks (``benchmarks/search_vs_rankings-evals120.json``). This measures the lever named next:
+spend trainings at the asked size itself. For each dataset x seed (the held-out splits and
+recipe of ``benchmarks/search_vs_rankings.py``) and density, the search's rankings' top-k masks
+(``RunContext.unit_rankings``) are scored by the final check (``runs.front.mask_check_scores``:
+5-fold cross-validated mean probability of the true class on the training images) and the best
+is the start. Each of ``--steps`` rounds draws ``--neighbours`` masks of the same size, each
+swapping a tenth of the kept units (dropped with probability growing as their mean ranking score
+falls, added among the dropped ones with probability growing as the fourth power of it), scores
+them the same way and moves to the best if it beats the current mask. (The library's
+``search.guided.guided_swap`` moves one unit at a time, too small a step for 6 x 24 masks; here
+a tenth of the units move at once, drawn without replacement.) The start and the end are trained
+on all training images (the run's trainer and seed) and scored on the held-out images.
 
 Keys: ``mean_gain_points`` (end minus start, over every dataset x seed x density), per
 dataset x density ``gain_points`` with its standard error over seeds, and ``seconds_per_climb``.
