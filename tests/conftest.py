@@ -1,4 +1,5 @@
-"""Shared fixtures: a feature cache per test session and a tiny real run on ELPV images."""
+"""Shared fixtures: a feature cache per test session, a tiny real run on ELPV images, and a
+loader of the repository's scripts (benchmarks, examples) as modules."""
 
 import importlib.util
 import json
