@@ -45,7 +45,7 @@ from evoprune.io import atomic_write_json  # noqa: E402
 from evoprune.model import accuracy  # noqa: E402
 from evoprune.runs import RunContext, prepare_data  # noqa: E402
 from evoprune.runs.front import mask_check_scores  # noqa: E402
-from evoprune.search.guided import exact_sizes, top_k  # noqa: E402
+from evoprune.search.guided import exact_sizes, prior_scores, top_k  # noqa: E402
 
 log = logging.getLogger("benchmarks")
 HERE = Path(__file__).resolve().parent
@@ -55,7 +55,7 @@ def climb(ctx: RunContext, k: int, steps: int, neighbours: int, rng) -> dict:
     """One hill climb at ``k`` units: the start, the end and the check score at each step."""
     cfg, problem = ctx.cfg, ctx.problem
     rankings = ctx.unit_rankings
-    score_of = np.mean(list(rankings.values()), axis=0)
+    score_of = prior_scores(rankings)  # what guided variation draws by
 
     def check(chroms: np.ndarray) -> np.ndarray:
         _, prob = mask_check_scores(cfg, problem, ctx.X_train, ctx.y_train, chroms)
