@@ -518,6 +518,17 @@ def other_seeds_choice(by_method: dict[str, list[float]]) -> list[float] | None:
     return out
 
 
+def _tally(deltas) -> dict[str, float | None]:
+    """Mean, fraction of cells won (delta > 0) and worst of the cells' deltas (points; cells
+    without one left out)."""
+    d = [v for v in deltas if v is not None]
+    return {
+        "mean_delta_points": _mean(d),
+        "cells_won_fraction": sum(v > 0 for v in d) / len(d) if d else None,
+        "worst_cell_delta_points": min(d, default=None),
+    }
+
+
 def _bias(runs: list[dict], key: str, densities: list[str]) -> float | None:
     """Mean (accuracy the head was chosen with - its held-out accuracy) over the picked heads:
     the final check's cross-validated accuracy where it ran (whichever score ranked them),
@@ -598,23 +609,17 @@ def summarise(doc: dict, datasets: list[str], seeds: list[str], densities: list[
             )
         ),
     }
-    other = [c["delta_vs_ranking_chosen_on_other_seeds_points"] for c in cells]
-    other = [v for v in other if v is not None]
-    keys["mean_delta_vs_ranking_chosen_on_other_seeds_points"] = _mean(other)
-    keys["cells_won_vs_ranking_chosen_on_other_seeds_fraction"] = (
-        sum(v > 0 for v in other) / len(other) if other else None
-    )
-    keys["worst_cell_delta_vs_ranking_chosen_on_other_seeds_points"] = min(other, default=None)
-    keys["vs_each_ranking"] = {}
-    for m in cells[0]["delta_vs_each_ranking_points"]:
-        d = [c["delta_vs_each_ranking_points"].get(m) for c in cells]
-        d = [v for v in d if v is not None]
-        if d:
-            keys["vs_each_ranking"][m] = {
-                "mean_delta_points": _mean(d),
-                "cells_won_fraction": sum(v > 0 for v in d) / len(d),
-                "worst_cell_delta_points": min(d),
-            }
+    other = _tally(c["delta_vs_ranking_chosen_on_other_seeds_points"] for c in cells)
+    keys["mean_delta_vs_ranking_chosen_on_other_seeds_points"] = other["mean_delta_points"]
+    keys["cells_won_vs_ranking_chosen_on_other_seeds_fraction"] = other["cells_won_fraction"]
+    keys["worst_cell_delta_vs_ranking_chosen_on_other_seeds_points"] = other[
+        "worst_cell_delta_points"
+    ]
+    each = {
+        m: _tally(c["delta_vs_each_ranking_points"].get(m) for c in cells)
+        for m in cells[0]["delta_vs_each_ranking_points"]
+    }
+    keys["vs_each_ranking"] = {m: t for m, t in each.items() if t["mean_delta_points"] is not None}
     met = {}
     for key, op, target in TARGETS:
         v = keys[key]
