@@ -69,7 +69,9 @@ class EvoPruneClassifier(ClassifierMixin, BaseEstimator):
 
     Learned attributes: ``classes_``, ``n_features_in_``, ``best_mask_`` (0/1 chromosome),
     ``best_fitness_``, ``check_accuracy_`` (the final check's cross-validated accuracy of
-    ``best_mask_``, None without it), ``history_`` (one dict per evaluation, its
+    ``best_mask_``, None without it: the score it was chosen by, so optimistic, 0.85 points
+    above held-out accuracy on average on the bundled image sets; score held-out images for an
+    honest figure), ``history_`` (one dict per evaluation, its
     ``fidelity`` included), ``masks_`` (decoded unit masks),
     ``head_`` (the trained compact torch head), ``search_`` (the search result).
 
