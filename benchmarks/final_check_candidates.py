@@ -30,7 +30,9 @@ Summary keys, means over every run and size, in points: ``choice_points_below_or
 check's choice, and a choice that knew the held-out accuracies, are above the strongest
 ranking); ``check_bias_points_candidates`` (cross-validated minus held-out accuracy over every
 candidate: what the check's score flatters a head it did not choose), ``check_bias_points_choice``
-(the same for the choices) and ``fresh_check_bias_points_choice`` (the choices on fresh folds).
+(the same for the choices) and ``fresh_check_bias_points_choice`` (the choices on fresh folds);
+``choices_as_the_search_benchmark``, how many choices score held out what the search
+benchmark's pick on that seed and size scored (all of them: these are its searches).
 Writes the JSON after each run; a rerun skips the runs already there and refuses a file of
 another recipe.
 """
