@@ -4,6 +4,7 @@ one-shot ranking there, and the paper's GA beside them, on several real datasets
     python benchmarks/search_vs_rankings.py            # elpv, digits, mnist, textures; 5 seeds
     python benchmarks/search_vs_rankings.py --quick    # digits, 2 seeds, 16 evaluations
     python benchmarks/search_vs_rankings.py --evaluations 100 --init ranked   # another recipe
+    python benchmarks/search_vs_rankings.py --plot cells.png   # draw the JSON's cells, run nothing
 
 The search's recipe is given like ``evoprune run``'s options (every run option except --data and
 --seed; ``--objectives accuracy,size`` and, where the setting exists, ``--fidelity multi`` are
@@ -76,6 +77,7 @@ from evoprune.data import stratified_split
 from evoprune.errors import ConfigError, EvoPruneError
 from evoprune.io import atomic_write_json
 from evoprune.model import accuracy
+from evoprune.plots import COLORS, legend_outside, pyplot, save_figure, styled
 from evoprune.problem import HeadProblem, HeadTraining
 from evoprune.runs import (
     BY_NAME,
@@ -171,6 +173,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     b.add_argument("--out", default=None, help="Default: benchmarks/search_vs_rankings.json")
     b.add_argument("--runs-dir", default=None, help="keep the runs here. Default: temporary")
     b.add_argument("--cache-dir", default=None, help="feature cache. Default: the user's")
+    b.add_argument(
+        "--plot",
+        default=None,
+        metavar="PNG",
+        help="draw the cells of the --out JSON as it stands into PNG and stop (runs nothing)",
+    )
     add_run_options(p, exclude=("data", "seed"))
     p.set_defaults(**accepted(SEARCH_DEFAULTS))
     args = p.parse_args(argv)
@@ -734,6 +742,17 @@ def main(argv=None) -> int:
     datasets = [d for d in args.datasets.split(",") if d]
     seeds = [str(s) for s in range(args.first_seed, args.first_seed + args.seeds)]
     out = Path(args.out or HERE / f"search_vs_rankings{'-quick' if args.quick else ''}.json")
+    if args.plot:
+        try:
+            doc = json.loads(out.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            log.error("--plot: %s does not exist; run the benchmark first or give --out", out)
+            return 2
+        if not doc.get("cells"):
+            log.error("--plot: %s has no finished cell yet", out)
+            return 2
+        sys.stdout.write(f"written: {plot_cells(doc, args.plot)}\n")
+        return 0
     recipe = {
         "search": recipe_doc(search),
         "paper_ga": recipe_doc(paper),
@@ -766,6 +785,72 @@ def main(argv=None) -> int:
     store.save()
     sys.stdout.write(format_table(store.doc) + f"\nwritten: {out}\n")
     return 0
+
+
+#: The issue's mean target, drawn in the figure.
+TARGET_POINTS = dict((k, t) for k, _, t in TARGETS)["mean_delta_vs_best_ranking_points"]
+
+
+@styled
+def plot_cells(doc: dict, path: str | Path) -> Path:
+    """One panel per dataset: held-out accuracy against the strongest ranking of each cell
+    (points; 0 is that ranking) at each density, for the search (mean over the seeds, bars one
+    paired standard error), the ranking chosen on the other seeds and each ranking alone, with
+    the issue's mean target dotted."""
+    plt = pyplot()
+    names = list(dict.fromkeys(c["dataset"] for c in doc["cells"]))
+    fig, axes = plt.subplots(1, len(names), figsize=(2.4 * len(names) + 2.4, 3.2), sharey=True)
+    axes = np.atleast_1d(axes)
+    for ax, name in zip(axes, names):
+        cells = [c for c in doc["cells"] if c["dataset"] == name]
+        x = [100 * c["density"] for c in cells]
+        for m in cells[0]["ranking_means"]:
+            y = [100 * (c["ranking_means"][m] - c["best_ranking_mean"]) for c in cells]
+            ax.plot(x, y, color=COLORS["evaluated"], lw=0.8, marker=".", ms=3, zorder=1)
+        search = [c["delta_points"] for c in cells]
+        # the search minus the other-seeds ranking is known; that ranking's own gap follows
+        other = [
+            None if d is None or o is None else d - o
+            for d, o in zip(
+                search, (c["delta_vs_ranking_chosen_on_other_seeds_points"] for c in cells)
+            )
+        ]
+        ax.plot(x, other, color=COLORS["fitness"], ls="--", marker="s", ms=3, zorder=2)
+        se = [c["sampling_error_points"]["delta_paired_over_seeds"] or 0.0 for c in cells]
+        ax.errorbar(
+            x, search, yerr=se, color=COLORS["evolved"], marker="o", ms=4, capsize=2, zorder=3
+        )
+        ax.axhline(0.0, color=COLORS["reference"], lw=0.8)
+        ax.axhline(TARGET_POINTS, color=COLORS["green"], lw=1.0, ls=":")
+        ax.set_xscale("log")
+        ax.set_xticks(x, [f"{v:g}" for v in x])
+        ax.minorticks_off()
+        n_test = sorted({r["n_test"] for r in doc["datasets"][name]["seeds"].values()})
+        ax.set_title(f"{name}\n{'/'.join(map(str, n_test))} held-out images")
+    axes[0].set_ylabel("held-out accuracy minus the\nstrongest ranking (points)")
+    axes[0].set_ylim(-3.0, 2.0)
+    line = plt.Line2D
+    handles = [
+        line([], [], color=COLORS["evolved"], marker="o", label="the search (± 1 SE, paired)"),
+        line(
+            [],
+            [],
+            color=COLORS["fitness"],
+            ls="--",
+            marker="s",
+            label="ranking chosen on the other seeds",
+        ),
+        line([], [], color=COLORS["evaluated"], marker=".", label="each ranking alone"),
+        line([], [], color=COLORS["reference"], lw=0.8, label="strongest ranking, after the fact"),
+        line(
+            [], [], color=COLORS["green"], ls=":", label=f"target (+{TARGET_POINTS:g} on average)"
+        ),
+    ]
+    legend_outside(axes[-1], handles=handles)
+    seeds = len(doc.get("summarised", {}).get("seeds", []))
+    fig.supxlabel("head size (% of the features)", fontsize=9)
+    fig.suptitle(f"The search against the strongest of the rankings, mean of {seeds} seeds")
+    return save_figure(fig, axes[0], path)
 
 
 def format_table(doc: dict) -> str:

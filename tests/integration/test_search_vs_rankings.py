@@ -169,3 +169,22 @@ def test_quick_run_writes_every_key_and_resumes(bench, tmp_path, feature_cache, 
     # another recipe in the same file is refused
     assert bench.main([*args, "--evaluations", "9"]) == 2
     assert json.loads(out.read_text())["recipe"] == doc["recipe"]
+
+
+def test_plot_draws_the_cells_of_a_json_and_runs_nothing(bench, tmp_path, monkeypatch):
+    doc = made_up_doc(0.60)
+    doc.update(bench.summarise(doc, ["set"], ["0", "1"], ["0.05"]))
+    out = tmp_path / "svr.json"
+    out.write_text(json.dumps(doc))
+
+    def no_run(*a, **k):
+        raise AssertionError("--plot ran a part")
+
+    monkeypatch.setattr(bench, "run_dataset", no_run)
+    png = tmp_path / "cells.png"
+    assert bench.main(["--out", str(out), "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out.read_text() == json.dumps(doc)  # the JSON is left as it was
+    assert bench.main(["--out", str(tmp_path / "none.json"), "--plot", str(png)]) == 2
+    out.write_text(json.dumps({"cells": []}))
+    assert bench.main(["--out", str(out), "--plot", str(png)]) == 2
