@@ -7,8 +7,8 @@ searches of ``benchmarks/search_vs_rankings.py``.
 
 For each dataset:seed the search runs through the library (``evolve``) with the search
 benchmark's recipe, images and held-out split, so the candidates are those of its searches
-(``choices_as_the_search_benchmark`` checks it). Its final-check candidates (the best rows at or below
-each asked size and every ranking's top-k there: ``runs.front.sized_rows`` and
+(``choices_as_the_search_benchmark`` checks it). Its final-check candidates (the best rows at
+or below each asked size and every ranking's top-k there: ``runs.front.sized_rows`` and
 ``ranked_rows``) are scored by the final check's cross-validation (``runs.front.check_scores``)
 and each is trained on all training images and scored on the held-out images. Options other
 than those below are the search benchmark's (``--evaluations``, ``--limit``, ``--cache-dir``,

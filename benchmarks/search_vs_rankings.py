@@ -788,7 +788,7 @@ def main(argv=None) -> int:
 
 
 #: The issue's mean target, drawn in the figure.
-TARGET_POINTS = dict((k, t) for k, _, t in TARGETS)["mean_delta_vs_best_ranking_points"]
+TARGET_POINTS = {k: t for k, _, t in TARGETS}["mean_delta_vs_best_ranking_points"]
 
 
 @styled
@@ -807,10 +807,10 @@ def plot_cells(doc: dict, path: str | Path) -> Path:
         for m in cells[0]["ranking_means"]:
             y = [100 * (c["ranking_means"][m] - c["best_ranking_mean"]) for c in cells]
             ax.plot(x, y, color=COLORS["evaluated"], lw=0.8, marker=".", ms=3, zorder=1)
-        search = [c["delta_points"] for c in cells]
+        search = [np.nan if c["delta_points"] is None else c["delta_points"] for c in cells]
         # the search minus the other-seeds ranking is known; that ranking's own gap follows
         other = [
-            None if d is None or o is None else d - o
+            np.nan if o is None else d - o
             for d, o in zip(
                 search, (c["delta_vs_ranking_chosen_on_other_seeds_points"] for c in cells)
             )
