@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import logging
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -25,6 +28,7 @@ __all__ = [
     "GlobalPool",
     "Preprocessing",
     "freeze",
+    "import_optional",
     "sha256_file",
     "state_dict_id",
 ]
@@ -189,6 +193,35 @@ def state_dict_id(model: nn.Module) -> str:
         digest.update(key.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def import_optional(
+    library: str, what: str, pip: str, then: str = "", *, torch_build: bool = False
+) -> ModuleType:
+    """``library`` imported for ``what`` (a backbone), or a :class:`BackboneError` that says
+    why not and what to install (``pip``: the pip requirement; ``then``: what else the user
+    should know). With ``torch_build`` (torchvision, and timm which imports it) the library
+    must be built for the installed torch: pip wheels built for another torch fail with
+    RuntimeError, not ImportError (PyPI's torchvision beside a CPU-only torch stops on its
+    first operator), so a CPU-only torch is told to take torchvision from its own index."""
+    try:
+        return importlib.import_module(library)
+    except Exception as exc:
+        fix = f"pip install {pip}"
+        # PyPI's Linux and Windows wheels are CUDA builds; macOS has no other kind
+        if torch_build and torch.version.cuda is None and sys.platform != "darwin":
+            fix = (
+                f"the installed torch {torch.__version__} is a CPU-only build, so first take "
+                "torchvision from the same CPU wheel index as torch (pip install torchvision "
+                "--index-url <that index>; PyPI's wheels are built for a CUDA torch and fail "
+                f"beside it), then {fix}"
+            )
+        elif torch_build:
+            fix = f"{fix} (a build made for the installed torch {torch.__version__})"
+        raise BackboneError(
+            f"{what} needs {library}, which cannot be imported here ({exc}). Install it: "
+            f"{fix}. {then}".rstrip()
+        ) from exc
 
 
 def sha256_file(path: str | Path) -> str:

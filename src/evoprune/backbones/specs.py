@@ -45,6 +45,7 @@ from evoprune.backbones.base import (
     GlobalPool,
     Preprocessing,
     freeze,
+    import_optional,
     sha256_file,
     state_dict_id,
 )
@@ -233,14 +234,11 @@ def _cwd_importable() -> _CwdImportable:
 
 
 def _optional(library: str, spec: str) -> Any:
-    try:
-        return importlib.import_module(library)
-    except Exception as exc:  # pip wheels built for another torch fail with RuntimeError
-        raise BackboneError(
-            f"backbone {spec!r} needs {library}, which cannot be imported here ({exc}); "
-            f"install it (pip install {library}, a build matching the installed torch) or "
-            "choose another backbone"
-        ) from exc
+    torch_build = library in ("torchvision", "timm")  # timm imports torchvision
+    pip = '"evoprune[torchvision]"' if library == "torchvision" else library
+    return import_optional(
+        library, f"backbone {spec!r}", pip, "Or choose another backbone.", torch_build=torch_build
+    )
 
 
 def _probe(module: nn.Module, size: int, spec: str) -> tuple[nn.Module, int]:

@@ -13,7 +13,13 @@ from typing import Any
 
 from torch import nn
 
-from evoprune.backbones.base import Extractor, GlobalPool, Preprocessing, state_dict_id
+from evoprune.backbones.base import (
+    Extractor,
+    GlobalPool,
+    Preprocessing,
+    import_optional,
+    state_dict_id,
+)
 from evoprune.errors import BackboneError
 
 logger = logging.getLogger(__name__)
@@ -24,16 +30,14 @@ PREPROCESSING = Preprocessing(image_size=224, mean=(0.485, 0.456, 0.406), std=(0
 
 
 def _import_torchvision(name: str) -> ModuleType:
-    try:
-        return importlib.import_module("torchvision")
-    except Exception as exc:  # the pip wheels can fail with RuntimeError beside a CPU torch
-        raise BackboneError(
-            f'Backbone "{name}" needs torchvision, which cannot be imported here ({exc}). '
-            'Install the optional extra with: pip install "evoprune[torchvision]" '
-            "(a torchvision build matching the installed torch); its ImageNet weights must then "
-            "be downloadable on first use or already be in the torch hub cache ($TORCH_HOME). "
-            "The efficientnet-lite backbones work offline without it."
-        ) from exc
+    return import_optional(
+        "torchvision",
+        f'Backbone "{name}"',
+        '"evoprune[torchvision]"',
+        "Its ImageNet weights must then be downloadable on first use or already be in the torch "
+        "hub cache ($TORCH_HOME). The efficientnet-lite backbones work offline without it.",
+        torch_build=True,
+    )
 
 
 def is_available() -> bool:

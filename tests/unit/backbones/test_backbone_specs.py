@@ -307,8 +307,32 @@ def test_torchvision_names_take_the_input_of_the_last_linear_layer(monkeypatch, 
 
 def test_a_library_that_cannot_be_imported_is_one_clear_error(monkeypatch, fresh_specs):
     monkeypatch.setitem(sys.modules, "timm", None)
-    with pytest.raises(BackboneError, match="needs timm, which cannot be imported"):
+    with pytest.raises(BackboneError, match="needs timm, which cannot be imported") as err:
         get_backbone("timm:resnet18")
+    assert "pip install timm" in str(err.value)
+
+
+@pytest.mark.parametrize("cuda", [None, "12.8"])
+@pytest.mark.parametrize("name", ["torchvision:resnet50", "resnet50"])  # a spec, a built-in
+def test_a_wheel_built_for_another_torch_names_this_torch_and_where_to_get_one(
+    monkeypatch, fresh_specs, cuda, name
+):
+    real = importlib.import_module
+
+    def import_module(name, *args):
+        if name == "torchvision":  # what PyPI's wheel does beside a CPU-only torch
+            raise RuntimeError("operator torchvision::nms does not exist")
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", import_module)
+    monkeypatch.setattr(torch.version, "cuda", cuda)
+    monkeypatch.setattr(sys, "platform", "linux")
+    with pytest.raises(BackboneError) as err:
+        get_backbone(name)
+    text = str(err.value)
+    assert "needs torchvision" in text and "torchvision::nms does not exist" in text
+    assert f"torch {torch.__version__}" in text and 'pip install "evoprune[torchvision]"' in text
+    assert ("same CPU wheel index" in text) is (cuda is None)
 
 
 def _importable(name):
