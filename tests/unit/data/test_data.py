@@ -500,7 +500,7 @@ def test_csv_bad_content(manifest_images, content, pattern):
 
 def test_list_datasets_names_the_builtins():
     listed = dict(list_datasets())
-    assert {"elpv", "elpv2", "digits", "mnist", "textures"} == set(listed)
+    assert {"elpv", "elpv2", "digits", "mnist", "mnist5k", "textures"} == set(listed)
     assert "working" in listed["elpv2"] and "defective" in listed["elpv2"]
 
 

