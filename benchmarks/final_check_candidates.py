@@ -93,12 +93,13 @@ def candidates(search: RunConfig, name: str, seed: int, cache_dir: str | None) -
     ]
     out = choices(cands, cfg.sizes, n)
     # the choices on other folds of the same images: the run's seed + 1 splits from seed + 2
-    chosen = [c["row"] for c in out.values()]
+    chosen = sorted({c["row"] for c in out.values()})  # one head can be chosen at several sizes
     masks = np.stack([result.history[i].mask() for i in chosen])
     fresh_cfg = dataclasses.replace(cfg, seed=seed + 1)
     fresh, _ = front.mask_check_scores(fresh_cfg, evolved.problem, ctx.X_train, ctx.y_train, masks)
-    for c, f in zip(out.values(), fresh):
-        c["fresh_check"] = float(f)
+    by_row = dict(zip(chosen, fresh))
+    for c in out.values():
+        c["fresh_check"] = float(by_row[c["row"]])
     return {"n_genes": n, "n_test": int(len(y_test)), "candidates": cands, "choices": out}
 
 

@@ -808,12 +808,11 @@ def plot_cells(doc: dict, path: str | Path) -> Path:
             y = [100 * (c["ranking_means"][m] - c["best_ranking_mean"]) for c in cells]
             ax.plot(x, y, color=COLORS["evaluated"], lw=0.8, marker=".", ms=3, zorder=1)
         search = [np.nan if c["delta_points"] is None else c["delta_points"] for c in cells]
-        # the search minus the other-seeds ranking is known; that ranking's own gap follows
         other = [
-            np.nan if o is None else d - o
-            for d, o in zip(
-                search, (c["delta_vs_ranking_chosen_on_other_seeds_points"] for c in cells)
-            )
+            np.nan
+            if c["ranking_chosen_on_other_seeds_per_seed"] is None
+            else 100 * (_mean(c["ranking_chosen_on_other_seeds_per_seed"]) - c["best_ranking_mean"])
+            for c in cells
         ]
         ax.plot(x, other, color=COLORS["fitness"], ls="--", marker="s", ms=3, zorder=2)
         se = [c["sampling_error_points"]["delta_paired_over_seeds"] or 0.0 for c in cells]
