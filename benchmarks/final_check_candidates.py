@@ -78,7 +78,10 @@ def candidates(search: RunConfig, name: str, seed: int, cache_dir: str | None) -
     result, n = evolved.result, evolved.problem.n_genes
     ranked = set(front.ranked_rows(result, ctx.unit_rankings, cfg.sizes, n))
     rows = sorted(set(front.sized_rows(result, cfg.sizes, n, cfg.final_check_top)) | ranked)
-    cv, prob = front.check_scores(cfg, evolved, ctx.X_train, ctx.y_train, rows)
+    check = front.check_scores(
+        cfg, evolved, ctx.X_train, ctx.y_train, rows, rankings=ctx.unit_rankings
+    )
+    cv, prob = check.accuracy, check.probability
     X_test, y_test = ctx.held_out
     cands = [
         {
@@ -96,7 +99,9 @@ def candidates(search: RunConfig, name: str, seed: int, cache_dir: str | None) -
     chosen = sorted({c["row"] for c in out.values()})  # one head can be chosen at several sizes
     masks = np.stack([result.history[i].mask() for i in chosen])
     fresh_cfg = dataclasses.replace(cfg, seed=seed + 1)
-    fresh, _ = front.mask_check_scores(fresh_cfg, evolved.problem, ctx.X_train, ctx.y_train, masks)
+    fresh = front.mask_check_scores(
+        fresh_cfg, evolved.problem, ctx.X_train, ctx.y_train, masks, rankings=ctx.unit_rankings
+    ).accuracy
     by_row = dict(zip(chosen, fresh))
     for c in out.values():
         c["fresh_check"] = float(by_row[c["row"]])

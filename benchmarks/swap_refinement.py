@@ -58,7 +58,7 @@ def climb(ctx: RunContext, k: int, steps: int, neighbours: int, rng) -> dict:
     score_of = prior_scores(rankings)  # what guided variation draws by
 
     def check(chroms: np.ndarray) -> np.ndarray:
-        _, prob = mask_check_scores(cfg, problem, ctx.X_train, ctx.y_train, chroms)
+        prob = mask_check_scores(cfg, problem, ctx.X_train, ctx.y_train, chroms).probability
         return prob
 
     starts = np.stack([top_k(s, k).astype(np.uint8) for s in rankings.values()])

@@ -554,6 +554,7 @@ def _result(
         check_selection_bias=None
         if final.check_accuracy is None
         else final.check_accuracy - final.test_accuracy,
+        check_leak=final.check_leak,
         **_ood_fields(final),
         **per_class_fields(final.head, final.reference, data.X_test, data.y_test, data.classes),
     )

@@ -7,11 +7,14 @@ Which heads those are is :func:`choose`'s: by the search's fitness, or, with ``f
 ``cv``, from the top candidates re-scored by k-fold cross-validation on all the training images.
 A search that compared thousands of masks on one validation split has overfitted it (Reunanen,
 JMLR 2003; Cawley & Talbot, JMLR 2010): the re-scoring averages over every training image and
-new splits, so the choice no longer rests on the noise the search selected for.
+new splits, so the choice no longer rests on the noise the search selected for. The rankings
+the search started from were computed on training images too: a ranking's top-k is re-ranked
+inside every fold of the check, so no image scores a mask chosen with its label.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +37,8 @@ from evoprune.settings import FitnessSettings, SearchSettings
 
 if TYPE_CHECKING:
     from evoprune.problem import HeadProblem
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -95,6 +100,7 @@ class FinalHeads:
     reference_ood: tuple[float, float] | None = None  # (AUROC, FPR95) of the reference head
     check_accuracy: float | None = None  # the final check's score of the shipped head
     check_seconds: float = 0.0
+    check_leak: float | None = None  # accuracy the final check took off the search's masks
 
     @property
     def selection_bias(self) -> float:
@@ -115,6 +121,7 @@ class Choice:
     checked: list[float] | None = None
     seconds: float = 0.0
     probability: list[float] | None = None
+    leak: float | None = None  # accuracy the check took off the search's own masks
 
     @property
     def row(self) -> int:
@@ -191,6 +198,20 @@ def ranked_rows(search, rankings: Mapping[str, np.ndarray], sizes, n_genes: int)
     return sorted({where[m] for m in masks if m in where})
 
 
+@dataclass
+class CheckScores:
+    """The final check's scores of its candidates: cross-validated ``accuracy`` and mean
+    ``probability`` of the true class, one per candidate; ``procedures``: for each, the ranking
+    whose top-k it is (re-ranked inside every fold) or None (the search's own mask); ``leak``:
+    the (accuracy, probability) the re-ranking took off the rankings' top-k masks on average,
+    and so off the search's own masks, None when no candidate is a ranking's top-k."""
+
+    accuracy: np.ndarray
+    probability: np.ndarray
+    procedures: list[str | None]
+    leak: tuple[float, float] | None = None
+
+
 def check_scores(
     cfg: SearchSettings,
     evolved: Evolved,
@@ -198,13 +219,30 @@ def check_scores(
     y: np.ndarray,
     rows: list[int],
     progress: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Cross-validated accuracy and mean probability of the true class (``cfg.final_check_folds``
-    folds of (X, y), split from the run's seed + 1, so not the fitness split's folds) of each
-    row's mask, trained as the search trains (``progress``: a bar of the masks, advancing as
-    each fold's heads train)."""
+    rankings: Mapping[str, np.ndarray] | None = None,
+) -> CheckScores:
+    """:func:`mask_check_scores` of each row's mask (``cfg.final_check_folds`` folds of
+    (X, y), split from the run's seed + 1, so not the fitness split's folds)."""
     chroms = np.stack([evolved.result.history[i].mask() for i in rows])
-    return mask_check_scores(cfg, evolved.problem, X, y, chroms, progress)
+    return mask_check_scores(cfg, evolved.problem, X, y, chroms, progress, rankings)
+
+
+def ranking_procedures(
+    chroms: np.ndarray, rankings: Mapping[str, np.ndarray] | None
+) -> list[str | None]:
+    """For each mask of ``chroms``, the first of ``rankings`` (gene scores) whose top-k at the
+    mask's size it is, else None."""
+    from evoprune.search.guided import top_k
+
+    out: list[str | None] = []
+    for chrom in np.atleast_2d(chroms).astype(bool):
+        k = int(chrom.sum())
+        out.append(
+            next(
+                (n for n, s in (rankings or {}).items() if np.array_equal(top_k(s, k), chrom)), None
+            )
+        )
+    return out
 
 
 def mask_check_scores(
@@ -214,21 +252,79 @@ def mask_check_scores(
     y: np.ndarray,
     chroms: np.ndarray,
     progress: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`check_scores` of the masks ``chroms`` (one per row), trained as ``problem``
-    trains its heads."""
+    rankings: Mapping[str, np.ndarray] | None = None,
+) -> CheckScores:
+    """Cross-validated accuracy and mean probability of the true class of the masks
+    ``chroms`` (one per row; ``cfg.final_check_folds`` folds of (X, y) split from
+    ``cfg.seed`` + 1), each head trained as ``problem`` trains its heads (``progress``: a bar
+    of the heads, advancing as each fold's heads train).
+
+    A mask chosen with the labels of the images it is then scored on scores high on them
+    (Ambroise & McLachlan, PNAS 2002): the rankings (``rankings``, the search's gene scores)
+    were computed on training images that the check's folds score on, and the search's own
+    masks were chosen on them. So a mask that is a ranking's top-k is scored as what made it:
+    in every fold the ranking is computed again on the fold's fitting part alone
+    (:func:`~evoprune.unitscores.search_rankings`, with the problem's trainer, seed and
+    device) and its top-k at the mask's size is trained there and scored on the fold's
+    scoring part, which no choice has seen. The search's other masks cannot be made again
+    inside a fold; each is scored as it is, less what re-ranking took off the rankings' own
+    top-k masks on average (their ``leak``, measured in this very check, never below
+    zero), so that the two kinds compete on the same footing."""
     from evoprune.problem import HeadProblem, make_folds
+    from evoprune.search.guided import top_k
+    from evoprune.unitscores import search_rankings
 
     check_split = FitnessSettings(
         fitness_split="cv", seed=(int(cfg.seed) + 1) % 2**32, cv_folds=int(cfg.final_check_folds)
     )
     folds = make_folds(X, y, check_split)
     check = HeadProblem(problem.encoding, problem.n_classes, folds, problem.training)
-    with work_bar(len(chroms), desc="final check", unit="head", enabled=progress, leave=False):
-        per_fold = [check.evaluate_fold_batch(chroms, k) for k in range(check.n_folds)]
+    chroms = np.atleast_2d(chroms)
+    procedures = ranking_procedures(chroms, rankings)
+    redo = [j for j, name in enumerate(procedures) if name is not None]
+    made = [(str(procedures[j]), int(chroms[j].astype(bool).sum())) for j in redo]
+    training = problem.training
+    per_fold = []
+    with work_bar(
+        len(chroms) + len(redo), desc="final check", unit="head", enabled=progress, leave=False
+    ):
+        for k, fold in enumerate(folds):
+            batch = chroms
+            if redo:
+                again = search_rankings(
+                    problem.encoding,
+                    fold.X_fit,
+                    fold.y_fit,
+                    problem.n_classes,
+                    trainer=training.trainer,
+                    seed=training.seed,
+                    device=training.device,
+                )
+                redone = [top_k(again[name], n) for name, n in made]
+                batch = np.concatenate([chroms, np.stack(redone).astype(chroms.dtype)])
+            per_fold.append(check.evaluate_fold_batch(batch, k))
     acc = np.mean([[s.accuracy for s in fold] for fold in per_fold], axis=0)
     prob = np.mean([[float(s.probability or 0.0) for s in fold] for fold in per_fold], axis=0)
-    return acc, prob
+    n = len(chroms)
+    if not redo:
+        return CheckScores(acc, prob, procedures)
+    leak = (
+        max(0.0, float(np.mean(acc[redo] - acc[n:]))),
+        max(0.0, float(np.mean(prob[redo] - prob[n:]))),
+    )
+    own = np.array([name is None for name in procedures])
+    out_acc, out_prob = acc[:n].copy(), prob[:n].copy()
+    out_acc[own] -= leak[0]
+    out_prob[own] -= leak[1]
+    out_acc[redo], out_prob[redo] = acc[n:], prob[n:]
+    log.info(
+        "final check: %d of %d candidates re-ranked inside each fold; the search's own masks "
+        "lose what that took off the rankings' top-k (%.2f points of accuracy)",
+        len(redo),
+        n,
+        100 * leak[0],
+    )
+    return CheckScores(np.clip(out_acc, 0.0, 1.0), np.clip(out_prob, 0.0, 1.0), procedures, leak)
 
 
 def tie_broken(score: np.ndarray, finer: np.ndarray) -> np.ndarray:
@@ -258,7 +354,9 @@ def choose(context: RunContext, evolved: Evolved, progress: bool = False) -> Cho
     (one objective), the best of that many size bands (:func:`size_band_rows`; accuracy and
     size), the best at or below each of ``cfg.sizes`` when given (:func:`sized_rows`, with a
     ranked start also every ranking's top-k at each size, :func:`ranked_rows`) or at most that
-    many front heads spread over sizes (with ood) are re-scored by :func:`check_scores`; the
+    many front heads spread over sizes (with ood) are re-scored by :func:`check_scores` (with
+    a ranked start or guided variation, a candidate that is a ranking's top-k re-ranked inside
+    every fold, the others less what that took off: :func:`mask_check_scores`); the
     shipped head is the best by :func:`check_ranking` (``cv``: accuracy, ties by the mean
     probability of the true class; ``cv-prob``: the other way round; then fewer genes), and
     the front is recomputed from it (non-dominated in that score, size and ood) with
@@ -289,13 +387,18 @@ def choose(context: RunContext, evolved: Evolved, progress: bool = False) -> Cho
             candidates = sorted({*candidates, *ranked_rows(search, rankings, cfg.sizes, n_genes)})
     else:
         candidates = size_band_rows(search, top)
-    cv, prob = check_scores(cfg, evolved, X, y, candidates, progress)
+    knows_units = cfg.init == "ranked" or cfg.variation == "guided"
+    scores = check_scores(
+        cfg, evolved, X, y, candidates, progress, context.unit_rankings if knows_units else None
+    )
+    cv, prob = scores.accuracy, scores.probability
+    leak = None if scores.leak is None else scores.leak[0]
     score = check_ranking(str(cfg.final_check), cv, prob)
     active = np.array([search.history[i].active_genes for i in candidates])
     seconds = time.perf_counter() - t0
     if not several:
         pick = int(np.lexsort((np.arange(len(cv)), active, -score))[0])
-        return Choice(candidates, pick, cv.tolist(), seconds, prob.tolist())
+        return Choice(candidates, pick, cv.tolist(), seconds, prob.tolist(), leak)
     F = np.array(search.F)[candidates].copy()
     F[:, list(search.objectives).index("accuracy")] = 1.0 - score
     keep = np.flatnonzero(non_dominated(F))
@@ -305,7 +408,7 @@ def choose(context: RunContext, evolved: Evolved, progress: bool = False) -> Cho
     # one-se on cv-prob: p (1 - p) bounds the variance of a per-image score in [0, 1] of mean p
     se = accuracy_standard_error(float(np.clip(score[keep].max(), 0.0, 1.0)), len(y))
     pick = select(score[keep], sizes, cfg.select, se=se)
-    return Choice(rows, pick, cv[keep].tolist(), seconds, prob[keep].tolist())
+    return Choice(rows, pick, cv[keep].tolist(), seconds, prob[keep].tolist(), leak)
 
 
 def heldout_ood(
@@ -361,6 +464,7 @@ def _finish_heads(context: RunContext, evolved: Evolved, ood, bar: WorkBar) -> F
             reference_seconds,
             check_accuracy=checked,
             check_seconds=choice.seconds,
+            check_leak=choice.leak,
         )
     front = front_members(context, evolved, train, ood, choice)
     chosen = next(m for m in front if m.selected)
@@ -380,6 +484,7 @@ def _finish_heads(context: RunContext, evolved: Evolved, ood, bar: WorkBar) -> F
         reference_ood,
         check_accuracy=checked,
         check_seconds=choice.seconds,
+        check_leak=choice.leak,
     )
 
 

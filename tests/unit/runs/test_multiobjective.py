@@ -379,9 +379,9 @@ def test_with_sizes_the_final_check_rescores_every_rankings_top_k_even_unpromote
     seen = {}
     check, ranked = front.check_scores, front.ranked_rows
 
-    def spy_check(cfg, evolved, X, y, rows, progress=False):
+    def spy_check(cfg, evolved, X, y, rows, progress=False, rankings=None):
         seen["rows"], seen["history"] = list(rows), evolved.result.history
-        return check(cfg, evolved, X, y, rows, progress)
+        return check(cfg, evolved, X, y, rows, progress, rankings)
 
     def spy_ranked(search, rankings, sizes, n_genes):
         seen["rankings"] = rankings

@@ -90,6 +90,9 @@ class RunResult(Mapping):
     check_accuracy: float | None = None
     selection_bias: float | None = None
     check_selection_bias: float | None = None
+    # what the final check took off the search's own masks' cross-validated accuracy: what
+    # re-ranking inside its folds took off the rankings' top-k masks (None: none was one)
+    check_leak: float | None = None
     # the form the backbone ran in for the features ("onnxruntime/cpu", "channels_last/cuda":
     # evoprune.backbones.runtime); features of two forms differ by up to 1e-4
     backbone_form: str | None = None
