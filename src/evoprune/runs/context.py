@@ -223,6 +223,14 @@ class RunContext:
             device=self.cfg.device,
         )
 
+    @property
+    def guiding_rankings(self) -> dict[str, np.ndarray] | None:
+        """:attr:`unit_rankings` when the search uses them (a ranked start or guided
+        variation), else None: what the search knew of the units, and what the final check
+        computes again inside its folds."""
+        cfg = self.cfg
+        return self.unit_rankings if cfg.init == "ranked" or cfg.variation == "guided" else None
+
     @cached_property
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std) of the training features."""

@@ -56,8 +56,7 @@ def evolve(
     cfg, encoding, problem = context.cfg, context.encoding, context.problem
     if context.fitness_eval_set is None:
         warn_small_fitness_split(context.folds, cfg.fitness_split)
-    knows_units = cfg.init == "ranked" or cfg.variation == "guided"
-    algorithm = make_algorithm(cfg.algorithm, cfg, context.unit_rankings if knows_units else None)
+    algorithm = make_algorithm(cfg.algorithm, cfg, context.guiding_rankings)
     fidelity = cfg.fidelity
     with search_bar(cfg.budget, known, executor, enabled=progress, label=progress_label) as show:
         evaluator = Evaluator(

@@ -387,10 +387,7 @@ def choose(context: RunContext, evolved: Evolved, progress: bool = False) -> Cho
             candidates = sorted({*candidates, *ranked_rows(search, rankings, cfg.sizes, n_genes)})
     else:
         candidates = size_band_rows(search, top)
-    knows_units = cfg.init == "ranked" or cfg.variation == "guided"
-    scores = check_scores(
-        cfg, evolved, X, y, candidates, progress, context.unit_rankings if knows_units else None
-    )
+    scores = check_scores(cfg, evolved, X, y, candidates, progress, context.guiding_rankings)
     cv, prob = scores.accuracy, scores.probability
     leak = None if scores.leak is None else scores.leak[0]
     score = check_ranking(str(cfg.final_check), cv, prob)

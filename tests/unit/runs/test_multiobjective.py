@@ -381,6 +381,7 @@ def test_with_sizes_the_final_check_rescores_every_rankings_top_k_even_unpromote
 
     def spy_check(cfg, evolved, X, y, rows, progress=False, rankings=None):
         seen["rows"], seen["history"] = list(rows), evolved.result.history
+        seen["check_rankings"] = rankings
         return check(cfg, evolved, X, y, rows, progress, rankings)
 
     def spy_ranked(search, rankings, sizes, n_genes):
@@ -396,6 +397,8 @@ def test_with_sizes_the_final_check_rescores_every_rankings_top_k_even_unpromote
     masks = {history[i].mask().astype(bool).tobytes(): i for i in rows}
     wanted = {top_k(s, k).tobytes() for k in (6, 16) for s in seen["rankings"].values()}
     assert wanted <= set(masks)  # every ranking's top-k at both sizes was re-scored
+    # ... as the rankings made again inside the check's folds: it was given the search's
+    assert seen["check_rankings"] is seen["rankings"]
     # some were never promoted to full training, and are candidates all the same
     assert "shared" in {history[masks[m]].fidelity for m in wanted}
     prob = clf.pareto_["check_probability"]

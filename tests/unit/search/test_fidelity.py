@@ -413,6 +413,10 @@ def test_a_multi_fidelity_run_records_fidelity_and_selection_bias(
         assert full[mask[: result["genes"]].tobytes()] == pytest.approx(float(row["fitness"]))
         assert row["check_accuracy"]
     assert run.result.check_accuracy == result["check_accuracy"]
+    # what the check took off the search's own masks, recorded and read back (None when no
+    # candidate was a ranking's top-k, else never below zero)
+    assert "check_leak" in result and run.result.check_leak == result["check_leak"]
+    assert result["check_leak"] is None or result["check_leak"] >= 0
 
 
 def test_recorded_hypervolume_equals_that_of_every_row_so_far():
