@@ -24,7 +24,6 @@ from evoprune.model.head import CompactHead, TrainerConfig, feature_stats, get_t
 from evoprune.problem import Fold, HeadProblem, HeadTraining, make_folds
 from evoprune.runs.config import RunConfig
 from evoprune.settings import FitnessSettings, group_of
-from evoprune.unitscores import search_rankings
 
 log = logging.getLogger(__name__)
 
@@ -212,16 +211,7 @@ class RunContext:
         fitness fold's training part alone: never the rows fitness is measured on there, never
         held-out images (with ``cv``, the other folds' scoring rows are in it). Empty for
         encodings whose genes do not switch whole units."""
-        fold = self.folds[0]
-        return search_rankings(
-            self.encoding,
-            fold.X_fit,
-            fold.y_fit,
-            self.n_classes,
-            trainer=self.trainer,
-            seed=self.cfg.seed,
-            device=self.cfg.device,
-        )
+        return self.training.rankings(self.encoding, self.folds[0], self.n_classes)
 
     @property
     def guiding_rankings(self) -> dict[str, np.ndarray] | None:

@@ -264,7 +264,7 @@ def mask_check_scores(
     were computed on training images that the check's folds score on, and the search's own
     masks were chosen on them. So a mask that is a ranking's top-k is scored as what made it:
     in every fold the ranking is computed again on the fold's fitting part alone
-    (:func:`~evoprune.unitscores.search_rankings`, with the problem's trainer, seed and
+    (:meth:`~evoprune.problem.HeadTraining.rankings`, with the problem's trainer, seed and
     device) and its top-k at the mask's size is trained there and scored on the fold's
     scoring part, which no choice has seen. The search's other masks cannot be made again
     inside a fold; each is scored as it is, less what re-ranking took off the rankings' own
@@ -272,7 +272,6 @@ def mask_check_scores(
     zero), so that the two kinds compete on the same footing."""
     from evoprune.problem import HeadProblem, make_folds
     from evoprune.search.guided import top_k
-    from evoprune.unitscores import search_rankings
 
     check_split = FitnessSettings(
         fitness_split="cv", seed=(int(cfg.seed) + 1) % 2**32, cv_folds=int(cfg.final_check_folds)
@@ -283,7 +282,6 @@ def mask_check_scores(
     procedures = ranking_procedures(chroms, rankings)
     redo = [j for j, name in enumerate(procedures) if name is not None]
     made = [(str(procedures[j]), int(chroms[j].astype(bool).sum())) for j in redo]
-    training = problem.training
     per_fold = []
     with work_bar(
         len(chroms) + len(redo), desc="final check", unit="head", enabled=progress, leave=False
@@ -291,15 +289,7 @@ def mask_check_scores(
         for k, fold in enumerate(folds):
             batch = chroms
             if redo:
-                again = search_rankings(
-                    problem.encoding,
-                    fold.X_fit,
-                    fold.y_fit,
-                    problem.n_classes,
-                    trainer=training.trainer,
-                    seed=training.seed,
-                    device=training.device,
-                )
+                again = problem.training.rankings(problem.encoding, fold, problem.n_classes)
                 redone = [top_k(again[name], n) for name, n in made]
                 batch = np.concatenate([chroms, np.stack(redone).astype(chroms.dtype)])
             per_fold.append(check.evaluate_fold_batch(batch, k))
