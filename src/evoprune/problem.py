@@ -142,21 +142,6 @@ class HeadTraining:
             X, y, masks, n_classes, self.trainer, seed=self.seed, stats=stats, device=self.device
         )
 
-    def rankings(self, encoding: Encoding, fold: Fold, n_classes: int) -> dict[str, np.ndarray]:
-        """The search's gene scores (:func:`~evoprune.unitscores.search_rankings`) of
-        ``fold``'s fitting part alone, their heads trained as this training trains."""
-        from evoprune.unitscores import search_rankings
-
-        return search_rankings(
-            encoding,
-            fold.X_fit,
-            fold.y_fit,
-            n_classes,
-            trainer=self.trainer,
-            seed=self.seed,
-            device=self.device,
-        )
-
 
 class HeadProblem:
     """(B, L) chromosomes -> (B, M) minimised objectives of heads trained on each fold.

@@ -24,6 +24,7 @@ from evoprune.model.head import CompactHead, TrainerConfig, feature_stats, get_t
 from evoprune.problem import Fold, HeadProblem, HeadTraining, make_folds
 from evoprune.runs.config import RunConfig
 from evoprune.settings import FitnessSettings, group_of
+from evoprune.unitscores import search_rankings
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,22 @@ def fitness_folds(
 
 #: Below this many images a validation fitness split is coarse: one image is 100 / n points.
 SMALL_FITNESS_SPLIT = 100
+
+
+def fold_rankings(
+    encoding: Encoding, fold: Fold, n_classes: int, training: HeadTraining
+) -> dict[str, np.ndarray]:
+    """The search's gene scores (:func:`~evoprune.unitscores.search_rankings`) of ``fold``'s
+    fitting part alone, their heads trained as ``training`` trains."""
+    return search_rankings(
+        encoding,
+        fold.X_fit,
+        fold.y_fit,
+        n_classes,
+        trainer=training.trainer,
+        seed=training.seed,
+        device=training.device,
+    )
 
 
 def warn_small_fitness_split(folds: list[Fold], fitness_split: str) -> None:
@@ -211,7 +228,7 @@ class RunContext:
         fitness fold's training part alone: never the rows fitness is measured on there, never
         held-out images (with ``cv``, the other folds' scoring rows are in it). Empty for
         encodings whose genes do not switch whole units."""
-        return self.training.rankings(self.encoding, self.folds[0], self.n_classes)
+        return fold_rankings(self.encoding, self.folds[0], self.n_classes, self.training)
 
     @property
     def guiding_rankings(self) -> dict[str, np.ndarray] | None:

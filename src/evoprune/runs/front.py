@@ -31,7 +31,7 @@ from evoprune.model.head import (
 from evoprune.pareto import DEFAULT_SELECT, accuracy_standard_error, non_dominated, select
 from evoprune.progress import WorkBar, work_bar
 from evoprune.runs.config import CV_FINAL_CHECKS
-from evoprune.runs.context import RunContext
+from evoprune.runs.context import RunContext, fold_rankings
 from evoprune.runs.evolve import Evolved
 from evoprune.settings import FitnessSettings, SearchSettings
 
@@ -264,7 +264,7 @@ def mask_check_scores(
     were computed on training images that the check's folds score on, and the search's own
     masks were chosen on them. So a mask that is a ranking's top-k is scored as what made it:
     in every fold the ranking is computed again on the fold's fitting part alone
-    (:meth:`~evoprune.problem.HeadTraining.rankings`, with the problem's trainer, seed and
+    (:func:`~evoprune.runs.context.fold_rankings`, with the problem's trainer, seed and
     device) and its top-k at the mask's size is trained there and scored on the fold's
     scoring part, which no choice has seen. The search's other masks cannot be made again
     inside a fold; each is scored as it is, less what re-ranking took off the rankings' own
@@ -289,7 +289,7 @@ def mask_check_scores(
         for k, fold in enumerate(folds):
             batch = chroms
             if redo:
-                again = problem.training.rankings(problem.encoding, fold, problem.n_classes)
+                again = fold_rankings(problem.encoding, fold, problem.n_classes, problem.training)
                 redone = [top_k(again[name], n) for name, n in made]
                 batch = np.concatenate([chroms, np.stack(redone).astype(chroms.dtype)])
             per_fold.append(check.evaluate_fold_batch(batch, k))
