@@ -8,8 +8,8 @@ searches of ``benchmarks/search_vs_rankings.py``.
 For each dataset:seed the search runs through the library (``evolve``) with the search
 benchmark's recipe, images and held-out split, so the candidates are those of its searches
 (``choices_as_the_search_benchmark`` checks it). Its final-check candidates (the best rows at
-or below each asked size and every ranking's top-k there: ``runs.front.sized_rows`` and
-``ranked_rows``) are scored by the final check's cross-validation (``runs.front.check_scores``)
+or below each asked size and every ranking's top-k there: ``runs.front.check_candidates``)
+are scored by the final check's cross-validation (``runs.front.check_scores``)
 and each is trained on all training images and scored on the held-out images. Options other
 than those below are the search benchmark's (``--evaluations``, ``--limit``, ``--cache-dir``,
 ...).
@@ -77,9 +77,9 @@ def candidates(search: RunConfig, name: str, seed: int, cache_dir: str | None) -
     evolved = evolve(ctx)
     result, n = evolved.result, evolved.problem.n_genes
     ranked = set(front.ranked_rows(result, ctx.unit_rankings, cfg.sizes, n))
-    rows = sorted(set(front.sized_rows(result, cfg.sizes, n, cfg.final_check_top)) | ranked)
+    rows = front.check_candidates(ctx, evolved)  # what the search's final check re-scores
     check = front.check_scores(
-        cfg, evolved, ctx.X_train, ctx.y_train, rows, rankings=ctx.unit_rankings
+        cfg, evolved, ctx.X_train, ctx.y_train, rows, rankings=ctx.guiding_rankings
     )
     cv, prob = check.accuracy, check.probability
     X_test, y_test = ctx.held_out
@@ -100,7 +100,7 @@ def candidates(search: RunConfig, name: str, seed: int, cache_dir: str | None) -
     masks = np.stack([result.history[i].mask() for i in chosen])
     fresh_cfg = dataclasses.replace(cfg, seed=seed + 1)
     fresh = front.mask_check_scores(
-        fresh_cfg, evolved.problem, ctx.X_train, ctx.y_train, masks, rankings=ctx.unit_rankings
+        fresh_cfg, evolved.problem, ctx.X_train, ctx.y_train, masks, rankings=ctx.guiding_rankings
     ).accuracy
     by_row = dict(zip(chosen, fresh))
     for c in out.values():

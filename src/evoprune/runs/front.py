@@ -336,6 +336,27 @@ def check_ranking(final_check: str, cv: np.ndarray, prob: np.ndarray) -> np.ndar
     return tie_broken(prob, cv) if final_check == "cv-prob" else tie_broken(cv, prob)
 
 
+def check_candidates(context: RunContext, evolved: Evolved) -> list[int]:
+    """The history rows the final check re-scores (:func:`choose` says which)."""
+    cfg, search = context.cfg, evolved.result
+    top = int(cfg.final_check_top)
+    if len(search.objectives) == 1:
+        return _best_rows(search, top)
+    if "ood" in search.objectives:
+        idx, _ = pareto_front(evolved, cfg.select)
+        if len(idx) > top:  # spread over the front's sizes, its two ends included
+            idx = [idx[i] for i in np.unique(np.linspace(0, len(idx) - 1, top).round().astype(int))]
+        return idx
+    if cfg.sizes:
+        n_genes = evolved.problem.n_genes
+        rows = sized_rows(search, cfg.sizes, n_genes, top)
+        if cfg.init == "ranked":
+            rankings = context.unit_rankings
+            rows = sorted({*rows, *ranked_rows(search, rankings, cfg.sizes, n_genes)})
+        return rows
+    return size_band_rows(search, top)
+
+
 def choose(context: RunContext, evolved: Evolved, progress: bool = False) -> Choice:
     """The shipped head and the front of a finished search of ``context`` (its settings and
     training data). Without a final check: the best by fitness, or the front and the head
@@ -361,22 +382,7 @@ def choose(context: RunContext, evolved: Evolved, progress: bool = False) -> Cho
             return Choice(idx, pick)
         return Choice(_best_rows(search, 1), 0)
     t0 = time.perf_counter()
-    top = int(cfg.final_check_top)
-    if not several:
-        candidates = _best_rows(search, top)
-    elif "ood" in search.objectives:
-        idx, _ = pareto_front(evolved, cfg.select)
-        if len(idx) > top:  # spread over the front's sizes, its two ends included
-            idx = [idx[i] for i in np.unique(np.linspace(0, len(idx) - 1, top).round().astype(int))]
-        candidates = idx
-    elif cfg.sizes:
-        n_genes = evolved.problem.n_genes
-        candidates = sized_rows(search, cfg.sizes, n_genes, top)
-        if cfg.init == "ranked":
-            rankings = context.unit_rankings
-            candidates = sorted({*candidates, *ranked_rows(search, rankings, cfg.sizes, n_genes)})
-    else:
-        candidates = size_band_rows(search, top)
+    candidates = check_candidates(context, evolved)
     scores = check_scores(cfg, evolved, X, y, candidates, progress, context.guiding_rankings)
     cv, prob = scores.accuracy, scores.probability
     leak = None if scores.leak is None else scores.leak[0]
