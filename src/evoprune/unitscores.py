@@ -123,31 +123,34 @@ def relieff_scores(
     weight is the mean over rows of its summed difference to the misses of each other class c,
     weighted P(c) / (1 - P(row's class)), less its summed difference to the hits, divided by
     the number of neighbours taken per class. It sees features that matter only together (an
-    XOR of two signs), which a filter scoring one feature at a time cannot. Vectorised with
-    numpy: ELPV's 2,099 x 1,280 features take seconds, where scikit-rebate's Python loop takes
-    minutes."""
-    from sklearn.metrics import pairwise_distances
-
+    XOR of two signs), which a filter scoring one feature at a time cannot. Vectorised (torch's
+    Manhattan distances, in float64, then one neighbour a row at a time): ELPV's 2,099 x 1,280
+    features take 2-3 s on 2 cores, where scikit-rebate's Python loop takes minutes."""
     X = np.asarray(X, dtype=np.float64)
     _, yi, counts = np.unique(np.asarray(y), return_inverse=True, return_counts=True)
     n = len(yi)
     k = max(1, min(int(n_neighbors), int(counts.min()) - 1))
     lo, span = X.min(axis=0), np.ptp(X, axis=0)
-    Z = (X - lo) / np.where(span > 0, span, 1.0)
+    Z = torch.from_numpy((X - lo) / np.where(span > 0, span, 1.0))
     prior = counts / n
     members = [np.flatnonzero(yi == c) for c in range(len(counts))]
-    weights = np.zeros(X.shape[1])
+    weights = torch.zeros(X.shape[1], dtype=torch.float64)
     for start in range(0, n, RELIEFF_CHUNK):
         rows = np.arange(start, min(n, start + RELIEFF_CHUNK))
-        dist = pairwise_distances(Z[rows], Z, metric="manhattan")
+        dist = torch.cdist(Z[rows], Z, p=1).numpy()  # Manhattan, in float64 like scipy's
         dist[np.arange(len(rows)), rows] = np.inf  # never a row's own neighbour
         own = yi[rows]
+        near, sign = [], []  # each row's neighbours of every class, and their signed weight
         for c, idx in enumerate(members):
-            near = idx[np.argsort(dist[:, idx], axis=1, kind="stable")[:, :k]]
-            diff = np.abs(Z[rows, None, :] - Z[near]).sum(axis=1)  # (rows, features)
-            sign = np.where(own == c, -1.0, prior[c] / np.maximum(1.0 - prior[own], 1e-12))
-            weights += sign @ diff
-    return weights / (n * k)
+            near.append(idx[np.argsort(dist[:, idx], axis=1, kind="stable")[:, :k]])
+            s = np.where(own == c, -1.0, prior[c] / np.maximum(1.0 - prior[own], 1e-12))
+            sign.append(np.repeat(s[:, None], k, axis=1))
+        neighbours = torch.from_numpy(np.concatenate(near, axis=1))
+        signs = torch.from_numpy(np.concatenate(sign, axis=1))
+        Zr = Z[rows]
+        for j in range(neighbours.shape[1]):  # one neighbour a row at a time: little memory
+            weights += signs[:, j] @ (Zr - Z[neighbours[:, j]]).abs()
+    return (weights / (n * k)).numpy()
 
 
 def l1_importance(estimator) -> np.ndarray:
